@@ -1,0 +1,6 @@
+//! claude-agent-http: a Claude coding agent behind a REST API, one confined
+//! working directory per user, sessions kept in a pluggable store.
+
+pub mod domain;
+pub mod tools;
+pub mod workspace;

@@ -1,0 +1,69 @@
+//! What the agent can do: the `Tool` trait, the sources that supply tools
+//! (built-ins, skills, MCP servers) and the per-turn set filtered by policy.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use crate::workspace::Workspace;
+
+/// Everything a tool call may use. Paths go through `workspace`; long work
+/// watches `cancel`, which fires on interrupt and turn timeout.
+#[derive(Clone)]
+pub struct ToolContext {
+    pub workspace: Workspace,
+    pub cancel: CancellationToken,
+}
+
+/// What goes back to the model as a `tool_result`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToolOutput {
+    pub content: String,
+    pub is_error: bool,
+}
+
+impl ToolOutput {
+    pub fn ok(content: impl Into<String>) -> Self {
+        Self {
+            content: content.into(),
+            is_error: false,
+        }
+    }
+
+    pub fn error(content: impl Into<String>) -> Self {
+        Self {
+            content: content.into(),
+            is_error: true,
+        }
+    }
+}
+
+#[async_trait]
+pub trait Tool: Send + Sync {
+    /// The name the model calls it by (`^[a-zA-Z0-9_-]{1,128}$`).
+    fn name(&self) -> &str;
+    fn description(&self) -> String;
+    /// JSON Schema of the input object.
+    fn input_schema(&self) -> Value;
+    /// Read-only tools may run in `plan` and `default` permission modes.
+    fn read_only(&self) -> bool;
+    /// Runs the call. Failures are `ToolOutput::error`, never a panic.
+    async fn call(&self, input: Value, ctx: &ToolContext) -> ToolOutput;
+}
+
+/// Something that supplies tools for a session working in a given workspace.
+#[async_trait]
+pub trait ToolSource: Send + Sync {
+    async fn tools(&self, workspace: &Workspace) -> Vec<Arc<dyn Tool>>;
+}
+
+/// The model-facing definition of a tool, as the Messages API wants it.
+pub fn definition(tool: &dyn Tool) -> Value {
+    serde_json::json!({
+        "name": tool.name(),
+        "description": tool.description(),
+        "input_schema": tool.input_schema(),
+    })
+}

@@ -1,0 +1,220 @@
+//! The path jail: every directory a session works in and every path a tool
+//! touches is resolved here, symlinks included, and must stay inside it.
+
+use std::io;
+use std::path::{Component, Path, PathBuf};
+
+use crate::domain::{Subdir, UserId};
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkspaceError {
+    #[error("path '{0}' is outside the session's directory")]
+    Escape(String),
+    #[error("directory '{0}' does not exist")]
+    Missing(String),
+    #[error("could not prepare the working directory: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// A session's working directory and the roots it may touch. All paths held
+/// here are canonical (absolute, symlinks resolved).
+#[derive(Debug, Clone)]
+pub struct Workspace {
+    root: PathBuf,
+    cwd: PathBuf,
+    extra_roots: Vec<PathBuf>,
+}
+
+impl Workspace {
+    /// Opens `{base_dir}/{user}/{subdir}`, creating it when `create` is set,
+    /// and refuses it when a symlink on the way leads outside `{base_dir}/{user}`.
+    pub fn open(
+        base_dir: &Path,
+        user: &UserId,
+        subdir: Option<&Subdir>,
+        create: bool,
+    ) -> Result<Self, WorkspaceError> {
+        let user_dir = base_dir.join(user.as_str());
+        let wanted = match subdir {
+            Some(s) if !s.as_str().is_empty() => user_dir.join(s.as_str()),
+            _ => user_dir.clone(),
+        };
+        if create {
+            std::fs::create_dir_all(&user_dir)?;
+            // Canonicalise the user root first so a symlinked subdir cannot
+            // make create_dir_all build directories somewhere else.
+            let root = user_dir.canonicalize()?;
+            let probe = Self {
+                root: root.clone(),
+                cwd: root.clone(),
+                extra_roots: Vec::new(),
+            };
+            let target = probe.resolve_within(&wanted, &wanted.display().to_string())?;
+            std::fs::create_dir_all(&target)?;
+        }
+        let root = user_dir
+            .canonicalize()
+            .map_err(|_| WorkspaceError::Missing(user.as_str().to_owned()))?;
+        let cwd = wanted.canonicalize().map_err(|_| {
+            WorkspaceError::Missing(subdir.map_or_else(String::new, |s| s.as_str().to_owned()))
+        })?;
+        if !cwd.starts_with(&root) {
+            return Err(WorkspaceError::Escape(
+                subdir.map_or_else(String::new, |s| s.as_str().to_owned()),
+            ));
+        }
+        if !cwd.is_dir() {
+            return Err(WorkspaceError::Missing(
+                subdir.map_or_else(String::new, |s| s.as_str().to_owned()),
+            ));
+        }
+        Ok(Self {
+            root,
+            cwd,
+            extra_roots: Vec::new(),
+        })
+    }
+
+    /// A workspace over an existing directory (its own root), for tools and tests.
+    pub fn at(dir: &Path) -> Result<Self, WorkspaceError> {
+        let root = dir.canonicalize()?;
+        Ok(Self {
+            cwd: root.clone(),
+            root,
+            extra_roots: Vec::new(),
+        })
+    }
+
+    /// Additional directories the session may touch (`add_dirs`).
+    pub fn with_extra_roots(mut self, roots: impl IntoIterator<Item = PathBuf>) -> Self {
+        self.extra_roots
+            .extend(roots.into_iter().filter_map(|r| r.canonicalize().ok()));
+        self
+    }
+
+    /// The user's directory, `{base_dir}/{user_id}`.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The session's working directory.
+    pub fn cwd(&self) -> &Path {
+        &self.cwd
+    }
+
+    /// Resolves a tool's path (relative to the cwd, or absolute) to a canonical
+    /// path inside the workspace. The path need not exist yet: its deepest
+    /// existing ancestor is resolved and the rest appended.
+    pub fn resolve(&self, path: &str) -> Result<PathBuf, WorkspaceError> {
+        let raw = Path::new(path);
+        let joined = if raw.is_absolute() {
+            raw.to_path_buf()
+        } else {
+            self.cwd.join(raw)
+        };
+        self.resolve_within(&joined, path)
+    }
+
+    /// Whether a canonical path lies inside one of the workspace's roots.
+    pub fn contains(&self, canonical: &Path) -> bool {
+        canonical.starts_with(&self.root) || self.extra_roots.iter().any(|r| canonical.starts_with(r))
+    }
+
+    fn resolve_within(&self, joined: &Path, shown: &str) -> Result<PathBuf, WorkspaceError> {
+        let normal = lexical_normalize(joined);
+        let mut existing = normal.as_path();
+        let mut rest = Vec::new();
+        let base = loop {
+            match existing.canonicalize() {
+                Ok(canonical) => break canonical,
+                Err(_) => {
+                    let Some(name) = existing.file_name() else {
+                        return Err(WorkspaceError::Escape(shown.to_owned()));
+                    };
+                    rest.push(name.to_owned());
+                    existing = existing
+                        .parent()
+                        .ok_or_else(|| WorkspaceError::Escape(shown.to_owned()))?;
+                }
+            }
+        };
+        let mut resolved = base;
+        for part in rest.iter().rev() {
+            resolved.push(part);
+        }
+        if self.contains(&resolved) {
+            Ok(resolved)
+        } else {
+            Err(WorkspaceError::Escape(shown.to_owned()))
+        }
+    }
+}
+
+/// Removes `.` and folds `..` without touching the disk. Symlinks are
+/// handled afterwards by canonicalising the existing prefix, so a `..` that
+/// follows a symlink is still caught by the containment check.
+fn lexical_normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other.as_os_str()),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(name: &str) -> UserId {
+        UserId::parse(name).unwrap()
+    }
+
+    #[test]
+    fn open_creates_user_and_subdir() {
+        let tmp = tempfile::tempdir().unwrap();
+        let sub = Subdir::parse("proj/a").unwrap();
+        let ws = Workspace::open(tmp.path(), &user("alice"), Some(&sub), true).unwrap();
+        assert!(ws.cwd().ends_with("alice/proj/a"));
+        assert!(ws.cwd().is_dir());
+    }
+
+    #[test]
+    fn open_refuses_a_symlinked_subdir_leading_out() {
+        let tmp = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(tmp.path().join("bob")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), tmp.path().join("bob/link")).unwrap();
+        let sub = Subdir::parse("link/deeper").unwrap();
+        let err = Workspace::open(tmp.path(), &user("bob"), Some(&sub), true).unwrap_err();
+        assert!(matches!(err, WorkspaceError::Escape(_)), "{err:?}");
+        assert!(!outside.path().join("deeper").exists());
+    }
+
+    #[test]
+    fn resolve_keeps_paths_inside() {
+        let tmp = tempfile::tempdir().unwrap();
+        let ws = Workspace::open(tmp.path(), &user("carol"), None, true).unwrap();
+        assert_eq!(ws.resolve("a/b.txt").unwrap(), ws.cwd().join("a/b.txt"));
+        assert!(ws.resolve("../other/x").is_err());
+        assert!(ws.resolve("/etc/passwd").is_err());
+        assert!(ws.resolve("a/../../x").is_err());
+        let inside = ws.cwd().join("f.txt");
+        assert_eq!(ws.resolve(inside.to_str().unwrap()).unwrap(), inside);
+    }
+
+    #[test]
+    fn resolve_follows_symlinks_before_judging() {
+        let tmp = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let ws = Workspace::open(tmp.path(), &user("dave"), None, true).unwrap();
+        std::os::unix::fs::symlink(outside.path(), ws.cwd().join("out")).unwrap();
+        assert!(ws.resolve("out/secret").is_err());
+        assert!(ws.resolve("out").is_err());
+    }
+}
