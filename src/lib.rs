@@ -1,6 +1,13 @@
 //! claude-agent-http: a Claude coding agent behind a REST API, one confined
 //! working directory per user, sessions kept in a pluggable store.
 
+pub mod api;
+pub mod config;
 pub mod domain;
+pub mod error;
+pub mod healthcheck;
+pub mod startup;
+pub mod store;
+pub mod telemetry;
 pub mod tools;
 pub mod workspace;
