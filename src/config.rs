@@ -102,7 +102,11 @@ impl Secret {
 
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(if self.is_set() { "[redacted]" } else { "[unset]" })
+        f.write_str(if self.is_set() {
+            "[redacted]"
+        } else {
+            "[unset]"
+        })
     }
 }
 
@@ -353,14 +357,26 @@ const ENV_KEYS: &[(&str, &str, Kind)] = &[
         "session.sqlite_path",
         Kind::Text,
     ),
-    ("CLAUDE_AGENT_SESSION_PG_HOST", "session.pg_host", Kind::Text),
-    ("CLAUDE_AGENT_SESSION_PG_PORT", "session.pg_port", Kind::Port),
+    (
+        "CLAUDE_AGENT_SESSION_PG_HOST",
+        "session.pg_host",
+        Kind::Text,
+    ),
+    (
+        "CLAUDE_AGENT_SESSION_PG_PORT",
+        "session.pg_port",
+        Kind::Port,
+    ),
     (
         "CLAUDE_AGENT_SESSION_PG_DATABASE",
         "session.pg_database",
         Kind::Text,
     ),
-    ("CLAUDE_AGENT_SESSION_PG_USER", "session.pg_user", Kind::Text),
+    (
+        "CLAUDE_AGENT_SESSION_PG_USER",
+        "session.pg_user",
+        Kind::Text,
+    ),
     (
         "CLAUDE_AGENT_SESSION_PG_PASSWORD",
         "session.pg_password",
@@ -580,7 +596,10 @@ mod tests {
     fn defaults_run_on_a_laptop() {
         let s = load(None, &[]).unwrap();
         assert_eq!(s.session.storage, StorageKind::Sqlite);
-        assert_eq!(s.session.sqlite_path, PathBuf::from("./data/db/sessions.db"));
+        assert_eq!(
+            s.session.sqlite_path,
+            PathBuf::from("./data/db/sessions.db")
+        );
         assert_eq!(s.user.base_dir, PathBuf::from("./data/claude-users"));
         assert_eq!(s.api.port, 8000);
         assert_eq!(s.session.ttl, 3600);
@@ -606,7 +625,11 @@ mod tests {
 
     #[test]
     fn claude_agent_api_port_beats_api_port() {
-        let s = load(None, &[("API_PORT", "8100"), ("CLAUDE_AGENT_API_PORT", "8200")]).unwrap();
+        let s = load(
+            None,
+            &[("API_PORT", "8100"), ("CLAUDE_AGENT_API_PORT", "8200")],
+        )
+        .unwrap();
         assert_eq!(s.api.port, 8200);
     }
 
@@ -614,32 +637,55 @@ mod tests {
     fn bad_values_name_key_and_value() {
         let err = load(None, &[("CLAUDE_AGENT_SESSION_STORAGE", "mongo")]).unwrap_err();
         let line = err.to_string();
-        assert!(line.contains("CLAUDE_AGENT_SESSION_STORAGE") && line.contains("mongo"), "{line}");
+        assert!(
+            line.contains("CLAUDE_AGENT_SESSION_STORAGE") && line.contains("mongo"),
+            "{line}"
+        );
 
         let err = load(None, &[("API_PORT", "abc")]).unwrap_err().to_string();
         assert!(err.contains("API_PORT") && err.contains("abc"), "{err}");
 
-        let err = load(None, &[("CLAUDE_AGENT_SESSION_TTL", "-5")]).unwrap_err().to_string();
-        assert!(err.contains("CLAUDE_AGENT_SESSION_TTL") && err.contains("-5"), "{err}");
+        let err = load(None, &[("CLAUDE_AGENT_SESSION_TTL", "-5")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("CLAUDE_AGENT_SESSION_TTL") && err.contains("-5"),
+            "{err}"
+        );
 
-        let err = load(Some("session:\n  ttl: -1\n"), &[]).unwrap_err().to_string();
+        let err = load(Some("session:\n  ttl: -1\n"), &[])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("session.ttl") && err.contains("-1"), "{err}");
 
-        let err = load(Some("session:\n  storage: mongo\n"), &[]).unwrap_err().to_string();
+        let err = load(Some("session:\n  storage: mongo\n"), &[])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("mongo"), "{err}");
     }
 
     #[test]
     fn password_never_in_debug() {
-        let s = load(None, &[("CLAUDE_AGENT_SESSION_PG_PASSWORD", "hunter2"), ("ANTHROPIC_API_KEY", "sk-ant-xyz")]).unwrap();
+        let s = load(
+            None,
+            &[
+                ("CLAUDE_AGENT_SESSION_PG_PASSWORD", "hunter2"),
+                ("ANTHROPIC_API_KEY", "sk-ant-xyz"),
+            ],
+        )
+        .unwrap();
         let shown = format!("{s:?}");
-        assert!(!shown.contains("hunter2") && !shown.contains("sk-ant-xyz"), "{shown}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("sk-ant-xyz"),
+            "{shown}"
+        );
         assert_eq!(s.session.pg_password.expose(), Some("hunter2"));
     }
 
     #[test]
     fn explicit_missing_file_is_an_error() {
-        let err = Settings::load_from(Some(Path::new("/nonexistent/c.yaml")), |_| None).unwrap_err();
+        let err =
+            Settings::load_from(Some(Path::new("/nonexistent/c.yaml")), |_| None).unwrap_err();
         assert!(err.to_string().contains("/nonexistent/c.yaml"));
     }
 

@@ -177,7 +177,9 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         match &self {
             Self::Internal(why) => tracing::error!(error = %why, "internal error"),
-            Self::StoreUnavailable(why) => tracing::warn!(error = %why, "session store unavailable"),
+            Self::StoreUnavailable(why) => {
+                tracing::warn!(error = %why, "session store unavailable")
+            }
             Self::Upstream(why) => tracing::warn!(error = %why, "model API failed"),
             _ => {}
         }

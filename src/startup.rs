@@ -70,7 +70,10 @@ impl Application {
     }
 
     /// Serves until `shutdown` completes, letting in-flight requests finish.
-    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         let sweeper = tokio::spawn(sweep_expired(self.state.clone()));
         tracing::info!(
             port = self.port,
@@ -91,25 +94,26 @@ impl Application {
 }
 
 fn with_middleware(router: Router, settings: &Settings) -> Router {
-    let trace = TraceLayer::new_for_http().make_span_with(|request: &Request| {
-        // The route template, not the raw path, keeps span fields low-cardinality.
-        let route = request
-            .extensions()
-            .get::<MatchedPath>()
-            .map_or("unmatched", MatchedPath::as_str);
-        let request_id = request
-            .headers()
-            .get(&REQUEST_ID)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("-");
-        tracing::info_span!(
-            "request",
-            method = %request.method(),
-            route,
-            request_id,
-        )
-    })
-    .on_response(DefaultOnResponse::new().level(Level::INFO));
+    let trace = TraceLayer::new_for_http()
+        .make_span_with(|request: &Request| {
+            // The route template, not the raw path, keeps span fields low-cardinality.
+            let route = request
+                .extensions()
+                .get::<MatchedPath>()
+                .map_or("unmatched", MatchedPath::as_str);
+            let request_id = request
+                .headers()
+                .get(&REQUEST_ID)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-");
+            tracing::info_span!(
+                "request",
+                method = %request.method(),
+                route,
+                request_id,
+            )
+        })
+        .on_response(DefaultOnResponse::new().level(Level::INFO));
     router
         .layer(DefaultBodyLimit::max(settings.api.max_body_bytes))
         .layer(cors(&settings.api.cors_origins))

@@ -9,8 +9,8 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::extract::{FromRequest, Request};
-use axum::http::header::CONTENT_TYPE;
 use axum::http::StatusCode;
+use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -45,7 +45,12 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| {
-                let essence = v.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+                let essence = v
+                    .split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase();
                 essence == "application/json"
                     || (essence.starts_with("application/") && essence.ends_with("+json"))
             });
@@ -60,15 +65,20 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
                 ApiError::MalformedJson(rejection.body_text())
             }
         })?;
-        let value: serde_json::Value = serde_json::from_slice(&bytes)
-            .map_err(|e| ApiError::MalformedJson(e.to_string()))?;
+        let value: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
         if !value.is_object() {
             return Err(ApiError::MalformedJson("expected a JSON object".into()));
         }
         let parsed = serde_path_to_error::deserialize(value).map_err(|err| {
-            let field = err.path().to_string();
-            let field = if field == "." { "body".to_owned() } else { field };
+            let path = err.path().to_string();
             let problem = err.into_inner().to_string();
+            let field = match (path.as_str(), missing_field(&problem)) {
+                (".", Some(missing)) => missing.to_owned(),
+                (".", None) => "body".to_owned(),
+                (_, Some(missing)) => format!("{path}.{missing}"),
+                _ => path,
+            };
             ApiError::Validation {
                 detail: format!("{field}: {problem}"),
                 fields: vec![FieldProblem { field, problem }],
@@ -76,6 +86,13 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
         })?;
         Ok(Self(parsed))
     }
+}
+
+/// serde names a missing field only in its message: "missing field `x`".
+fn missing_field(problem: &str) -> Option<&str> {
+    problem
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.split('`').next())
 }
 
 /// RFC 3339 with milliseconds and `Z`, as the contract shows.

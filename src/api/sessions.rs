@@ -142,10 +142,9 @@ pub async fn create_session(
             "subdir",
             "resolves outside the user's directory (through a symlink)",
         ),
-        WorkspaceError::Missing(_) => ApiError::validation(
-            "subdir",
-            "does not exist and user.auto_create_dir is off",
-        ),
+        WorkspaceError::Missing(_) => {
+            ApiError::validation("subdir", "does not exist and user.auto_create_dir is off")
+        }
         WorkspaceError::Io(io) => ApiError::Internal(format!("preparing workspace: {io}")),
     })?;
     let limits = Limits {
@@ -215,7 +214,11 @@ pub async fn get_session(
     Path(session_id): Path<String>,
 ) -> Result<Json<SessionResponse>, ApiError> {
     let id = parse_session_id(&session_id)?;
-    let session = state.store.get(id).await?.ok_or(ApiError::SessionNotFound)?;
+    let session = state
+        .store
+        .get(id)
+        .await?
+        .ok_or(ApiError::SessionNotFound)?;
     Ok(Json(session.into()))
 }
 

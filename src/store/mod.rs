@@ -213,7 +213,7 @@ pub async fn open(settings: &Settings) -> Result<DynStore, StoreError> {
 fn expiry_cutoff(ttl: Option<Duration>, now: DateTime<Utc>) -> DateTime<Utc> {
     match ttl.and_then(|t| chrono::Duration::from_std(t).ok()) {
         Some(ttl) => now - ttl,
-        None => DateTime::<Utc>::MIN_UTC,
+        None => DateTime::<Utc>::UNIX_EPOCH,
     }
 }
 
@@ -237,4 +237,3 @@ async fn describe_limit(store: &dyn SessionStore, user: &UserId, limits: Limits)
         limits.max_sessions
     ))
 }
-

@@ -10,8 +10,8 @@ use sqlx::{ConnectOptions, Connection, Row};
 use uuid::Uuid;
 
 use super::{
-    LeaseOutcome, Limits, NewMessage, NewSession, Session, SessionStore, StoreError,
-    StoredMessage, UsageTotals, describe_limit, expiry_cutoff, lease_until,
+    LeaseOutcome, Limits, NewMessage, NewSession, Session, SessionStore, StoreError, StoredMessage,
+    UsageTotals, describe_limit, expiry_cutoff, lease_until,
 };
 use crate::config::{SessionSettings, StorageKind};
 use crate::domain::{SessionId, UserId};
@@ -263,11 +263,10 @@ impl SessionStore for PostgresStore {
     }
 
     async fn count_live(&self) -> Result<u64, StoreError> {
-        let n: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM sessions WHERE last_active_at >= $1")
-                .bind(self.cutoff(Utc::now()))
-                .fetch_one(&self.pool)
-                .await?;
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sessions WHERE last_active_at >= $1")
+            .bind(self.cutoff(Utc::now()))
+            .fetch_one(&self.pool)
+            .await?;
         Ok(u64::try_from(n).unwrap_or(0))
     }
 

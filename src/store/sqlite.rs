@@ -7,16 +7,16 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use sqlx::Row;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
-use sqlx::Row;
 use uuid::Uuid;
 
 use super::{
-    LeaseOutcome, Limits, NewMessage, NewSession, Session, SessionStore, StoreError,
-    StoredMessage, UsageTotals, describe_limit, expiry_cutoff, lease_until,
+    LeaseOutcome, Limits, NewMessage, NewSession, Session, SessionStore, StoreError, StoredMessage,
+    UsageTotals, describe_limit, expiry_cutoff, lease_until,
 };
 use crate::config::StorageKind;
 use crate::domain::{SessionId, UserId};
@@ -156,8 +156,8 @@ impl SessionStore for SqliteStore {
     async fn create(&self, new: NewSession, limits: Limits) -> Result<Session, StoreError> {
         let now = Utc::now();
         let id = SessionId::new();
-        let metadata =
-            serde_json::to_string(&new.metadata).map_err(|e| StoreError::Internal(e.to_string()))?;
+        let metadata = serde_json::to_string(&new.metadata)
+            .map_err(|e| StoreError::Internal(e.to_string()))?;
         let cutoff = self.cutoff(now);
         // One statement, so the limit check and the insert cannot interleave
         // with another writer (SQLite serialises writes).
@@ -237,14 +237,15 @@ impl SessionStore for SqliteStore {
 
     async fn touch(&self, id: SessionId) -> Result<Option<Session>, StoreError> {
         let now = Utc::now();
-        let updated =
-            sqlx::query("UPDATE sessions SET last_active_at = ? WHERE id = ? AND last_active_at >= ?")
-                .bind(now.timestamp_millis())
-                .bind(id.to_string())
-                .bind(self.cutoff(now))
-                .execute(&self.pool)
-                .await?
-                .rows_affected();
+        let updated = sqlx::query(
+            "UPDATE sessions SET last_active_at = ? WHERE id = ? AND last_active_at >= ?",
+        )
+        .bind(now.timestamp_millis())
+        .bind(id.to_string())
+        .bind(self.cutoff(now))
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
         if updated == 0 {
             return Ok(None);
         }
