@@ -50,6 +50,10 @@ pub enum ApiError {
     SessionLimit(String),
     #[error("no turn is running in this session")]
     NoTurnRunning,
+    #[error("the turn runs on another instance")]
+    TurnElsewhere,
+    #[error("the service is shutting down")]
+    ShuttingDown,
     #[error("{0}")]
     BudgetExceeded(String),
     #[error("{0}")]
@@ -81,7 +85,8 @@ impl ApiError {
             Self::MalformedJson(_) => StatusCode::BAD_REQUEST,
             Self::NotFound | Self::SessionNotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Self::NoTurnRunning => StatusCode::CONFLICT,
+            Self::NoTurnRunning | Self::TurnElsewhere => StatusCode::CONFLICT,
+            Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
@@ -108,6 +113,8 @@ impl ApiError {
             Self::SessionBusy => "session_busy",
             Self::SessionLimit(_) => "session_limit",
             Self::NoTurnRunning => "no_turn_running",
+            Self::TurnElsewhere => "turn_running_elsewhere",
+            Self::ShuttingDown => "shutting_down",
             Self::BudgetExceeded(_) => "budget_exceeded",
             Self::Upstream(_) => "upstream_error",
             Self::UpstreamNotConfigured => "upstream_not_configured",
@@ -144,6 +151,8 @@ impl ApiError {
                 why.clone()
             }
             Self::NoTurnRunning => "No turn is running in this session.".into(),
+            Self::TurnElsewhere => "The turn runs on another instance sharing this database; send the interrupt to that instance.".into(),
+            Self::ShuttingDown => "The service is shutting down; retry on another instance or after it restarts.".into(),
             Self::UpstreamNotConfigured => {
                 "The model API is not configured: set ANTHROPIC_API_KEY or ANTHROPIC_AUTH_TOKEN."
                     .into()

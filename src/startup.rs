@@ -15,9 +15,16 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
+use crate::agent::anthropic::{AnthropicClient, AnthropicConfig, ModelClient};
+use crate::agent::turn::Agent;
 use crate::api::{self, AppState};
 use crate::config::Settings;
 use crate::store::{self, DynStore};
+use crate::tools::{PermissionMode, ToolPolicy, ToolRegistry};
+
+/// How long running turns may go on after a shutdown signal before they are
+/// cancelled (their history is saved either way).
+const TURN_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -42,9 +49,18 @@ impl Application {
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
         let port = listener.local_addr()?.port();
+        let settings = Arc::new(settings);
+        let agent = Arc::new(Agent::new(
+            store.clone(),
+            settings.clone(),
+            model_client(&settings)?,
+            Arc::new(ToolRegistry::with_builtins()),
+            tool_policy(&settings)?,
+        ));
         let state = AppState {
-            settings: Arc::new(settings),
+            settings,
             store,
+            agent,
             started: Instant::now(),
         };
         let router = with_middleware(api::router(state.clone()), &state.settings);
@@ -88,9 +104,45 @@ impl Application {
         .with_graceful_shutdown(shutdown)
         .await;
         sweeper.abort();
+        self.state.agent.shutdown(TURN_SHUTDOWN_GRACE).await;
         tracing::info!("stopped");
         served.map_err(Into::into)
     }
+}
+
+/// The model client, or `None` when no key or token is configured: the
+/// service still serves sessions and answers chat with 503.
+fn model_client(settings: &Settings) -> anyhow::Result<Option<Arc<dyn ModelClient>>> {
+    let anthropic = &settings.anthropic;
+    if !anthropic.is_configured() {
+        tracing::warn!("neither ANTHROPIC_API_KEY nor ANTHROPIC_AUTH_TOKEN is set; chat answers 503 until one is");
+        return Ok(None);
+    }
+    let client = AnthropicClient::new(AnthropicConfig {
+        base_url: anthropic.base_url.clone(),
+        api_key: anthropic.api_key.secret(),
+        auth_token: anthropic.auth_token.secret(),
+        max_retries: anthropic.max_retries,
+        connect_timeout: Duration::from_secs(anthropic.connect_timeout_secs),
+        request_timeout: Duration::from_secs(anthropic.request_timeout_secs),
+    })
+    .map_err(|e| anyhow::anyhow!("model client: {e}"))?;
+    Ok(Some(Arc::new(client)))
+}
+
+fn tool_policy(settings: &Settings) -> anyhow::Result<ToolPolicy> {
+    let defaults = &settings.defaults;
+    let mode: PermissionMode = defaults.permission_mode.parse().map_err(|_| {
+        anyhow::anyhow!(
+            "invalid value {:?} for defaults.permission_mode: expected default, acceptEdits, bypassPermissions or plan",
+            defaults.permission_mode
+        )
+    })?;
+    Ok(ToolPolicy {
+        allowed_tools: defaults.allowed_tools.clone(),
+        disallowed_tools: defaults.disallowed_tools.clone(),
+        mode,
+    })
 }
 
 fn with_middleware(router: Router, settings: &Settings) -> Router {

@@ -87,7 +87,7 @@ pub async fn health(State(state): State<AppState>) -> Response {
             status: "healthy",
             version,
             active_sessions,
-            in_memory_clients: Some(0),
+            in_memory_clients: Some(state.agent.turns_in_flight()),
             memory_mb: resident_memory_mb(),
             storage_type,
             uptime_seconds: Some(state.started.elapsed().as_secs()),

@@ -1,6 +1,7 @@
 //! The HTTP surface: shared state, the JSON extractor whose rejections are
 //! the contract's errors, the router and the OpenAPI document.
 
+pub mod chat;
 pub mod health;
 pub mod sessions;
 
@@ -19,6 +20,7 @@ use serde::de::DeserializeOwned;
 use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
+use crate::agent::turn::Agent;
 use crate::config::Settings;
 use crate::error::{ApiError, ErrorBody, FieldProblem};
 use crate::store::DynStore;
@@ -28,6 +30,7 @@ use crate::store::DynStore;
 pub struct AppState {
     pub settings: Arc<Settings>,
     pub store: DynStore,
+    pub agent: Arc<Agent>,
     pub started: Instant,
 }
 
@@ -114,10 +117,14 @@ pub fn rfc3339<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error
         sessions::get_session,
         sessions::delete_session,
         sessions::resume_session,
+        chat::interrupt,
+        chat::chat,
+        chat::chat_stream,
     ),
     components(schemas(ErrorBody, FieldProblem)),
     tags(
         (name = "sessions", description = "Create, inspect, resume and delete sessions"),
+        (name = "chat", description = "Talk to the agent: one turn per message"),
         (name = "service", description = "Service information and health")
     )
 )]
@@ -132,6 +139,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(health::routes())
         .merge(sessions::routes())
+        .merge(chat::routes())
         .with_state(state)
         .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi()))
         .fallback(not_found)
