@@ -1,6 +1,7 @@
 //! claude-agent-http: a Claude coding agent behind a REST API, one confined
 //! working directory per user, sessions kept in a pluggable store.
 
+pub mod agent;
 pub mod domain;
 pub mod tools;
 pub mod workspace;
