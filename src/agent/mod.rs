@@ -1,0 +1,11 @@
+//! The agent: the turn loop, the conversation history it keeps valid, the
+//! Messages API wire types and the model client (`ModelClient`, Anthropic).
+
+pub mod anthropic;
+pub mod history;
+mod stream;
+pub mod turn;
+pub mod wire;
+
+pub use anthropic::{AnthropicClient, AnthropicConfig, ModelClient, ModelError};
+pub use wire::{ContentBlock, Message, ModelEvent, ModelRequest, ModelResponse, Role, Usage};
