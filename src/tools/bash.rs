@@ -376,6 +376,16 @@ mod tests {
         }
     }
 
+    /// A session in `{base}/alice/proj/app`, so HOME and PWD differ.
+    fn subdir_ctx(base: &Path) -> ToolContext {
+        let user = crate::domain::UserId::parse("alice").unwrap();
+        let sub = crate::domain::Subdir::parse("proj/app").unwrap();
+        ToolContext {
+            workspace: Workspace::open(base, &user, Some(&sub), true).unwrap(),
+            cancel: CancellationToken::new(),
+        }
+    }
+
     async fn bash(ctx: &ToolContext, input: Value) -> ToolOutput {
         BashTool.call(input, ctx).await
     }
@@ -415,7 +425,7 @@ mod tests {
     #[tokio::test]
     async fn runs_in_the_cwd_and_captures_both_streams() {
         let tmp = tempfile::tempdir().unwrap();
-        let c = ctx(tmp.path());
+        let c = subdir_ctx(tmp.path());
         let out = bash(&c, json!({"command": "pwd; echo out; echo err >&2"})).await;
         assert!(!out.is_error, "{out:?}");
         let cwd = c.workspace.cwd().display().to_string();
@@ -462,7 +472,8 @@ mod tests {
     #[ignore = "run by environment_is_scrubbed with secrets in its environment"]
     async fn env_probe() {
         let tmp = tempfile::tempdir().unwrap();
-        let c = ctx(tmp.path());
+        let c = subdir_ctx(tmp.path());
+        assert_ne!(c.workspace.root(), c.workspace.cwd());
         let out = bash(&c, json!({"command": "env"})).await;
         assert!(!out.is_error, "{out:?}");
         for secret in [

@@ -24,7 +24,9 @@ use super::Tool;
 /// still sees Bash, Write and Edit, and a call to one of them comes back as
 /// an error saying that the session's permission mode does not allow it and
 /// that `acceptEdits` or `bypassPermissions` would.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "camelCase")]
 pub enum PermissionMode {
     #[default]
