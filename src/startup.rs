@@ -115,7 +115,9 @@ impl Application {
 fn model_client(settings: &Settings) -> anyhow::Result<Option<Arc<dyn ModelClient>>> {
     let anthropic = &settings.anthropic;
     if !anthropic.is_configured() {
-        tracing::warn!("neither ANTHROPIC_API_KEY nor ANTHROPIC_AUTH_TOKEN is set; chat answers 503 until one is");
+        tracing::warn!(
+            "neither ANTHROPIC_API_KEY nor ANTHROPIC_AUTH_TOKEN is set; chat answers 503 until one is"
+        );
         return Ok(None);
     }
     let client = AnthropicClient::new(AnthropicConfig {

@@ -9,8 +9,7 @@ use super::wire::{ContentBlock, Message, Role};
 use crate::store::{NewMessage, StoredMessage};
 
 /// What a tool call that never finished reports back to the model.
-pub const INTERRUPTED: &str =
-    "The tool call was interrupted before it finished (turn cancelled, timed out or the service restarted); its effects, if any, are unknown.";
+pub const INTERRUPTED: &str = "The tool call was interrupted before it finished (turn cancelled, timed out or the service restarted); its effects, if any, are unknown.";
 
 /// Parses stored rows; rows that no longer parse are skipped with a warning
 /// rather than making the session unusable.
@@ -107,7 +106,9 @@ fn answer(pending: &[String], content: Vec<ContentBlock>) -> Vec<ContentBlock> {
     let mut rest = Vec::new();
     for block in content {
         match block {
-            ContentBlock::ToolResult { ref tool_use_id, .. } => {
+            ContentBlock::ToolResult {
+                ref tool_use_id, ..
+            } => {
                 if wanted.contains(tool_use_id.as_str()) {
                     results.push(block);
                 }
@@ -221,7 +222,9 @@ mod tests {
         ]);
         assert_eq!(repaired.len(), 5);
         let last = &repaired[4];
-        assert!(matches!(&last.content[0], ContentBlock::ToolResult { tool_use_id, is_error: true, .. } if tool_use_id == "b"));
+        assert!(
+            matches!(&last.content[0], ContentBlock::ToolResult { tool_use_id, is_error: true, .. } if tool_use_id == "b")
+        );
         assert!(matches!(&last.content[1], ContentBlock::Text { text } if text == "next question"));
     }
 

@@ -157,11 +157,7 @@ impl Agent {
         request: TurnRequest,
     ) -> Result<mpsc::UnboundedReceiver<TurnEvent>, ApiError> {
         let id = request.session_id;
-        let session = self
-            .store
-            .get(id)
-            .await?
-            .ok_or(ApiError::SessionNotFound)?;
+        let session = self.store.get(id).await?.ok_or(ApiError::SessionNotFound)?;
         let model = self.model.clone().ok_or(ApiError::UpstreamNotConfigured)?;
         if let Some(budget) = self.settings.defaults.max_budget_usd
             && session.usage.cost_usd >= budget
@@ -381,12 +377,13 @@ impl Turn {
             Err(Stop::Cancelled) => {
                 let why = *self.reason.lock().unwrap_or_else(PoisonError::into_inner);
                 match why {
-                    Some(Cancel::TimedOut) => TurnEvent::Failed(ApiError::TurnTimeout(timeout.as_secs())),
+                    Some(Cancel::TimedOut) => {
+                        TurnEvent::Failed(ApiError::TurnTimeout(timeout.as_secs()))
+                    }
                     Some(Cancel::Shutdown) => TurnEvent::Failed(ApiError::ShuttingDown),
-                    Some(Cancel::Interrupted) | None => TurnEvent::Done(summary(
-                        "interrupted".into(),
-                        progress.last_text.clone(),
-                    )),
+                    Some(Cancel::Interrupted) | None => {
+                        TurnEvent::Done(summary("interrupted".into(), progress.last_text.clone()))
+                    }
                 }
             }
         };
@@ -418,7 +415,11 @@ impl Turn {
     }
 
     /// The loop itself. Returns the stop reason and final text.
-    async fn drive(&self, message: String, progress: &mut Progress) -> Result<(String, String), Stop> {
+    async fn drive(
+        &self,
+        message: String,
+        progress: &mut Progress,
+    ) -> Result<(String, String), Stop> {
         let agent = &self.agent;
         let settings = &agent.settings;
 
@@ -471,14 +472,16 @@ impl Turn {
                 Ok(response) => response,
                 Err((stop, partial_text)) => {
                     if !partial_text.is_empty() {
-                        let partial = Message::assistant(vec![ContentBlock::Text { text: partial_text.clone() }]);
+                        let partial = Message::assistant(vec![ContentBlock::Text {
+                            text: partial_text.clone(),
+                        }]);
                         self.persist(&partial).await?;
                         progress.last_text = partial_text;
                     }
                     return Err(stop);
                 }
             };
-            progress.usage += response.usage.clone();
+            progress.usage += response.usage;
             progress.cost_usd += agent.price(&response.model, &response.usage);
             let assistant = Message::assistant(response.content.clone());
             progress.last_text = assistant.text();
@@ -560,10 +563,16 @@ impl Turn {
         }
         result.map_err(|err| {
             let partial_text = match &err {
-                ModelError::Stream { partial: blocks, .. } => super::wire::blocks_text(blocks),
+                ModelError::Stream {
+                    partial: blocks, ..
+                } => super::wire::blocks_text(blocks),
                 _ => String::new(),
             };
-            let partial_text = if partial_text.is_empty() { partial } else { partial_text };
+            let partial_text = if partial_text.is_empty() {
+                partial
+            } else {
+                partial_text
+            };
             (Stop::Failed(upstream_error(err)), partial_text)
         })
     }

@@ -30,10 +30,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/v1/chat", post(chat))
         .route("/api/v1/chat/stream", post(chat_stream))
-        .route(
-            "/api/v1/sessions/{session_id}/interrupt",
-            post(interrupt),
-        )
+        .route("/api/v1/sessions/{session_id}/interrupt", post(interrupt))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

@@ -85,7 +85,10 @@ pub struct Frames {
 impl Frames {
     pub fn new(response: reqwest::Response) -> Self {
         assert_eq!(response.status(), StatusCode::OK);
-        let ctype = response.headers()["content-type"].to_str().unwrap().to_owned();
+        let ctype = response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .to_owned();
         assert!(ctype.starts_with("text/event-stream"), "{ctype}");
         Self {
             stream: response.bytes_stream().boxed(),
@@ -139,7 +142,9 @@ fn texts_sent(request: &fake_anthropic::Recorded) -> Vec<String> {
 
 async fn plain_answer(storage: StorageKind) {
     let fake = FakeAnthropic::start().await;
-    let Some(app) = agent_app(storage, &fake, |_| {}).await else { return };
+    let Some(app) = agent_app(storage, &fake, |_| {}).await else {
+        return;
+    };
     let session = app.new_session("alice").await;
     let id = session["session_id"].as_str().unwrap();
 
@@ -163,7 +168,12 @@ async fn plain_answer(storage: StorageKind) {
     assert_eq!(request.header("anthropic-version"), Some("2023-06-01"));
     assert_eq!(request.body["model"], "claude-sonnet-4-6");
     assert_eq!(request.body["stream"], true);
-    assert!(request.body["system"].as_str().unwrap().contains(session["cwd"].as_str().unwrap()));
+    assert!(
+        request.body["system"]
+            .as_str()
+            .unwrap()
+            .contains(session["cwd"].as_str().unwrap())
+    );
 
     // The second turn sends the first one back.
     fake.push(Reply::text("Still here."));
@@ -191,7 +201,9 @@ async fn plain_answer_postgresql() {
 
 async fn tool_call_then_answer(storage: StorageKind) {
     let fake = FakeAnthropic::start().await;
-    let Some(app) = agent_app(storage, &fake, |_| {}).await else { return };
+    let Some(app) = agent_app(storage, &fake, |_| {}).await else {
+        return;
+    };
     let session = app.new_session("alice").await;
     let id = session["session_id"].as_str().unwrap();
     let cwd = std::path::PathBuf::from(session["cwd"].as_str().unwrap());
@@ -210,7 +222,10 @@ async fn tool_call_then_answer(storage: StorageKind) {
         body["tool_calls"],
         json!([{"tool": "Write", "input": {"file_path": "hello.py", "content": "print('hi')\n"}}])
     );
-    assert_eq!(std::fs::read_to_string(cwd.join("hello.py")).unwrap(), "print('hi')\n");
+    assert_eq!(
+        std::fs::read_to_string(cwd.join("hello.py")).unwrap(),
+        "print('hi')\n"
+    );
 
     let requests = fake.requests();
     assert_eq!(requests.len(), 2);
@@ -220,7 +235,10 @@ async fn tool_call_then_answer(storage: StorageKind) {
         .iter()
         .map(|t| t["name"].as_str().unwrap())
         .collect();
-    assert!(tools.contains(&"Write") && tools.contains(&"Bash"), "{tools:?}");
+    assert!(
+        tools.contains(&"Write") && tools.contains(&"Bash"),
+        "{tools:?}"
+    );
     let sent = messages_of(&requests[1]);
     let result = &sent[2]["content"][0];
     assert_eq!(result["type"], "tool_result");
@@ -243,12 +261,21 @@ async fn tool_call_then_answer_postgresql() {
 async fn several_tool_calls_in_one_message_run_in_order() {
     let fake = FakeAnthropic::start().await;
     let app = agent_app(StorageKind::Sqlite, &fake, |_| {}).await.unwrap();
-    let id = app.new_session("alice").await["session_id"].as_str().unwrap().to_owned();
+    let id = app.new_session("alice").await["session_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     fake.push(Reply::ToolUse {
         text: Some("Let me do three things.".into()),
         calls: vec![
-            ("Write".into(), json!({"file_path": "a.txt", "content": "one"})),
-            ("Bash".into(), json!({"command": "cat a.txt; echo -n ' two' >> a.txt"})),
+            (
+                "Write".into(),
+                json!({"file_path": "a.txt", "content": "one"}),
+            ),
+            (
+                "Bash".into(),
+                json!({"command": "cat a.txt; echo -n ' two' >> a.txt"}),
+            ),
             ("Read".into(), json!({"file_path": "a.txt"})),
         ],
     });
@@ -266,7 +293,10 @@ async fn several_tool_calls_in_one_message_run_in_order() {
     let results = sent[2]["content"].as_array().unwrap();
     assert_eq!(results.len(), 3);
     assert!(results[1]["content"].as_str().unwrap().contains("one"));
-    assert!(results[2]["content"].as_str().unwrap().contains("one two"), "Read ran after Bash");
+    assert!(
+        results[2]["content"].as_str().unwrap().contains("one two"),
+        "Read ran after Bash"
+    );
     app.stop().await;
 }
 
@@ -274,7 +304,10 @@ async fn several_tool_calls_in_one_message_run_in_order() {
 async fn upstream_overload_is_retried() {
     let fake = FakeAnthropic::start().await;
     let app = agent_app(StorageKind::Sqlite, &fake, |_| {}).await.unwrap();
-    let id = app.new_session("alice").await["session_id"].as_str().unwrap().to_owned();
+    let id = app.new_session("alice").await["session_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     fake.push(Reply::overloaded(2));
     fake.push(Reply::text("Made it."));
     let response = app.chat(&id, "hello").await;
@@ -289,10 +322,20 @@ async fn upstream_overload_is_retried() {
 #[tokio::test]
 async fn upstream_overload_that_persists_is_a_502() {
     let fake = FakeAnthropic::start().await;
-    let app = agent_app(StorageKind::Sqlite, &fake, |s| s.anthropic.max_retries = 1).await.unwrap();
-    let id = app.new_session("alice").await["session_id"].as_str().unwrap().to_owned();
+    let app = agent_app(StorageKind::Sqlite, &fake, |s| s.anthropic.max_retries = 1)
+        .await
+        .unwrap();
+    let id = app.new_session("alice").await["session_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     fake.push(Reply::overloaded(10));
-    let body = assert_error(app.chat(&id, "hello").await, StatusCode::BAD_GATEWAY, "upstream_error").await;
+    let body = assert_error(
+        app.chat(&id, "hello").await,
+        StatusCode::BAD_GATEWAY,
+        "upstream_error",
+    )
+    .await;
     assert!(body["detail"].as_str().unwrap().contains("529"), "{body}");
     assert_eq!(fake.requests().len(), 2);
     // The session still works once the model API recovers.
@@ -310,11 +353,22 @@ async fn upstream_401_says_to_check_the_key() {
     })
     .await;
     let app = agent_app(StorageKind::Memory, &fake, |_| {}).await.unwrap();
-    let id = app.new_session("alice").await["session_id"].as_str().unwrap().to_owned();
-    let body = assert_error(app.chat(&id, "hello").await, StatusCode::BAD_GATEWAY, "upstream_error").await;
+    let id = app.new_session("alice").await["session_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let body = assert_error(
+        app.chat(&id, "hello").await,
+        StatusCode::BAD_GATEWAY,
+        "upstream_error",
+    )
+    .await;
     let detail = body["detail"].as_str().unwrap();
     assert!(detail.contains("ANTHROPIC_API_KEY"), "{detail}");
-    assert!(!detail.contains("test-key"), "the key never reaches a response");
+    assert!(
+        !detail.contains("test-key"),
+        "the key never reaches a response"
+    );
     assert_eq!(fake.requests().len(), 1, "401 is not retried");
     app.stop().await;
 }
@@ -322,10 +376,25 @@ async fn upstream_401_says_to_check_the_key() {
 #[tokio::test]
 async fn no_key_is_503_but_sessions_work() {
     let app = spawn_app(StorageKind::Memory).await.unwrap();
-    let id = app.new_session("alice").await["session_id"].as_str().unwrap().to_owned();
-    assert_error(app.chat(&id, "hello").await, StatusCode::SERVICE_UNAVAILABLE, "upstream_not_configured").await;
-    let response = app.chat_stream(json!({"session_id": id, "message": "hi"})).await;
-    assert_error(response, StatusCode::SERVICE_UNAVAILABLE, "upstream_not_configured").await;
+    let id = app.new_session("alice").await["session_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_error(
+        app.chat(&id, "hello").await,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "upstream_not_configured",
+    )
+    .await;
+    let response = app
+        .chat_stream(json!({"session_id": id, "message": "hi"}))
+        .await;
+    assert_error(
+        response,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "upstream_not_configured",
+    )
+    .await;
     let health: Value = app.health().await.json().await.unwrap();
     assert_eq!(health["status"], "healthy");
     app.stop().await;
@@ -335,25 +404,71 @@ async fn no_key_is_503_but_sessions_work() {
 async fn chat_validation_and_unknown_sessions() {
     let fake = FakeAnthropic::start().await;
     let app = agent_app(StorageKind::Memory, &fake, |_| {}).await.unwrap();
-    let id = app.new_session("alice").await["session_id"].as_str().unwrap().to_owned();
+    let id = app.new_session("alice").await["session_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     for (body, field) in [
         (json!({"session_id": id, "message": "   "}), "message"),
-        (json!({"session_id": id, "message": "x".repeat(100_001)}), "message"),
-        (json!({"session_id": id, "message": "hi", "timeout": 0}), "timeout"),
-        (json!({"session_id": id, "message": "hi", "timeout": 601}), "timeout"),
+        (
+            json!({"session_id": id, "message": "x".repeat(100_001)}),
+            "message",
+        ),
+        (
+            json!({"session_id": id, "message": "hi", "timeout": 0}),
+            "timeout",
+        ),
+        (
+            json!({"session_id": id, "message": "hi", "timeout": 601}),
+            "timeout",
+        ),
         (json!({"session_id": id}), "message"),
     ] {
-        let error = assert_error(app.chat_with(body.clone()).await, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+        let error = assert_error(
+            app.chat_with(body.clone()).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        )
+        .await;
         assert_eq!(error["fields"][0]["field"], field, "{body}");
-        let error = assert_error(app.chat_stream(body.clone()).await, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+        let error = assert_error(
+            app.chat_stream(body.clone()).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        )
+        .await;
         assert_eq!(error["fields"][0]["field"], field, "{body}");
     }
     let ghost = uuid::Uuid::new_v4().to_string();
-    assert_error(app.chat(&ghost, "hi").await, StatusCode::NOT_FOUND, "session_not_found").await;
-    assert_error(app.chat_stream(json!({"session_id": ghost, "message": "hi"})).await, StatusCode::NOT_FOUND, "session_not_found").await;
-    assert_error(app.interrupt(&ghost).await, StatusCode::NOT_FOUND, "session_not_found").await;
-    assert_error(app.interrupt(&id).await, StatusCode::CONFLICT, "no_turn_running").await;
-    assert!(fake.requests().is_empty(), "bad input never reaches the model");
+    assert_error(
+        app.chat(&ghost, "hi").await,
+        StatusCode::NOT_FOUND,
+        "session_not_found",
+    )
+    .await;
+    assert_error(
+        app.chat_stream(json!({"session_id": ghost, "message": "hi"}))
+            .await,
+        StatusCode::NOT_FOUND,
+        "session_not_found",
+    )
+    .await;
+    assert_error(
+        app.interrupt(&ghost).await,
+        StatusCode::NOT_FOUND,
+        "session_not_found",
+    )
+    .await;
+    assert_error(
+        app.interrupt(&id).await,
+        StatusCode::CONFLICT,
+        "no_turn_running",
+    )
+    .await;
+    assert!(
+        fake.requests().is_empty(),
+        "bad input never reaches the model"
+    );
     let session: Value = app.get_session(&id).await.json().await.unwrap();
     assert_eq!(session["message_count"], 0);
     app.stop().await;
@@ -361,16 +476,30 @@ async fn chat_validation_and_unknown_sessions() {
 
 async fn stream_cut_midway(storage: StorageKind) {
     let fake = FakeAnthropic::start().await;
-    let Some(app) = agent_app(storage, &fake, |_| {}).await else { return };
-    let id = app.new_session("alice").await["session_id"].as_str().unwrap().to_owned();
+    let Some(app) = agent_app(storage, &fake, |_| {}).await else {
+        return;
+    };
+    let id = app.new_session("alice").await["session_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     fake.push(Reply::text("one two three four five six seven eight").cut_after(6));
-    let frames = Frames::new(app.chat_stream(json!({"session_id": id, "message": "count"})).await)
-        .collect()
-        .await;
+    let frames = Frames::new(
+        app.chat_stream(json!({"session_id": id, "message": "count"}))
+            .await,
+    )
+    .collect()
+    .await;
     let last = frames.last().unwrap();
     assert_eq!(last["type"], "error", "{frames:?}");
     assert!(!last["error"].as_str().unwrap().is_empty());
-    assert_eq!(frames.iter().filter(|f| f["type"] == "error" || f["type"] == "done").count(), 1);
+    assert_eq!(
+        frames
+            .iter()
+            .filter(|f| f["type"] == "error" || f["type"] == "done")
+            .count(),
+        1
+    );
     let partial: String = frames
         .iter()
         .filter(|f| f["type"] == "text_delta")
@@ -402,11 +531,20 @@ async fn stream_cut_midway_postgresql() {
 async fn stream_frames_arrive_in_order_and_incrementally() {
     let fake = FakeAnthropic::start().await;
     let app = agent_app(StorageKind::Sqlite, &fake, |_| {}).await.unwrap();
-    let id = app.new_session("alice").await["session_id"].as_str().unwrap().to_owned();
-    fake.push(Reply::tool_use("Bash", json!({"command": "echo tool-output"})));
+    let id = app.new_session("alice").await["session_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    fake.push(Reply::tool_use(
+        "Bash",
+        json!({"command": "echo tool-output"}),
+    ));
     fake.push(Reply::text("alpha beta gamma delta epsilon zeta").slow(150));
     let started = Instant::now();
-    let mut frames = Frames::new(app.chat_stream(json!({"session_id": id, "message": "go"})).await);
+    let mut frames = Frames::new(
+        app.chat_stream(json!({"session_id": id, "message": "go"}))
+            .await,
+    );
     let mut seen = Vec::new();
     let mut first_delta_at = None;
     while let Some(frame) = frames.next().await {
@@ -419,12 +557,20 @@ async fn stream_frames_arrive_in_order_and_incrementally() {
     let kinds: Vec<&str> = seen.iter().map(|f| f["type"].as_str().unwrap()).collect();
     let first_text = kinds.iter().position(|k| *k == "text_delta").unwrap();
     assert_eq!(&kinds[..first_text], ["tool_use", "tool_result"]);
-    assert!(kinds[first_text..kinds.len() - 1].iter().all(|k| *k == "text_delta"));
+    assert!(
+        kinds[first_text..kinds.len() - 1]
+            .iter()
+            .all(|k| *k == "text_delta")
+    );
     assert_eq!(kinds.last(), Some(&"done"));
     assert_eq!(seen[0]["tool_name"], "Bash");
     assert_eq!(seen[0]["tool_input"]["command"], "echo tool-output");
     assert!(seen[1]["content"].as_str().unwrap().contains("tool-output"));
-    let text: String = seen.iter().filter(|f| f["type"] == "text_delta").map(|f| f["text"].as_str().unwrap()).collect();
+    let text: String = seen
+        .iter()
+        .filter(|f| f["type"] == "text_delta")
+        .map(|f| f["text"].as_str().unwrap())
+        .collect();
     assert_eq!(text, "alpha beta gamma delta epsilon zeta");
     let done = seen.last().unwrap();
     assert_eq!(done["stop_reason"], "end_turn");
@@ -433,7 +579,10 @@ async fn stream_frames_arrive_in_order_and_incrementally() {
     // The fake spaces its events 150 ms apart, so a stream that was buffered
     // to the end would deliver the first delta together with `done`.
     let first = first_delta_at.unwrap();
-    assert!(done_at - first >= Duration::from_millis(500), "first delta at {first:?}, done at {done_at:?}");
+    assert!(
+        done_at - first >= Duration::from_millis(500),
+        "first delta at {first:?}, done at {done_at:?}"
+    );
     app.stop().await;
 }
 
@@ -441,22 +590,43 @@ async fn stream_frames_arrive_in_order_and_incrementally() {
 async fn a_second_message_while_a_turn_runs_is_429() {
     let fake = FakeAnthropic::start().await;
     let app = agent_app(StorageKind::Sqlite, &fake, |_| {}).await.unwrap();
-    let id = app.new_session("alice").await["session_id"].as_str().unwrap().to_owned();
+    let id = app.new_session("alice").await["session_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     fake.push(Reply::text("a b c d e f g h").slow(200));
-    let mut frames = Frames::new(app.chat_stream(json!({"session_id": id, "message": "long"})).await);
+    let mut frames = Frames::new(
+        app.chat_stream(json!({"session_id": id, "message": "long"}))
+            .await,
+    );
     assert_eq!(frames.next().await.unwrap()["type"], "text_delta");
     let session: Value = app.get_session(&id).await.json().await.unwrap();
     assert_eq!(session["turn"], "running");
     let health: Value = app.health().await.json().await.unwrap();
     assert_eq!(health["in_memory_clients"], 1);
-    assert_error(app.chat(&id, "me too").await, StatusCode::TOO_MANY_REQUESTS, "session_busy").await;
-    assert_error(app.chat_stream(json!({"session_id": id, "message": "me too"})).await, StatusCode::TOO_MANY_REQUESTS, "session_busy").await;
+    assert_error(
+        app.chat(&id, "me too").await,
+        StatusCode::TOO_MANY_REQUESTS,
+        "session_busy",
+    )
+    .await;
+    assert_error(
+        app.chat_stream(json!({"session_id": id, "message": "me too"}))
+            .await,
+        StatusCode::TOO_MANY_REQUESTS,
+        "session_busy",
+    )
+    .await;
     let rest = frames.collect().await;
     assert_eq!(rest.last().unwrap()["type"], "done");
     app.wait_idle(&id).await;
     fake.push(Reply::text("ok"));
     assert_eq!(app.chat(&id, "now").await.status(), StatusCode::OK);
-    assert_eq!(fake.requests().len(), 2, "the refused message never reached the model");
+    assert_eq!(
+        fake.requests().len(),
+        2,
+        "the refused message never reached the model"
+    );
     app.stop().await;
 }
 
@@ -479,16 +649,27 @@ async fn wait_for_file(path: &std::path::Path) -> String {
 
 async fn turn_timeout(storage: StorageKind) {
     let fake = FakeAnthropic::start().await;
-    let Some(app) = agent_app(storage, &fake, |_| {}).await else { return };
+    let Some(app) = agent_app(storage, &fake, |_| {}).await else {
+        return;
+    };
     let session = app.new_session("alice").await;
     let id = session["session_id"].as_str().unwrap().to_owned();
     let cwd = std::path::PathBuf::from(session["cwd"].as_str().unwrap());
-    fake.push(Reply::tool_use("Bash", json!({"command": "echo $$ > pid; sleep 60"})));
+    fake.push(Reply::tool_use(
+        "Bash",
+        json!({"command": "echo $$ > pid; sleep 60"}),
+    ));
     let started = Instant::now();
-    let response = app.chat_with(json!({"session_id": id, "message": "sleep", "timeout": 2})).await;
+    let response = app
+        .chat_with(json!({"session_id": id, "message": "sleep", "timeout": 2}))
+        .await;
     assert_error(response, StatusCode::GATEWAY_TIMEOUT, "turn_timeout").await;
     assert!(started.elapsed() < Duration::from_secs(30));
-    let pid: i32 = wait_for_file(&cwd.join("pid")).await.trim().parse().unwrap();
+    let pid: i32 = wait_for_file(&cwd.join("pid"))
+        .await
+        .trim()
+        .parse()
+        .unwrap();
     assert!(!pid_alive(pid), "the tool's process was killed");
     app.wait_idle(&id).await;
 
@@ -516,14 +697,23 @@ async fn turn_timeout_postgresql() {
 async fn a_client_that_disconnects_does_not_lose_the_turn() {
     let fake = FakeAnthropic::start().await;
     let app = agent_app(StorageKind::Sqlite, &fake, |_| {}).await.unwrap();
-    let id = app.new_session("alice").await["session_id"].as_str().unwrap().to_owned();
+    let id = app.new_session("alice").await["session_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     fake.push(Reply::text("this answer keeps going after the client left").slow(100));
-    let mut frames = Frames::new(app.chat_stream(json!({"session_id": id, "message": "talk"})).await);
+    let mut frames = Frames::new(
+        app.chat_stream(json!({"session_id": id, "message": "talk"}))
+            .await,
+    );
     assert_eq!(frames.next().await.unwrap()["type"], "text_delta");
     drop(frames);
     app.wait_idle(&id).await;
     fake.push(Reply::text("ok"));
-    assert_eq!(app.chat(&id, "what did you say?").await.status(), StatusCode::OK);
+    assert_eq!(
+        app.chat(&id, "what did you say?").await.status(),
+        StatusCode::OK
+    );
     let sent = texts_sent(&fake.requests()[1]);
     assert_eq!(sent[1], "this answer keeps going after the client left");
     let session: Value = app.get_session(&id).await.json().await.unwrap();
@@ -542,14 +732,21 @@ async fn interrupt_kills_the_running_tool_and_keeps_history_valid() {
         text: Some("Sleeping now.".into()),
         calls: vec![("Bash".into(), json!({"command": "echo $$ > pid; sleep 60"}))],
     });
-    let mut frames = Frames::new(app.chat_stream(json!({"session_id": id, "message": "sleep"})).await);
+    let mut frames = Frames::new(
+        app.chat_stream(json!({"session_id": id, "message": "sleep"}))
+            .await,
+    );
     loop {
         let frame = frames.next().await.unwrap();
         if frame["type"] == "tool_use" {
             break;
         }
     }
-    let pid: i32 = wait_for_file(&cwd.join("pid")).await.trim().parse().unwrap();
+    let pid: i32 = wait_for_file(&cwd.join("pid"))
+        .await
+        .trim()
+        .parse()
+        .unwrap();
     assert!(pid_alive(pid));
     let response = app.interrupt(&id).await;
     assert_eq!(response.status(), StatusCode::OK);
@@ -561,12 +758,20 @@ async fn interrupt_kills_the_running_tool_and_keeps_history_valid() {
     let last = rest.last().unwrap();
     assert_eq!(last["type"], "done");
     assert_eq!(last["stop_reason"], "interrupted");
-    assert_error(app.interrupt(&id).await, StatusCode::CONFLICT, "no_turn_running").await;
+    assert_error(
+        app.interrupt(&id).await,
+        StatusCode::CONFLICT,
+        "no_turn_running",
+    )
+    .await;
 
     fake.push(Reply::text("Ready."));
     assert_eq!(app.chat(&id, "next").await.status(), StatusCode::OK);
     let sent = messages_of(&fake.requests()[1]);
-    assert_eq!(sent[1]["content"][0]["text"], "Sleeping now.", "partial assistant text kept");
+    assert_eq!(
+        sent[1]["content"][0]["text"], "Sleeping now.",
+        "partial assistant text kept"
+    );
     assert_eq!(sent[2]["content"][0]["is_error"], true);
     app.stop().await;
 }
@@ -575,22 +780,33 @@ async fn interrupt_kills_the_running_tool_and_keeps_history_valid() {
 async fn restart_between_turns_keeps_the_conversation() {
     let fake = FakeAnthropic::start().await;
     let app = agent_app(StorageKind::Sqlite, &fake, |_| {}).await.unwrap();
-    let id = app.new_session("alice").await["session_id"].as_str().unwrap().to_owned();
+    let id = app.new_session("alice").await["session_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     fake.push(Reply::text("First answer."));
     assert_eq!(app.chat(&id, "first").await.status(), StatusCode::OK);
     let (settings, root, tmp) = app.stop().await;
     let app = start(settings, root, tmp).await;
     fake.push(Reply::text("Second answer."));
     assert_eq!(app.chat(&id, "second").await.status(), StatusCode::OK);
-    assert_eq!(texts_sent(&fake.requests()[1]), ["first", "First answer.", "second"]);
+    assert_eq!(
+        texts_sent(&fake.requests()[1]),
+        ["first", "First answer.", "second"]
+    );
     app.stop().await;
 }
 
 #[tokio::test]
 async fn max_turns_stops_the_loop() {
     let fake = FakeAnthropic::start().await;
-    let app = agent_app(StorageKind::Sqlite, &fake, |s| s.defaults.max_turns = 2).await.unwrap();
-    let id = app.new_session("alice").await["session_id"].as_str().unwrap().to_owned();
+    let app = agent_app(StorageKind::Sqlite, &fake, |s| s.defaults.max_turns = 2)
+        .await
+        .unwrap();
+    let id = app.new_session("alice").await["session_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     for _ in 0..3 {
         fake.push(Reply::tool_use("Bash", json!({"command": "true"})));
     }
@@ -613,10 +829,18 @@ async fn a_session_over_budget_gets_a_clear_error() {
     })
     .await
     .unwrap();
-    let id = app.new_session("alice").await["session_id"].as_str().unwrap().to_owned();
+    let id = app.new_session("alice").await["session_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     fake.push(Reply::text("This costs money."));
     assert_eq!(app.chat(&id, "spend").await.status(), StatusCode::OK);
-    let body = assert_error(app.chat(&id, "more").await, StatusCode::PAYMENT_REQUIRED, "budget_exceeded").await;
+    let body = assert_error(
+        app.chat(&id, "more").await,
+        StatusCode::PAYMENT_REQUIRED,
+        "budget_exceeded",
+    )
+    .await;
     assert!(body["detail"].as_str().unwrap().contains("budget"));
     assert_eq!(fake.requests().len(), 1, "no model call over budget");
     app.stop().await;
@@ -630,7 +854,9 @@ async fn two_instances_share_one_postgres_database() {
     let fake = FakeAnthropic::start().await;
     let db = fresh_db_name();
     let url = fake.url();
-    let one = agent_app(StorageKind::Postgresql, &fake, |s| use_postgres(s, &db)).await.unwrap();
+    let one = agent_app(StorageKind::Postgresql, &fake, |s| use_postgres(s, &db))
+        .await
+        .unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let mut settings = test_settings(tmp.path(), StorageKind::Postgresql);
     use_postgres(&mut settings, &db);
@@ -639,7 +865,10 @@ async fn two_instances_share_one_postgres_database() {
     settings.user.base_dir = one.settings.user.base_dir.clone();
     let two = start(settings, tmp.path().to_path_buf(), Some(tmp)).await;
 
-    let id = one.new_session("alice").await["session_id"].as_str().unwrap().to_owned();
+    let id = one.new_session("alice").await["session_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     fake.push(Reply::text("Answer from two."));
     assert_eq!(two.chat(&id, "to two").await.status(), StatusCode::OK);
     fake.push(Reply::text("Answer from one."));
@@ -664,7 +893,10 @@ async fn two_instances_share_one_postgres_database() {
 async fn thinking_blocks_are_sent_back_verbatim() {
     let fake = FakeAnthropic::start().await;
     let app = agent_app(StorageKind::Sqlite, &fake, |_| {}).await.unwrap();
-    let id = app.new_session("alice").await["session_id"].as_str().unwrap().to_owned();
+    let id = app.new_session("alice").await["session_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     fake.push(Reply::Thinking {
         thinking: "Let me think.".into(),
         text: "Thought about it.".into(),

@@ -2,6 +2,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod chat;
 mod helpers;
 mod sessions;
-mod chat;
+mod pg_outage;
