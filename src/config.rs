@@ -495,6 +495,18 @@ impl Settings {
                 "must be a positive number of dollars",
             ));
         }
+        if self
+            .defaults
+            .permission_mode
+            .parse::<crate::tools::PermissionMode>()
+            .is_err()
+        {
+            return Err(ConfigError::invalid(
+                "defaults.permission_mode",
+                &self.defaults.permission_mode,
+                "expected one of default, acceptEdits, bypassPermissions, plan",
+            ));
+        }
         if url::Url::parse(&self.anthropic.base_url).is_err() {
             return Err(ConfigError::invalid(
                 "anthropic.base_url",

@@ -134,12 +134,11 @@ fn model_client(settings: &Settings) -> anyhow::Result<Option<Arc<dyn ModelClien
 
 fn tool_policy(settings: &Settings) -> anyhow::Result<ToolPolicy> {
     let defaults = &settings.defaults;
-    let mode: PermissionMode = defaults.permission_mode.parse().map_err(|_| {
-        anyhow::anyhow!(
-            "invalid value {:?} for defaults.permission_mode: expected default, acceptEdits, bypassPermissions or plan",
-            defaults.permission_mode
-        )
-    })?;
+    // Settings::validate has already checked the mode.
+    let mode: PermissionMode = defaults
+        .permission_mode
+        .parse()
+        .map_err(|e| anyhow::anyhow!("defaults.permission_mode: {e}"))?;
     Ok(ToolPolicy {
         allowed_tools: defaults.allowed_tools.clone(),
         disallowed_tools: defaults.disallowed_tools.clone(),

@@ -4,5 +4,6 @@
 
 mod chat;
 mod helpers;
-mod sessions;
 mod pg_outage;
+mod sessions;
+mod tools;

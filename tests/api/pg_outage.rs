@@ -84,7 +84,11 @@ impl Cluster {
             .arg(&data)
             .output()
             .unwrap();
-        assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "initdb: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let cluster = Self {
             bin,
             data,
@@ -109,7 +113,11 @@ impl Cluster {
             .args(["-o", &options, "start"])
             .output()
             .unwrap();
-        assert!(out.status.success(), "pg_ctl start: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "pg_ctl start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     fn down(&self) {
@@ -184,9 +192,18 @@ async fn health_follows_postgres_down_and_back() {
     let body = wait_health(&app, StatusCode::SERVICE_UNAVAILABLE).await;
     assert_eq!(body["status"], "unhealthy");
     assert_eq!(body["storage_type"], "postgresql");
-    assert!(body["error"].as_str().is_some_and(|e| !e.contains("password")));
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| !e.contains("password"))
+    );
     let id = session["session_id"].as_str().unwrap();
-    assert_error(app.get_session(id).await, StatusCode::SERVICE_UNAVAILABLE, "store_unavailable").await;
+    assert_error(
+        app.get_session(id).await,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "store_unavailable",
+    )
+    .await;
 
     let cluster = tokio::task::spawn_blocking(move || {
         cluster.up();
