@@ -117,6 +117,7 @@ pub fn rfc3339<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error
         sessions::get_session,
         sessions::delete_session,
         sessions::resume_session,
+        sessions::session_messages,
         chat::interrupt,
         chat::chat,
         chat::chat_stream,

@@ -12,7 +12,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::{ApiJson, AppState, rfc3339};
 use crate::domain::{SessionId, Subdir, UserId};
 use crate::error::{ApiError, ErrorBody};
-use crate::store::{Limits, NewSession, Session, UsageTotals};
+use crate::store::{Limits, NewSession, Session, StoredMessage, UsageTotals};
 use crate::workspace::{Workspace, WorkspaceError};
 
 pub fn routes() -> Router<AppState> {
@@ -23,6 +23,10 @@ pub fn routes() -> Router<AppState> {
             get(get_session).delete(delete_session),
         )
         .route("/api/v1/sessions/{session_id}/resume", post(resume_session))
+        .route(
+            "/api/v1/sessions/{session_id}/messages",
+            get(session_messages),
+        )
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -272,4 +276,54 @@ pub async fn resume_session(
         .await?
         .ok_or(ApiError::SessionNotFound)?;
     Ok(Json(session.into()))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MessageResponse {
+    /// Position in the conversation, increasing.
+    pub seq: i64,
+    /// `user` or `assistant` (tool results are user messages).
+    pub role: String,
+    /// Messages API content blocks: text, thinking, tool_use, tool_result.
+    #[schema(value_type = Vec<Object>)]
+    pub content: Value,
+    #[serde(serialize_with = "rfc3339")]
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<StoredMessage> for MessageResponse {
+    fn from(m: StoredMessage) -> Self {
+        Self {
+            seq: m.seq,
+            role: m.role,
+            content: m.content,
+            created_at: m.created_at,
+        }
+    }
+}
+
+/// Get a session's conversation
+///
+/// Every stored message, oldest first, as the model sees it.
+#[utoipa::path(
+    get, path = "/api/v1/sessions/{session_id}/messages", tag = "sessions",
+    params(("session_id" = String, Path, description = "Session UUID")),
+    responses(
+        (status = 200, description = "The conversation", body = Vec<MessageResponse>),
+        (status = 404, description = "Unknown, deleted or expired session", body = ErrorBody),
+        (status = 503, description = "Session store unavailable", body = ErrorBody),
+    )
+)]
+pub async fn session_messages(
+    State(state): State<AppState>,
+    Path(session_id): Path<String>,
+) -> Result<Json<Vec<MessageResponse>>, ApiError> {
+    let id = parse_session_id(&session_id)?;
+    state
+        .store
+        .get(id)
+        .await?
+        .ok_or(ApiError::SessionNotFound)?;
+    let messages = state.store.messages(id).await?;
+    Ok(Json(messages.into_iter().map(Into::into).collect()))
 }

@@ -82,6 +82,22 @@ impl SqliteStore {
             .run(&pool)
             .await
             .map_err(|e| StoreError::Internal(format!("migration failed: {e}")))?;
+        // Only this process uses the file, so any lease in it belongs to a
+        // turn that died with a previous run: free those sessions now rather
+        // than after the lease lapses.
+        let freed = sqlx::query(
+            "UPDATE sessions SET turn_holder = NULL, turn_expires_at = NULL
+             WHERE turn_holder IS NOT NULL",
+        )
+        .execute(&pool)
+        .await?
+        .rows_affected();
+        if freed > 0 {
+            tracing::info!(
+                sessions = freed,
+                "released turn leases left by a previous run"
+            );
+        }
         Ok(Self { pool, ttl, kind })
     }
 

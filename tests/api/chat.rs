@@ -186,6 +186,22 @@ async fn plain_answer(storage: StorageKind) {
     let session: Value = app.get_session(id).await.json().await.unwrap();
     assert_eq!(session["message_count"], 2);
     assert!(session["usage"]["output_tokens"].as_u64().unwrap() > 0);
+
+    let history: Vec<Value> = app
+        .client
+        .get(app.url(&format!("/api/v1/sessions/{id}/messages")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let roles: Vec<&str> = history
+        .iter()
+        .map(|m| m["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(roles, ["user", "assistant", "user", "assistant"]);
+    assert_eq!(history[3]["content"][0]["text"], "Still here.");
     app.stop().await;
 }
 
@@ -913,5 +929,57 @@ async fn thinking_blocks_are_sent_back_verbatim() {
         thinking["signature"],
         fake_anthropic::thinking_signature("Let me think.")
     );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_crash_mid_tool_leaves_a_usable_session() {
+    let fake = FakeAnthropic::start().await;
+    let app = agent_app(StorageKind::Sqlite, &fake, |_| {}).await.unwrap();
+    let id = app.new_session("alice").await["session_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (settings, root, tmp) = app.stop().await;
+
+    // What a process killed in the middle of a tool call leaves behind: the
+    // turn's lease, the user message and an assistant tool_use with no result.
+    {
+        let store = claude_agent_http::store::open(&settings).await.unwrap();
+        let session = claude_agent_http::domain::SessionId::parse(&id).unwrap();
+        store
+            .acquire_turn(session, uuid::Uuid::new_v4(), Duration::from_secs(300))
+            .await
+            .unwrap();
+        store
+            .append_messages(
+                session,
+                &[
+                    claude_agent_http::store::NewMessage {
+                        role: "user".into(),
+                        content: json!([{"type": "text", "text": "run it"}]),
+                    },
+                    claude_agent_http::store::NewMessage {
+                        role: "assistant".into(),
+                        content: json!([{"type": "tool_use", "id": "toolu_crashed", "name": "Bash",
+                                          "input": {"command": "make"}}]),
+                    },
+                ],
+            )
+            .await
+            .unwrap();
+    }
+
+    let app = start(settings, root, tmp).await;
+    fake.push(Reply::text("Starting over."));
+    let response = app.chat(&id, "are you there?").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let sent = messages_of(&fake.requests()[0]);
+    assert_eq!(sent.len(), 3);
+    let answer = &sent[2]["content"];
+    assert_eq!(answer[0]["type"], "tool_result");
+    assert_eq!(answer[0]["tool_use_id"], "toolu_crashed");
+    assert_eq!(answer[0]["is_error"], true);
+    assert_eq!(answer[1]["text"], "are you there?");
     app.stop().await;
 }
