@@ -27,7 +27,7 @@ impl UserId {
             Ok(Self(raw.to_owned()))
         } else {
             Err(ParseError(
-                "user_id must be 1 to 64 characters of A-Z, a-z, 0-9, '_' or '-'".into(),
+                "must be 1 to 64 characters of A-Z, a-z, 0-9, '_' or '-'".into(),
             ))
         }
     }

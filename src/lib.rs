@@ -2,6 +2,13 @@
 //! working directory per user, sessions kept in a pluggable store.
 
 pub mod agent;
+pub mod api;
+pub mod config;
 pub mod domain;
+pub mod error;
+pub mod healthcheck;
+pub mod startup;
+pub mod store;
+pub mod telemetry;
 pub mod tools;
 pub mod workspace;

@@ -1,1 +1,84 @@
-fn main() {}
+//! Entry point: parse arguments, load settings, start logging, run.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use claude_agent_http::config::Settings;
+use claude_agent_http::startup::Application;
+use claude_agent_http::{healthcheck, telemetry};
+
+const USAGE: &str = "usage: claude-agent-http [--config PATH] [healthcheck]
+
+  (no command)   serve the HTTP API
+  healthcheck    exit 0 when the running service's /health is healthy
+
+The config file defaults to $CLAUDE_AGENT_CONFIG, then ./config.yaml;
+environment variables override it (see README.md).";
+
+fn main() -> ExitCode {
+    let mut config: Option<PathBuf> = None;
+    let mut command: Option<String> = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--config" | "-c" => match args.next() {
+                Some(path) => config = Some(PathBuf::from(path)),
+                None => return usage_error("--config needs a path"),
+            },
+            "--help" | "-h" => {
+                println!("{USAGE}");
+                return ExitCode::SUCCESS;
+            }
+            "--version" | "-V" => {
+                println!("claude-agent-http {}", env!("CARGO_PKG_VERSION"));
+                return ExitCode::SUCCESS;
+            }
+            "healthcheck" | "serve" if command.is_none() => command = Some(arg),
+            other => return usage_error(&format!("unexpected argument '{other}'")),
+        }
+    }
+
+    let settings = match Settings::load(config.as_deref()) {
+        Ok(settings) => settings,
+        Err(err) => {
+            eprintln!("claude-agent-http: configuration error: {err}");
+            return ExitCode::from(2);
+        }
+    };
+
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("claude-agent-http: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+
+    if command.as_deref() == Some("healthcheck") {
+        return runtime.block_on(healthcheck::run(&settings));
+    }
+
+    telemetry::init(settings.log.format);
+    runtime.block_on(async move {
+        let app = match Application::build(settings).await {
+            Ok(app) => app,
+            Err(err) => {
+                tracing::error!(error = %err, "start-up failed");
+                eprintln!("claude-agent-http: start-up failed: {err}");
+                return ExitCode::FAILURE;
+            }
+        };
+        match app.run_until_stopped().await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                tracing::error!(error = %err, "server failed");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+fn usage_error(problem: &str) -> ExitCode {
+    eprintln!("claude-agent-http: {problem}\n\n{USAGE}");
+    ExitCode::from(2)
+}

@@ -129,6 +129,12 @@ impl Workspace {
             match existing.canonicalize() {
                 Ok(canonical) => break canonical,
                 Err(_) => {
+                    // Something is there but cannot be canonicalised: a
+                    // dangling symlink (or a loop). Appending the rest to its
+                    // parent would let a write follow the link anywhere.
+                    if existing.symlink_metadata().is_ok() {
+                        return Err(WorkspaceError::Escape(shown.to_owned()));
+                    }
                     let Some(name) = existing.file_name() else {
                         return Err(WorkspaceError::Escape(shown.to_owned()));
                     };
@@ -217,5 +223,15 @@ mod tests {
         std::os::unix::fs::symlink(outside.path(), ws.cwd().join("out")).unwrap();
         assert!(ws.resolve("out/secret").is_err());
         assert!(ws.resolve("out").is_err());
+    }
+
+    #[test]
+    fn resolve_refuses_dangling_symlinks() {
+        let tmp = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let ws = Workspace::open(tmp.path(), &user("erin"), None, true).unwrap();
+        std::os::unix::fs::symlink(outside.path().join("new"), ws.cwd().join("dangling")).unwrap();
+        assert!(ws.resolve("dangling").is_err());
+        assert!(ws.resolve("dangling/below").is_err());
     }
 }

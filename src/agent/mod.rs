@@ -1,8 +1,10 @@
-//! The agent: the Messages API wire types and the model client the turn loop
-//! calls (`ModelClient`, with its Anthropic implementation).
+//! The agent: the turn loop, the conversation history it keeps valid, the
+//! Messages API wire types and the model client (`ModelClient`, Anthropic).
 
 pub mod anthropic;
+pub mod history;
 mod stream;
+pub mod turn;
 pub mod wire;
 
 pub use anthropic::{AnthropicClient, AnthropicConfig, ModelClient, ModelError};

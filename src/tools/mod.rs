@@ -1,6 +1,19 @@
 //! What the agent can do: the `Tool` trait, the sources that supply tools
 //! (built-ins, skills, MCP servers) and the per-turn set filtered by policy.
 
+mod args;
+pub mod bash;
+pub mod builtin;
+pub mod edit;
+pub mod glob;
+pub mod grep;
+pub mod policy;
+pub mod read;
+pub mod registry;
+mod text;
+mod walk;
+pub mod write;
+
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -8,6 +21,10 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::workspace::Workspace;
+
+pub use builtin::BuiltinTools;
+pub use policy::{PermissionMode, ToolPolicy, UnknownPermissionMode};
+pub use registry::{ToolRegistry, ToolSet};
 
 /// Everything a tool call may use. Paths go through `workspace`; long work
 /// watches `cancel`, which fires on interrupt and turn timeout.
@@ -66,4 +83,27 @@ pub fn definition(tool: &dyn Tool) -> Value {
         "description": tool.description(),
         "input_schema": tool.input_schema(),
     })
+}
+
+/// Resolves a path the model gave through the session's jail; a refusal is
+/// the tool's result, so callers can `?`-style return it.
+pub(crate) fn resolve_path(ctx: &ToolContext, raw: &str) -> Result<std::path::PathBuf, ToolOutput> {
+    if raw.trim().is_empty() {
+        return Err(ToolOutput::error("The path is empty."));
+    }
+    ctx.workspace
+        .resolve(raw)
+        .map_err(|e| ToolOutput::error(format!("Cannot use '{raw}': {e}")))
+}
+
+/// Runs file-system work off the async runtime, so one user's large read or
+/// search does not stall other sessions' turns.
+pub(crate) async fn run_blocking<F>(work: F) -> ToolOutput
+where
+    F: FnOnce() -> ToolOutput + Send + 'static,
+{
+    match tokio::task::spawn_blocking(work).await {
+        Ok(output) => output,
+        Err(e) => ToolOutput::error(format!("The tool failed unexpectedly: {e}")),
+    }
 }

@@ -1,0 +1,352 @@
+//! The HTTP side: `/v1/messages`, the `/_fake/*` control endpoints, `/health`.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+
+use crate::Recorded;
+use crate::reply::Reply;
+use crate::response::{self, Ending, Event, Plan};
+use crate::validate::{self, ApiError, Checked};
+
+/// The real API's request size limit.
+const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
+
+/// Gives the client time to read what was written before the connection is
+/// dropped; the cut must land after the events, not race them.
+const FLUSH_BEFORE_CUT: Duration = Duration::from_millis(20);
+
+#[derive(Default)]
+struct Inner {
+    queue: VecDeque<Reply>,
+    requests: Vec<Recorded>,
+}
+
+/// Shared between the server task and the [`crate::FakeAnthropic`] handle.
+pub(crate) struct Shared {
+    api_key: Option<String>,
+    inner: Mutex<Inner>,
+}
+
+impl Shared {
+    pub fn new(api_key: Option<String>) -> Shared {
+        Shared {
+            api_key,
+            inner: Mutex::new(Inner::default()),
+        }
+    }
+
+    /// A panicking test thread must not wedge the fake for the others.
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn push(&self, reply: Reply) {
+        self.lock().queue.push_back(reply);
+    }
+
+    pub fn pending(&self) -> usize {
+        self.lock().queue.len()
+    }
+
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.lock().requests.clone()
+    }
+
+    pub fn reset(&self) {
+        let mut inner = self.lock();
+        inner.queue.clear();
+        inner.requests.clear();
+    }
+
+    /// Takes the next scripted reply; an `Error` with `times > 1` stays at
+    /// the front with one use less.
+    fn next_reply(&self) -> Option<Reply> {
+        let mut inner = self.lock();
+        let reply = inner.queue.pop_front()?;
+        if let Reply::Error {
+            status,
+            error_type,
+            message,
+            times,
+            retry_after,
+        } = &reply
+            && *times > 1
+        {
+            inner.queue.push_front(Reply::Error {
+                status: *status,
+                error_type: error_type.clone(),
+                message: message.clone(),
+                times: times - 1,
+                retry_after: retry_after.clone(),
+            });
+        }
+        Some(reply)
+    }
+
+    fn record(&self, headers: &HeaderMap, body: Value, status: u16) {
+        let headers = headers
+            .iter()
+            .map(|(name, value)| {
+                (
+                    name.as_str().to_owned(),
+                    String::from_utf8_lossy(value.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
+        self.lock().requests.push(Recorded {
+            headers,
+            body,
+            status,
+        });
+    }
+}
+
+pub(crate) fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/v1/messages", post(messages))
+        .route("/health", get(health))
+        .route("/_fake/replies", post(push_replies))
+        .route("/_fake/requests", get(list_requests))
+        .route("/_fake/reset", post(reset))
+        .fallback(not_found)
+        .with_state(shared)
+}
+
+fn request_id() -> HeaderValue {
+    HeaderValue::from_str(&response::random_id("req"))
+        .unwrap_or_else(|_| HeaderValue::from_static("req_01"))
+}
+
+fn json_response(status: u16, body: &Value) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response();
+    response
+        .headers_mut()
+        .insert(HeaderName::from_static("request-id"), request_id());
+    response
+}
+
+fn error_response(error: &ApiError) -> Response {
+    json_response(error.status, &error.body())
+}
+
+async fn health() -> Response {
+    json_response(200, &json!({"status": "ok"}))
+}
+
+async fn not_found() -> Response {
+    error_response(&ApiError {
+        status: 404,
+        error_type: "not_found_error".into(),
+        message: "Not Found".into(),
+    })
+}
+
+async fn push_replies(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    let value: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => return error_response(&ApiError::invalid(format!("body is not JSON: {e}"))),
+    };
+    let items = match value {
+        Value::Array(items) => items,
+        single => vec![single],
+    };
+    let mut replies = Vec::with_capacity(items.len());
+    for (i, item) in items.into_iter().enumerate() {
+        match serde_json::from_value::<Reply>(item) {
+            Ok(reply) => replies.push(reply),
+            Err(e) => {
+                return error_response(&ApiError::invalid(format!("replies.{i}: {e}")));
+            }
+        }
+    }
+    let queued = replies.len();
+    for reply in replies {
+        shared.push(reply);
+    }
+    json_response(200, &json!({"queued": queued, "pending": shared.pending()}))
+}
+
+async fn list_requests(State(shared): State<Arc<Shared>>) -> Response {
+    json_response(200, &json!(shared.requests()))
+}
+
+async fn reset(State(shared): State<Arc<Shared>>) -> Response {
+    shared.reset();
+    json_response(200, &json!({"reset": true}))
+}
+
+/// Checks authentication and the version header, as the real API does before
+/// it looks at the body.
+fn check_headers(shared: &Shared, headers: &HeaderMap) -> Result<(), ApiError> {
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let key = text("x-api-key").or_else(|| {
+        text("authorization").and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+    });
+    let Some(key) = key.map(str::trim).filter(|k| !k.is_empty()) else {
+        return Err(ApiError::authentication("x-api-key header is required"));
+    };
+    if let Some(expected) = &shared.api_key
+        && key != expected
+    {
+        return Err(ApiError::authentication("invalid x-api-key"));
+    }
+    if text("anthropic-version").is_none_or(|v| v.trim().is_empty()) {
+        return Err(ApiError::invalid("anthropic-version: header is required"));
+    }
+    Ok(())
+}
+
+async fn messages(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Body) -> Response {
+    let bytes = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
+        Ok(bytes) => bytes,
+        Err(_) => {
+            let error = ApiError {
+                status: 413,
+                error_type: "request_too_large".into(),
+                message: "Request exceeds the maximum allowed number of bytes.".into(),
+            };
+            shared.record(&headers, Value::Null, error.status);
+            return error_response(&error);
+        }
+    };
+    let parsed = serde_json::from_slice::<Value>(&bytes);
+    let recorded_body = match &parsed {
+        Ok(v) => v.clone(),
+        Err(_) => Value::String(String::from_utf8_lossy(&bytes).into_owned()),
+    };
+
+    let checked = check_headers(&shared, &headers).and_then(|()| match &parsed {
+        Ok(value) => validate::check_request(value, headers.contains_key("anthropic-beta")),
+        Err(e) => Err(ApiError::invalid(format!(
+            "There was an error parsing the body of your request: {e}"
+        ))),
+    });
+    let request = match checked {
+        Ok(request) => request,
+        Err(error) => {
+            shared.record(&headers, recorded_body, error.status);
+            return error_response(&error);
+        }
+    };
+
+    let reply = shared
+        .next_reply()
+        .unwrap_or_else(|| response::echo(&request));
+    let plan = Plan::of(reply);
+    let status = match (&plan.base, &plan.ending, request.stream) {
+        (Reply::Error { status, .. }, _, _) => *status,
+        (_, Ending::Error { error, .. }, false) => error.status,
+        _ => 200,
+    };
+    shared.record(&headers, recorded_body, status);
+
+    if let Reply::Error {
+        status,
+        error_type,
+        message,
+        retry_after,
+        ..
+    } = &plan.base
+    {
+        tokio::time::sleep(plan.delay).await;
+        let mut response = json_response(
+            *status,
+            &ApiError {
+                status: *status,
+                error_type: error_type.clone(),
+                message: message.clone(),
+            }
+            .body(),
+        );
+        if let Some(value) = retry_after.as_deref().and_then(|v| HeaderValue::from_str(v).ok()) {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+        return response;
+    }
+
+    if request.stream {
+        stream_response(&plan, &request)
+    } else {
+        tokio::time::sleep(plan.delay).await;
+        complete_response(&plan, &request)
+    }
+}
+
+fn complete_response(plan: &Plan, request: &Checked) -> Response {
+    match &plan.ending {
+        Ending::Error { error, .. } => error_response(error),
+        Ending::Cut(_) => {
+            let body = Body::from_stream(futures::stream::once(async {
+                tokio::time::sleep(FLUSH_BEFORE_CUT).await;
+                Err::<Bytes, std::io::Error>(std::io::Error::other("connection cut by script"))
+            }));
+            let mut response = Response::new(body);
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            response
+        }
+        Ending::Complete => {
+            json_response(200, &response::message_json(&response::answer(&plan.base, request)))
+        }
+    }
+}
+
+fn stream_response(plan: &Plan, request: &Checked) -> Response {
+    let answer = response::answer(&plan.base, request);
+    let mut events = response::events(&answer);
+    // Cuts and errors land before `message_stop` whatever the count, so a
+    // scripted failure is always a failure.
+    let (keep, tail) = match &plan.ending {
+        Ending::Complete => (events.len(), None),
+        Ending::Cut(after) => ((*after).min(events.len() - 1), None),
+        Ending::Error { after, error } => ((*after).min(events.len() - 1), Some(error.clone())),
+    };
+    events.truncate(keep);
+    let cut = matches!(plan.ending, Ending::Cut(_));
+    if let Some(error) = &tail {
+        events.push(Event::error(error));
+    }
+    let delay = plan.delay;
+
+    let stream = async_stream::stream! {
+        for (i, event) in events.into_iter().enumerate() {
+            if i > 0 && !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            yield Ok::<Bytes, std::io::Error>(Bytes::from(event.to_wire()));
+        }
+        if cut {
+            tokio::time::sleep(FLUSH_BEFORE_CUT).await;
+            yield Err(std::io::Error::other("connection cut by script"));
+        }
+    };
+    let mut response = Response::new(Body::from_stream(stream));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream; charset=utf-8"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert(HeaderName::from_static("request-id"), request_id());
+    response
+}

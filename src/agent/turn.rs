@@ -1,0 +1,619 @@
+//! The turn loop: one user message in, model calls and tool runs until the
+//! model ends its turn, every message persisted as it happens. A turn runs
+//! detached from the request that started it and reports through one channel.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde_json::Value;
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use uuid::Uuid;
+
+use super::anthropic::{ModelClient, ModelError};
+use super::history::{self, INTERRUPTED};
+use super::wire::{ContentBlock, Message, ModelEvent, ModelRequest, Role, Usage};
+use crate::config::Settings;
+use crate::domain::{SessionId, Subdir};
+use crate::error::ApiError;
+use crate::store::{DynStore, LeaseOutcome, Session, UsageTotals};
+use crate::tools::{ToolContext, ToolPolicy, ToolRegistry};
+use crate::workspace::{Workspace, WorkspaceError};
+
+/// How long a turn's lease lives without renewal: a crashed instance's
+/// session becomes usable again after this.
+const LEASE: Duration = Duration::from_secs(30);
+const LEASE_RENEW_EVERY: Duration = Duration::from_secs(10);
+
+/// The system prompt when the configuration gives none.
+const DEFAULT_SYSTEM_PROMPT: &str = "You are Claude, a coding agent working in the user's project directory. \
+Use the tools to read, write and run code there; paths are relative to the working directory. \
+Be concise, and finish by telling the user what you did.";
+
+/// What a turn reports, in order: deltas and tool activity, then exactly one
+/// `Done` or `Failed`.
+#[derive(Debug)]
+pub enum TurnEvent {
+    TextDelta(String),
+    ToolUse {
+        id: String,
+        name: String,
+        input: Value,
+    },
+    ToolResult {
+        id: String,
+        name: String,
+        content: String,
+        is_error: bool,
+    },
+    Done(TurnSummary),
+    Failed(ApiError),
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ToolCall {
+    pub tool: String,
+    #[schema(value_type = Object)]
+    pub input: Value,
+}
+
+#[derive(Debug, Clone)]
+pub struct TurnSummary {
+    pub text: String,
+    pub tool_calls: Vec<ToolCall>,
+    pub stop_reason: String,
+    pub num_turns: u32,
+    pub usage: UsageTotals,
+    pub duration_ms: u64,
+}
+
+/// Why a turn was cancelled from outside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Cancel {
+    Interrupted,
+    TimedOut,
+    Shutdown,
+}
+
+pub struct TurnRequest {
+    pub session_id: SessionId,
+    pub message: String,
+    pub timeout: Duration,
+}
+
+/// A running turn, as seen by whoever may cancel it.
+struct Running {
+    cancel: CancellationToken,
+    reason: Arc<Mutex<Option<Cancel>>>,
+    finished: watch::Receiver<bool>,
+}
+
+impl Running {
+    fn cancel(&self, why: Cancel) {
+        let mut reason = self.reason.lock().unwrap_or_else(PoisonError::into_inner);
+        reason.get_or_insert(why);
+        self.cancel.cancel();
+    }
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct InterruptOutcome {
+    #[schema(value_type = String)]
+    pub session_id: SessionId,
+    /// Always `true`: the running turn was cancelled.
+    pub interrupted: bool,
+    /// Whether the turn had wound down (history saved) when this answered.
+    pub finished: bool,
+}
+
+pub struct Agent {
+    store: DynStore,
+    settings: Arc<Settings>,
+    model: Option<Arc<dyn ModelClient>>,
+    tools: Arc<ToolRegistry>,
+    policy: ToolPolicy,
+    permits: Arc<Semaphore>,
+    running: Mutex<HashMap<SessionId, Running>>,
+    tasks: TaskTracker,
+}
+
+impl Agent {
+    pub fn new(
+        store: DynStore,
+        settings: Arc<Settings>,
+        model: Option<Arc<dyn ModelClient>>,
+        tools: Arc<ToolRegistry>,
+        policy: ToolPolicy,
+    ) -> Self {
+        Self {
+            permits: Arc::new(Semaphore::new(settings.api.max_concurrent_requests)),
+            store,
+            settings,
+            model,
+            tools,
+            policy,
+            running: Mutex::new(HashMap::new()),
+            tasks: TaskTracker::new(),
+        }
+    }
+
+    /// Turns running in this process.
+    pub fn turns_in_flight(&self) -> usize {
+        self.running_map().len()
+    }
+
+    fn running_map(&self) -> std::sync::MutexGuard<'_, HashMap<SessionId, Running>> {
+        self.running.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Checks everything that can be refused up front (plain HTTP errors),
+    /// takes the session's turn lease and starts the turn in the background.
+    pub async fn start(
+        self: &Arc<Self>,
+        request: TurnRequest,
+    ) -> Result<mpsc::UnboundedReceiver<TurnEvent>, ApiError> {
+        let id = request.session_id;
+        let session = self.store.get(id).await?.ok_or(ApiError::SessionNotFound)?;
+        let model = self.model.clone().ok_or(ApiError::UpstreamNotConfigured)?;
+        if let Some(budget) = self.settings.defaults.max_budget_usd
+            && session.usage.cost_usd >= budget
+        {
+            return Err(ApiError::BudgetExceeded(format!(
+                "This session has spent ${:.4} of its ${budget:.2} budget (defaults.max_budget_usd); start a new session or raise the budget.",
+                session.usage.cost_usd
+            )));
+        }
+        let workspace = self.workspace(&session).await?;
+        let holder = Uuid::new_v4();
+        match self.store.acquire_turn(id, holder, LEASE).await? {
+            LeaseOutcome::Acquired => {}
+            LeaseOutcome::Busy => return Err(ApiError::SessionBusy),
+            LeaseOutcome::NotFound => return Err(ApiError::SessionNotFound),
+        }
+
+        let cancel = CancellationToken::new();
+        let reason = Arc::new(Mutex::new(None));
+        let (finished_tx, finished_rx) = watch::channel(false);
+        self.running_map().insert(
+            id,
+            Running {
+                cancel: cancel.clone(),
+                reason: reason.clone(),
+                finished: finished_rx,
+            },
+        );
+        let (events, receiver) = mpsc::unbounded_channel();
+        let turn = Turn {
+            agent: self.clone(),
+            model,
+            session,
+            workspace,
+            holder,
+            cancel,
+            reason,
+            events,
+            started: Instant::now(),
+        };
+        self.tasks.spawn(async move {
+            turn.run(request.message, request.timeout).await;
+            let _ = finished_tx.send(true);
+        });
+        Ok(receiver)
+    }
+
+    /// Cancels the session's running turn and waits (briefly) for it to save
+    /// its history.
+    pub async fn interrupt(&self, id: SessionId) -> Result<InterruptOutcome, ApiError> {
+        let finished = {
+            let running = self.running_map();
+            match running.get(&id) {
+                Some(turn) => {
+                    turn.cancel(Cancel::Interrupted);
+                    Some(turn.finished.clone())
+                }
+                None => None,
+            }
+        };
+        let Some(mut finished) = finished else {
+            let session = self.store.get(id).await?.ok_or(ApiError::SessionNotFound)?;
+            return Err(if session.turn_running {
+                ApiError::TurnElsewhere
+            } else {
+                ApiError::NoTurnRunning
+            });
+        };
+        let done = tokio::time::timeout(Duration::from_secs(15), finished.wait_for(|f| *f))
+            .await
+            .is_ok_and(|r| r.is_ok());
+        Ok(InterruptOutcome {
+            session_id: id,
+            interrupted: true,
+            finished: done,
+        })
+    }
+
+    /// Lets running turns finish for up to `grace`, then cancels the rest and
+    /// waits for them to save their history.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.tasks.close();
+        if tokio::time::timeout(grace, self.tasks.wait()).await.is_ok() {
+            return;
+        }
+        tracing::warn!(
+            turns = self.turns_in_flight(),
+            "cancelling turns still running at shutdown"
+        );
+        for turn in self.running_map().values() {
+            turn.cancel(Cancel::Shutdown);
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.tasks.wait()).await;
+    }
+
+    async fn workspace(&self, session: &Session) -> Result<Workspace, ApiError> {
+        let base = self.settings.user.base_dir.clone();
+        let create = self.settings.user.auto_create_dir;
+        let user = session.user_id.clone();
+        let subdir = session
+            .subdir
+            .as_deref()
+            .map(Subdir::parse)
+            .transpose()
+            .map_err(|e| ApiError::Internal(format!("stored subdir invalid: {e}")))?;
+        tokio::task::spawn_blocking(move || Workspace::open(&base, &user, subdir.as_ref(), create))
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?
+            .map_err(|err| match err {
+                WorkspaceError::Io(io) => ApiError::Internal(format!("workspace: {io}")),
+                other => ApiError::validation("session_id", other.to_string()),
+            })
+    }
+
+    fn price(&self, model: &str, usage: &Usage) -> f64 {
+        self.settings.price_of(model).map_or(0.0, |p| {
+            (usage.input_tokens as f64 * p.input
+                + usage.output_tokens as f64 * p.output
+                + usage.cache_creation_input_tokens as f64 * p.cache_write
+                + usage.cache_read_input_tokens as f64 * p.cache_read)
+                / 1_000_000.0
+        })
+    }
+}
+
+/// One turn in flight: everything its task needs.
+struct Turn {
+    agent: Arc<Agent>,
+    model: Arc<dyn ModelClient>,
+    session: Session,
+    workspace: Workspace,
+    holder: Uuid,
+    cancel: CancellationToken,
+    reason: Arc<Mutex<Option<Cancel>>>,
+    events: mpsc::UnboundedSender<TurnEvent>,
+    started: Instant,
+}
+
+/// How the loop ended when it did not end normally.
+enum Stop {
+    Cancelled,
+    Failed(ApiError),
+}
+
+/// What the loop has done so far; kept when the loop stops early.
+#[derive(Default)]
+struct Progress {
+    usage: Usage,
+    cost_usd: f64,
+    tool_calls: Vec<ToolCall>,
+    num_turns: u32,
+    last_text: String,
+}
+
+impl Turn {
+    #[tracing::instrument(skip_all, fields(session_id = %self.session.id))]
+    async fn run(self, message: String, timeout: Duration) {
+        let id = self.session.id;
+        let renew = {
+            let store = self.agent.store.clone();
+            let holder = self.holder;
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(LEASE_RENEW_EVERY);
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    if let Err(err) = store.renew_turn(id, holder, LEASE).await {
+                        tracing::warn!(error = %err, "could not renew the turn lease");
+                    }
+                }
+            })
+        };
+        let deadline = {
+            let cancel = self.cancel.clone();
+            let reason = self.reason.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(timeout).await;
+                reason
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .get_or_insert(Cancel::TimedOut);
+                cancel.cancel();
+            })
+        };
+
+        let mut progress = Progress::default();
+        let outcome = self.drive(message, &mut progress).await;
+        deadline.abort();
+        renew.abort();
+
+        let usage = UsageTotals {
+            input_tokens: progress.usage.input_tokens,
+            output_tokens: progress.usage.output_tokens,
+            cache_creation_input_tokens: progress.usage.cache_creation_input_tokens,
+            cache_read_input_tokens: progress.usage.cache_read_input_tokens,
+            cost_usd: progress.cost_usd,
+        };
+        if let Err(err) = self.agent.store.record_usage(id, usage, 1).await {
+            tracing::warn!(error = %err, "could not record the turn's usage");
+        }
+        if let Err(err) = self.agent.store.release_turn(id, self.holder).await {
+            tracing::warn!(error = %err, "could not release the turn lease");
+        }
+        self.agent.running_map().remove(&id);
+
+        let summary = |stop_reason: String, text: String| TurnSummary {
+            text,
+            tool_calls: progress.tool_calls.clone(),
+            stop_reason,
+            num_turns: progress.num_turns,
+            usage,
+            duration_ms: u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        };
+        let event = match outcome {
+            Ok((stop_reason, text)) => TurnEvent::Done(summary(stop_reason, text)),
+            Err(Stop::Failed(err)) => TurnEvent::Failed(err),
+            Err(Stop::Cancelled) => {
+                let why = *self.reason.lock().unwrap_or_else(PoisonError::into_inner);
+                match why {
+                    Some(Cancel::TimedOut) => {
+                        TurnEvent::Failed(ApiError::TurnTimeout(timeout.as_secs()))
+                    }
+                    Some(Cancel::Shutdown) => TurnEvent::Failed(ApiError::ShuttingDown),
+                    Some(Cancel::Interrupted) | None => {
+                        TurnEvent::Done(summary("interrupted".into(), progress.last_text.clone()))
+                    }
+                }
+            }
+        };
+        match &event {
+            TurnEvent::Done(s) => tracing::info!(
+                stop_reason = %s.stop_reason,
+                num_turns = s.num_turns,
+                tool_calls = s.tool_calls.len(),
+                duration_ms = s.duration_ms,
+                "turn finished"
+            ),
+            TurnEvent::Failed(err) => tracing::info!(error = err.code(), "turn failed"),
+            _ => {}
+        }
+        let _ = self.events.send(event);
+    }
+
+    fn emit(&self, event: TurnEvent) {
+        // A client that went away leaves no receiver; the turn goes on.
+        let _ = self.events.send(event);
+    }
+
+    async fn persist(&self, message: &Message) -> Result<(), Stop> {
+        self.agent
+            .store
+            .append_messages(self.session.id, &[history::to_stored(message)])
+            .await
+            .map_err(|e| Stop::Failed(e.into()))
+    }
+
+    /// The loop itself. Returns the stop reason and final text.
+    async fn drive(
+        &self,
+        message: String,
+        progress: &mut Progress,
+    ) -> Result<(String, String), Stop> {
+        let agent = &self.agent;
+        let settings = &agent.settings;
+
+        let _permit = tokio::select! {
+            permit = agent.permits.clone().acquire_owned() => permit.map_err(|_| Stop::Failed(ApiError::ShuttingDown))?,
+            () = self.cancel.cancelled() => return Err(Stop::Cancelled),
+        };
+
+        let stored = agent
+            .store
+            .messages(self.session.id)
+            .await
+            .map_err(|e| Stop::Failed(e.into()))?;
+        let user = Message::user_text(message);
+        self.persist(&user).await?;
+        let mut conversation = history::from_stored(&stored);
+        conversation.push(user);
+        let mut conversation = history::repair(conversation);
+
+        let tool_set = agent.tools.tool_set(&self.workspace, &agent.policy).await;
+        let tool_definitions = tool_set.definitions();
+        let tool_ctx = ToolContext {
+            workspace: self.workspace.clone(),
+            cancel: self.cancel.clone(),
+        };
+        let model_id = settings.defaults.model.clone();
+        let system = settings
+            .defaults
+            .system_prompt
+            .clone()
+            .unwrap_or_else(|| DEFAULT_SYSTEM_PROMPT.to_owned());
+        let system = format!(
+            "{system}\n\nWorking directory: {}",
+            self.workspace.cwd().display()
+        );
+
+        loop {
+            if progress.num_turns >= settings.defaults.max_turns {
+                return Ok(("max_turns".into(), progress.last_text.clone()));
+            }
+            progress.num_turns += 1;
+            let request = ModelRequest {
+                model: model_id.clone(),
+                max_tokens: settings.anthropic.max_tokens,
+                system: Some(system.clone()),
+                messages: conversation.clone(),
+                tools: tool_definitions.clone(),
+            };
+            let response = match self.call_model(&request).await {
+                Ok(response) => response,
+                Err((stop, partial_text)) => {
+                    if !partial_text.is_empty() {
+                        let partial = Message::assistant(vec![ContentBlock::Text {
+                            text: partial_text.clone(),
+                        }]);
+                        self.persist(&partial).await?;
+                        progress.last_text = partial_text;
+                    }
+                    return Err(stop);
+                }
+            };
+            progress.usage += response.usage;
+            progress.cost_usd += agent.price(&response.model, &response.usage);
+            let assistant = Message::assistant(response.content.clone());
+            progress.last_text = assistant.text();
+            if !assistant.content.is_empty() {
+                self.persist(&assistant).await?;
+                conversation.push(assistant);
+            }
+
+            let calls: Vec<(String, String, Value)> = response
+                .tool_uses()
+                .map(|(id, name, input)| (id.to_owned(), name.to_owned(), input.clone()))
+                .collect();
+            if calls.is_empty() {
+                let stop_reason = response.stop_reason.unwrap_or_else(|| "end_turn".into());
+                return Ok((stop_reason, progress.last_text.clone()));
+            }
+
+            let mut results = Vec::with_capacity(calls.len());
+            for (id, name, input) in calls {
+                progress.tool_calls.push(ToolCall {
+                    tool: name.clone(),
+                    input: input.clone(),
+                });
+                let output = if self.cancel.is_cancelled() {
+                    crate::tools::ToolOutput::error(INTERRUPTED)
+                } else {
+                    tool_set.run(&name, input, &tool_ctx).await
+                };
+                self.emit(TurnEvent::ToolResult {
+                    id: id.clone(),
+                    name,
+                    content: output.content.clone(),
+                    is_error: output.is_error,
+                });
+                results.push(ContentBlock::ToolResult {
+                    tool_use_id: id,
+                    content: output.content,
+                    is_error: output.is_error,
+                });
+            }
+            let results = Message {
+                role: Role::User,
+                content: results,
+            };
+            self.persist(&results).await?;
+            conversation.push(results);
+
+            if self.cancel.is_cancelled() {
+                return Err(Stop::Cancelled);
+            }
+            if let Some(budget) = settings.defaults.max_budget_usd
+                && self.session.usage.cost_usd + progress.cost_usd >= budget
+            {
+                return Ok(("max_budget".into(), progress.last_text.clone()));
+            }
+        }
+    }
+
+    /// One model call, forwarding deltas as they arrive. On failure returns
+    /// the text that had arrived, so it can be kept.
+    async fn call_model(
+        &self,
+        request: &ModelRequest,
+    ) -> Result<super::wire::ModelResponse, (Stop, String)> {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let call = self.model.send(request, &tx);
+        tokio::pin!(call);
+        let mut partial = String::new();
+        let result = loop {
+            tokio::select! {
+                biased;
+                () = self.cancel.cancelled() => return Err((Stop::Cancelled, partial)),
+                Some(event) = rx.recv() => self.forward(event, &mut partial),
+                result = &mut call => break result,
+            }
+        };
+        while let Ok(event) = rx.try_recv() {
+            self.forward(event, &mut partial);
+        }
+        result.map_err(|err| {
+            let partial_text = match &err {
+                ModelError::Stream {
+                    partial: blocks, ..
+                } => super::wire::blocks_text(blocks),
+                _ => String::new(),
+            };
+            let partial_text = if partial_text.is_empty() {
+                partial
+            } else {
+                partial_text
+            };
+            (Stop::Failed(upstream_error(err)), partial_text)
+        })
+    }
+
+    fn forward(&self, event: ModelEvent, partial: &mut String) {
+        match event {
+            ModelEvent::TextDelta(text) => {
+                partial.push_str(&text);
+                self.emit(TurnEvent::TextDelta(text));
+            }
+            ModelEvent::ToolUse { id, name, input } => {
+                self.emit(TurnEvent::ToolUse { id, name, input });
+            }
+            ModelEvent::ThinkingDelta(_) => {}
+        }
+    }
+}
+
+/// Summarises a model failure for the client, without secrets.
+fn upstream_error(err: ModelError) -> ApiError {
+    match err {
+        ModelError::NotConfigured => ApiError::UpstreamNotConfigured,
+        ModelError::Unauthorized { message } => ApiError::Upstream(format!(
+            "The model API rejected the credentials ({message}); check ANTHROPIC_API_KEY or ANTHROPIC_AUTH_TOKEN."
+        )),
+        ModelError::Status {
+            status,
+            error_type,
+            message,
+        } => ApiError::Upstream(format!(
+            "The model API failed after retries: {status} {error_type}: {message}"
+        )),
+        ModelError::Connection(why) => {
+            ApiError::Upstream(format!("Could not reach the model API: {why}"))
+        }
+        ModelError::Timeout => ApiError::Upstream("The model API did not answer in time.".into()),
+        ModelError::Stream { message, .. } => ApiError::Upstream(format!(
+            "The model's answer broke off mid-stream ({message}); the partial answer is kept and you can send the next message."
+        )),
+        ModelError::Invalid(why) => {
+            ApiError::Upstream(format!("The model API sent an unreadable answer: {why}"))
+        }
+    }
+}

@@ -1,0 +1,260 @@
+//! `/api/v1/chat` and `/api/v1/chat/stream`: run one agent turn, answered
+//! whole or as Server-Sent Events; and interrupting a running turn.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use futures::Stream;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use utoipa::ToSchema;
+
+use super::sessions::parse_session_id;
+use super::{ApiJson, AppState, rfc3339};
+use crate::agent::turn::{InterruptOutcome, ToolCall, TurnEvent, TurnRequest, TurnSummary};
+use crate::error::{ApiError, ErrorBody};
+use crate::store::UsageTotals;
+
+const MAX_MESSAGE_CHARS: usize = 100_000;
+const DEFAULT_TIMEOUT_SECS: f64 = 120.0;
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/chat", post(chat))
+        .route("/api/v1/chat/stream", post(chat_stream))
+        .route("/api/v1/sessions/{session_id}/interrupt", post(interrupt))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct ChatRequest {
+    #[schema(format = Uuid)]
+    pub session_id: String,
+    /// What the user says; 1 to 100,000 characters, not blank.
+    pub message: String,
+    /// Seconds the whole turn may take, 1 to 600 (default 120).
+    #[schema(minimum = 1, maximum = 600)]
+    pub timeout: Option<f64>,
+}
+
+impl ChatRequest {
+    fn parse(self) -> Result<TurnRequest, ApiError> {
+        let session_id = parse_session_id(&self.session_id)?;
+        if self.message.trim().is_empty() {
+            return Err(ApiError::validation("message", "must not be blank"));
+        }
+        if self.message.chars().count() > MAX_MESSAGE_CHARS {
+            return Err(ApiError::validation(
+                "message",
+                format!("must be at most {MAX_MESSAGE_CHARS} characters"),
+            ));
+        }
+        let timeout = self.timeout.unwrap_or(DEFAULT_TIMEOUT_SECS);
+        if !(1.0..=600.0).contains(&timeout) {
+            return Err(ApiError::validation(
+                "timeout",
+                "must be between 1 and 600 seconds",
+            ));
+        }
+        Ok(TurnRequest {
+            session_id,
+            message: self.message,
+            timeout: Duration::from_secs_f64(timeout),
+        })
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ChatResponse {
+    pub session_id: String,
+    /// Text of the final assistant message.
+    pub text: String,
+    /// Every tool call of the turn, in order.
+    pub tool_calls: Vec<ToolCall>,
+    #[serde(serialize_with = "rfc3339")]
+    pub timestamp: DateTime<Utc>,
+    /// Tokens and cost of this turn.
+    pub usage: UsageTotals,
+    /// `end_turn`, `max_tokens`, `max_turns`, `max_budget` or `interrupted`.
+    pub stop_reason: String,
+    /// Model calls made in this turn.
+    pub num_turns: u32,
+    pub cost_usd: f64,
+    pub duration_ms: u64,
+}
+
+impl ChatResponse {
+    fn new(session_id: String, summary: TurnSummary) -> Self {
+        Self {
+            session_id,
+            text: summary.text,
+            tool_calls: summary.tool_calls,
+            timestamp: Utc::now(),
+            cost_usd: summary.usage.cost_usd,
+            usage: summary.usage,
+            stop_reason: summary.stop_reason,
+            num_turns: summary.num_turns,
+            duration_ms: summary.duration_ms,
+        }
+    }
+}
+
+/// Run one agent turn
+///
+/// The model may call tools any number of times (up to `max_turns`) before it
+/// answers. The turn runs to completion even if the client disconnects, and
+/// every message is saved in the session.
+#[utoipa::path(
+    post, path = "/api/v1/chat", tag = "chat",
+    request_body = ChatRequest,
+    responses(
+        (status = 200, description = "The turn's answer", body = ChatResponse),
+        (status = 400, description = "Body is not a JSON object", body = ErrorBody),
+        (status = 402, description = "Session budget spent (budget_exceeded)", body = ErrorBody),
+        (status = 404, description = "Unknown, deleted or expired session", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Not a JSON content type", body = ErrorBody),
+        (status = 422, description = "Blank or too long message, timeout outside 1..600", body = ErrorBody),
+        (status = 429, description = "A turn is already running in this session (session_busy)", body = ErrorBody),
+        (status = 502, description = "The model API failed after retries", body = ErrorBody),
+        (status = 503, description = "No API key configured, or store unavailable", body = ErrorBody),
+        (status = 504, description = "The turn ran past its timeout", body = ErrorBody),
+    )
+)]
+pub async fn chat(
+    State(state): State<AppState>,
+    ApiJson(request): ApiJson<ChatRequest>,
+) -> Result<Json<ChatResponse>, ApiError> {
+    let session_id = request.session_id.clone();
+    let turn = request.parse()?;
+    let mut events = state.agent.start(turn).await?;
+    while let Some(event) = events.recv().await {
+        match event {
+            TurnEvent::Done(summary) => return Ok(Json(ChatResponse::new(session_id, summary))),
+            TurnEvent::Failed(err) => return Err(err),
+            _ => {}
+        }
+    }
+    Err(ApiError::Internal("turn ended without a result".into()))
+}
+
+/// Run one agent turn, streamed
+///
+/// Server-Sent Events, each `data: <json>`: `text_delta` as the model writes,
+/// `tool_use` when it decides a call, `tool_result` after each run, then one
+/// `done` (with usage, stop_reason, num_turns) or `error`. Keep-alive comments
+/// every 15 s. Errors known before streaming starts are plain HTTP errors.
+#[utoipa::path(
+    post, path = "/api/v1/chat/stream", tag = "chat",
+    request_body = ChatRequest,
+    responses(
+        (status = 200, description = "text/event-stream of turn events", content_type = "text/event-stream", body = String),
+        (status = 400, description = "Body is not a JSON object", body = ErrorBody),
+        (status = 402, description = "Session budget spent (budget_exceeded)", body = ErrorBody),
+        (status = 404, description = "Unknown, deleted or expired session", body = ErrorBody),
+        (status = 415, description = "Not a JSON content type", body = ErrorBody),
+        (status = 422, description = "Blank or too long message, timeout outside 1..600", body = ErrorBody),
+        (status = 429, description = "A turn is already running in this session (session_busy)", body = ErrorBody),
+        (status = 503, description = "No API key configured, or store unavailable", body = ErrorBody),
+    )
+)]
+pub async fn chat_stream(
+    State(state): State<AppState>,
+    ApiJson(request): ApiJson<ChatRequest>,
+) -> Result<Response, ApiError> {
+    let turn = request.parse()?;
+    let events = state.agent.start(turn).await?;
+    Ok(Sse::new(frames(events))
+        .keep_alive(KeepAlive::new().interval(KEEP_ALIVE).text("keep-alive"))
+        .into_response())
+}
+
+/// Turn events as SSE frames, numbered, ending after `done` or `error`.
+fn frames(
+    events: mpsc::UnboundedReceiver<TurnEvent>,
+) -> impl Stream<Item = Result<Event, Infallible>> {
+    futures::stream::unfold((events, 0u64, false), |(mut events, n, ended)| async move {
+        if ended {
+            return None;
+        }
+        let (frame, last) = match events.recv().await {
+            Some(event) => frame(event),
+            None => (
+                json!({"type": "error", "error": "the turn ended unexpectedly", "code": "internal"}),
+                true,
+            ),
+        };
+        let event = Event::default().id(n.to_string()).data(frame.to_string());
+        Some((Ok(event), (events, n + 1, last)))
+    })
+}
+
+fn frame(event: TurnEvent) -> (Value, bool) {
+    match event {
+        TurnEvent::TextDelta(text) => (json!({"type": "text_delta", "text": text}), false),
+        TurnEvent::ToolUse { id, name, input } => (
+            json!({"type": "tool_use", "tool_use_id": id, "tool_name": name, "tool_input": input}),
+            false,
+        ),
+        TurnEvent::ToolResult {
+            id,
+            name,
+            content,
+            is_error,
+        } => (
+            json!({"type": "tool_result", "tool_use_id": id, "tool_name": name,
+                   "content": content, "is_error": is_error}),
+            false,
+        ),
+        TurnEvent::Done(summary) => (
+            json!({
+                "type": "done",
+                "text": summary.text,
+                "stop_reason": summary.stop_reason,
+                "num_turns": summary.num_turns,
+                "usage": summary.usage,
+                "cost_usd": summary.usage.cost_usd,
+                "duration_ms": summary.duration_ms,
+                "tool_calls": summary.tool_calls,
+            }),
+            true,
+        ),
+        TurnEvent::Failed(err) => {
+            if matches!(err, ApiError::Internal(_)) {
+                tracing::error!(error = %err, "turn failed");
+            }
+            (
+                json!({"type": "error", "error": err.detail(), "code": err.code()}),
+                true,
+            )
+        }
+    }
+}
+
+/// Interrupt the running turn
+///
+/// Cancels the session's running turn: running tools are killed, the partial
+/// answer is kept and the history stays valid for the next message.
+#[utoipa::path(
+    post, path = "/api/v1/sessions/{session_id}/interrupt", tag = "sessions",
+    params(("session_id" = String, Path, description = "Session UUID")),
+    responses(
+        (status = 200, description = "The turn was cancelled", body = InterruptOutcome),
+        (status = 404, description = "Unknown, deleted or expired session", body = ErrorBody),
+        (status = 409, description = "No turn running (no_turn_running), or it runs on another instance", body = ErrorBody),
+    )
+)]
+pub async fn interrupt(
+    State(state): State<AppState>,
+    Path(session_id): Path<String>,
+) -> Result<Json<InterruptOutcome>, ApiError> {
+    let id = parse_session_id(&session_id)?;
+    Ok(Json(state.agent.interrupt(id).await?))
+}

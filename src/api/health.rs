@@ -1,0 +1,130 @@
+//! `GET /` and `GET /health`: what the service is and whether it can work.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::AppState;
+
+/// How long `/health` waits for the store before calling it unavailable.
+const STORE_PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/", get(root))
+        .route("/health", get(health))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RootResponse {
+    pub name: &'static str,
+    pub version: &'static str,
+    pub docs: &'static str,
+    pub health: &'static str,
+}
+
+/// Service information
+#[utoipa::path(get, path = "/", tag = "service",
+    responses((status = 200, description = "Name, version and where to look next", body = RootResponse)))]
+pub async fn root() -> Json<RootResponse> {
+    Json(RootResponse {
+        name: "Claude Agent HTTP API",
+        version: env!("CARGO_PKG_VERSION"),
+        docs: "/docs",
+        health: "/health",
+    })
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HealthResponse {
+    /// `healthy` or `unhealthy`.
+    pub status: &'static str,
+    pub version: &'static str,
+    /// Live sessions in the store.
+    pub active_sessions: u64,
+    /// Turns running in this process.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub in_memory_clients: Option<usize>,
+    /// Resident memory of this process.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_mb: Option<f64>,
+    /// `memory`, `sqlite` or `postgresql`.
+    pub storage_type: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uptime_seconds: Option<u64>,
+    /// Whether model calls can be made (an API key or token is configured).
+    pub model_api_configured: bool,
+    /// Why the service is unhealthy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Health check
+///
+/// 200 when the session store answers; 503 `unhealthy` when it does not
+/// (e.g. PostgreSQL stopped), healthy again once it is back.
+#[utoipa::path(get, path = "/health", tag = "service",
+    responses(
+        (status = 200, description = "Healthy", body = HealthResponse),
+        (status = 503, description = "The session store does not answer", body = HealthResponse),
+    ))]
+pub async fn health(State(state): State<AppState>) -> Response {
+    let storage_type = state.store.kind().as_str();
+    let probe = async {
+        state.store.ping().await?;
+        state.store.count_live().await
+    };
+    let version = env!("CARGO_PKG_VERSION");
+    let model_api_configured = state.settings.anthropic.is_configured();
+    match tokio::time::timeout(STORE_PROBE_TIMEOUT, probe).await {
+        Ok(Ok(active_sessions)) => Json(HealthResponse {
+            status: "healthy",
+            version,
+            active_sessions,
+            in_memory_clients: Some(state.agent.turns_in_flight()),
+            memory_mb: resident_memory_mb(),
+            storage_type,
+            uptime_seconds: Some(state.started.elapsed().as_secs()),
+            model_api_configured,
+            error: None,
+        })
+        .into_response(),
+        outcome => {
+            let error = match outcome {
+                Ok(Err(err)) => {
+                    tracing::warn!(error = %err, "health check: store failed");
+                    "session store unavailable".to_owned()
+                }
+                _ => "session store did not answer in time".to_owned(),
+            };
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(HealthResponse {
+                    status: "unhealthy",
+                    version,
+                    active_sessions: 0,
+                    in_memory_clients: None,
+                    memory_mb: None,
+                    storage_type,
+                    uptime_seconds: None,
+                    model_api_configured,
+                    error: Some(error),
+                }),
+            )
+                .into_response()
+        }
+    }
+}
+
+/// Resident set size from /proc; `None` where there is no /proc.
+fn resident_memory_mb() -> Option<f64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: f64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some((pages * 4096.0 / (1024.0 * 1024.0) * 10.0).round() / 10.0)
+}

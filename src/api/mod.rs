@@ -1,0 +1,155 @@
+//! The HTTP surface: shared state, the JSON extractor whose rejections are
+//! the contract's errors, the router and the OpenAPI document.
+
+pub mod chat;
+pub mod health;
+pub mod sessions;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{FromRequest, Request};
+use axum::http::StatusCode;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Serializer;
+use serde::de::DeserializeOwned;
+use utoipa::OpenApi;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::agent::turn::Agent;
+use crate::config::Settings;
+use crate::error::{ApiError, ErrorBody, FieldProblem};
+use crate::store::DynStore;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub settings: Arc<Settings>,
+    pub store: DynStore,
+    pub agent: Arc<Agent>,
+    pub started: Instant,
+}
+
+/// A JSON body parsed in two steps, so that "not JSON" (400), "wrong content
+/// type" (415), "too large" (413) and "JSON of the wrong shape" (422, with
+/// the offending field) each get their own answer.
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let is_json = req
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                let essence = v
+                    .split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase();
+                essence == "application/json"
+                    || (essence.starts_with("application/") && essence.ends_with("+json"))
+            });
+        if !is_json {
+            return Err(ApiError::UnsupportedMediaType);
+        }
+        let limit = state.settings.api.max_body_bytes;
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge(limit)
+            } else {
+                ApiError::MalformedJson(rejection.body_text())
+            }
+        })?;
+        let value: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
+        if !value.is_object() {
+            return Err(ApiError::MalformedJson("expected a JSON object".into()));
+        }
+        let parsed = serde_path_to_error::deserialize(value).map_err(|err| {
+            let path = err.path().to_string();
+            let problem = err.into_inner().to_string();
+            let field = match (path.as_str(), missing_field(&problem)) {
+                (".", Some(missing)) => missing.to_owned(),
+                (".", None) => "body".to_owned(),
+                (_, Some(missing)) => format!("{path}.{missing}"),
+                _ => path,
+            };
+            ApiError::Validation {
+                detail: format!("{field}: {problem}"),
+                fields: vec![FieldProblem { field, problem }],
+            }
+        })?;
+        Ok(Self(parsed))
+    }
+}
+
+/// serde names a missing field only in its message: "missing field `x`".
+fn missing_field(problem: &str) -> Option<&str> {
+    problem
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.split('`').next())
+}
+
+/// RFC 3339 with milliseconds and `Z`, as the contract shows.
+pub fn rfc3339<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&t.to_rfc3339_opts(SecondsFormat::Millis, true))
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Claude Agent HTTP API",
+        description = "A Claude coding agent behind a REST API: sessions per user, each with its own working directory."
+    ),
+    paths(
+        health::root,
+        health::health,
+        sessions::create_session,
+        sessions::list_sessions,
+        sessions::get_session,
+        sessions::delete_session,
+        sessions::resume_session,
+        chat::interrupt,
+        chat::chat,
+        chat::chat_stream,
+    ),
+    components(schemas(ErrorBody, FieldProblem)),
+    tags(
+        (name = "sessions", description = "Create, inspect, resume and delete sessions"),
+        (name = "chat", description = "Talk to the agent: one turn per message"),
+        (name = "service", description = "Service information and health")
+    )
+)]
+pub struct ApiDoc;
+
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
+/// The whole application router, without the outer middleware.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .merge(health::routes())
+        .merge(sessions::routes())
+        .merge(chat::routes())
+        .with_state(state)
+        .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi()))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+}
+
+async fn not_found() -> Response {
+    ApiError::NotFound.into_response()
+}
+
+async fn method_not_allowed() -> Response {
+    ApiError::MethodNotAllowed.into_response()
+}

@@ -1,0 +1,275 @@
+//! `/api/v1/sessions`: create, list, get, delete and resume sessions.
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+
+use super::{ApiJson, AppState, rfc3339};
+use crate::domain::{SessionId, Subdir, UserId};
+use crate::error::{ApiError, ErrorBody};
+use crate::store::{Limits, NewSession, Session, UsageTotals};
+use crate::workspace::{Workspace, WorkspaceError};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/sessions", post(create_session).get(list_sessions))
+        .route(
+            "/api/v1/sessions/{session_id}",
+            get(get_session).delete(delete_session),
+        )
+        .route("/api/v1/sessions/{session_id}/resume", post(resume_session))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct CreateSessionRequest {
+    /// `^[A-Za-z0-9_-]{1,64}$`
+    #[schema(value_type = String, example = "alice")]
+    pub user_id: UserId,
+    /// A relative directory below the user's directory; created when missing.
+    #[schema(value_type = Option<String>, example = "my-project")]
+    pub subdir: Option<Subdir>,
+    /// Any JSON object, returned as given.
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<Value>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum TurnState {
+    Idle,
+    Running,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SessionResponse {
+    #[schema(value_type = String, format = Uuid)]
+    pub session_id: SessionId,
+    #[schema(value_type = String)]
+    pub user_id: UserId,
+    pub subdir: Option<String>,
+    /// The session's working directory on the server.
+    pub cwd: String,
+    #[serde(serialize_with = "rfc3339")]
+    pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "rfc3339")]
+    pub last_active_at: DateTime<Utc>,
+    /// User messages sent in this session.
+    pub message_count: u64,
+    /// Always `active` for a session that can be found.
+    pub status: &'static str,
+    #[schema(value_type = Object)]
+    pub metadata: Value,
+    /// Whether a turn is running in this session right now.
+    pub turn: TurnState,
+    /// Tokens and cost spent in this session so far.
+    pub usage: UsageTotals,
+}
+
+impl From<Session> for SessionResponse {
+    fn from(s: Session) -> Self {
+        Self {
+            session_id: s.id,
+            user_id: s.user_id,
+            subdir: s.subdir,
+            cwd: s.cwd,
+            created_at: s.created_at,
+            last_active_at: s.last_active_at,
+            message_count: s.message_count,
+            status: "active",
+            metadata: if s.metadata.is_null() {
+                Value::Object(Default::default())
+            } else {
+                s.metadata
+            },
+            turn: if s.turn_running {
+                TurnState::Running
+            } else {
+                TurnState::Idle
+            },
+            usage: s.usage,
+        }
+    }
+}
+
+/// A session id from the path: anything that is not a UUID cannot name a session.
+pub fn parse_session_id(raw: &str) -> Result<SessionId, ApiError> {
+    SessionId::parse(raw).ok_or(ApiError::SessionNotFound)
+}
+
+/// Create a session
+///
+/// Makes the user's working directory (`{base_dir}/{user_id}/{subdir}`) and
+/// records the session. No model call is made.
+#[utoipa::path(
+    post, path = "/api/v1/sessions", tag = "sessions",
+    request_body = CreateSessionRequest,
+    responses(
+        (status = 201, description = "Session created", body = SessionResponse),
+        (status = 400, description = "Body is not a JSON object", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Not a JSON content type", body = ErrorBody),
+        (status = 422, description = "Bad user_id, subdir or metadata", body = ErrorBody),
+        (status = 429, description = "max_sessions or max_sessions_per_user reached (session_limit)", body = ErrorBody),
+        (status = 503, description = "Session store unavailable", body = ErrorBody),
+    )
+)]
+#[tracing::instrument(skip_all, fields(user_id = %request.user_id))]
+pub async fn create_session(
+    State(state): State<AppState>,
+    ApiJson(request): ApiJson<CreateSessionRequest>,
+) -> Result<(StatusCode, Json<SessionResponse>), ApiError> {
+    let metadata = match request.metadata {
+        None | Some(Value::Null) => Value::Object(Default::default()),
+        Some(v @ Value::Object(_)) => v,
+        Some(_) => return Err(ApiError::validation("metadata", "must be a JSON object")),
+    };
+    let base_dir = state.settings.user.base_dir.clone();
+    let create = state.settings.user.auto_create_dir;
+    let user = request.user_id.clone();
+    let subdir = request.subdir.clone();
+    let workspace = tokio::task::spawn_blocking(move || {
+        Workspace::open(&base_dir, &user, subdir.as_ref(), create)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))?
+    .map_err(|err| match err {
+        WorkspaceError::Escape(_) => ApiError::validation(
+            "subdir",
+            "resolves outside the user's directory (through a symlink)",
+        ),
+        WorkspaceError::Missing(_) => {
+            ApiError::validation("subdir", "does not exist and user.auto_create_dir is off")
+        }
+        WorkspaceError::Io(io) => ApiError::Internal(format!("preparing workspace: {io}")),
+    })?;
+    let limits = Limits {
+        max_sessions: state.settings.api.max_sessions,
+        max_sessions_per_user: state.settings.api.max_sessions_per_user,
+    };
+    let session = state
+        .store
+        .create(
+            NewSession {
+                user_id: request.user_id,
+                subdir: request.subdir.map(String::from),
+                cwd: workspace.cwd().display().to_string(),
+                metadata,
+            },
+            limits,
+        )
+        .await?;
+    tracing::info!(session_id = %session.id, "session created");
+    Ok((StatusCode::CREATED, Json(session.into())))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct ListQuery {
+    /// Only this user's sessions.
+    pub user_id: Option<String>,
+}
+
+/// List session ids
+///
+/// All live sessions, or one user's, oldest first.
+#[utoipa::path(
+    get, path = "/api/v1/sessions", tag = "sessions",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "Session ids", body = Vec<String>),
+        (status = 422, description = "Bad user_id", body = ErrorBody),
+        (status = 503, description = "Session store unavailable", body = ErrorBody),
+    )
+)]
+pub async fn list_sessions(
+    State(state): State<AppState>,
+    Query(query): Query<ListQuery>,
+) -> Result<Json<Vec<String>>, ApiError> {
+    let user = query
+        .user_id
+        .as_deref()
+        .map(UserId::parse)
+        .transpose()
+        .map_err(|e| ApiError::validation("user_id", e.0))?;
+    let ids = state.store.list(user.as_ref()).await?;
+    Ok(Json(ids.into_iter().map(|id| id.to_string()).collect()))
+}
+
+/// Get a session
+#[utoipa::path(
+    get, path = "/api/v1/sessions/{session_id}", tag = "sessions",
+    params(("session_id" = String, Path, description = "Session UUID")),
+    responses(
+        (status = 200, description = "The session", body = SessionResponse),
+        (status = 404, description = "Unknown, deleted or expired session", body = ErrorBody),
+        (status = 503, description = "Session store unavailable", body = ErrorBody),
+    )
+)]
+pub async fn get_session(
+    State(state): State<AppState>,
+    Path(session_id): Path<String>,
+) -> Result<Json<SessionResponse>, ApiError> {
+    let id = parse_session_id(&session_id)?;
+    let session = state
+        .store
+        .get(id)
+        .await?
+        .ok_or(ApiError::SessionNotFound)?;
+    Ok(Json(session.into()))
+}
+
+/// Delete a session
+///
+/// Deletes the session and its conversation. The user's files stay on disk.
+#[utoipa::path(
+    delete, path = "/api/v1/sessions/{session_id}", tag = "sessions",
+    params(("session_id" = String, Path, description = "Session UUID")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "Unknown, deleted or expired session", body = ErrorBody),
+        (status = 503, description = "Session store unavailable", body = ErrorBody),
+    )
+)]
+#[tracing::instrument(skip_all, fields(session_id = %session_id))]
+pub async fn delete_session(
+    State(state): State<AppState>,
+    Path(session_id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let id = parse_session_id(&session_id)?;
+    if state.store.delete(id).await? {
+        tracing::info!("session deleted");
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::SessionNotFound)
+    }
+}
+
+/// Resume a session
+///
+/// Marks the session active again. Works after a restart and on any instance
+/// sharing the same PostgreSQL database.
+#[utoipa::path(
+    post, path = "/api/v1/sessions/{session_id}/resume", tag = "sessions",
+    params(("session_id" = String, Path, description = "Session UUID")),
+    responses(
+        (status = 200, description = "The resumed session", body = SessionResponse),
+        (status = 404, description = "Unknown, deleted or expired session", body = ErrorBody),
+        (status = 503, description = "Session store unavailable", body = ErrorBody),
+    )
+)]
+pub async fn resume_session(
+    State(state): State<AppState>,
+    Path(session_id): Path<String>,
+) -> Result<Json<SessionResponse>, ApiError> {
+    let id = parse_session_id(&session_id)?;
+    let session = state
+        .store
+        .touch(id)
+        .await?
+        .ok_or(ApiError::SessionNotFound)?;
+    Ok(Json(session.into()))
+}

@@ -1,0 +1,711 @@
+//! Settings: built-in defaults, then `config.yaml`, then environment variables
+//! (environment wins), validated once at start-up.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Deserializer};
+
+/// Where the config file is looked for when neither `--config` nor
+/// `CLAUDE_AGENT_CONFIG` names one. A missing default file is not an error.
+pub const DEFAULT_CONFIG_PATH: &str = "./config.yaml";
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ConfigError {
+    #[error("invalid value {value:?} for {key}: {problem}")]
+    Invalid {
+        key: String,
+        value: String,
+        problem: String,
+    },
+    #[error("cannot read config file {path}: {problem}")]
+    File { path: String, problem: String },
+}
+
+impl ConfigError {
+    fn invalid(key: &str, value: impl fmt::Display, problem: impl Into<String>) -> Self {
+        Self::Invalid {
+            key: key.to_owned(),
+            value: value.to_string(),
+            problem: problem.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageKind {
+    Memory,
+    Sqlite,
+    #[serde(alias = "postgres")]
+    Postgresql,
+}
+
+impl StorageKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Memory => "memory",
+            Self::Sqlite => "sqlite",
+            Self::Postgresql => "postgresql",
+        }
+    }
+}
+
+impl FromStr for StorageKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "memory" => Ok(Self::Memory),
+            "sqlite" => Ok(Self::Sqlite),
+            "postgresql" | "postgres" => Ok(Self::Postgresql),
+            _ => Err("expected one of memory, sqlite, postgresql".into()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// A secret from config or environment. `Debug` never shows it.
+#[derive(Clone, Default)]
+pub struct Secret(Option<SecretString>);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        let value = value.into();
+        if value.is_empty() {
+            Self(None)
+        } else {
+            Self(Some(SecretString::from(value)))
+        }
+    }
+
+    pub fn is_set(&self) -> bool {
+        self.0.is_some()
+    }
+
+    pub fn expose(&self) -> Option<&str> {
+        self.0.as_ref().map(|s| s.expose_secret())
+    }
+
+    pub fn secret(&self) -> Option<SecretString> {
+        self.0.clone()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.is_set() {
+            "[redacted]"
+        } else {
+            "[unset]"
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value: Option<String> = Option::deserialize(deserializer)?;
+        Ok(value.map(Self::new).unwrap_or_default())
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct UserSettings {
+    pub base_dir: PathBuf,
+    pub auto_create_dir: bool,
+}
+
+impl Default for UserSettings {
+    fn default() -> Self {
+        Self {
+            base_dir: PathBuf::from("./data/claude-users"),
+            auto_create_dir: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct SessionSettings {
+    pub storage: StorageKind,
+    /// Idle seconds before a session expires; 0 keeps sessions forever.
+    pub ttl: i64,
+    pub sqlite_path: PathBuf,
+    pub pg_host: String,
+    pub pg_port: u16,
+    pub pg_database: String,
+    pub pg_user: String,
+    pub pg_password: Secret,
+    pub pg_max_connections: u32,
+    /// How long the first PostgreSQL connection is retried, so that
+    /// container start order does not matter.
+    pub pg_connect_retry_secs: u64,
+}
+
+impl Default for SessionSettings {
+    fn default() -> Self {
+        Self {
+            storage: StorageKind::Sqlite,
+            ttl: 3600,
+            sqlite_path: PathBuf::from("./data/db/sessions.db"),
+            pg_host: "localhost".into(),
+            pg_port: 5432,
+            pg_database: "claude_agent".into(),
+            pg_user: "postgres".into(),
+            pg_password: Secret::default(),
+            pg_max_connections: 20,
+            pg_connect_retry_secs: 60,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct ApiSettings {
+    pub host: String,
+    pub port: u16,
+    pub cors_origins: Vec<String>,
+    /// 0 means no limit.
+    pub max_sessions: u64,
+    /// 0 means no limit.
+    pub max_sessions_per_user: u64,
+    pub max_concurrent_requests: usize,
+    pub max_body_bytes: usize,
+}
+
+impl Default for ApiSettings {
+    fn default() -> Self {
+        Self {
+            host: "0.0.0.0".into(),
+            port: 8000,
+            cors_origins: vec!["*".into()],
+            max_sessions: 0,
+            max_sessions_per_user: 0,
+            max_concurrent_requests: 64,
+            max_body_bytes: 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct AnthropicSettings {
+    pub api_key: Secret,
+    pub auth_token: Secret,
+    pub base_url: String,
+    pub max_tokens: u32,
+    pub max_retries: u32,
+    pub connect_timeout_secs: u64,
+    pub request_timeout_secs: u64,
+}
+
+impl Default for AnthropicSettings {
+    fn default() -> Self {
+        Self {
+            api_key: Secret::default(),
+            auth_token: Secret::default(),
+            base_url: "https://api.anthropic.com".into(),
+            max_tokens: 8192,
+            max_retries: 2,
+            connect_timeout_secs: 10,
+            request_timeout_secs: 600,
+        }
+    }
+}
+
+impl AnthropicSettings {
+    pub fn is_configured(&self) -> bool {
+        self.api_key.is_set() || self.auth_token.is_set()
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct AgentDefaults {
+    pub system_prompt: Option<String>,
+    pub permission_mode: String,
+    pub allowed_tools: Vec<String>,
+    pub disallowed_tools: Vec<String>,
+    pub setting_sources: Vec<String>,
+    pub model: String,
+    pub max_turns: u32,
+    pub max_budget_usd: Option<f64>,
+}
+
+impl Default for AgentDefaults {
+    fn default() -> Self {
+        Self {
+            system_prompt: None,
+            permission_mode: "bypassPermissions".into(),
+            allowed_tools: Vec::new(),
+            disallowed_tools: Vec::new(),
+            setting_sources: vec!["user".into(), "project".into()],
+            model: "claude-sonnet-4-6".into(),
+            max_turns: 50,
+            max_budget_usd: None,
+        }
+    }
+}
+
+/// USD per million tokens, used to price turns and enforce budgets.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+pub struct ModelPrice {
+    pub input: f64,
+    pub output: f64,
+    #[serde(default)]
+    pub cache_write: f64,
+    #[serde(default)]
+    pub cache_read: f64,
+}
+
+fn default_pricing() -> BTreeMap<String, ModelPrice> {
+    let price = |input: f64, output: f64| ModelPrice {
+        input,
+        output,
+        cache_write: input * 1.25,
+        cache_read: input * 0.1,
+    };
+    BTreeMap::from([
+        ("claude-opus-4".into(), price(15.0, 75.0)),
+        ("claude-opus-4-5".into(), price(5.0, 25.0)),
+        ("claude-sonnet-4".into(), price(3.0, 15.0)),
+        ("claude-haiku-4".into(), price(1.0, 5.0)),
+        ("claude-3-5-haiku".into(), price(0.8, 4.0)),
+    ])
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct LogSettings {
+    pub format: LogFormat,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    pub user: UserSettings,
+    pub session: SessionSettings,
+    pub api: ApiSettings,
+    pub anthropic: AnthropicSettings,
+    pub defaults: AgentDefaults,
+    /// Model-id prefix → price; the longest matching prefix wins.
+    pub pricing: BTreeMap<String, ModelPrice>,
+    pub mcp_servers: BTreeMap<String, serde_json::Value>,
+    pub plugins: Vec<serde_json::Value>,
+    pub log: LogSettings,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            user: UserSettings::default(),
+            session: SessionSettings::default(),
+            api: ApiSettings::default(),
+            anthropic: AnthropicSettings::default(),
+            defaults: AgentDefaults::default(),
+            pricing: default_pricing(),
+            mcp_servers: BTreeMap::new(),
+            plugins: Vec::new(),
+            log: LogSettings::default(),
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Text,
+    Port,
+    Int,
+    Bool,
+    Storage,
+}
+
+/// Environment variable → settings key. Later rows win over earlier ones
+/// (`CLAUDE_AGENT_API_PORT` over `API_PORT`).
+const ENV_KEYS: &[(&str, &str, Kind)] = &[
+    ("CLAUDE_AGENT_USER_BASE_DIR", "user.base_dir", Kind::Text),
+    (
+        "CLAUDE_AGENT_USER_AUTO_CREATE_DIR",
+        "user.auto_create_dir",
+        Kind::Bool,
+    ),
+    (
+        "CLAUDE_AGENT_SESSION_STORAGE",
+        "session.storage",
+        Kind::Storage,
+    ),
+    ("CLAUDE_AGENT_SESSION_TTL", "session.ttl", Kind::Int),
+    (
+        "CLAUDE_AGENT_SESSION_SQLITE_PATH",
+        "session.sqlite_path",
+        Kind::Text,
+    ),
+    (
+        "CLAUDE_AGENT_SESSION_PG_HOST",
+        "session.pg_host",
+        Kind::Text,
+    ),
+    (
+        "CLAUDE_AGENT_SESSION_PG_PORT",
+        "session.pg_port",
+        Kind::Port,
+    ),
+    (
+        "CLAUDE_AGENT_SESSION_PG_DATABASE",
+        "session.pg_database",
+        Kind::Text,
+    ),
+    (
+        "CLAUDE_AGENT_SESSION_PG_USER",
+        "session.pg_user",
+        Kind::Text,
+    ),
+    (
+        "CLAUDE_AGENT_SESSION_PG_PASSWORD",
+        "session.pg_password",
+        Kind::Text,
+    ),
+    ("CLAUDE_AGENT_API_HOST", "api.host", Kind::Text),
+    ("API_PORT", "api.port", Kind::Port),
+    ("CLAUDE_AGENT_API_PORT", "api.port", Kind::Port),
+    (
+        "CLAUDE_AGENT_API_MAX_SESSIONS",
+        "api.max_sessions",
+        Kind::Int,
+    ),
+    (
+        "CLAUDE_AGENT_API_MAX_SESSIONS_PER_USER",
+        "api.max_sessions_per_user",
+        Kind::Int,
+    ),
+    (
+        "CLAUDE_AGENT_API_MAX_CONCURRENT_REQUESTS",
+        "api.max_concurrent_requests",
+        Kind::Int,
+    ),
+    ("ANTHROPIC_API_KEY", "anthropic.api_key", Kind::Text),
+    ("ANTHROPIC_AUTH_TOKEN", "anthropic.auth_token", Kind::Text),
+    ("ANTHROPIC_BASE_URL", "anthropic.base_url", Kind::Text),
+    ("ANTHROPIC_MODEL", "defaults.model", Kind::Text),
+    ("CLAUDE_AGENT_LOG_FORMAT", "log.format", Kind::Text),
+];
+
+impl Settings {
+    /// Loads settings from `path` (or the default path) and the process environment.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_from(path, |name| std::env::var(name).ok())
+    }
+
+    /// Same as [`Settings::load`], with the environment supplied by the caller.
+    pub fn load_from(
+        path: Option<&Path>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let mut builder = config::Config::builder();
+        let (file, required) = match path {
+            Some(p) => (p.to_path_buf(), true),
+            None => match env("CLAUDE_AGENT_CONFIG") {
+                Some(p) => (PathBuf::from(p), true),
+                None => (PathBuf::from(DEFAULT_CONFIG_PATH), false),
+            },
+        };
+        if required && !file.exists() {
+            return Err(ConfigError::File {
+                path: file.display().to_string(),
+                problem: "no such file".into(),
+            });
+        }
+        builder = builder.add_source(
+            config::File::from(file.as_path())
+                .format(config::FileFormat::Yaml)
+                .required(required),
+        );
+        for (var, key, kind) in ENV_KEYS {
+            let Some(raw) = env(var) else { continue };
+            // An empty variable means "not set": compose files pass `${X:-}` through.
+            if raw.is_empty() {
+                continue;
+            }
+            builder = apply_env(builder, var, key, *kind, raw)?;
+        }
+        let merged = builder.build().map_err(|e| ConfigError::File {
+            path: file.display().to_string(),
+            problem: e.to_string(),
+        })?;
+        let settings: Settings = merged.try_deserialize().map_err(|e| ConfigError::File {
+            path: file.display().to_string(),
+            problem: e.to_string(),
+        })?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.session.ttl < 0 {
+            return Err(ConfigError::invalid(
+                "session.ttl",
+                self.session.ttl,
+                "must be 0 (never expire) or a positive number of seconds",
+            ));
+        }
+        if self.api.max_concurrent_requests == 0 {
+            return Err(ConfigError::invalid(
+                "api.max_concurrent_requests",
+                0,
+                "must be at least 1",
+            ));
+        }
+        if self.api.max_body_bytes < 1024 {
+            return Err(ConfigError::invalid(
+                "api.max_body_bytes",
+                self.api.max_body_bytes,
+                "must be at least 1024",
+            ));
+        }
+        if self.defaults.max_turns == 0 {
+            return Err(ConfigError::invalid(
+                "defaults.max_turns",
+                0,
+                "must be at least 1",
+            ));
+        }
+        if let Some(budget) = self.defaults.max_budget_usd
+            && !(budget.is_finite() && budget > 0.0)
+        {
+            return Err(ConfigError::invalid(
+                "defaults.max_budget_usd",
+                budget,
+                "must be a positive number of dollars",
+            ));
+        }
+        if self
+            .defaults
+            .permission_mode
+            .parse::<crate::tools::PermissionMode>()
+            .is_err()
+        {
+            return Err(ConfigError::invalid(
+                "defaults.permission_mode",
+                &self.defaults.permission_mode,
+                "expected one of default, acceptEdits, bypassPermissions, plan",
+            ));
+        }
+        if url::Url::parse(&self.anthropic.base_url).is_err() {
+            return Err(ConfigError::invalid(
+                "anthropic.base_url",
+                &self.anthropic.base_url,
+                "must be an absolute URL such as https://api.anthropic.com",
+            ));
+        }
+        if self.anthropic.max_tokens == 0 {
+            return Err(ConfigError::invalid(
+                "anthropic.max_tokens",
+                0,
+                "must be at least 1",
+            ));
+        }
+        Ok(())
+    }
+
+    /// `session.ttl` as a duration; `None` when sessions never expire.
+    pub fn session_ttl(&self) -> Option<std::time::Duration> {
+        u64::try_from(self.session.ttl)
+            .ok()
+            .filter(|s| *s > 0)
+            .map(std::time::Duration::from_secs)
+    }
+
+    /// The price of a model: the longest configured prefix of its id.
+    pub fn price_of(&self, model: &str) -> Option<ModelPrice> {
+        self.pricing
+            .iter()
+            .filter(|(prefix, _)| model.starts_with(prefix.as_str()))
+            .max_by_key(|(prefix, _)| prefix.len())
+            .map(|(_, price)| *price)
+    }
+}
+
+fn apply_env(
+    builder: config::ConfigBuilder<config::builder::DefaultState>,
+    var: &str,
+    key: &str,
+    kind: Kind,
+    raw: String,
+) -> Result<config::ConfigBuilder<config::builder::DefaultState>, ConfigError> {
+    let bad = |problem: &str| ConfigError::invalid(var, &raw, problem);
+    let result = match kind {
+        Kind::Text => builder.set_override(key, raw.clone()),
+        Kind::Port => {
+            let port: u16 = raw
+                .trim()
+                .parse()
+                .map_err(|_| bad("expected a port number 0-65535"))?;
+            builder.set_override(key, i64::from(port))
+        }
+        Kind::Int => {
+            let n: i64 = raw
+                .trim()
+                .parse()
+                .map_err(|_| bad("expected a whole number"))?;
+            if n < 0 {
+                return Err(bad("must not be negative"));
+            }
+            builder.set_override(key, n)
+        }
+        Kind::Bool => {
+            let b = match raw.trim().to_ascii_lowercase().as_str() {
+                "1" | "true" | "yes" | "on" => true,
+                "0" | "false" | "no" | "off" => false,
+                _ => return Err(bad("expected true or false")),
+            };
+            builder.set_override(key, b)
+        }
+        Kind::Storage => {
+            let storage: StorageKind = raw.parse().map_err(|e: String| bad(&e))?;
+            builder.set_override(key, storage.as_str())
+        }
+    };
+    result.map_err(|e| bad(&e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn load(yaml: Option<&str>, env: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.yaml");
+        if let Some(yaml) = yaml {
+            std::fs::write(&path, yaml).unwrap();
+        }
+        let env: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let p = yaml.map(|_| path.as_path());
+        Settings::load_from(p, |k| env.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_run_on_a_laptop() {
+        let s = load(None, &[]).unwrap();
+        assert_eq!(s.session.storage, StorageKind::Sqlite);
+        assert_eq!(
+            s.session.sqlite_path,
+            PathBuf::from("./data/db/sessions.db")
+        );
+        assert_eq!(s.user.base_dir, PathBuf::from("./data/claude-users"));
+        assert_eq!(s.api.port, 8000);
+        assert_eq!(s.session.ttl, 3600);
+    }
+
+    #[test]
+    fn environment_wins_over_file() {
+        let yaml = "session:\n  storage: memory\n  ttl: 10\napi:\n  port: 9000\n";
+        let s = load(
+            Some(yaml),
+            &[
+                ("CLAUDE_AGENT_SESSION_STORAGE", "postgresql"),
+                ("API_PORT", "8100"),
+                ("CLAUDE_AGENT_SESSION_PG_HOST", "db.internal"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(s.session.storage, StorageKind::Postgresql);
+        assert_eq!(s.session.ttl, 10);
+        assert_eq!(s.api.port, 8100);
+        assert_eq!(s.session.pg_host, "db.internal");
+    }
+
+    #[test]
+    fn claude_agent_api_port_beats_api_port() {
+        let s = load(
+            None,
+            &[("API_PORT", "8100"), ("CLAUDE_AGENT_API_PORT", "8200")],
+        )
+        .unwrap();
+        assert_eq!(s.api.port, 8200);
+    }
+
+    #[test]
+    fn bad_values_name_key_and_value() {
+        let err = load(None, &[("CLAUDE_AGENT_SESSION_STORAGE", "mongo")]).unwrap_err();
+        let line = err.to_string();
+        assert!(
+            line.contains("CLAUDE_AGENT_SESSION_STORAGE") && line.contains("mongo"),
+            "{line}"
+        );
+
+        let err = load(None, &[("API_PORT", "abc")]).unwrap_err().to_string();
+        assert!(err.contains("API_PORT") && err.contains("abc"), "{err}");
+
+        let err = load(None, &[("CLAUDE_AGENT_SESSION_TTL", "-5")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("CLAUDE_AGENT_SESSION_TTL") && err.contains("-5"),
+            "{err}"
+        );
+
+        let err = load(Some("session:\n  ttl: -1\n"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("session.ttl") && err.contains("-1"), "{err}");
+
+        let err = load(Some("session:\n  storage: mongo\n"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("mongo"), "{err}");
+    }
+
+    #[test]
+    fn password_never_in_debug() {
+        let s = load(
+            None,
+            &[
+                ("CLAUDE_AGENT_SESSION_PG_PASSWORD", "hunter2"),
+                ("ANTHROPIC_API_KEY", "sk-ant-xyz"),
+            ],
+        )
+        .unwrap();
+        let shown = format!("{s:?}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("sk-ant-xyz"),
+            "{shown}"
+        );
+        assert_eq!(s.session.pg_password.expose(), Some("hunter2"));
+    }
+
+    #[test]
+    fn explicit_missing_file_is_an_error() {
+        let err =
+            Settings::load_from(Some(Path::new("/nonexistent/c.yaml")), |_| None).unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/c.yaml"));
+    }
+
+    #[test]
+    fn price_uses_longest_prefix() {
+        let s = Settings::default();
+        assert_eq!(s.price_of("claude-opus-4-5-20251101").unwrap().input, 5.0);
+        assert_eq!(s.price_of("claude-opus-4-1").unwrap().input, 15.0);
+        assert!(s.price_of("gpt-4").is_none());
+    }
+}

@@ -1,0 +1,208 @@
+//! The API's errors: one enum, one status match, the contract's body
+//! `{"error", "detail"}`. Internal details are logged, never sent.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::store::StoreError;
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct FieldProblem {
+    pub field: String,
+    pub problem: String,
+}
+
+/// The body of every error response.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// Stable snake_case code, e.g. `session_not_found`.
+    pub error: &'static str,
+    /// One sentence a person can act on.
+    pub detail: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fields: Option<Vec<FieldProblem>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    MalformedJson(String),
+    #[error("no route for this path")]
+    NotFound,
+    #[error("session not found")]
+    SessionNotFound,
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("payload too large")]
+    PayloadTooLarge(usize),
+    #[error("unsupported media type")]
+    UnsupportedMediaType,
+    #[error("{detail}")]
+    Validation {
+        detail: String,
+        fields: Vec<FieldProblem>,
+    },
+    #[error("a turn is already running in this session")]
+    SessionBusy,
+    #[error("{0}")]
+    SessionLimit(String),
+    #[error("no turn is running in this session")]
+    NoTurnRunning,
+    #[error("the turn runs on another instance")]
+    TurnElsewhere,
+    #[error("the service is shutting down")]
+    ShuttingDown,
+    #[error("{0}")]
+    BudgetExceeded(String),
+    #[error("{0}")]
+    Upstream(String),
+    #[error("no Anthropic credentials configured")]
+    UpstreamNotConfigured,
+    #[error("session store unavailable: {0}")]
+    StoreUnavailable(String),
+    #[error("turn timed out after {0} s")]
+    TurnTimeout(u64),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn validation(field: &str, problem: impl Into<String>) -> Self {
+        let problem = problem.into();
+        Self::Validation {
+            detail: format!("{field}: {problem}"),
+            fields: vec![FieldProblem {
+                field: field.to_owned(),
+                problem,
+            }],
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::MalformedJson(_) => StatusCode::BAD_REQUEST,
+            Self::NotFound | Self::SessionNotFound => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::NoTurnRunning | Self::TurnElsewhere => StatusCode::CONFLICT,
+            Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::SessionBusy | Self::SessionLimit(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::BudgetExceeded(_) => StatusCode::PAYMENT_REQUIRED,
+            Self::Upstream(_) => StatusCode::BAD_GATEWAY,
+            Self::UpstreamNotConfigured | Self::StoreUnavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Self::TurnTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::MalformedJson(_) => "malformed_json",
+            Self::NotFound => "not_found",
+            Self::SessionNotFound => "session_not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::PayloadTooLarge(_) => "payload_too_large",
+            Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::Validation { .. } => "validation_failed",
+            Self::SessionBusy => "session_busy",
+            Self::SessionLimit(_) => "session_limit",
+            Self::NoTurnRunning => "no_turn_running",
+            Self::TurnElsewhere => "turn_running_elsewhere",
+            Self::ShuttingDown => "shutting_down",
+            Self::BudgetExceeded(_) => "budget_exceeded",
+            Self::Upstream(_) => "upstream_error",
+            Self::UpstreamNotConfigured => "upstream_not_configured",
+            Self::StoreUnavailable(_) => "store_unavailable",
+            Self::TurnTimeout(_) => "turn_timeout",
+            Self::Internal(_) => "internal",
+        }
+    }
+
+    /// What the client is told: specific where it helps them act, generic
+    /// where the cause is ours.
+    pub fn detail(&self) -> String {
+        match self {
+            Self::MalformedJson(why) => format!("The request body is not a JSON object: {why}"),
+            Self::NotFound => "No such endpoint; see /docs for the API.".into(),
+            Self::SessionNotFound => {
+                "No such session: it never existed, was deleted, or expired.".into()
+            }
+            Self::MethodNotAllowed => {
+                "This endpoint does not support that HTTP method; see /docs.".into()
+            }
+            Self::PayloadTooLarge(limit) => {
+                format!("The request body is larger than the limit of {limit} bytes.")
+            }
+            Self::UnsupportedMediaType => {
+                "Send the body as JSON with 'Content-Type: application/json'.".into()
+            }
+            Self::Validation { detail, .. } => detail.clone(),
+            Self::SessionBusy => {
+                "A turn is already running in this session; wait for it to finish or interrupt it."
+                    .into()
+            }
+            Self::SessionLimit(why) | Self::BudgetExceeded(why) | Self::Upstream(why) => {
+                why.clone()
+            }
+            Self::NoTurnRunning => "No turn is running in this session.".into(),
+            Self::TurnElsewhere => "The turn runs on another instance sharing this database; send the interrupt to that instance.".into(),
+            Self::ShuttingDown => "The service is shutting down; retry on another instance or after it restarts.".into(),
+            Self::UpstreamNotConfigured => {
+                "The model API is not configured: set ANTHROPIC_API_KEY or ANTHROPIC_AUTH_TOKEN."
+                    .into()
+            }
+            Self::StoreUnavailable(_) => {
+                "The session store cannot be reached right now; try again shortly.".into()
+            }
+            Self::TurnTimeout(secs) => format!(
+                "The turn did not finish within {secs} s and was cancelled; the conversation is kept and you can send the next message."
+            ),
+            Self::Internal(_) => {
+                "Something went wrong on our side; the x-request-id header identifies it in the logs."
+                    .into()
+            }
+        }
+    }
+
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody {
+            error: self.code(),
+            detail: self.detail(),
+            fields: match self {
+                Self::Validation { fields, .. } if !fields.is_empty() => Some(fields.clone()),
+                _ => None,
+            },
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        match &self {
+            Self::Internal(why) => tracing::error!(error = %why, "internal error"),
+            Self::StoreUnavailable(why) => {
+                tracing::warn!(error = %why, "session store unavailable")
+            }
+            Self::Upstream(why) => tracing::warn!(error = %why, "model API failed"),
+            _ => {}
+        }
+        (self.status(), Json(self.body())).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::Unavailable(why) => Self::StoreUnavailable(why),
+            StoreError::LimitReached(why) => Self::SessionLimit(why),
+            StoreError::NotFound => Self::SessionNotFound,
+            StoreError::Internal(why) => Self::Internal(why),
+        }
+    }
+}

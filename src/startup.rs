@@ -1,0 +1,232 @@
+//! Builds the application from settings (store, router, middleware, background
+//! sweeps), binds its listener and runs it until a shutdown signal.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::http::{HeaderName, HeaderValue, Method};
+use tokio::net::TcpListener;
+use tower_http::cors::{AllowOrigin, Any, CorsLayer};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tracing::Level;
+
+use crate::agent::anthropic::{AnthropicClient, AnthropicConfig, ModelClient};
+use crate::agent::turn::Agent;
+use crate::api::{self, AppState};
+use crate::config::Settings;
+use crate::store::{self, DynStore};
+use crate::tools::{PermissionMode, ToolPolicy, ToolRegistry};
+
+/// How long running turns may go on after a shutdown signal before they are
+/// cancelled (their history is saved either way).
+const TURN_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+pub struct Application {
+    listener: TcpListener,
+    port: u16,
+    router: Router,
+    state: AppState,
+}
+
+impl Application {
+    /// Opens the store (running migrations) and binds `api.host:api.port`
+    /// (port 0 picks a free one, for tests).
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let store = store::open(&settings).await?;
+        Self::build_with_store(settings, store).await
+    }
+
+    pub async fn build_with_store(settings: Settings, store: DynStore) -> anyhow::Result<Self> {
+        let addr = format!("{}:{}", settings.api.host, settings.api.port);
+        let listener = TcpListener::bind(&addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+        let port = listener.local_addr()?.port();
+        let settings = Arc::new(settings);
+        let agent = Arc::new(Agent::new(
+            store.clone(),
+            settings.clone(),
+            model_client(&settings)?,
+            Arc::new(ToolRegistry::with_builtins()),
+            tool_policy(&settings)?,
+        ));
+        let state = AppState {
+            settings,
+            store,
+            agent,
+            started: Instant::now(),
+        };
+        let router = with_middleware(api::router(state.clone()), &state.settings);
+        Ok(Self {
+            listener,
+            port,
+            router,
+            state,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until SIGTERM or SIGINT, letting in-flight requests finish.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        self.run_until(shutdown_signal()).await
+    }
+
+    /// Serves until `shutdown` completes, letting in-flight requests finish.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let sweeper = tokio::spawn(sweep_expired(self.state.clone()));
+        tracing::info!(
+            port = self.port,
+            storage = self.state.store.kind().as_str(),
+            "listening"
+        );
+        let served = axum::serve(
+            self.listener,
+            self.router
+                .into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await;
+        sweeper.abort();
+        self.state.agent.shutdown(TURN_SHUTDOWN_GRACE).await;
+        tracing::info!("stopped");
+        served.map_err(Into::into)
+    }
+}
+
+/// The model client, or `None` when no key or token is configured: the
+/// service still serves sessions and answers chat with 503.
+fn model_client(settings: &Settings) -> anyhow::Result<Option<Arc<dyn ModelClient>>> {
+    let anthropic = &settings.anthropic;
+    if !anthropic.is_configured() {
+        tracing::warn!(
+            "neither ANTHROPIC_API_KEY nor ANTHROPIC_AUTH_TOKEN is set; chat answers 503 until one is"
+        );
+        return Ok(None);
+    }
+    let client = AnthropicClient::new(AnthropicConfig {
+        base_url: anthropic.base_url.clone(),
+        api_key: anthropic.api_key.secret(),
+        auth_token: anthropic.auth_token.secret(),
+        max_retries: anthropic.max_retries,
+        connect_timeout: Duration::from_secs(anthropic.connect_timeout_secs),
+        request_timeout: Duration::from_secs(anthropic.request_timeout_secs),
+    })
+    .map_err(|e| anyhow::anyhow!("model client: {e}"))?;
+    Ok(Some(Arc::new(client)))
+}
+
+fn tool_policy(settings: &Settings) -> anyhow::Result<ToolPolicy> {
+    let defaults = &settings.defaults;
+    // Settings::validate has already checked the mode.
+    let mode: PermissionMode = defaults
+        .permission_mode
+        .parse()
+        .map_err(|e| anyhow::anyhow!("defaults.permission_mode: {e}"))?;
+    Ok(ToolPolicy {
+        allowed_tools: defaults.allowed_tools.clone(),
+        disallowed_tools: defaults.disallowed_tools.clone(),
+        mode,
+    })
+}
+
+fn with_middleware(router: Router, settings: &Settings) -> Router {
+    let trace = TraceLayer::new_for_http()
+        .make_span_with(|request: &Request| {
+            // The route template, not the raw path, keeps span fields low-cardinality.
+            let route = request
+                .extensions()
+                .get::<MatchedPath>()
+                .map_or("unmatched", MatchedPath::as_str);
+            let request_id = request
+                .headers()
+                .get(&REQUEST_ID)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-");
+            tracing::info_span!(
+                "request",
+                method = %request.method(),
+                route,
+                request_id,
+            )
+        })
+        .on_response(DefaultOnResponse::new().level(Level::INFO));
+    router
+        .layer(DefaultBodyLimit::max(settings.api.max_body_bytes))
+        .layer(cors(&settings.api.cors_origins))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(trace)
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+}
+
+fn cors(origins: &[String]) -> CorsLayer {
+    let layer = CorsLayer::new()
+        .allow_methods([Method::GET, Method::POST, Method::DELETE, Method::OPTIONS])
+        .allow_headers(Any)
+        .expose_headers([REQUEST_ID]);
+    if origins.is_empty() {
+        return layer;
+    }
+    if origins.iter().any(|o| o == "*") {
+        return layer.allow_origin(Any);
+    }
+    let list: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    layer.allow_origin(AllowOrigin::list(list))
+}
+
+/// Deletes expired sessions periodically, so idle rows do not pile up.
+async fn sweep_expired(state: AppState) {
+    let Some(ttl) = state.settings.session_ttl() else {
+        return;
+    };
+    let every = (ttl / 2).clamp(Duration::from_secs(1), Duration::from_secs(60));
+    let mut ticker = tokio::time::interval(every);
+    loop {
+        ticker.tick().await;
+        match state.store.purge_expired().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(count = n, "expired sessions deleted"),
+            Err(err) => tracing::warn!(error = %err, "expiry sweep failed"),
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutdown signal received; finishing in-flight requests");
+}

@@ -1,0 +1,239 @@
+//! Where sessions and their conversations live: one `SessionStore` trait and
+//! its SQLite (also used in memory) and PostgreSQL implementations.
+
+mod postgres;
+mod sqlite;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use uuid::Uuid;
+
+pub use postgres::PostgresStore;
+pub use sqlite::SqliteStore;
+
+use crate::config::{Settings, StorageKind};
+use crate::domain::{SessionId, UserId};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be reached or answered with an I/O error.
+    #[error("session store unavailable: {0}")]
+    Unavailable(String),
+    #[error("session limit reached: {0}")]
+    LimitReached(String),
+    #[error("session not found")]
+    NotFound,
+    /// Anything else: a bug or corrupt data, logged, never shown.
+    #[error("session store error: {0}")]
+    Internal(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(err: sqlx::Error) -> Self {
+        match err {
+            sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::WorkerCrashed => Self::Unavailable(err.to_string()),
+            sqlx::Error::Database(ref db) => {
+                // Connection-level failures (admin shutdown, cannot connect now)
+                // are class 57/08 in PostgreSQL; SQLITE_BUSY is 5.
+                let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
+                if code.starts_with("57") || code.starts_with("08") || code == "5" {
+                    Self::Unavailable(err.to_string())
+                } else if db.is_foreign_key_violation() {
+                    Self::NotFound
+                } else {
+                    Self::Internal(err.to_string())
+                }
+            }
+            other => Self::Internal(other.to_string()),
+        }
+    }
+}
+
+/// Tokens and money spent, per turn or summed over a session.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, utoipa::ToSchema)]
+pub struct UsageTotals {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cache_creation_input_tokens: u64,
+    pub cache_read_input_tokens: u64,
+    pub cost_usd: f64,
+}
+
+impl std::ops::AddAssign for UsageTotals {
+    fn add_assign(&mut self, rhs: Self) {
+        self.input_tokens += rhs.input_tokens;
+        self.output_tokens += rhs.output_tokens;
+        self.cache_creation_input_tokens += rhs.cache_creation_input_tokens;
+        self.cache_read_input_tokens += rhs.cache_read_input_tokens;
+        self.cost_usd += rhs.cost_usd;
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Session {
+    pub id: SessionId,
+    pub user_id: UserId,
+    pub subdir: Option<String>,
+    pub cwd: String,
+    pub metadata: Value,
+    pub created_at: DateTime<Utc>,
+    pub last_active_at: DateTime<Utc>,
+    /// User messages sent in this session.
+    pub message_count: u64,
+    pub usage: UsageTotals,
+    /// Whether a turn holds the session's lease right now.
+    pub turn_running: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewSession {
+    pub user_id: UserId,
+    pub subdir: Option<String>,
+    pub cwd: String,
+    pub metadata: Value,
+}
+
+/// 0 means unlimited.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Limits {
+    pub max_sessions: u64,
+    pub max_sessions_per_user: u64,
+}
+
+/// One Messages API message (`role` + `content` blocks), as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredMessage {
+    pub seq: i64,
+    pub role: String,
+    pub content: Value,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewMessage {
+    pub role: String,
+    pub content: Value,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseOutcome {
+    Acquired,
+    Busy,
+    NotFound,
+}
+
+#[async_trait]
+pub trait SessionStore: Send + Sync {
+    fn kind(&self) -> StorageKind;
+
+    /// Answers only when the database does.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Inserts a session unless a limit is reached (checked atomically).
+    async fn create(&self, new: NewSession, limits: Limits) -> Result<Session, StoreError>;
+
+    /// A live session; expired and deleted ones are `None`.
+    async fn get(&self, id: SessionId) -> Result<Option<Session>, StoreError>;
+
+    /// Live session ids, oldest first, all users or one.
+    async fn list(&self, user: Option<&UserId>) -> Result<Vec<SessionId>, StoreError>;
+
+    async fn count_live(&self) -> Result<u64, StoreError>;
+
+    /// Deletes a session and its conversation; `false` when there was none.
+    async fn delete(&self, id: SessionId) -> Result<bool, StoreError>;
+
+    /// Marks a live session active now.
+    async fn touch(&self, id: SessionId) -> Result<Option<Session>, StoreError>;
+
+    /// Deletes sessions idle longer than the TTL; returns how many.
+    async fn purge_expired(&self) -> Result<u64, StoreError>;
+
+    /// Appends messages at the end of the conversation, in order.
+    async fn append_messages(
+        &self,
+        id: SessionId,
+        messages: &[NewMessage],
+    ) -> Result<(), StoreError>;
+
+    /// The whole conversation, in order.
+    async fn messages(&self, id: SessionId) -> Result<Vec<StoredMessage>, StoreError>;
+
+    /// Adds a turn's usage and user-message count to the session's totals.
+    async fn record_usage(
+        &self,
+        id: SessionId,
+        usage: UsageTotals,
+        user_messages: u64,
+    ) -> Result<(), StoreError>;
+
+    /// Takes the session's turn lease for `holder` unless another live
+    /// holder has it. A dead holder's lease lapses after `lease`.
+    async fn acquire_turn(
+        &self,
+        id: SessionId,
+        holder: Uuid,
+        lease: Duration,
+    ) -> Result<LeaseOutcome, StoreError>;
+
+    /// Extends a held lease; `false` when the lease was lost.
+    async fn renew_turn(
+        &self,
+        id: SessionId,
+        holder: Uuid,
+        lease: Duration,
+    ) -> Result<bool, StoreError>;
+
+    async fn release_turn(&self, id: SessionId, holder: Uuid) -> Result<(), StoreError>;
+}
+
+pub type DynStore = Arc<dyn SessionStore>;
+
+/// Opens the store the settings choose and runs its migrations.
+pub async fn open(settings: &Settings) -> Result<DynStore, StoreError> {
+    let ttl = settings.session_ttl();
+    Ok(match settings.session.storage {
+        StorageKind::Memory => Arc::new(SqliteStore::in_memory(ttl).await?),
+        StorageKind::Sqlite => {
+            Arc::new(SqliteStore::open(&settings.session.sqlite_path, ttl).await?)
+        }
+        StorageKind::Postgresql => Arc::new(PostgresStore::connect(&settings.session, ttl).await?),
+    })
+}
+
+/// The instant before which a session counts as expired.
+fn expiry_cutoff(ttl: Option<Duration>, now: DateTime<Utc>) -> DateTime<Utc> {
+    match ttl.and_then(|t| chrono::Duration::from_std(t).ok()) {
+        Some(ttl) => now - ttl,
+        None => DateTime::<Utc>::UNIX_EPOCH,
+    }
+}
+
+fn lease_until(now: DateTime<Utc>, lease: Duration) -> DateTime<Utc> {
+    now + chrono::Duration::from_std(lease).unwrap_or_else(|_| chrono::Duration::seconds(60))
+}
+
+/// Says which limit refused a session.
+async fn describe_limit(store: &dyn SessionStore, user: &UserId, limits: Limits) -> StoreError {
+    if limits.max_sessions_per_user > 0
+        && let Ok(ids) = store.list(Some(user)).await
+        && ids.len() as u64 >= limits.max_sessions_per_user
+    {
+        return StoreError::LimitReached(format!(
+            "user '{user}' already has {} sessions (max_sessions_per_user); delete one first",
+            limits.max_sessions_per_user
+        ));
+    }
+    StoreError::LimitReached(format!(
+        "the service already holds {} sessions (max_sessions); delete one first",
+        limits.max_sessions
+    ))
+}

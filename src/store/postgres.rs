@@ -1,0 +1,455 @@
+//! The PostgreSQL store, for several instances sharing one database: creates
+//! the database when missing and waits for the server at start-up.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::{ConnectOptions, Connection, Row};
+use uuid::Uuid;
+
+use super::{
+    LeaseOutcome, Limits, NewMessage, NewSession, Session, SessionStore, StoreError, StoredMessage,
+    UsageTotals, describe_limit, expiry_cutoff, lease_until,
+};
+use crate::config::{SessionSettings, StorageKind};
+use crate::domain::{SessionId, UserId};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// Serialises session creation across instances so limits hold exactly.
+const CREATE_LOCK_KEY: i64 = 0x636c_6175_6465; // "claude"
+
+pub struct PostgresStore {
+    pool: PgPool,
+    ttl: Option<Duration>,
+}
+
+const SESSION_COLUMNS: &str = "id, user_id, subdir, cwd, metadata, created_at, last_active_at, \
+     message_count, input_tokens, output_tokens, cache_creation_tokens, cache_read_tokens, \
+     cost_usd, turn_holder, turn_expires_at";
+
+impl PostgresStore {
+    /// Connects with the settings' host, port, user and password, creating the
+    /// database if needed. The first connection is retried with backoff for
+    /// `pg_connect_retry_secs`, so start order against the server does not matter.
+    pub async fn connect(
+        settings: &SessionSettings,
+        ttl: Option<Duration>,
+    ) -> Result<Self, StoreError> {
+        let mut options = PgConnectOptions::new()
+            .host(&settings.pg_host)
+            .port(settings.pg_port)
+            .username(&settings.pg_user)
+            .database(&settings.pg_database)
+            .application_name("claude-agent-http");
+        if let Some(password) = settings.pg_password.expose() {
+            options = options.password(password);
+        }
+        let deadline =
+            tokio::time::Instant::now() + Duration::from_secs(settings.pg_connect_retry_secs);
+        let mut delay = Duration::from_millis(250);
+        loop {
+            match Self::connect_once(&options, &settings.pg_database, settings.pg_max_connections)
+                .await
+            {
+                Ok(pool) => return Self::migrated(pool, ttl).await,
+                Err(err @ StoreError::Unavailable(_))
+                    if tokio::time::Instant::now() + delay < deadline =>
+                {
+                    tracing::warn!(
+                        host = %settings.pg_host,
+                        port = settings.pg_port,
+                        error = %err,
+                        "PostgreSQL not reachable yet; retrying in {} ms",
+                        delay.as_millis()
+                    );
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+                Err(err) => return Err(err),
+            }
+        }
+    }
+
+    /// Wraps an existing pool (tests) and migrates it.
+    pub async fn from_pool(pool: PgPool, ttl: Option<Duration>) -> Result<Self, StoreError> {
+        Self::migrated(pool, ttl).await
+    }
+
+    async fn connect_once(
+        options: &PgConnectOptions,
+        database: &str,
+        max_connections: u32,
+    ) -> Result<PgPool, StoreError> {
+        match options.connect().await {
+            Ok(conn) => {
+                conn.close().await.ok();
+            }
+            Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("3D000") => {
+                create_database(options, database).await?;
+            }
+            Err(err) => return Err(connect_error(err)),
+        }
+        PgPoolOptions::new()
+            .max_connections(max_connections.max(2))
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options.clone())
+            .await
+            .map_err(connect_error)
+    }
+
+    async fn migrated(pool: PgPool, ttl: Option<Duration>) -> Result<Self, StoreError> {
+        MIGRATOR
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError::Internal(format!("migration failed: {e}")))?;
+        Ok(Self { pool, ttl })
+    }
+
+    fn cutoff(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        expiry_cutoff(self.ttl, now)
+    }
+
+    async fn fetch(&self, id: SessionId) -> Result<Option<Session>, StoreError> {
+        let now = Utc::now();
+        let row = sqlx::query(&format!(
+            "SELECT {SESSION_COLUMNS} FROM sessions WHERE id = $1 AND last_active_at >= $2"
+        ))
+        .bind(id.0)
+        .bind(self.cutoff(now))
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| session_from_row(&r, now)).transpose()
+    }
+}
+
+/// Anything that prevents connecting is worth retrying, except a database
+/// error that says the credentials or configuration are wrong.
+fn connect_error(err: sqlx::Error) -> StoreError {
+    match err {
+        sqlx::Error::Database(ref db) => {
+            let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
+            if code.starts_with("57") || code.starts_with("08") {
+                StoreError::Unavailable(err.to_string())
+            } else {
+                StoreError::Internal(format!("PostgreSQL refused the connection: {err}"))
+            }
+        }
+        other => StoreError::Unavailable(other.to_string()),
+    }
+}
+
+async fn create_database(options: &PgConnectOptions, database: &str) -> Result<(), StoreError> {
+    let mut admin = options
+        .clone()
+        .database("postgres")
+        .connect()
+        .await
+        .map_err(connect_error)?;
+    let quoted = format!("\"{}\"", database.replace('"', "\"\""));
+    match sqlx::query(&format!("CREATE DATABASE {quoted}"))
+        .execute(&mut admin)
+        .await
+    {
+        Ok(_) => tracing::info!(database, "created PostgreSQL database"),
+        // Another instance created it first.
+        Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("42P04") => {}
+        Err(err) => return Err(connect_error(err)),
+    }
+    admin.close().await.ok();
+    Ok(())
+}
+
+fn count(row: &PgRow, column: &str) -> Result<u64, StoreError> {
+    let n: i64 = row.try_get(column)?;
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
+fn session_from_row(row: &PgRow, now: DateTime<Utc>) -> Result<Session, StoreError> {
+    let user: String = row.try_get("user_id")?;
+    let holder: Option<Uuid> = row.try_get("turn_holder")?;
+    let expires: Option<DateTime<Utc>> = row.try_get("turn_expires_at")?;
+    Ok(Session {
+        id: SessionId(row.try_get("id")?),
+        user_id: UserId::parse(&user).map_err(|e| StoreError::Internal(e.to_string()))?,
+        subdir: row.try_get("subdir")?,
+        cwd: row.try_get("cwd")?,
+        metadata: row.try_get("metadata")?,
+        created_at: row.try_get("created_at")?,
+        last_active_at: row.try_get("last_active_at")?,
+        message_count: count(row, "message_count")?,
+        usage: UsageTotals {
+            input_tokens: count(row, "input_tokens")?,
+            output_tokens: count(row, "output_tokens")?,
+            cache_creation_input_tokens: count(row, "cache_creation_tokens")?,
+            cache_read_input_tokens: count(row, "cache_read_tokens")?,
+            cost_usd: row.try_get("cost_usd")?,
+        },
+        turn_running: holder.is_some() && expires.is_some_and(|e| e > now),
+    })
+}
+
+fn to_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+#[async_trait]
+impl SessionStore for PostgresStore {
+    fn kind(&self) -> StorageKind {
+        StorageKind::Postgresql
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn create(&self, new: NewSession, limits: Limits) -> Result<Session, StoreError> {
+        let now = Utc::now();
+        let id = SessionId::new();
+        let mut tx = self.pool.begin().await?;
+        if limits.max_sessions > 0 || limits.max_sessions_per_user > 0 {
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(CREATE_LOCK_KEY)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let inserted = sqlx::query(
+            "INSERT INTO sessions (id, user_id, subdir, cwd, metadata, created_at, last_active_at)
+             SELECT $1, $2, $3, $4, $5, $6, $6
+             WHERE ($7 = 0 OR (SELECT COUNT(*) FROM sessions WHERE last_active_at >= $9) < $7)
+               AND ($8 = 0 OR (SELECT COUNT(*) FROM sessions
+                               WHERE user_id = $2 AND last_active_at >= $9) < $8)",
+        )
+        .bind(id.0)
+        .bind(new.user_id.as_str())
+        .bind(new.subdir.as_deref())
+        .bind(&new.cwd)
+        .bind(&new.metadata)
+        .bind(now)
+        .bind(to_i64(limits.max_sessions))
+        .bind(to_i64(limits.max_sessions_per_user))
+        .bind(self.cutoff(now))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        if inserted == 0 {
+            return Err(describe_limit(self, &new.user_id, limits).await);
+        }
+        self.fetch(id)
+            .await?
+            .ok_or_else(|| StoreError::Internal("created session vanished".into()))
+    }
+
+    async fn get(&self, id: SessionId) -> Result<Option<Session>, StoreError> {
+        self.fetch(id).await
+    }
+
+    async fn list(&self, user: Option<&UserId>) -> Result<Vec<SessionId>, StoreError> {
+        let cutoff = self.cutoff(Utc::now());
+        let ids: Vec<Uuid> = sqlx::query_scalar(
+            "SELECT id FROM sessions
+             WHERE last_active_at >= $1 AND ($2::text IS NULL OR user_id = $2)
+             ORDER BY created_at, id",
+        )
+        .bind(cutoff)
+        .bind(user.map(UserId::as_str))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(ids.into_iter().map(SessionId).collect())
+    }
+
+    async fn count_live(&self) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sessions WHERE last_active_at >= $1")
+            .bind(self.cutoff(Utc::now()))
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    async fn delete(&self, id: SessionId) -> Result<bool, StoreError> {
+        let deleted = sqlx::query("DELETE FROM sessions WHERE id = $1 AND last_active_at >= $2")
+            .bind(id.0)
+            .bind(self.cutoff(Utc::now()))
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(deleted > 0)
+    }
+
+    async fn touch(&self, id: SessionId) -> Result<Option<Session>, StoreError> {
+        let now = Utc::now();
+        let updated = sqlx::query(
+            "UPDATE sessions SET last_active_at = $1 WHERE id = $2 AND last_active_at >= $3",
+        )
+        .bind(now)
+        .bind(id.0)
+        .bind(self.cutoff(now))
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        if updated == 0 {
+            return Ok(None);
+        }
+        self.fetch(id).await
+    }
+
+    async fn purge_expired(&self) -> Result<u64, StoreError> {
+        if self.ttl.is_none() {
+            return Ok(0);
+        }
+        let now = Utc::now();
+        let deleted = sqlx::query(
+            "DELETE FROM sessions WHERE last_active_at < $1
+             AND (turn_expires_at IS NULL OR turn_expires_at < $2)",
+        )
+        .bind(self.cutoff(now))
+        .bind(now)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(deleted)
+    }
+
+    async fn append_messages(
+        &self,
+        id: SessionId,
+        messages: &[NewMessage],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let now = Utc::now();
+        for message in messages {
+            sqlx::query(
+                "INSERT INTO messages (session_id, seq, role, content, created_at)
+                 VALUES ($1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM messages WHERE session_id = $1),
+                         $2, $3, $4)",
+            )
+            .bind(id.0)
+            .bind(&message.role)
+            .bind(&message.content)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn messages(&self, id: SessionId) -> Result<Vec<StoredMessage>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, role, content, created_at FROM messages
+             WHERE session_id = $1 ORDER BY seq",
+        )
+        .bind(id.0)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(StoredMessage {
+                    seq: row.try_get("seq")?,
+                    role: row.try_get("role")?,
+                    content: row.try_get("content")?,
+                    created_at: row.try_get("created_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn record_usage(
+        &self,
+        id: SessionId,
+        usage: UsageTotals,
+        user_messages: u64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE sessions SET
+                message_count = message_count + $1,
+                input_tokens = input_tokens + $2,
+                output_tokens = output_tokens + $3,
+                cache_creation_tokens = cache_creation_tokens + $4,
+                cache_read_tokens = cache_read_tokens + $5,
+                cost_usd = cost_usd + $6,
+                last_active_at = $7
+             WHERE id = $8",
+        )
+        .bind(to_i64(user_messages))
+        .bind(to_i64(usage.input_tokens))
+        .bind(to_i64(usage.output_tokens))
+        .bind(to_i64(usage.cache_creation_input_tokens))
+        .bind(to_i64(usage.cache_read_input_tokens))
+        .bind(usage.cost_usd)
+        .bind(Utc::now())
+        .bind(id.0)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn acquire_turn(
+        &self,
+        id: SessionId,
+        holder: Uuid,
+        lease: Duration,
+    ) -> Result<LeaseOutcome, StoreError> {
+        let now = Utc::now();
+        // A single conditional UPDATE: PostgreSQL re-checks the WHERE clause
+        // after waiting on a concurrent writer, so only one holder wins.
+        let taken = sqlx::query(
+            "UPDATE sessions SET turn_holder = $1, turn_expires_at = $2, last_active_at = $3
+             WHERE id = $4 AND last_active_at >= $5
+               AND (turn_holder IS NULL OR turn_expires_at IS NULL OR turn_expires_at < $3)",
+        )
+        .bind(holder)
+        .bind(lease_until(now, lease))
+        .bind(now)
+        .bind(id.0)
+        .bind(self.cutoff(now))
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        if taken > 0 {
+            return Ok(LeaseOutcome::Acquired);
+        }
+        Ok(match self.fetch(id).await? {
+            Some(_) => LeaseOutcome::Busy,
+            None => LeaseOutcome::NotFound,
+        })
+    }
+
+    async fn renew_turn(
+        &self,
+        id: SessionId,
+        holder: Uuid,
+        lease: Duration,
+    ) -> Result<bool, StoreError> {
+        let now = Utc::now();
+        let renewed = sqlx::query(
+            "UPDATE sessions SET turn_expires_at = $1, last_active_at = $2
+             WHERE id = $3 AND turn_holder = $4",
+        )
+        .bind(lease_until(now, lease))
+        .bind(now)
+        .bind(id.0)
+        .bind(holder)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(renewed > 0)
+    }
+
+    async fn release_turn(&self, id: SessionId, holder: Uuid) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE sessions SET turn_holder = NULL, turn_expires_at = NULL, last_active_at = $1
+             WHERE id = $2 AND turn_holder = $3",
+        )
+        .bind(Utc::now())
+        .bind(id.0)
+        .bind(holder)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}

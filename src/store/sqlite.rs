@@ -1,0 +1,413 @@
+//! The SQLite store: the embedded default (WAL, busy timeout), and with an
+//! in-memory database the `memory` store, so both behave identically.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::Row;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use uuid::Uuid;
+
+use super::{
+    LeaseOutcome, Limits, NewMessage, NewSession, Session, SessionStore, StoreError, StoredMessage,
+    UsageTotals, describe_limit, expiry_cutoff, lease_until,
+};
+use crate::config::StorageKind;
+use crate::domain::{SessionId, UserId};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+pub struct SqliteStore {
+    pool: SqlitePool,
+    ttl: Option<Duration>,
+    kind: StorageKind,
+}
+
+const SESSION_COLUMNS: &str = "id, user_id, subdir, cwd, metadata, created_at, last_active_at, \
+     message_count, input_tokens, output_tokens, cache_creation_tokens, cache_read_tokens, \
+     cost_usd, turn_holder, turn_expires_at";
+
+impl SqliteStore {
+    /// Opens (creating when missing) the database file and migrates it.
+    pub async fn open(path: &Path, ttl: Option<Duration>) -> Result<Self, StoreError> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| {
+                StoreError::Unavailable(format!("cannot create {}: {e}", parent.display()))
+            })?;
+        }
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(5))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options)
+            .await?;
+        Self::migrated(pool, ttl, StorageKind::Sqlite).await
+    }
+
+    /// A private in-memory database: gone when the process ends.
+    pub async fn in_memory(ttl: Option<Duration>) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::from_str("sqlite::memory:")
+            .map_err(|e| StoreError::Internal(e.to_string()))?
+            .foreign_keys(true);
+        // One connection that never closes: each in-memory connection would
+        // otherwise be a separate, empty database.
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(options)
+            .await?;
+        Self::migrated(pool, ttl, StorageKind::Memory).await
+    }
+
+    async fn migrated(
+        pool: SqlitePool,
+        ttl: Option<Duration>,
+        kind: StorageKind,
+    ) -> Result<Self, StoreError> {
+        MIGRATOR
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError::Internal(format!("migration failed: {e}")))?;
+        Ok(Self { pool, ttl, kind })
+    }
+
+    fn cutoff(&self, now: DateTime<Utc>) -> i64 {
+        expiry_cutoff(self.ttl, now).timestamp_millis()
+    }
+
+    async fn fetch(&self, id: SessionId) -> Result<Option<Session>, StoreError> {
+        let now = Utc::now();
+        let row = sqlx::query(&format!(
+            "SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ? AND last_active_at >= ?"
+        ))
+        .bind(id.to_string())
+        .bind(self.cutoff(now))
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| session_from_row(&r, now)).transpose()
+    }
+}
+
+fn millis(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or(DateTime::<Utc>::MIN_UTC)
+}
+
+fn count(row: &SqliteRow, column: &str) -> Result<u64, StoreError> {
+    let n: i64 = row.try_get(column)?;
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
+fn session_from_row(row: &SqliteRow, now: DateTime<Utc>) -> Result<Session, StoreError> {
+    let id: String = row.try_get("id")?;
+    let user: String = row.try_get("user_id")?;
+    let metadata: String = row.try_get("metadata")?;
+    let holder: Option<String> = row.try_get("turn_holder")?;
+    let expires: Option<i64> = row.try_get("turn_expires_at")?;
+    Ok(Session {
+        id: SessionId::parse(&id).ok_or_else(|| StoreError::Internal(format!("bad id {id}")))?,
+        user_id: UserId::parse(&user).map_err(|e| StoreError::Internal(e.to_string()))?,
+        subdir: row.try_get("subdir")?,
+        cwd: row.try_get("cwd")?,
+        metadata: serde_json::from_str(&metadata)
+            .map_err(|e| StoreError::Internal(e.to_string()))?,
+        created_at: millis(row.try_get("created_at")?),
+        last_active_at: millis(row.try_get("last_active_at")?),
+        message_count: count(row, "message_count")?,
+        usage: UsageTotals {
+            input_tokens: count(row, "input_tokens")?,
+            output_tokens: count(row, "output_tokens")?,
+            cache_creation_input_tokens: count(row, "cache_creation_tokens")?,
+            cache_read_input_tokens: count(row, "cache_read_tokens")?,
+            cost_usd: row.try_get("cost_usd")?,
+        },
+        turn_running: holder.is_some() && expires.is_some_and(|e| e > now.timestamp_millis()),
+    })
+}
+
+fn to_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+#[async_trait]
+impl SessionStore for SqliteStore {
+    fn kind(&self) -> StorageKind {
+        self.kind
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn create(&self, new: NewSession, limits: Limits) -> Result<Session, StoreError> {
+        let now = Utc::now();
+        let id = SessionId::new();
+        let metadata = serde_json::to_string(&new.metadata)
+            .map_err(|e| StoreError::Internal(e.to_string()))?;
+        let cutoff = self.cutoff(now);
+        // One statement, so the limit check and the insert cannot interleave
+        // with another writer (SQLite serialises writes).
+        let inserted = sqlx::query(
+            "INSERT INTO sessions (id, user_id, subdir, cwd, metadata, created_at, last_active_at)
+             SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?6
+             WHERE (?7 = 0 OR (SELECT COUNT(*) FROM sessions WHERE last_active_at >= ?9) < ?7)
+               AND (?8 = 0 OR (SELECT COUNT(*) FROM sessions
+                               WHERE user_id = ?2 AND last_active_at >= ?9) < ?8)",
+        )
+        .bind(id.to_string())
+        .bind(new.user_id.as_str())
+        .bind(new.subdir.as_deref())
+        .bind(&new.cwd)
+        .bind(metadata)
+        .bind(now.timestamp_millis())
+        .bind(to_i64(limits.max_sessions))
+        .bind(to_i64(limits.max_sessions_per_user))
+        .bind(cutoff)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        if inserted == 0 {
+            return Err(describe_limit(self, &new.user_id, limits).await);
+        }
+        self.fetch(id)
+            .await?
+            .ok_or_else(|| StoreError::Internal("created session vanished".into()))
+    }
+
+    async fn get(&self, id: SessionId) -> Result<Option<Session>, StoreError> {
+        self.fetch(id).await
+    }
+
+    async fn list(&self, user: Option<&UserId>) -> Result<Vec<SessionId>, StoreError> {
+        let cutoff = self.cutoff(Utc::now());
+        let rows: Vec<String> = match user {
+            Some(user) => {
+                sqlx::query_scalar(
+                    "SELECT id FROM sessions WHERE user_id = ? AND last_active_at >= ?
+                     ORDER BY created_at, id",
+                )
+                .bind(user.as_str())
+                .bind(cutoff)
+                .fetch_all(&self.pool)
+                .await?
+            }
+            None => {
+                sqlx::query_scalar(
+                    "SELECT id FROM sessions WHERE last_active_at >= ? ORDER BY created_at, id",
+                )
+                .bind(cutoff)
+                .fetch_all(&self.pool)
+                .await?
+            }
+        };
+        Ok(rows.iter().filter_map(|s| SessionId::parse(s)).collect())
+    }
+
+    async fn count_live(&self) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sessions WHERE last_active_at >= ?")
+            .bind(self.cutoff(Utc::now()))
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    async fn delete(&self, id: SessionId) -> Result<bool, StoreError> {
+        let deleted = sqlx::query("DELETE FROM sessions WHERE id = ? AND last_active_at >= ?")
+            .bind(id.to_string())
+            .bind(self.cutoff(Utc::now()))
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(deleted > 0)
+    }
+
+    async fn touch(&self, id: SessionId) -> Result<Option<Session>, StoreError> {
+        let now = Utc::now();
+        let updated = sqlx::query(
+            "UPDATE sessions SET last_active_at = ? WHERE id = ? AND last_active_at >= ?",
+        )
+        .bind(now.timestamp_millis())
+        .bind(id.to_string())
+        .bind(self.cutoff(now))
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        if updated == 0 {
+            return Ok(None);
+        }
+        self.fetch(id).await
+    }
+
+    async fn purge_expired(&self) -> Result<u64, StoreError> {
+        if self.ttl.is_none() {
+            return Ok(0);
+        }
+        let now = Utc::now();
+        // A session whose turn still holds a live lease is not idle.
+        let deleted = sqlx::query(
+            "DELETE FROM sessions WHERE last_active_at < ?
+             AND (turn_expires_at IS NULL OR turn_expires_at < ?)",
+        )
+        .bind(self.cutoff(now))
+        .bind(now.timestamp_millis())
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(deleted)
+    }
+
+    async fn append_messages(
+        &self,
+        id: SessionId,
+        messages: &[NewMessage],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let now = Utc::now().timestamp_millis();
+        for message in messages {
+            let content = serde_json::to_string(&message.content)
+                .map_err(|e| StoreError::Internal(e.to_string()))?;
+            sqlx::query(
+                "INSERT INTO messages (session_id, seq, role, content, created_at)
+                 VALUES (?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM messages WHERE session_id = ?1),
+                         ?2, ?3, ?4)",
+            )
+            .bind(id.to_string())
+            .bind(&message.role)
+            .bind(content)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn messages(&self, id: SessionId) -> Result<Vec<StoredMessage>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, role, content, created_at FROM messages WHERE session_id = ? ORDER BY seq",
+        )
+        .bind(id.to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let content: String = row.try_get("content")?;
+                Ok(StoredMessage {
+                    seq: row.try_get("seq")?,
+                    role: row.try_get("role")?,
+                    content: serde_json::from_str(&content)
+                        .map_err(|e| StoreError::Internal(e.to_string()))?,
+                    created_at: millis(row.try_get("created_at")?),
+                })
+            })
+            .collect()
+    }
+
+    async fn record_usage(
+        &self,
+        id: SessionId,
+        usage: UsageTotals,
+        user_messages: u64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE sessions SET
+                message_count = message_count + ?,
+                input_tokens = input_tokens + ?,
+                output_tokens = output_tokens + ?,
+                cache_creation_tokens = cache_creation_tokens + ?,
+                cache_read_tokens = cache_read_tokens + ?,
+                cost_usd = cost_usd + ?,
+                last_active_at = ?
+             WHERE id = ?",
+        )
+        .bind(to_i64(user_messages))
+        .bind(to_i64(usage.input_tokens))
+        .bind(to_i64(usage.output_tokens))
+        .bind(to_i64(usage.cache_creation_input_tokens))
+        .bind(to_i64(usage.cache_read_input_tokens))
+        .bind(usage.cost_usd)
+        .bind(Utc::now().timestamp_millis())
+        .bind(id.to_string())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn acquire_turn(
+        &self,
+        id: SessionId,
+        holder: Uuid,
+        lease: Duration,
+    ) -> Result<LeaseOutcome, StoreError> {
+        let now = Utc::now();
+        let taken = sqlx::query(
+            "UPDATE sessions SET turn_holder = ?, turn_expires_at = ?, last_active_at = ?
+             WHERE id = ? AND last_active_at >= ?
+               AND (turn_holder IS NULL OR turn_expires_at IS NULL OR turn_expires_at < ?)",
+        )
+        .bind(holder.to_string())
+        .bind(lease_until(now, lease).timestamp_millis())
+        .bind(now.timestamp_millis())
+        .bind(id.to_string())
+        .bind(self.cutoff(now))
+        .bind(now.timestamp_millis())
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        if taken > 0 {
+            return Ok(LeaseOutcome::Acquired);
+        }
+        Ok(match self.fetch(id).await? {
+            Some(_) => LeaseOutcome::Busy,
+            None => LeaseOutcome::NotFound,
+        })
+    }
+
+    async fn renew_turn(
+        &self,
+        id: SessionId,
+        holder: Uuid,
+        lease: Duration,
+    ) -> Result<bool, StoreError> {
+        let now = Utc::now();
+        let renewed = sqlx::query(
+            "UPDATE sessions SET turn_expires_at = ?, last_active_at = ?
+             WHERE id = ? AND turn_holder = ?",
+        )
+        .bind(lease_until(now, lease).timestamp_millis())
+        .bind(now.timestamp_millis())
+        .bind(id.to_string())
+        .bind(holder.to_string())
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(renewed > 0)
+    }
+
+    async fn release_turn(&self, id: SessionId, holder: Uuid) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE sessions SET turn_holder = NULL, turn_expires_at = NULL, last_active_at = ?
+             WHERE id = ? AND turn_holder = ?",
+        )
+        .bind(Utc::now().timestamp_millis())
+        .bind(id.to_string())
+        .bind(holder.to_string())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}

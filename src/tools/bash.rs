@@ -1,0 +1,648 @@
+//! `Bash`: runs a shell command in the session's directory, in its own
+//! process group that is killed whole on timeout, interrupt or drop.
+
+use std::collections::VecDeque;
+use std::path::Path;
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use serde_json::{Value, json};
+use tokio::io::AsyncReadExt;
+use tokio::net::unix::pipe;
+use tokio::process::Command;
+
+use super::args::Args;
+use super::text::{MAX_OUTPUT_CHARS, join_cut, truncate_middle};
+use super::{Tool, ToolContext, ToolOutput};
+
+/// Timeout when the model gives none, in milliseconds.
+pub const DEFAULT_TIMEOUT_MS: u64 = 120_000;
+/// Longest timeout a model may ask for, in milliseconds.
+pub const MAX_TIMEOUT_MS: u64 = 600_000;
+
+/// After the shell exits (or is killed), how long to keep reading output
+/// still buffered in the pipe before giving up on it.
+const DRAIN_GRACE: Duration = Duration::from_millis(500);
+
+/// Variables passed through from the service's environment, when present.
+/// Everything else is dropped: the service's own environment holds API keys
+/// and database passwords that a user's command must never see.
+const PASSED_ENV: &[&str] = &[
+    "PATH",
+    "LANG",
+    "LANGUAGE",
+    "LC_ALL",
+    "LC_CTYPE",
+    "LC_MESSAGES",
+    "TERM",
+    "TZ",
+    "USER",
+    "LOGNAME",
+    "SHELL",
+    "TMPDIR",
+];
+const FALLBACK_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+pub struct BashTool;
+
+#[async_trait]
+impl Tool for BashTool {
+    fn name(&self) -> &str {
+        "Bash"
+    }
+
+    fn description(&self) -> String {
+        format!(
+            "Runs a bash command in the working directory and returns its combined stdout and \
+             stderr. Each call starts a fresh shell (no state is kept between calls) with a \
+             minimal environment; HOME is the user's directory. The command is killed, with \
+             every process it started, after the timeout (default {DEFAULT_TIMEOUT_MS} ms, at \
+             most {MAX_TIMEOUT_MS} ms); background processes do not outlive the call. Output \
+             beyond {MAX_OUTPUT_CHARS} characters is cut in the middle. Prefer Read, Glob and \
+             Grep for reading and searching files."
+        )
+    }
+
+    fn input_schema(&self) -> Value {
+        json!({
+            "type": "object",
+            "properties": {
+                "command": {"type": "string", "description": "The command to execute"},
+                "timeout": {"type": "integer", "minimum": 1, "maximum": MAX_TIMEOUT_MS, "description": format!("Optional timeout in milliseconds (max {MAX_TIMEOUT_MS})")},
+                "description": {"type": "string", "description": "A short description of what the command does, in 5-10 words"}
+            },
+            "required": ["command"],
+            "additionalProperties": false
+        })
+    }
+
+    fn read_only(&self) -> bool {
+        false
+    }
+
+    async fn call(&self, input: Value, ctx: &ToolContext) -> ToolOutput {
+        let args = match Args::new(&input) {
+            Ok(a) => a,
+            Err(e) => return e.into(),
+        };
+        let (command, timeout) = match (
+            args.string("command"),
+            args.opt_u64("timeout"),
+            args.opt_string("description"),
+        ) {
+            (Ok(c), Ok(t), Ok(_)) => (c.to_owned(), t),
+            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return e.into(),
+        };
+        let timeout_ms = timeout
+            .unwrap_or(DEFAULT_TIMEOUT_MS)
+            .clamp(1, MAX_TIMEOUT_MS);
+        run(&command, Duration::from_millis(timeout_ms), ctx).await
+    }
+}
+
+/// How the shell's run ended.
+enum Ending {
+    Exited(ExitStatus),
+    TimedOut,
+    Interrupted,
+}
+
+async fn run(command: &str, timeout: Duration, ctx: &ToolContext) -> ToolOutput {
+    if ctx.cancel.is_cancelled() {
+        return ToolOutput::error("Interrupted before the command started.");
+    }
+    // One pipe for stdout and stderr keeps their lines in the order they
+    // were written, as a terminal would show them.
+    let (writer, mut reader) = match output_pipe() {
+        Ok(p) => p,
+        Err(e) => return ToolOutput::error(format!("Could not start bash: {e}")),
+    };
+    let mut child = {
+        let mut cmd = Command::new("bash");
+        cmd.arg("-c")
+            .arg(command)
+            .current_dir(ctx.workspace.cwd())
+            .env_clear()
+            .envs(child_env(
+                std::env::vars_os()
+                    .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))),
+                ctx.workspace.root(),
+                ctx.workspace.cwd(),
+            ))
+            .stdin(Stdio::null())
+            .stdout(writer.0)
+            .stderr(writer.1)
+            .process_group(0)
+            .kill_on_drop(true);
+        match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) => return ToolOutput::error(format!("Could not start bash: {e}")),
+        }
+        // `cmd` drops here, closing our copies of the pipe's write end so
+        // the reader sees end-of-file once the command's processes are gone.
+    };
+    let Some(pid) = child.id() else {
+        return ToolOutput::error("bash exited before it could be watched.");
+    };
+    let group = GroupGuard::new(pid);
+
+    let mut output = Capture::default();
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut eof = false;
+    let deadline = tokio::time::sleep(timeout);
+    tokio::pin!(deadline);
+    let ending = loop {
+        tokio::select! {
+            read = reader.read(&mut buf), if !eof => match read {
+                Ok(0) | Err(_) => eof = true,
+                Ok(n) => output.push(&buf[..n]),
+            },
+            status = child.wait() => match status {
+                Ok(status) => break Ending::Exited(status),
+                Err(e) => return ToolOutput::error(format!("Could not wait for bash: {e}")),
+            },
+            () = &mut deadline => break Ending::TimedOut,
+            () = ctx.cancel.cancelled() => break Ending::Interrupted,
+        }
+    };
+
+    // The shell is done or given up on; whatever it left running in the
+    // background goes with it, so nothing outlives the call.
+    group.kill();
+    if !matches!(ending, Ending::Exited(_)) {
+        let _ = child.wait().await;
+    }
+    if !eof {
+        // Output already in the pipe is still worth showing; a process that
+        // escaped the group (setsid) and holds the pipe is not waited for.
+        let _ = tokio::time::timeout(DRAIN_GRACE, async {
+            loop {
+                match reader.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => output.push(&buf[..n]),
+                }
+            }
+        })
+        .await;
+    }
+    group.disarm();
+    report(ending, output.finish(), timeout)
+}
+
+fn report(ending: Ending, output: String, timeout: Duration) -> ToolOutput {
+    match ending {
+        Ending::Exited(status) => {
+            if status.success() {
+                if output.is_empty() {
+                    ToolOutput::ok("(no output)")
+                } else {
+                    ToolOutput::ok(output)
+                }
+            } else {
+                let how = match status.code() {
+                    Some(code) => format!("Exit code {code}"),
+                    None => {
+                        use std::os::unix::process::ExitStatusExt;
+                        format!("Killed by signal {}", status.signal().unwrap_or_default())
+                    }
+                };
+                ToolOutput::error(with_note(output, &how))
+            }
+        }
+        Ending::TimedOut => ToolOutput::error(with_note(
+            output,
+            &format!(
+                "Command timed out after {} ms and was killed, with every process it started.",
+                timeout.as_millis()
+            ),
+        )),
+        Ending::Interrupted => ToolOutput::error(with_note(
+            output,
+            "Command was interrupted and killed, with every process it started.",
+        )),
+    }
+}
+
+fn with_note(output: String, note: &str) -> String {
+    if output.is_empty() {
+        note.to_owned()
+    } else {
+        format!("{}\n{note}", output.trim_end_matches('\n'))
+    }
+}
+
+/// The pipe the command writes to: two blocking write ends for the child
+/// (stdout, stderr) and a non-blocking read end for us.
+fn output_pipe() -> std::io::Result<((Stdio, Stdio), pipe::Receiver)> {
+    let (sender, receiver) = pipe::pipe()?;
+    let out = sender.into_blocking_fd()?;
+    let err = out.try_clone()?;
+    Ok(((Stdio::from(out), Stdio::from(err)), receiver))
+}
+
+/// The command's whole environment: an allow-list from `parent` (the
+/// service's own environment), then HOME and PWD pointing into the workspace.
+fn child_env(
+    parent: impl IntoIterator<Item = (String, String)>,
+    home: &Path,
+    cwd: &Path,
+) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = parent
+        .into_iter()
+        .filter(|(name, _)| PASSED_ENV.contains(&name.as_str()) && !is_secret_name(name))
+        .collect();
+    if !env.iter().any(|(k, _)| k == "PATH") {
+        env.push(("PATH".to_owned(), FALLBACK_PATH.to_owned()));
+    }
+    env.push(("HOME".to_owned(), home.display().to_string()));
+    env.push(("PWD".to_owned(), cwd.display().to_string()));
+    env
+}
+
+/// Names never passed on, even if someone adds them to the allow-list.
+fn is_secret_name(name: &str) -> bool {
+    let upper = name.to_ascii_uppercase();
+    upper.starts_with("ANTHROPIC_")
+        || upper.starts_with("CLAUDE_AGENT_")
+        || upper == "DATABASE_URL"
+        || ["PASSWORD", "SECRET", "TOKEN", "KEY"]
+            .iter()
+            .any(|word| upper.contains(word))
+}
+
+/// Kills the command's process group when dropped, so a turn that is
+/// abandoned mid-call (its future dropped) leaves no processes behind.
+struct GroupGuard {
+    pgid: Option<Pid>,
+}
+
+impl GroupGuard {
+    fn new(pid: u32) -> Self {
+        Self {
+            pgid: i32::try_from(pid).ok().map(Pid::from_raw),
+        }
+    }
+
+    fn kill(&self) {
+        if let Some(pgid) = self.pgid {
+            // ESRCH (the group is already empty) is the common, fine case.
+            let _ = killpg(pgid, Signal::SIGKILL);
+        }
+    }
+
+    /// After the group is killed and the shell reaped, a later kill could
+    /// only hit an unrelated group that reused the id.
+    fn disarm(mut self) {
+        self.pgid = None;
+    }
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Keeps the start and the end of the output, and counts what is between,
+/// so a command printing gigabytes costs bounded memory.
+#[derive(Default)]
+struct Capture {
+    head: Vec<u8>,
+    tail: VecDeque<u8>,
+    /// Characters (UTF-8 leading bytes) seen in total.
+    chars: usize,
+    dropped: bool,
+}
+
+/// Bytes kept at each end: enough for half the output limit in 4-byte chars.
+const CAPTURE_END_BYTES: usize = MAX_OUTPUT_CHARS / 2 * 4;
+
+impl Capture {
+    fn push(&mut self, bytes: &[u8]) {
+        self.chars += bytes.iter().filter(|b| (**b & 0xC0) != 0x80).count();
+        let room = CAPTURE_END_BYTES.saturating_sub(self.head.len());
+        let (to_head, rest) = bytes.split_at(room.min(bytes.len()));
+        self.head.extend_from_slice(to_head);
+        self.tail.extend(rest);
+        while self.tail.len() > CAPTURE_END_BYTES {
+            self.tail.pop_front();
+            self.dropped = true;
+        }
+    }
+
+    fn finish(self) -> String {
+        if !self.dropped {
+            let mut all = self.head;
+            all.extend(self.tail);
+            return truncate_middle(&String::from_utf8_lossy(&all), MAX_OUTPUT_CHARS);
+        }
+        let head = String::from_utf8_lossy(&self.head);
+        let tail_bytes: Vec<u8> = self.tail.into_iter().collect();
+        // The kept tail may start inside a character; skip to the next one.
+        let start = tail_bytes
+            .iter()
+            .position(|b| (b & 0xC0) != 0x80)
+            .unwrap_or(tail_bytes.len());
+        let tail = String::from_utf8_lossy(&tail_bytes[start..]);
+        let keep_head = MAX_OUTPUT_CHARS / 2;
+        let keep_tail = MAX_OUTPUT_CHARS - keep_head;
+        let head: String = head.chars().take(keep_head).collect();
+        let tail_count = tail.chars().count();
+        let tail: String = tail
+            .chars()
+            .skip(tail_count.saturating_sub(keep_tail))
+            .collect();
+        let cut = self
+            .chars
+            .saturating_sub(head.chars().count() + tail.chars().count());
+        join_cut(&head, cut, &tail)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::workspace::Workspace;
+    use std::time::Instant;
+    use tokio_util::sync::CancellationToken;
+
+    fn ctx(dir: &Path) -> ToolContext {
+        ToolContext {
+            workspace: Workspace::at(dir).unwrap(),
+            cancel: CancellationToken::new(),
+        }
+    }
+
+    /// A session in `{base}/alice/proj/app`, so HOME and PWD differ.
+    fn subdir_ctx(base: &Path) -> ToolContext {
+        let user = crate::domain::UserId::parse("alice").unwrap();
+        let sub = crate::domain::Subdir::parse("proj/app").unwrap();
+        ToolContext {
+            workspace: Workspace::open(base, &user, Some(&sub), true).unwrap(),
+            cancel: CancellationToken::new(),
+        }
+    }
+
+    async fn bash(ctx: &ToolContext, input: Value) -> ToolOutput {
+        BashTool.call(input, ctx).await
+    }
+
+    /// Whether a process is gone: no /proc entry, or a zombie awaiting its reaper.
+    fn process_gone(pid: u32) -> bool {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => true,
+            Ok(stat) => stat
+                .rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        }
+    }
+
+    async fn wait_gone(pid: u32) -> bool {
+        for _ in 0..100 {
+            if process_gone(pid) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
+
+    async fn read_pid(path: &Path) -> u32 {
+        for _ in 0..100 {
+            if let Ok(s) = std::fs::read_to_string(path) {
+                if let Ok(pid) = s.trim().parse() {
+                    return pid;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("no pid written to {}", path.display());
+    }
+
+    #[tokio::test]
+    async fn runs_in_the_cwd_and_captures_both_streams() {
+        let tmp = tempfile::tempdir().unwrap();
+        let c = subdir_ctx(tmp.path());
+        let out = bash(&c, json!({"command": "pwd; echo out; echo err >&2"})).await;
+        assert!(!out.is_error, "{out:?}");
+        let cwd = c.workspace.cwd().display().to_string();
+        assert_eq!(out.content, format!("{cwd}\nout\nerr\n"));
+    }
+
+    #[tokio::test]
+    async fn non_zero_exit_is_an_error_with_its_code() {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = bash(&ctx(tmp.path()), json!({"command": "echo oops; exit 3"})).await;
+        assert!(out.is_error);
+        assert_eq!(out.content, "oops\nExit code 3");
+    }
+
+    #[tokio::test]
+    async fn silent_success_says_so() {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = bash(&ctx(tmp.path()), json!({"command": "true"})).await;
+        assert_eq!(out, ToolOutput::ok("(no output)"));
+    }
+
+    #[test]
+    fn only_allowed_variables_are_passed() {
+        let parent = [
+            ("PATH", "/bin"),
+            ("LANG", "C.UTF-8"),
+            ("ANTHROPIC_API_KEY", "sk-ant-test"),
+            ("CLAUDE_AGENT_SESSION_PG_PASSWORD", "pw"),
+            ("DATABASE_URL", "postgres://u:pw@h/db"),
+            ("HOME", "/root"),
+            ("RANDOM_THING", "x"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()));
+        let env = child_env(parent, Path::new("/w/alice"), Path::new("/w/alice/proj"));
+        let names: Vec<&str> = env.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(names, ["PATH", "LANG", "HOME", "PWD"]);
+        assert!(env.contains(&("HOME".to_owned(), "/w/alice".to_owned())));
+        assert!(env.contains(&("PWD".to_owned(), "/w/alice/proj".to_owned())));
+    }
+
+    /// Runs in a child copy of the test binary whose environment holds the
+    /// secrets (setting variables in this process would need `unsafe`).
+    #[tokio::test]
+    #[ignore = "run by environment_is_scrubbed with secrets in its environment"]
+    async fn env_probe() {
+        let tmp = tempfile::tempdir().unwrap();
+        let c = subdir_ctx(tmp.path());
+        assert_ne!(c.workspace.root(), c.workspace.cwd());
+        let out = bash(&c, json!({"command": "env"})).await;
+        assert!(!out.is_error, "{out:?}");
+        for secret in [
+            "ANTHROPIC_API_KEY",
+            "CLAUDE_AGENT_SESSION_PG_PASSWORD",
+            "sk-ant-probe",
+        ] {
+            assert!(
+                !out.content.contains(secret),
+                "{secret} leaked:\n{}",
+                out.content
+            );
+        }
+        let home = format!("HOME={}", c.workspace.root().display());
+        let pwd = format!("PWD={}", c.workspace.cwd().display());
+        assert!(out.content.lines().any(|l| l == home), "{}", out.content);
+        assert!(out.content.lines().any(|l| l == pwd), "{}", out.content);
+        assert!(out.content.lines().any(|l| l.starts_with("PATH=")));
+        println!("ENV_PROBE_PASSED");
+    }
+
+    #[test]
+    fn environment_is_scrubbed() {
+        let exe = std::env::current_exe().unwrap();
+        let out = std::process::Command::new(exe)
+            .args([
+                "--exact",
+                "tools::bash::tests::env_probe",
+                "--ignored",
+                "--nocapture",
+            ])
+            .env("ANTHROPIC_API_KEY", "sk-ant-probe")
+            .env("CLAUDE_AGENT_SESSION_PG_PASSWORD", "sk-ant-probe")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("ENV_PROBE_PASSED"),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    #[test]
+    fn secret_names_are_recognised() {
+        for name in [
+            "ANTHROPIC_API_KEY",
+            "CLAUDE_AGENT_SESSION_PG_PASSWORD",
+            "DATABASE_URL",
+            "GITHUB_TOKEN",
+            "aws_secret_access_key",
+            "SSH_KEY",
+        ] {
+            assert!(is_secret_name(name), "{name}");
+        }
+        assert!(!is_secret_name("PATH"));
+    }
+
+    #[tokio::test]
+    async fn huge_output_is_cut_in_the_middle() {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = bash(
+            &ctx(tmp.path()),
+            json!({"command": "echo START; head -c 200000 /dev/zero | tr '\\0' x; echo; echo END"}),
+        )
+        .await;
+        assert!(!out.is_error);
+        assert!(out.content.starts_with("START\n"), "{}", &out.content[..50]);
+        assert!(out.content.trim_end().ends_with("END"));
+        assert!(out.content.contains("characters truncated] ..."));
+        assert!(out.content.chars().count() < MAX_OUTPUT_CHARS + 200);
+        // 6 + 200001 + 4 characters were printed; 30000 are kept.
+        assert!(
+            out.content.contains("[170011 characters truncated]"),
+            "{}",
+            {
+                let i = out.content.find("[").unwrap();
+                &out.content[i..i + 40]
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn timeout_kills_the_whole_group_including_background_children() {
+        let tmp = tempfile::tempdir().unwrap();
+        let c = ctx(tmp.path());
+        let started = Instant::now();
+        let out = bash(
+            &c,
+            json!({"command": "sleep 300 & echo $! > bg.pid; sleep 200", "timeout": 700}),
+        )
+        .await;
+        assert!(started.elapsed() < Duration::from_secs(10));
+        assert!(
+            out.is_error && out.content.contains("timed out after 700 ms"),
+            "{out:?}"
+        );
+        let pid = read_pid(&tmp.path().join("bg.pid")).await;
+        assert!(
+            wait_gone(pid).await,
+            "background sleep {pid} survived the timeout"
+        );
+    }
+
+    #[tokio::test]
+    async fn background_child_does_not_hold_the_call_open() {
+        let tmp = tempfile::tempdir().unwrap();
+        let started = Instant::now();
+        let out = bash(
+            &ctx(tmp.path()),
+            json!({"command": "sleep 300 & echo $! > bg.pid; echo done"}),
+        )
+        .await;
+        assert!(started.elapsed() < Duration::from_secs(10));
+        assert_eq!(out, ToolOutput::ok("done\n"));
+        let pid = read_pid(&tmp.path().join("bg.pid")).await;
+        assert!(
+            wait_gone(pid).await,
+            "background sleep {pid} outlived the call"
+        );
+    }
+
+    #[tokio::test]
+    async fn cancel_kills_the_process() {
+        let tmp = tempfile::tempdir().unwrap();
+        let c = ctx(tmp.path());
+        let cancel = c.cancel.clone();
+        let call = tokio::spawn({
+            let c = c.clone();
+            async move { bash(&c, json!({"command": "echo $$ > sh.pid; sleep 300"})).await }
+        });
+        let pid = read_pid(&tmp.path().join("sh.pid")).await;
+        cancel.cancel();
+        let out = tokio::time::timeout(Duration::from_secs(10), call)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            out.is_error && out.content.contains("interrupted"),
+            "{out:?}"
+        );
+        assert!(wait_gone(pid).await);
+    }
+
+    #[tokio::test]
+    async fn dropping_the_call_kills_the_group() {
+        let tmp = tempfile::tempdir().unwrap();
+        let c = ctx(tmp.path());
+        let pid_file = tmp.path().join("bg.pid");
+        let call = bash(&c, json!({"command": "sleep 300 & echo $! > bg.pid; wait"}));
+        // Dropping the future mid-run is what happens when a turn is abandoned.
+        let _ = tokio::time::timeout(Duration::from_millis(500), call).await;
+        let pid = read_pid(&pid_file).await;
+        assert!(
+            wait_gone(pid).await,
+            "background sleep {pid} outlived the dropped call"
+        );
+    }
+
+    #[tokio::test]
+    async fn invalid_input_names_the_field() {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = bash(&ctx(tmp.path()), json!({"timeout": 5})).await;
+        assert!(out.is_error && out.content.contains("`command`"), "{out:?}");
+        let out = bash(
+            &ctx(tmp.path()),
+            json!({"command": "true", "timeout": "soon"}),
+        )
+        .await;
+        assert!(out.is_error && out.content.contains("`timeout`"), "{out:?}");
+    }
+}

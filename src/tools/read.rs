@@ -1,0 +1,283 @@
+//! `Read`: a text file's lines, numbered like `cat -n`, a window at a time so
+//! large files do not flood the model's context.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read as _};
+use std::path::Path;
+
+use async_trait::async_trait;
+use serde_json::{Value, json};
+
+use super::args::Args;
+use super::text::{looks_binary, truncate_line};
+use super::{Tool, ToolContext, ToolOutput, resolve_path, run_blocking};
+
+/// Lines returned when the model gives no `limit`.
+pub const DEFAULT_LINE_LIMIT: usize = 2_000;
+/// Longest line shown before it is cut.
+pub const MAX_LINE_CHARS: usize = 2_000;
+/// How much of the file's start is sampled to decide it is binary.
+const BINARY_SAMPLE_BYTES: u64 = 8 * 1024;
+
+pub struct ReadTool;
+
+#[async_trait]
+impl Tool for ReadTool {
+    fn name(&self) -> &str {
+        "Read"
+    }
+
+    fn description(&self) -> String {
+        format!(
+            "Reads a text file from the working directory. file_path may be absolute or \
+             relative to the working directory. Returns up to {DEFAULT_LINE_LIMIT} lines by \
+             default, numbered like `cat -n` (line number, tab, text); use offset (1-based line \
+             to start at) and limit for long files. Lines longer than {MAX_LINE_CHARS} \
+             characters are cut. Directories cannot be read: use Glob or `ls` through Bash."
+        )
+    }
+
+    fn input_schema(&self) -> Value {
+        json!({
+            "type": "object",
+            "properties": {
+                "file_path": {"type": "string", "description": "The file to read, absolute or relative to the working directory"},
+                "offset": {"type": "integer", "minimum": 1, "description": "The line number to start reading from (1-based). Only for files too large to read at once"},
+                "limit": {"type": "integer", "minimum": 1, "description": "The number of lines to read. Only for files too large to read at once"}
+            },
+            "required": ["file_path"],
+            "additionalProperties": false
+        })
+    }
+
+    fn read_only(&self) -> bool {
+        true
+    }
+
+    async fn call(&self, input: Value, ctx: &ToolContext) -> ToolOutput {
+        let args = match Args::new(&input) {
+            Ok(a) => a,
+            Err(e) => return e.into(),
+        };
+        let (raw, offset, limit) = match (
+            args.string("file_path"),
+            args.opt_u64("offset"),
+            args.opt_u64("limit"),
+        ) {
+            (Ok(p), Ok(o), Ok(l)) => (p.to_owned(), o, l),
+            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return e.into(),
+        };
+        if limit == Some(0) {
+            return ToolOutput::error("Invalid input: field `limit` must be at least 1");
+        }
+        let path = match resolve_path(ctx, &raw) {
+            Ok(p) => p,
+            Err(out) => return out,
+        };
+        // offset 0 is read as "from the start", which is what a model means by it.
+        let start = usize::try_from(offset.unwrap_or(1).max(1)).unwrap_or(usize::MAX);
+        let limit = limit.map_or(DEFAULT_LINE_LIMIT, |l| {
+            usize::try_from(l).unwrap_or(usize::MAX)
+        });
+        run_blocking(move || read_window(&path, start, limit)).await
+    }
+}
+
+fn read_window(path: &Path, start: usize, limit: usize) -> ToolOutput {
+    let shown = path.display();
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return ToolOutput::error(format!("File does not exist: {shown}"));
+        }
+        Err(e) => return ToolOutput::error(format!("Cannot read {shown}: {e}")),
+    };
+    if meta.is_dir() {
+        return ToolOutput::error(format!(
+            "{shown} is a directory, not a file. Use the Glob tool or `ls` through Bash to list \
+             its contents."
+        ));
+    }
+    if meta.len() == 0 {
+        return ToolOutput::ok(format!("The file {shown} exists but is empty."));
+    }
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) => return ToolOutput::error(format!("Cannot read {shown}: {e}")),
+    };
+    let mut sample = Vec::new();
+    if let Err(e) = (&file).take(BINARY_SAMPLE_BYTES).read_to_end(&mut sample) {
+        return ToolOutput::error(format!("Cannot read {shown}: {e}"));
+    }
+    if looks_binary(&sample) {
+        return ToolOutput::error(format!(
+            "{shown} is a binary file ({} bytes) and cannot be shown as text. Use Bash (for \
+             example `file` or `xxd | head`) to inspect it.",
+            meta.len()
+        ));
+    }
+
+    // Re-open rather than seek, so the sample read above does not have to be
+    // stitched back in front of the line reader.
+    let mut reader = match File::open(path) {
+        Ok(f) => BufReader::new(f),
+        Err(e) => return ToolOutput::error(format!("Cannot read {shown}: {e}")),
+    };
+    let mut out = String::new();
+    let mut line = Vec::new();
+    let mut number = 0usize;
+    let mut shown_lines = 0usize;
+    let mut more_after = false;
+    loop {
+        line.clear();
+        match reader.read_until(b'\n', &mut line) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) => return ToolOutput::error(format!("Cannot read {shown}: {e}")),
+        }
+        number += 1;
+        if number < start {
+            continue;
+        }
+        if shown_lines == limit {
+            more_after = true;
+            break;
+        }
+        let text = String::from_utf8_lossy(&line);
+        let text = text.trim_end_matches('\n').trim_end_matches('\r');
+        out.push_str(&format!(
+            "{number:>6}\t{}\n",
+            truncate_line(text, MAX_LINE_CHARS)
+        ));
+        shown_lines += 1;
+    }
+    if shown_lines == 0 {
+        return ToolOutput::error(format!(
+            "{shown} has {number} lines; offset {start} is past the end of the file."
+        ));
+    }
+    if more_after {
+        out.push_str(&format!(
+            "\n(The file has more lines. Read again with offset={} to continue.)\n",
+            start + shown_lines
+        ));
+    }
+    ToolOutput::ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::workspace::Workspace;
+    use tokio_util::sync::CancellationToken;
+
+    fn ctx(dir: &Path) -> ToolContext {
+        ToolContext {
+            workspace: Workspace::at(dir).unwrap(),
+            cancel: CancellationToken::new(),
+        }
+    }
+
+    async fn read(ctx: &ToolContext, input: Value) -> ToolOutput {
+        ReadTool.call(input, ctx).await
+    }
+
+    #[tokio::test]
+    async fn numbers_lines_like_cat_n() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(tmp.path().join("a.txt"), "one\ntwo\r\nthree").unwrap();
+        let out = read(&ctx(tmp.path()), json!({"file_path": "a.txt"})).await;
+        assert!(!out.is_error, "{out:?}");
+        assert_eq!(out.content, "     1\tone\n     2\ttwo\n     3\tthree\n");
+    }
+
+    #[tokio::test]
+    async fn offset_and_limit_select_a_window() {
+        let tmp = tempfile::tempdir().unwrap();
+        let body: String = (1..=10).map(|i| format!("line {i}\n")).collect();
+        std::fs::write(tmp.path().join("a.txt"), body).unwrap();
+        let c = ctx(tmp.path());
+        let out = read(&c, json!({"file_path": "a.txt", "offset": 4, "limit": 2})).await;
+        assert!(
+            out.content.starts_with("     4\tline 4\n     5\tline 5\n"),
+            "{}",
+            out.content
+        );
+        assert!(out.content.contains("offset=6"), "{}", out.content);
+        let out = read(&c, json!({"file_path": "a.txt", "offset": 50})).await;
+        assert!(
+            out.is_error && out.content.contains("past the end"),
+            "{out:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn default_limit_and_long_lines_are_cut() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut body: String = (1..=2_500).map(|i| format!("{i}\n")).collect();
+        body.insert_str(0, &format!("{}\n", "x".repeat(3_000)));
+        std::fs::write(tmp.path().join("big.txt"), body).unwrap();
+        let out = read(&ctx(tmp.path()), json!({"file_path": "big.txt"})).await;
+        assert_eq!(
+            out.content.lines().filter(|l| l.contains('\t')).count(),
+            2_000
+        );
+        assert!(out.content.contains("[line truncated]"));
+        assert!(!out.content.contains(&"x".repeat(2_001)));
+    }
+
+    #[tokio::test]
+    async fn clear_errors_for_missing_directory_binary_empty() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir(tmp.path().join("dir")).unwrap();
+        std::fs::write(tmp.path().join("bin"), b"\x7fELF\0\0\x01").unwrap();
+        std::fs::write(tmp.path().join("latin1"), b"caf\xe9 au lait").unwrap();
+        std::fs::write(tmp.path().join("empty"), b"").unwrap();
+        let c = ctx(tmp.path());
+        let out = read(&c, json!({"file_path": "nope.txt"})).await;
+        assert!(
+            out.is_error && out.content.contains("does not exist"),
+            "{out:?}"
+        );
+        let out = read(&c, json!({"file_path": "dir"})).await;
+        assert!(
+            out.is_error && out.content.contains("is a directory"),
+            "{out:?}"
+        );
+        assert!(out.content.contains("Glob"), "{out:?}");
+        for name in ["bin", "latin1"] {
+            let out = read(&c, json!({"file_path": name})).await;
+            assert!(out.is_error && out.content.contains("binary"), "{out:?}");
+        }
+        let out = read(&c, json!({"file_path": "empty"})).await;
+        assert!(!out.is_error && out.content.contains("empty"), "{out:?}");
+    }
+
+    #[tokio::test]
+    async fn refuses_paths_outside_the_workspace() {
+        let tmp = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret"), "s3cret").unwrap();
+        std::os::unix::fs::symlink(outside.path().join("secret"), tmp.path().join("link")).unwrap();
+        let c = ctx(tmp.path());
+        let abs = outside.path().join("secret");
+        for p in ["link", "../secret", abs.to_str().unwrap(), "/etc/passwd"] {
+            let out = read(&c, json!({"file_path": p})).await;
+            assert!(
+                out.is_error && out.content.contains("outside"),
+                "{p}: {out:?}"
+            );
+            assert!(!out.content.contains("s3cret"));
+        }
+    }
+
+    #[tokio::test]
+    async fn invalid_input_names_the_field() {
+        let tmp = tempfile::tempdir().unwrap();
+        let c = ctx(tmp.path());
+        let out = read(&c, json!({})).await;
+        assert!(out.is_error && out.content.contains("file_path"), "{out:?}");
+        let out = read(&c, json!({"file_path": "a", "limit": "many"})).await;
+        assert!(out.is_error && out.content.contains("limit"), "{out:?}");
+    }
+}

@@ -1,0 +1,172 @@
+//! `Write`: creates or replaces a whole file inside the workspace, making
+//! the directories on the way.
+
+use std::path::Path;
+
+use async_trait::async_trait;
+use serde_json::{Value, json};
+
+use super::args::Args;
+use super::{Tool, ToolContext, ToolOutput, resolve_path, run_blocking};
+
+pub struct WriteTool;
+
+#[async_trait]
+impl Tool for WriteTool {
+    fn name(&self) -> &str {
+        "Write"
+    }
+
+    fn description(&self) -> String {
+        "Writes a file in the working directory, replacing it if it exists and creating \
+         missing parent directories. file_path may be absolute or relative to the working \
+         directory. Prefer Edit for changing part of an existing file."
+            .to_owned()
+    }
+
+    fn input_schema(&self) -> Value {
+        json!({
+            "type": "object",
+            "properties": {
+                "file_path": {"type": "string", "description": "The file to write, absolute or relative to the working directory"},
+                "content": {"type": "string", "description": "The content to write to the file"}
+            },
+            "required": ["file_path", "content"],
+            "additionalProperties": false
+        })
+    }
+
+    fn read_only(&self) -> bool {
+        false
+    }
+
+    async fn call(&self, input: Value, ctx: &ToolContext) -> ToolOutput {
+        let args = match Args::new(&input) {
+            Ok(a) => a,
+            Err(e) => return e.into(),
+        };
+        let (raw, content) = match (args.string("file_path"), args.string("content")) {
+            (Ok(p), Ok(c)) => (p.to_owned(), c.to_owned()),
+            (Err(e), _) | (_, Err(e)) => return e.into(),
+        };
+        let path = match resolve_path(ctx, &raw) {
+            Ok(p) => p,
+            Err(out) => return out,
+        };
+        run_blocking(move || write_file(&path, &content)).await
+    }
+}
+
+fn write_file(path: &Path, content: &str) -> ToolOutput {
+    let shown = path.display();
+    if path.is_dir() {
+        return ToolOutput::error(format!("{shown} is a directory; give a file path."));
+    }
+    let existed = path.exists();
+    if let Some(parent) = path.parent() {
+        if let Err(e) = std::fs::create_dir_all(parent) {
+            return ToolOutput::error(format!(
+                "Cannot create the directory {}: {e}",
+                parent.display()
+            ));
+        }
+    }
+    if let Err(e) = std::fs::write(path, content) {
+        return ToolOutput::error(format!("Cannot write {shown}: {e}"));
+    }
+    let lines = content.lines().count();
+    let verb = if existed { "Updated" } else { "Created" };
+    ToolOutput::ok(format!(
+        "{verb} {shown}: wrote {} bytes ({lines} lines).",
+        content.len()
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::workspace::Workspace;
+    use tokio_util::sync::CancellationToken;
+
+    fn ctx(dir: &Path) -> ToolContext {
+        ToolContext {
+            workspace: Workspace::at(dir).unwrap(),
+            cancel: CancellationToken::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn creates_parents_and_reports_size() {
+        let tmp = tempfile::tempdir().unwrap();
+        let c = ctx(tmp.path());
+        let out = WriteTool
+            .call(json!({"file_path": "a/b/c.txt", "content": "x\ny\n"}), &c)
+            .await;
+        assert!(!out.is_error, "{out:?}");
+        assert!(out.content.contains("4 bytes (2 lines)"), "{out:?}");
+        assert_eq!(
+            std::fs::read_to_string(tmp.path().join("a/b/c.txt")).unwrap(),
+            "x\ny\n"
+        );
+        let out = WriteTool
+            .call(json!({"file_path": "a/b/c.txt", "content": ""}), &c)
+            .await;
+        assert!(out.content.starts_with("Updated"), "{out:?}");
+        assert_eq!(
+            std::fs::read_to_string(tmp.path().join("a/b/c.txt")).unwrap(),
+            ""
+        );
+    }
+
+    #[tokio::test]
+    async fn refuses_escapes_and_directories() {
+        let tmp = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(outside.path(), tmp.path().join("out")).unwrap();
+        std::fs::create_dir(tmp.path().join("d")).unwrap();
+        let c = ctx(tmp.path());
+        let abs = outside.path().join("x");
+        for p in ["out/x", "../x", "d/../../x", abs.to_str().unwrap()] {
+            let out = WriteTool
+                .call(json!({"file_path": p, "content": "pwned"}), &c)
+                .await;
+            assert!(
+                out.is_error && out.content.contains("outside"),
+                "{p}: {out:?}"
+            );
+        }
+        assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
+        let out = WriteTool
+            .call(json!({"file_path": "d", "content": ""}), &c)
+            .await;
+        assert!(out.is_error && out.content.contains("directory"), "{out:?}");
+    }
+
+    #[tokio::test]
+    async fn refuses_a_dangling_symlink_pointing_outside() {
+        let tmp = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let target = outside.path().join("created-by-link");
+        std::os::unix::fs::symlink(&target, tmp.path().join("dangling")).unwrap();
+        let out = WriteTool
+            .call(
+                json!({"file_path": "dangling", "content": "pwned"}),
+                &ctx(tmp.path()),
+            )
+            .await;
+        assert!(out.is_error, "{out:?}");
+        assert!(!target.exists());
+    }
+
+    #[tokio::test]
+    async fn missing_content_is_named() {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = WriteTool
+            .call(
+                json!({"file_path": "a.txt", "content": 3}),
+                &ctx(tmp.path()),
+            )
+            .await;
+        assert!(out.is_error && out.content.contains("`content`"), "{out:?}");
+    }
+}

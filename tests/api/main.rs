@@ -1,0 +1,9 @@
+//! HTTP-level tests: the real application on port 0, driven over HTTP.
+
+#![allow(clippy::unwrap_used)]
+
+mod chat;
+mod helpers;
+mod pg_outage;
+mod sessions;
+mod tools;

@@ -1,0 +1,217 @@
+//! Tools through the HTTP API, with fake-anthropic scripting the calls: what
+//! the model sends back is what a user's files and the next request show.
+
+use claude_agent_http::config::StorageKind;
+use fake_anthropic::{FakeAnthropic, Reply};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::chat::point_at_fake;
+use crate::helpers::*;
+
+async fn app_with(
+    fake: &FakeAnthropic,
+    adjust: impl FnOnce(&mut claude_agent_http::config::Settings),
+) -> TestApp {
+    let url = fake.url();
+    spawn_app_with(StorageKind::Sqlite, move |s| {
+        point_at_fake(s, &url);
+        adjust(s);
+    })
+    .await
+    .unwrap()
+}
+
+/// The `tool_result` blocks the model received in request `n`.
+fn results_in(fake: &FakeAnthropic, n: usize) -> Vec<Value> {
+    fake.requests()[n].body["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|m| m["content"].as_array().cloned().unwrap_or_default())
+        .filter(|b| b["type"] == "tool_result")
+        .collect()
+}
+
+fn offered(fake: &FakeAnthropic, n: usize) -> Vec<String> {
+    fake.requests()[n].body["tools"]
+        .as_array()
+        .map(|tools| {
+            tools
+                .iter()
+                .map(|t| t["name"].as_str().unwrap().to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn write_then_read_round_trip_and_bash_runs_in_the_session_dir() {
+    let fake = FakeAnthropic::start().await;
+    let app = app_with(&fake, |_| {}).await;
+    let session = app
+        .create_session(json!({"user_id": "alice", "subdir": "proj"}))
+        .await
+        .json::<Value>()
+        .await
+        .unwrap();
+    let id = session["session_id"].as_str().unwrap();
+    let cwd = session["cwd"].as_str().unwrap();
+
+    fake.push(Reply::tool_use(
+        "Write",
+        json!({"file_path": "notes/todo.txt", "content": "line one\nline two\n"}),
+    ));
+    fake.push(Reply::tool_use(
+        "Read",
+        json!({"file_path": "notes/todo.txt"}),
+    ));
+    fake.push(Reply::tool_use(
+        "Bash",
+        json!({"command": "pwd; echo HOME=$HOME; env | grep -c ANTHROPIC || true"}),
+    ));
+    fake.push(Reply::text("All done."));
+    let response = app.chat(id, "go").await;
+    assert_eq!(response.status(), StatusCode::OK);
+
+    let results = results_in(&fake, 3);
+    assert_eq!(results.len(), 3);
+    assert!(
+        results
+            .iter()
+            .all(|r| r.get("is_error").is_none_or(|e| e == false)),
+        "{results:?}"
+    );
+    let read = results[1]["content"].as_str().unwrap();
+    assert!(
+        read.contains("1\tline one") && read.contains("2\tline two"),
+        "{read}"
+    );
+    let bash = results[2]["content"].as_str().unwrap();
+    let mut lines = bash.lines();
+    assert_eq!(lines.next(), Some(cwd), "{bash}");
+    assert!(bash.contains("HOME=") && bash.contains("/alice"), "{bash}");
+    assert!(
+        bash.lines().any(|l| l.trim() == "0"),
+        "no ANTHROPIC_* variable reaches tools: {bash}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(std::path::Path::new(cwd).join("notes/todo.txt")).unwrap(),
+        "line one\nline two\n"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn tool_errors_reach_the_model_as_is_error() {
+    let fake = FakeAnthropic::start().await;
+    let app = app_with(&fake, |_| {}).await;
+    let session = app.new_session("alice").await;
+    let id = session["session_id"].as_str().unwrap();
+    let cwd = std::path::PathBuf::from(session["cwd"].as_str().unwrap());
+    std::fs::write(cwd.join("dup.txt"), "x = 1\nx = 1\n").unwrap();
+
+    fake.push(Reply::tool_use(
+        "Edit",
+        json!({"file_path": "dup.txt", "old_string": "x = 1", "new_string": "x = 2"}),
+    ));
+    fake.push(Reply::tool_use(
+        "Read",
+        json!({"file_path": "../../etc/passwd"}),
+    ));
+    fake.push(Reply::tool_use(
+        "Write",
+        json!({"file_path": "/tmp/escape.txt", "content": "no"}),
+    ));
+    fake.push(Reply::tool_use("NoSuchTool", json!({})));
+    fake.push(Reply::text("I could not do that."));
+    let body: Value = app.chat(id, "edit").await.json().await.unwrap();
+    assert_eq!(body["text"], "I could not do that.");
+
+    let results = results_in(&fake, 4);
+    assert_eq!(results.len(), 4);
+    for result in &results {
+        assert_eq!(result["is_error"], true, "{result}");
+    }
+    let edit = results[0]["content"].as_str().unwrap();
+    assert!(edit.contains("2"), "says how many matches: {edit}");
+    assert!(edit.contains("replace_all"), "{edit}");
+    assert_eq!(
+        std::fs::read_to_string(cwd.join("dup.txt")).unwrap(),
+        "x = 1\nx = 1\n"
+    );
+    assert!(!std::path::Path::new("/tmp/escape.txt").exists());
+    assert!(
+        results[3]["content"]
+            .as_str()
+            .unwrap()
+            .contains("NoSuchTool")
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn plan_mode_offers_only_read_only_tools() {
+    let fake = FakeAnthropic::start().await;
+    let app = app_with(&fake, |s| s.defaults.permission_mode = "plan".into()).await;
+    let id = app.new_session("alice").await["session_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    fake.push(Reply::tool_use(
+        "Write",
+        json!({"file_path": "x.txt", "content": "no"}),
+    ));
+    fake.push(Reply::text("ok"));
+    assert_eq!(app.chat(&id, "plan").await.status(), StatusCode::OK);
+    let tools = offered(&fake, 0);
+    assert!(
+        tools.contains(&"Read".to_owned()) && tools.contains(&"Grep".to_owned()),
+        "{tools:?}"
+    );
+    assert!(
+        !tools.contains(&"Write".to_owned()) && !tools.contains(&"Bash".to_owned()),
+        "{tools:?}"
+    );
+    let results = results_in(&fake, 1);
+    assert_eq!(results[0]["is_error"], true);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn default_mode_refuses_mutating_tools_and_disallowed_tools_are_never_offered() {
+    let fake = FakeAnthropic::start().await;
+    let app = app_with(&fake, |s| {
+        s.defaults.permission_mode = "default".into();
+        s.defaults.disallowed_tools = vec!["Grep".into()];
+    })
+    .await;
+    let session = app.new_session("alice").await;
+    let id = session["session_id"].as_str().unwrap();
+    fake.push(Reply::tool_use(
+        "Bash",
+        json!({"command": "touch made.txt"}),
+    ));
+    fake.push(Reply::tool_use("Grep", json!({"pattern": "x"})));
+    fake.push(Reply::text("ok"));
+    assert_eq!(app.chat(id, "try").await.status(), StatusCode::OK);
+    let tools = offered(&fake, 0);
+    assert!(
+        tools.contains(&"Bash".to_owned()) && !tools.contains(&"Grep".to_owned()),
+        "{tools:?}"
+    );
+    let results = results_in(&fake, 2);
+    assert_eq!(results[0]["is_error"], true);
+    assert!(
+        results[0]["content"].as_str().unwrap().contains("default"),
+        "{}",
+        results[0]
+    );
+    assert_eq!(results[1]["is_error"], true);
+    let cwd = std::path::Path::new(session["cwd"].as_str().unwrap());
+    assert!(
+        !cwd.join("made.txt").exists(),
+        "the refused command never ran"
+    );
+    app.stop().await;
+}

@@ -1,0 +1,345 @@
+//! One contract, three stores: the same test functions run against memory,
+//! SQLite and PostgreSQL (a fresh database per test).
+
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use claude_agent_http::config::{Settings, StorageKind};
+use claude_agent_http::domain::{SessionId, UserId};
+use claude_agent_http::store::{
+    self, DynStore, LeaseOutcome, Limits, NewMessage, NewSession, UsageTotals,
+};
+use serde_json::json;
+
+#[path = "api/helpers.rs"]
+#[allow(dead_code)]
+mod helpers;
+
+struct Fixture {
+    store: DynStore,
+    _tmp: tempfile::TempDir,
+}
+
+async fn open(storage: StorageKind, ttl_secs: i64) -> Option<Fixture> {
+    if storage == StorageKind::Postgresql && !helpers::pg_available().await {
+        return None;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let mut settings: Settings = helpers::test_settings(tmp.path(), storage);
+    settings.session.ttl = ttl_secs;
+    let store = store::open(&settings).await.expect("store opens");
+    assert_eq!(store.kind(), storage);
+    Some(Fixture { store, _tmp: tmp })
+}
+
+fn new_session(user: &str) -> NewSession {
+    NewSession {
+        user_id: UserId::parse(user).unwrap(),
+        subdir: Some("proj".into()),
+        cwd: format!("/data/{user}/proj"),
+        metadata: json!({"k": [1, 2]}),
+    }
+}
+
+fn msg(role: &str, text: &str) -> NewMessage {
+    NewMessage {
+        role: role.into(),
+        content: json!([{"type": "text", "text": text}]),
+    }
+}
+
+macro_rules! contract {
+    ($($name:ident),* $(,)?) => {
+        $(mod $name {
+            use super::*;
+            #[tokio::test]
+            async fn memory() { super::$name(StorageKind::Memory).await }
+            #[tokio::test]
+            async fn sqlite() { super::$name(StorageKind::Sqlite).await }
+            #[tokio::test]
+            async fn postgresql() { super::$name(StorageKind::Postgresql).await }
+        })*
+    };
+}
+
+contract!(
+    create_get_list_delete,
+    conversation_is_ordered_and_deleted_with_the_session,
+    usage_accumulates,
+    one_turn_lease_at_a_time,
+    expired_sessions_vanish_and_are_purged,
+    limits_hold_under_concurrency,
+    touch_moves_last_active,
+);
+
+async fn create_get_list_delete(storage: StorageKind) {
+    let Some(f) = open(storage, 0).await else {
+        return;
+    };
+    let a = f
+        .store
+        .create(new_session("alice"), Limits::default())
+        .await
+        .unwrap();
+    let b = f
+        .store
+        .create(new_session("bob"), Limits::default())
+        .await
+        .unwrap();
+    assert_eq!(a.user_id.as_str(), "alice");
+    assert_eq!(a.subdir.as_deref(), Some("proj"));
+    assert_eq!(a.metadata, json!({"k": [1, 2]}));
+    assert_eq!(a.message_count, 0);
+    assert!(!a.turn_running);
+
+    let got = f.store.get(a.id).await.unwrap().unwrap();
+    assert_eq!(got.id, a.id);
+    assert_eq!(got.cwd, "/data/alice/proj");
+    assert_eq!(
+        got.created_at.timestamp_millis(),
+        a.created_at.timestamp_millis()
+    );
+
+    let mut all = f.store.list(None).await.unwrap();
+    all.sort_by_key(|id| id.0);
+    let mut expected = vec![a.id, b.id];
+    expected.sort_by_key(|id| id.0);
+    assert_eq!(all, expected);
+    let alice = UserId::parse("alice").unwrap();
+    assert_eq!(f.store.list(Some(&alice)).await.unwrap(), vec![a.id]);
+    assert_eq!(f.store.count_live().await.unwrap(), 2);
+
+    assert!(f.store.delete(a.id).await.unwrap());
+    assert!(!f.store.delete(a.id).await.unwrap());
+    assert!(f.store.get(a.id).await.unwrap().is_none());
+    assert!(f.store.get(SessionId::new()).await.unwrap().is_none());
+    assert_eq!(f.store.list(None).await.unwrap(), vec![b.id]);
+    f.store.ping().await.unwrap();
+}
+
+async fn conversation_is_ordered_and_deleted_with_the_session(storage: StorageKind) {
+    let Some(f) = open(storage, 0).await else {
+        return;
+    };
+    let s = f
+        .store
+        .create(new_session("alice"), Limits::default())
+        .await
+        .unwrap();
+    f.store
+        .append_messages(s.id, &[msg("user", "one")])
+        .await
+        .unwrap();
+    f.store
+        .append_messages(s.id, &[msg("assistant", "two"), msg("user", "three")])
+        .await
+        .unwrap();
+    let history = f.store.messages(s.id).await.unwrap();
+    let texts: Vec<&str> = history
+        .iter()
+        .map(|m| m.content[0]["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(texts, ["one", "two", "three"]);
+    assert_eq!(history[1].role, "assistant");
+    assert!(history.windows(2).all(|w| w[0].seq < w[1].seq));
+
+    // Another session's conversation is separate.
+    let other = f
+        .store
+        .create(new_session("bob"), Limits::default())
+        .await
+        .unwrap();
+    assert!(f.store.messages(other.id).await.unwrap().is_empty());
+
+    f.store.delete(s.id).await.unwrap();
+    assert!(f.store.messages(s.id).await.unwrap().is_empty());
+    // Appending to a deleted session fails rather than leaving orphans.
+    assert!(
+        f.store
+            .append_messages(s.id, &[msg("user", "late")])
+            .await
+            .is_err()
+    );
+}
+
+async fn usage_accumulates(storage: StorageKind) {
+    let Some(f) = open(storage, 0).await else {
+        return;
+    };
+    let s = f
+        .store
+        .create(new_session("alice"), Limits::default())
+        .await
+        .unwrap();
+    let turn = UsageTotals {
+        input_tokens: 100,
+        output_tokens: 20,
+        cache_creation_input_tokens: 5,
+        cache_read_input_tokens: 7,
+        cost_usd: 0.25,
+    };
+    f.store.record_usage(s.id, turn, 1).await.unwrap();
+    f.store.record_usage(s.id, turn, 1).await.unwrap();
+    let got = f.store.get(s.id).await.unwrap().unwrap();
+    assert_eq!(got.message_count, 2);
+    assert_eq!(got.usage.input_tokens, 200);
+    assert_eq!(got.usage.output_tokens, 40);
+    assert_eq!(got.usage.cache_creation_input_tokens, 10);
+    assert_eq!(got.usage.cache_read_input_tokens, 14);
+    assert!((got.usage.cost_usd - 0.5).abs() < 1e-9);
+}
+
+async fn one_turn_lease_at_a_time(storage: StorageKind) {
+    let Some(f) = open(storage, 0).await else {
+        return;
+    };
+    let s = f
+        .store
+        .create(new_session("alice"), Limits::default())
+        .await
+        .unwrap();
+    let (one, two) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    let lease = Duration::from_secs(30);
+    assert_eq!(
+        f.store.acquire_turn(s.id, one, lease).await.unwrap(),
+        LeaseOutcome::Acquired
+    );
+    assert!(f.store.get(s.id).await.unwrap().unwrap().turn_running);
+    assert_eq!(
+        f.store.acquire_turn(s.id, two, lease).await.unwrap(),
+        LeaseOutcome::Busy
+    );
+    assert!(f.store.renew_turn(s.id, one, lease).await.unwrap());
+    assert!(!f.store.renew_turn(s.id, two, lease).await.unwrap());
+    // Releasing someone else's lease does nothing.
+    f.store.release_turn(s.id, two).await.unwrap();
+    assert_eq!(
+        f.store.acquire_turn(s.id, two, lease).await.unwrap(),
+        LeaseOutcome::Busy
+    );
+    f.store.release_turn(s.id, one).await.unwrap();
+    assert!(!f.store.get(s.id).await.unwrap().unwrap().turn_running);
+    assert_eq!(
+        f.store.acquire_turn(s.id, two, lease).await.unwrap(),
+        LeaseOutcome::Acquired
+    );
+    f.store.release_turn(s.id, two).await.unwrap();
+
+    // A holder that died without releasing loses the lease when it lapses.
+    let short = Duration::from_millis(200);
+    assert_eq!(
+        f.store.acquire_turn(s.id, one, short).await.unwrap(),
+        LeaseOutcome::Acquired
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        f.store.acquire_turn(s.id, two, lease).await.unwrap(),
+        LeaseOutcome::Acquired
+    );
+    assert_eq!(
+        f.store
+            .acquire_turn(SessionId::new(), one, lease)
+            .await
+            .unwrap(),
+        LeaseOutcome::NotFound
+    );
+
+    // Many contenders at once: exactly one wins.
+    f.store.release_turn(s.id, two).await.unwrap();
+    let store: Arc<DynStore> = Arc::new(f.store.clone());
+    let attempts = (0..8).map(|_| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .acquire_turn(s.id, uuid::Uuid::new_v4(), Duration::from_secs(30))
+                .await
+                .unwrap()
+        })
+    });
+    let outcomes = futures::future::join_all(attempts).await;
+    let won = outcomes
+        .into_iter()
+        .filter(|o| *o.as_ref().unwrap() == LeaseOutcome::Acquired)
+        .count();
+    assert_eq!(won, 1);
+}
+
+async fn expired_sessions_vanish_and_are_purged(storage: StorageKind) {
+    let Some(f) = open(storage, 1).await else {
+        return;
+    };
+    let s = f
+        .store
+        .create(new_session("alice"), Limits::default())
+        .await
+        .unwrap();
+    f.store
+        .append_messages(s.id, &[msg("user", "hi")])
+        .await
+        .unwrap();
+    assert!(f.store.get(s.id).await.unwrap().is_some());
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert!(f.store.get(s.id).await.unwrap().is_none());
+    assert!(f.store.list(None).await.unwrap().is_empty());
+    assert!(
+        f.store.touch(s.id).await.unwrap().is_none(),
+        "an expired session cannot be resumed"
+    );
+    assert_eq!(f.store.purge_expired().await.unwrap(), 1);
+    assert!(f.store.messages(s.id).await.unwrap().is_empty());
+    assert_eq!(f.store.purge_expired().await.unwrap(), 0);
+}
+
+async fn limits_hold_under_concurrency(storage: StorageKind) {
+    let Some(f) = open(storage, 0).await else {
+        return;
+    };
+    let limits = Limits {
+        max_sessions: 5,
+        max_sessions_per_user: 0,
+    };
+    let store = Arc::new(f.store.clone());
+    let attempts = (0..12).map(|i| {
+        let store = store.clone();
+        tokio::spawn(async move { store.create(new_session(&format!("u{i}")), limits).await })
+    });
+    let results = futures::future::join_all(attempts).await;
+    let created = results
+        .iter()
+        .filter(|r| r.as_ref().unwrap().is_ok())
+        .count();
+    assert_eq!(created, 5);
+    assert_eq!(f.store.count_live().await.unwrap(), 5);
+    let per_user = Limits {
+        max_sessions: 0,
+        max_sessions_per_user: 1,
+    };
+    f.store.create(new_session("solo"), per_user).await.unwrap();
+    let err = f
+        .store
+        .create(new_session("solo"), per_user)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("max_sessions_per_user"), "{err}");
+}
+
+async fn touch_moves_last_active(storage: StorageKind) {
+    let Some(f) = open(storage, 0).await else {
+        return;
+    };
+    let s = f
+        .store
+        .create(new_session("alice"), Limits::default())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let touched = f.store.touch(s.id).await.unwrap().unwrap();
+    assert!(touched.last_active_at > s.last_active_at);
+    assert_eq!(
+        touched.created_at.timestamp_millis(),
+        s.created_at.timestamp_millis()
+    );
+    assert!(f.store.touch(SessionId::new()).await.unwrap().is_none());
+}
