@@ -1,6 +1,8 @@
 //! The Anthropic client against a scripted in-process Messages API: streaming
 //! assembly, incremental delivery, retries, error mapping and request headers.
 
+#![allow(clippy::unwrap_used)]
+
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
