@@ -84,21 +84,18 @@ struct BlockDelta {
     delta: Delta,
 }
 
+/// The wire names all end in `_delta` (`text_delta`, `input_json_delta`…).
 #[derive(Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[serde(tag = "type")]
 enum Delta {
-    TextDelta {
-        text: String,
-    },
-    InputJsonDelta {
-        partial_json: String,
-    },
-    ThinkingDelta {
-        thinking: String,
-    },
-    SignatureDelta {
-        signature: String,
-    },
+    #[serde(rename = "text_delta")]
+    Text { text: String },
+    #[serde(rename = "input_json_delta")]
+    InputJson { partial_json: String },
+    #[serde(rename = "thinking_delta")]
+    Thinking { thinking: String },
+    #[serde(rename = "signature_delta")]
+    Signature { signature: String },
     #[serde(other)]
     Other,
 }
@@ -281,18 +278,18 @@ impl StreamAssembler {
             )));
         };
         match (block, delta.delta) {
-            (OpenBlock::Text(text), Delta::TextDelta { text: piece }) => {
+            (OpenBlock::Text(text), Delta::Text { text: piece }) => {
                 text.push_str(&piece);
                 emit(events, ModelEvent::TextDelta(piece));
             }
-            (OpenBlock::ToolUse { json, .. }, Delta::InputJsonDelta { partial_json }) => {
+            (OpenBlock::ToolUse { json, .. }, Delta::InputJson { partial_json }) => {
                 json.push_str(&partial_json);
             }
-            (OpenBlock::Thinking { thinking, .. }, Delta::ThinkingDelta { thinking: piece }) => {
+            (OpenBlock::Thinking { thinking, .. }, Delta::Thinking { thinking: piece }) => {
                 thinking.push_str(&piece);
                 emit(events, ModelEvent::ThinkingDelta(piece));
             }
-            (OpenBlock::Thinking { signature, .. }, Delta::SignatureDelta { signature: piece }) => {
+            (OpenBlock::Thinking { signature, .. }, Delta::Signature { signature: piece }) => {
                 signature.push_str(&piece);
             }
             // Citations and other deltas this client does not model.
