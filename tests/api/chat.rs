@@ -648,7 +648,7 @@ async fn a_second_message_while_a_turn_runs_is_429() {
 
 fn pid_alive(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .is_ok_and(|stat| !stat.split_whitespace().nth(2).is_some_and(|s| s == "Z"))
+        .is_ok_and(|stat| stat.split_whitespace().nth(2).is_none_or(|s| s != "Z"))
 }
 
 async fn wait_for_file(path: &std::path::Path) -> String {
