@@ -983,3 +983,39 @@ async fn a_crash_mid_tool_leaves_a_usable_session() {
     assert_eq!(answer[1]["text"], "are you there?");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn shutdown_lets_a_running_turn_finish() {
+    let fake = FakeAnthropic::start().await;
+    let app = agent_app(StorageKind::Sqlite, &fake, |_| {}).await.unwrap();
+    let id = app.new_session("alice").await["session_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    fake.push(Reply::text("one two three four five").slow(150));
+    let client = app.client.clone();
+    let url = app.url("/api/v1/chat");
+    let body = json!({"session_id": id, "message": "finish this"});
+    let chat = tokio::spawn(async move { client.post(url).json(&body).send().await });
+    for _ in 0..200 {
+        let session: Value = app.get_session(&id).await.json().await.unwrap();
+        if session["turn"] == "running" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (settings, root, tmp) = app.stop().await;
+    let response = chat
+        .await
+        .unwrap()
+        .expect("the in-flight request was answered");
+    assert_eq!(response.status(), StatusCode::OK);
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(answer["text"], "one two three four five");
+    // And it was saved.
+    let app = start(settings, root, tmp).await;
+    let session: Value = app.get_session(&id).await.json().await.unwrap();
+    assert_eq!(session["message_count"], 1);
+    assert_eq!(session["turn"], "idle");
+    app.stop().await;
+}
