@@ -117,7 +117,8 @@ impl Workspace {
 
     /// Whether a canonical path lies inside one of the workspace's roots.
     pub fn contains(&self, canonical: &Path) -> bool {
-        canonical.starts_with(&self.root) || self.extra_roots.iter().any(|r| canonical.starts_with(r))
+        canonical.starts_with(&self.root)
+            || self.extra_roots.iter().any(|r| canonical.starts_with(r))
     }
 
     fn resolve_within(&self, joined: &Path, shown: &str) -> Result<PathBuf, WorkspaceError> {
