@@ -91,10 +91,10 @@ pub fn discover(
             None,
         ));
     }
-    if sources.contains(&SettingSource::User) {
-        if let Some(home) = home {
-            add(scan(&home.join(".claude/skills"), "user", None));
-        }
+    if sources.contains(&SettingSource::User)
+        && let Some(home) = home
+    {
+        add(scan(&home.join(".claude/skills"), "user", None));
     }
     if sources.contains(&SettingSource::Project) {
         // Project skills are files the user controls; a symlink there must
@@ -145,10 +145,10 @@ fn load(dir: &Path, source: &str, jail: Option<&Workspace>) -> Result<Option<Ski
         Err(e) => return Err(e.to_string()),
     };
     let dir = dir.canonicalize().map_err(|e| e.to_string())?;
-    if let Some(ws) = jail {
-        if !ws.contains(&canonical) || !ws.contains(&dir) {
-            return Err("SKILL.md resolves outside the session's directory".into());
-        }
+    if let Some(ws) = jail
+        && (!ws.contains(&canonical) || !ws.contains(&dir))
+    {
+        return Err("SKILL.md resolves outside the session's directory".into());
     }
     let meta = std::fs::metadata(&canonical).map_err(|e| e.to_string())?;
     if meta.len() > MAX_SKILL_FILE_BYTES {

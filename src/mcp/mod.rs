@@ -250,10 +250,10 @@ pub fn tool_name(server: &str, tool: &str) -> String {
 /// one-line summary, since a tool result here is text.
 fn render(result: CallToolResult) -> ToolOutput {
     let mut parts: Vec<String> = result.content.iter().map(render_item).collect();
-    if parts.is_empty() {
-        if let Some(structured) = &result.structured_content {
-            parts.push(structured.to_string());
-        }
+    if parts.is_empty()
+        && let Some(structured) = &result.structured_content
+    {
+        parts.push(structured.to_string());
     }
     let mut content = parts.join("\n");
     if let Some((cut, _)) = content.char_indices().nth(MAX_RESULT_CHARS) {

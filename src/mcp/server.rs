@@ -55,10 +55,11 @@ impl Connection {
     }
 
     async fn close(&self) {
-        if let Some(service) = self.service.lock().await.take() {
-            if let Err(e) = service.cancel().await {
-                tracing::warn!(error = %e, "MCP client task failed while closing");
-            }
+        let service = self.service.lock().await.take();
+        if let Some(service) = service
+            && let Err(e) = service.cancel().await
+        {
+            tracing::warn!(error = %e, "MCP client task failed while closing");
         }
     }
 }
