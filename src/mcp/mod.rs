@@ -1,0 +1,366 @@
+//! MCP servers as tool sources: one hub per process connects to each
+//! configured server on first use and offers its tools as `mcp__<server>__<tool>`.
+
+mod config;
+mod server;
+pub mod sse;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use rmcp::ServiceError;
+use rmcp::model::{CallToolRequestParams, CallToolResult};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+pub use config::{McpServerConfig, collect_servers, inherits_env};
+
+use crate::plugins::PluginConfig;
+use crate::tools::{Tool, ToolContext, ToolOutput, ToolSource};
+use crate::workspace::Workspace;
+use server::{Observed, ServerSlot};
+
+/// A tool result longer than this is cut: it all goes into the model's
+/// context, and a server dumping a whole database would crowd out the turn.
+const MAX_RESULT_CHARS: usize = 100_000;
+/// Tool names the Messages API accepts: `^[a-zA-Z0-9_-]{1,128}$`.
+const MAX_TOOL_NAME_CHARS: usize = 128;
+
+/// The MCP servers of this process, shared by all sessions. Servers are
+/// process-wide (not per user) because they are the operator's
+/// configuration, and starting one per session would be slow and costly.
+pub struct McpHub {
+    servers: BTreeMap<String, Arc<ServerSlot>>,
+}
+
+/// Connection state of one server, for `/health`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct McpServerStatus {
+    pub name: String,
+    /// `stdio`, `http` or `sse`.
+    pub transport: String,
+    pub state: McpServerState,
+    /// Why the server is not connected, when it failed.
+    pub error: Option<String>,
+    /// Tools the server offers (0 unless connected).
+    pub tools: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum McpServerState {
+    Connected,
+    NotStarted,
+    Failed,
+}
+
+impl McpHub {
+    /// A hub over exactly these servers. Nothing starts until first use.
+    pub fn new(servers: BTreeMap<String, McpServerConfig>) -> Self {
+        server::ensure_crypto_provider();
+        Self {
+            servers: servers
+                .into_iter()
+                .map(|(name, config)| (name.clone(), Arc::new(ServerSlot::new(name, config))))
+                .collect(),
+        }
+    }
+
+    /// A hub over the configured servers plus those in each local plugin's
+    /// `.mcp.json` (see [`collect_servers`]).
+    pub fn from_config(
+        configured: &BTreeMap<String, McpServerConfig>,
+        plugins: &[PluginConfig],
+    ) -> Self {
+        Self::new(collect_servers(configured, plugins))
+    }
+
+    /// One entry per configured server, in name order.
+    pub fn status(&self) -> Vec<McpServerStatus> {
+        self.servers
+            .values()
+            .map(|slot| {
+                let (state, error, tools) = match slot.observe() {
+                    Observed::NotStarted => (McpServerState::NotStarted, None, 0),
+                    Observed::Connected { tools } => (McpServerState::Connected, None, tools),
+                    Observed::Failed { error } => (McpServerState::Failed, Some(error), 0),
+                };
+                McpServerStatus {
+                    name: slot.name.clone(),
+                    transport: slot.kind().to_owned(),
+                    state,
+                    error,
+                    tools,
+                }
+            })
+            .collect()
+    }
+
+    /// The pid of a running stdio server (for diagnostics and tests).
+    pub fn pid(&self, server: &str) -> Option<u32> {
+        self.servers.get(server).and_then(|slot| slot.pid())
+    }
+
+    /// Stops every server, waiting for stdio children to exit. Servers used
+    /// after this start again.
+    pub async fn shutdown(&self) {
+        futures::future::join_all(self.servers.values().map(|slot| slot.shutdown())).await;
+    }
+}
+
+#[async_trait]
+impl ToolSource for McpHub {
+    /// The tools of every server that is (or can now be) connected; a server
+    /// that fails to start contributes none and the others are unaffected.
+    async fn tools(&self, _workspace: &Workspace) -> Vec<Arc<dyn Tool>> {
+        let listed = futures::future::join_all(self.servers.values().map(|slot| async move {
+            let conn = slot.connection(false).await.ok()?;
+            Some(
+                conn.tools
+                    .iter()
+                    .map(|tool| Arc::new(McpTool::new(slot.clone(), tool)) as Arc<dyn Tool>)
+                    .collect::<Vec<_>>(),
+            )
+        }))
+        .await;
+        listed.into_iter().flatten().flatten().collect()
+    }
+}
+
+/// One tool of one server, as the model sees it.
+pub struct McpTool {
+    slot: Arc<ServerSlot>,
+    name: String,
+    /// The server's own name for it, which may differ from `name` when
+    /// characters had to be replaced.
+    remote: String,
+    description: String,
+    schema: Value,
+    read_only: bool,
+}
+
+impl McpTool {
+    fn new(slot: Arc<ServerSlot>, tool: &rmcp::model::Tool) -> Self {
+        let description = tool
+            .description
+            .as_deref()
+            .filter(|d| !d.trim().is_empty())
+            .map(str::to_owned)
+            .or_else(|| tool.title.clone())
+            .unwrap_or_else(|| format!("Tool '{}' of MCP server '{}'", tool.name, slot.name));
+        Self {
+            name: tool_name(&slot.name, &tool.name),
+            remote: tool.name.to_string(),
+            description,
+            schema: Value::Object((*tool.input_schema).clone()),
+            read_only: tool
+                .annotations
+                .as_ref()
+                .and_then(|a| a.read_only_hint)
+                .unwrap_or(false),
+            slot,
+        }
+    }
+}
+
+#[async_trait]
+impl Tool for McpTool {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn description(&self) -> String {
+        self.description.clone()
+    }
+
+    fn input_schema(&self) -> Value {
+        self.schema.clone()
+    }
+
+    fn read_only(&self) -> bool {
+        self.read_only
+    }
+
+    #[tracing::instrument(skip_all, fields(tool = %self.name))]
+    async fn call(&self, input: Value, ctx: &ToolContext) -> ToolOutput {
+        let server = &self.slot.name;
+        let arguments = match input {
+            Value::Object(map) => map,
+            Value::Null => Map::new(),
+            _ => return ToolOutput::error("The tool input must be a JSON object."),
+        };
+        // The model asked for this tool now, so a failed server is retried
+        // at once rather than after the pause turn set-up observes.
+        let conn = tokio::select! {
+            conn = self.slot.connection(true) => conn,
+            () = ctx.cancel.cancelled() => return ToolOutput::error("The call was cancelled."),
+        };
+        let conn = match conn {
+            Ok(conn) => conn,
+            Err(error) => {
+                return ToolOutput::error(format!("MCP server '{server}' is unavailable: {error}"));
+            }
+        };
+        if !conn.tools.iter().any(|t| t.name == self.remote) {
+            return ToolOutput::error(format!(
+                "MCP server '{server}' no longer offers the tool '{}'.",
+                self.remote
+            ));
+        }
+        let params = CallToolRequestParams::new(self.remote.clone()).with_arguments(arguments);
+        let result = tokio::select! {
+            result = conn.peer.call_tool(params) => result,
+            () = ctx.cancel.cancelled() => return ToolOutput::error("The call was cancelled."),
+        };
+        match result {
+            Ok(result) => render(result),
+            Err(ServiceError::McpError(e)) => ToolOutput::error(format!(
+                "MCP server '{server}' rejected the call: {}",
+                e.message
+            )),
+            Err(e) => {
+                let error = format!("the connection failed during a call: {e}");
+                self.slot.mark_failed(&conn, error);
+                ToolOutput::error(format!(
+                    "MCP server '{server}' failed during the call ({e}). It will be restarted on next use."
+                ))
+            }
+        }
+    }
+}
+
+/// `mcp__<server>__<tool>`, with characters the Messages API refuses
+/// replaced by `_` and cut to its length limit.
+pub fn tool_name(server: &str, tool: &str) -> String {
+    format!("mcp__{server}__{tool}")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(MAX_TOOL_NAME_CHARS)
+        .collect()
+}
+
+/// Text items joined; other items (images, audio, binary resources) become a
+/// one-line summary, since a tool result here is text.
+fn render(result: CallToolResult) -> ToolOutput {
+    let mut parts: Vec<String> = result.content.iter().map(render_item).collect();
+    if parts.is_empty()
+        && let Some(structured) = &result.structured_content
+    {
+        parts.push(structured.to_string());
+    }
+    let mut content = parts.join("\n");
+    if let Some((cut, _)) = content.char_indices().nth(MAX_RESULT_CHARS) {
+        content.truncate(cut);
+        content.push_str(&format!(
+            "\n\n[output truncated after {MAX_RESULT_CHARS} characters]"
+        ));
+    }
+    ToolOutput {
+        content,
+        is_error: result.is_error.unwrap_or(false),
+    }
+}
+
+fn render_item(item: &rmcp::model::ContentBlock) -> String {
+    // Going through JSON keeps this independent of rmcp's Rust shapes, which
+    // change between releases; the wire format is the MCP spec's.
+    let value = serde_json::to_value(item).unwrap_or(Value::Null);
+    let field = |name: &str| value.get(name).and_then(Value::as_str).unwrap_or("");
+    match field("type") {
+        "text" => field("text").to_owned(),
+        "image" | "audio" => format!(
+            "[{} content: {}, {} bytes base64]",
+            field("type"),
+            field("mimeType"),
+            field("data").len()
+        ),
+        "resource" => {
+            let resource = value.get("resource").cloned().unwrap_or(Value::Null);
+            let get = |name: &str| resource.get(name).and_then(Value::as_str);
+            match get("text") {
+                Some(text) => format!("[resource {}]\n{text}", get("uri").unwrap_or("")),
+                None => format!(
+                    "[binary resource {} ({})]",
+                    get("uri").unwrap_or(""),
+                    get("mimeType").unwrap_or("unknown type")
+                ),
+            }
+        }
+        "resource_link" => format!("[resource link: {} {}]", field("uri"), field("name")),
+        other => format!("[{other} content omitted]"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rmcp::model::ContentBlock;
+
+    #[test]
+    fn tool_names_are_prefixed_and_sanitised() {
+        assert_eq!(tool_name("everything", "echo"), "mcp__everything__echo");
+        assert_eq!(
+            tool_name("my.server", "get data"),
+            "mcp__my_server__get_data"
+        );
+        assert_eq!(tool_name("s", &"x".repeat(300)).len(), MAX_TOOL_NAME_CHARS);
+    }
+
+    #[test]
+    fn results_join_text_and_summarise_the_rest() {
+        let mut result = CallToolResult::success(vec![
+            ContentBlock::text("one"),
+            ContentBlock::image("aGVsbG8=", "image/png"),
+            ContentBlock::text("two"),
+        ]);
+        let out = render(result.clone());
+        assert_eq!(
+            out,
+            ToolOutput::ok("one\n[image content: image/png, 8 bytes base64]\ntwo")
+        );
+        result.is_error = Some(true);
+        assert!(render(result).is_error);
+    }
+
+    #[test]
+    fn long_results_are_cut() {
+        let out = render(CallToolResult::success(vec![ContentBlock::text(
+            "é".repeat(MAX_RESULT_CHARS + 10),
+        )]));
+        assert!(out.content.ends_with("characters]"));
+        assert!(out.content.chars().count() < MAX_RESULT_CHARS + 100);
+    }
+
+    #[tokio::test]
+    async fn a_server_that_cannot_start_is_reported_and_offers_no_tools() {
+        let hub = McpHub::new(BTreeMap::from([(
+            "ghost".to_owned(),
+            McpServerConfig::Stdio {
+                command: "/nonexistent/mcp-server".into(),
+                args: vec![],
+                env: BTreeMap::new(),
+            },
+        )]));
+        assert_eq!(hub.status()[0].state, McpServerState::NotStarted);
+        let tmp = tempfile::tempdir().unwrap();
+        let ws = Workspace::at(tmp.path()).unwrap();
+        assert!(hub.tools(&ws).await.is_empty());
+        let status = &hub.status()[0];
+        assert_eq!(status.state, McpServerState::Failed);
+        assert!(
+            status
+                .error
+                .as_deref()
+                .unwrap()
+                .contains("cannot start `/nonexistent/mcp-server`"),
+            "{status:?}"
+        );
+    }
+}

@@ -1,0 +1,347 @@
+//! One configured MCP server and its connection: started on first use,
+//! watched for death, restarted on the next use after a failure.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use process_wrap::tokio::{CommandWrap, ProcessGroup};
+use reqwest::header::{HeaderName, HeaderValue};
+use rmcp::model::{ClientCapabilities, ClientConfig, Implementation, Tool as ServerTool};
+use rmcp::service::RunningService;
+use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::transport::TokioChildProcess;
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use rmcp::{Peer, RoleClient, ServiceExt};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::ChildStderr;
+
+use super::config::{McpServerConfig, inherits_env};
+use super::sse::SseTransport;
+
+/// How long a server gets to start, initialise and list its tools.
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// After a failed start, turn set-up does not try again for this long: a
+/// server that hangs on connect would otherwise add its whole connect timeout
+/// to every turn. A call to one of its tools always retries at once.
+const RETRY_AFTER: Duration = Duration::from_secs(10);
+/// Lines of a stdio server's stderr kept to explain why it died.
+const STDERR_LINES: usize = 20;
+
+/// A live connection: the rmcp client, the tools listed at connect time and,
+/// for stdio, the child's pid.
+pub(crate) struct Connection {
+    /// Kept so shutdown can close it and wait for the child to exit; taken then.
+    service: tokio::sync::Mutex<Option<RunningService<RoleClient, ClientConfig>>>,
+    pub(crate) peer: Peer<RoleClient>,
+    pub(crate) tools: Vec<ServerTool>,
+    pub(crate) pid: Option<u32>,
+    stderr: Option<StderrTail>,
+}
+
+impl Connection {
+    /// rmcp's service loop ends when the transport ends (child exit, stream
+    /// closed), dropping its side of the channel the peer writes to.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.peer.is_transport_closed()
+    }
+
+    fn closed_reason(&self) -> String {
+        with_stderr(
+            "the server closed the connection".into(),
+            self.stderr.as_ref(),
+        )
+    }
+
+    async fn close(&self) {
+        let service = self.service.lock().await.take();
+        if let Some(service) = service
+            && let Err(e) = service.cancel().await
+        {
+            tracing::warn!(error = %e, "MCP client task failed while closing");
+        }
+    }
+}
+
+enum Link {
+    NotStarted,
+    Up(Arc<Connection>),
+    Failed { error: String, at: Instant },
+}
+
+/// What `/health` shows for one server.
+pub(crate) enum Observed {
+    NotStarted,
+    Connected { tools: usize },
+    Failed { error: String },
+}
+
+pub(crate) struct ServerSlot {
+    pub(crate) name: String,
+    config: McpServerConfig,
+    link: Mutex<Link>,
+    /// Held across a connect so concurrent turns wait for one start instead
+    /// of each spawning their own child.
+    connecting: tokio::sync::Mutex<()>,
+}
+
+impl ServerSlot {
+    pub(crate) fn new(name: String, config: McpServerConfig) -> Self {
+        Self {
+            name,
+            config,
+            link: Mutex::new(Link::NotStarted),
+            connecting: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    fn link(&self) -> MutexGuard<'_, Link> {
+        // The guarded value is replaced whole, never left half-written, so a
+        // panic elsewhere cannot leave it inconsistent.
+        self.link.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn live(&self) -> Option<Arc<Connection>> {
+        match &*self.link() {
+            Link::Up(conn) if !conn.is_closed() => Some(conn.clone()),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn observe(&self) -> Observed {
+        match &*self.link() {
+            Link::NotStarted => Observed::NotStarted,
+            Link::Up(conn) if conn.is_closed() => Observed::Failed {
+                error: conn.closed_reason(),
+            },
+            Link::Up(conn) => Observed::Connected {
+                tools: conn.tools.len(),
+            },
+            Link::Failed { error, .. } => Observed::Failed {
+                error: error.clone(),
+            },
+        }
+    }
+
+    pub(crate) fn kind(&self) -> &'static str {
+        self.config.kind()
+    }
+
+    pub(crate) fn pid(&self) -> Option<u32> {
+        self.live().and_then(|conn| conn.pid)
+    }
+
+    /// The live connection, starting (or restarting) the server if needed.
+    /// `retry_now` skips the pause after a failed start.
+    pub(crate) async fn connection(&self, retry_now: bool) -> Result<Arc<Connection>, String> {
+        if let Some(conn) = self.live() {
+            return Ok(conn);
+        }
+        let _gate = self.connecting.lock().await;
+        if let Some(conn) = self.live() {
+            return Ok(conn);
+        }
+        let dead = match &*self.link() {
+            Link::Failed { error, at } if !retry_now && at.elapsed() < RETRY_AFTER => {
+                return Err(error.clone());
+            }
+            Link::Up(conn) => Some(conn.clone()),
+            _ => None,
+        };
+        if let Some(dead) = dead {
+            tracing::warn!(server = %self.name, reason = %dead.closed_reason(), "MCP server connection lost; restarting");
+            dead.close().await;
+        }
+
+        let started = tokio::time::timeout(CONNECT_TIMEOUT, connect(&self.config)).await;
+        let result = match started {
+            Ok(result) => result,
+            Err(_) => Err(format!(
+                "did not finish starting within {} s",
+                CONNECT_TIMEOUT.as_secs()
+            )),
+        };
+        match result {
+            Ok(conn) => {
+                tracing::info!(server = %self.name, transport = self.config.kind(), tools = conn.tools.len(), "MCP server connected");
+                let conn = Arc::new(conn);
+                *self.link() = Link::Up(conn.clone());
+                Ok(conn)
+            }
+            Err(error) => {
+                tracing::warn!(server = %self.name, transport = self.config.kind(), %error, "MCP server failed to start");
+                *self.link() = Link::Failed {
+                    error: error.clone(),
+                    at: Instant::now(),
+                };
+                Err(error)
+            }
+        }
+    }
+
+    /// Records that `conn` broke during a call, so the next use restarts the
+    /// server, and closes it in the background (a stdio child is killed).
+    pub(crate) fn mark_failed(&self, conn: &Arc<Connection>, error: String) {
+        {
+            let mut link = self.link();
+            if !matches!(&*link, Link::Up(current) if Arc::ptr_eq(current, conn)) {
+                return;
+            }
+            *link = Link::Failed {
+                error,
+                at: Instant::now(),
+            };
+        }
+        let conn = conn.clone();
+        tokio::spawn(async move { conn.close().await });
+    }
+
+    /// Closes the connection, if any, and waits for a stdio child to exit.
+    pub(crate) async fn shutdown(&self) {
+        let _gate = self.connecting.lock().await;
+        let old = std::mem::replace(&mut *self.link(), Link::NotStarted);
+        if let Link::Up(conn) = old {
+            conn.close().await;
+        }
+    }
+}
+
+async fn connect(config: &McpServerConfig) -> Result<Connection, String> {
+    let info = ClientConfig::new(
+        ClientCapabilities::default(),
+        Implementation::new("claude-agent-http", env!("CARGO_PKG_VERSION")),
+    );
+    let (service, pid, stderr) = match config {
+        McpServerConfig::Stdio { command, args, env } => {
+            let mut cmd = tokio::process::Command::new(command);
+            cmd.args(args)
+                .env_clear()
+                .envs(std::env::vars_os().filter(|(k, _)| inherits_env(k)))
+                .envs(env)
+                // A backstop for when the hub is dropped outside a runtime and
+                // rmcp's own async kill cannot run.
+                .kill_on_drop(true);
+            let mut wrapped = CommandWrap::from(cmd);
+            // Its own process group, so killing it also kills what a wrapper
+            // such as `npx` or `sh -c` started.
+            wrapped.wrap(ProcessGroup::leader());
+            let (transport, stderr) = TokioChildProcess::builder(wrapped)
+                .stderr(Stdio::piped())
+                .spawn()
+                .map_err(|e| format!("cannot start `{command}`: {e}"))?;
+            let pid = transport.id();
+            let tail = StderrTail::default();
+            if let Some(stderr) = stderr {
+                tail.follow(stderr);
+            }
+            match info.serve(transport).await {
+                Ok(service) => (service, pid, Some(tail)),
+                Err(e) => {
+                    // Let the reader catch the child's last words.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    return Err(with_stderr(
+                        format!("initialisation failed: {e}"),
+                        Some(&tail),
+                    ));
+                }
+            }
+        }
+        McpServerConfig::Http { url, headers } => {
+            ensure_crypto_provider();
+            let config = StreamableHttpClientTransportConfig::with_uri(url.as_str())
+                .custom_headers(http_headers(headers)?);
+            let transport = StreamableHttpClientTransport::from_config(config);
+            let service = info
+                .serve(transport)
+                .await
+                .map_err(|e| format!("cannot connect to {url}: {e}"))?;
+            (service, None, None)
+        }
+        McpServerConfig::Sse { url, headers } => {
+            let transport = SseTransport::connect(url, headers)
+                .await
+                .map_err(|e| format!("cannot connect to {url}: {e}"))?;
+            let service = info
+                .serve(transport)
+                .await
+                .map_err(|e| format!("cannot initialise {url}: {e}"))?;
+            (service, None, None)
+        }
+    };
+    let tools = match service.peer().list_all_tools().await {
+        Ok(tools) => tools,
+        Err(e) => {
+            let error = with_stderr(format!("listing tools failed: {e}"), stderr.as_ref());
+            let _ = service.cancel().await;
+            return Err(error);
+        }
+    };
+    Ok(Connection {
+        peer: service.peer().clone(),
+        service: tokio::sync::Mutex::new(Some(service)),
+        tools,
+        pid,
+        stderr,
+    })
+}
+
+/// rmcp's reqwest is built without a TLS crypto provider so that only one
+/// (ring, which reqwest 0.12 already uses) is compiled in; it must be the
+/// process default before rmcp builds its client.
+pub(crate) fn ensure_crypto_provider() {
+    // Err means one is installed already, which is all we need.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+fn http_headers(
+    headers: &BTreeMap<String, String>,
+) -> Result<HashMap<HeaderName, HeaderValue>, String> {
+    headers
+        .iter()
+        .map(|(name, value)| {
+            let name = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| format!("invalid header name '{name}'"))?;
+            let value = HeaderValue::from_str(value)
+                .map_err(|_| format!("invalid value for header '{name}'"))?;
+            Ok((name, value))
+        })
+        .collect()
+}
+
+/// The last lines a stdio server wrote to stderr, shown when it fails: a
+/// missing module or a bad flag is explained there and nowhere else.
+#[derive(Clone, Default)]
+struct StderrTail(Arc<Mutex<VecDeque<String>>>);
+
+impl StderrTail {
+    fn follow(&self, stderr: ChildStderr) {
+        let tail = self.clone();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                tracing::debug!(target: "mcp_server_stderr", "{line}");
+                let mut kept = tail.0.lock().unwrap_or_else(PoisonError::into_inner);
+                if kept.len() == STDERR_LINES {
+                    kept.pop_front();
+                }
+                kept.push_back(line);
+            }
+        });
+    }
+
+    fn text(&self) -> String {
+        let kept = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        kept.iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+fn with_stderr(message: String, tail: Option<&StderrTail>) -> String {
+    match tail.map(StderrTail::text) {
+        Some(text) if !text.trim().is_empty() => format!("{message}; stderr:\n{text}"),
+        _ => message,
+    }
+}
