@@ -141,6 +141,15 @@ impl FakeAnthropic {
     }
 }
 
+impl std::fmt::Debug for FakeAnthropic {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FakeAnthropic")
+            .field("url", &self.url())
+            .field("pending", &self.pending())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Drop for FakeAnthropic {
     fn drop(&mut self) {
         self.task.abort();

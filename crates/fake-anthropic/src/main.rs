@@ -34,7 +34,9 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Parsed, String> 
         .filter(|k| !k.is_empty());
     while let Some(arg) = args.next() {
         let (flag, inline) = match arg.split_once('=') {
-            Some((flag, value)) if flag.starts_with("--") => (flag.to_owned(), Some(value.to_owned())),
+            Some((flag, value)) if flag.starts_with("--") => {
+                (flag.to_owned(), Some(value.to_owned()))
+            }
             _ => (arg.clone(), None),
         };
         if flag == "-h" || flag == "--help" {
@@ -68,25 +70,28 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Parsed, String> 
     }))
 }
 
-async fn shutdown_signal() {
+/// Installs the signal handlers and returns a future that resolves on the
+/// first SIGINT or SIGTERM. Installing happens here, not on first poll, so a
+/// signal sent right after the banner is never missed (the default action
+/// would kill the process with a non-zero status).
+fn shutdown_signal() -> std::io::Result<impl Future<Output = ()>> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        let mut terminate = signal(SignalKind::terminate())?;
+        Ok(async move {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
             }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
+        })
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        Ok(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
     }
 }
 
@@ -117,13 +122,20 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let shutdown = match shutdown_signal() {
+        Ok(shutdown) => shutdown,
+        Err(error) => {
+            eprintln!("fake-anthropic: cannot install signal handlers: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
     // Scripts wait for this exact line to learn the port (with --port 0).
     let mut stdout = std::io::stdout().lock();
     let _ = writeln!(stdout, "fake-anthropic listening on {}", fake.url());
     let _ = stdout.flush();
     drop(stdout);
 
-    shutdown_signal().await;
+    shutdown.await;
     drop(fake);
     ExitCode::SUCCESS
 }

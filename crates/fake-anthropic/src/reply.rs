@@ -39,7 +39,10 @@ pub enum Reply {
     /// Streamed: `after_events` SSE events, then the connection is dropped
     /// without `message_stop`. Not streamed: the headers, then the dropped
     /// connection.
-    Cut { reply: Box<Reply>, after_events: usize },
+    Cut {
+        reply: Box<Reply>,
+        after_events: usize,
+    },
     /// Streamed: status 200 and `after_events` SSE events, then an
     /// `event: error` and the end of the stream. Not streamed: the error as
     /// an HTTP error answer.
@@ -321,11 +324,15 @@ mod tests {
             Reply::tool_use("Bash", json!({"command":"pwd"}))
         );
         assert_eq!(
-            parse(json!({"kind":"error","status":529,"error_type":"overloaded_error","message":"Overloaded","times":2})),
+            parse(
+                json!({"kind":"error","status":529,"error_type":"overloaded_error","message":"Overloaded","times":2})
+            ),
             Reply::overloaded(2)
         );
         assert_eq!(
-            parse(json!({"kind":"error","status":429,"error_type":"rate_limit_error","message":"slow down","retry_after":3})),
+            parse(
+                json!({"kind":"error","status":429,"error_type":"rate_limit_error","message":"slow down","retry_after":3})
+            ),
             Reply::Error {
                 status: 429,
                 error_type: "rate_limit_error".into(),
@@ -343,7 +350,9 @@ mod tests {
             Reply::MaxTokens("x".into()).cut_after(5)
         );
         assert_eq!(
-            parse(json!({"kind":"stream_error","after_events":3,"reply":{"kind":"thinking","thinking":"t","text":"x"}})),
+            parse(
+                json!({"kind":"stream_error","after_events":3,"reply":{"kind":"thinking","thinking":"t","text":"x"}})
+            ),
             Reply::Thinking {
                 thinking: "t".into(),
                 text: "x".into()

@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
 
 use crate::reply::Reply;
 use crate::validate::{ApiError, Checked};
@@ -39,10 +40,7 @@ pub(crate) struct Answer {
 pub(crate) enum Ending {
     Complete,
     Cut(usize),
-    Error {
-        after: usize,
-        error: ApiError,
-    },
+    Error { after: usize, error: ApiError },
 }
 
 /// A scripted reply with its wrappers (`Slow`, `Cut`, `StreamError`) peeled
@@ -236,8 +234,10 @@ pub(crate) fn answer(base: &Reply, request: &Checked) -> Answer {
             }
         }
         // Wrappers and errors are peeled off before an answer is built.
-        Reply::Error { .. } | Reply::Slow { .. } | Reply::Cut { .. } | Reply::StreamError { .. } => {
-        }
+        Reply::Error { .. }
+        | Reply::Slow { .. }
+        | Reply::Cut { .. }
+        | Reply::StreamError { .. } => {}
     }
     let output_chars = blocks
         .iter()
@@ -258,56 +258,183 @@ pub(crate) fn answer(base: &Reply, request: &Checked) -> Answer {
     }
 }
 
-fn usage(input_tokens: u64, output_tokens: u64) -> Value {
-    json!({
-        "input_tokens": input_tokens,
-        "output_tokens": output_tokens,
-        "cache_creation_input_tokens": 0,
-        "cache_read_input_tokens": 0,
-    })
+// The wire shapes below are structs rather than `json!` values because
+// serde_json sorts map keys, and the real API puts `type` first: clients that
+// sniff the raw text (`data: {"type":"message_stop"}`) must see the same bytes.
+
+#[derive(Serialize)]
+struct Usage {
+    input_tokens: u64,
+    cache_creation_input_tokens: u64,
+    cache_read_input_tokens: u64,
+    output_tokens: u64,
 }
 
-fn block_json(block: &Block) -> Value {
-    match block {
-        Block::Text(text) => json!({"type": "text", "text": text}),
-        Block::ToolUse { id, name, input } => {
-            json!({"type": "tool_use", "id": id, "name": name, "input": input})
+impl Usage {
+    fn new(input_tokens: u64, output_tokens: u64) -> Usage {
+        Usage {
+            input_tokens,
+            cache_creation_input_tokens: 0,
+            cache_read_input_tokens: 0,
+            output_tokens,
         }
-        Block::Thinking {
-            thinking,
-            signature,
-        } => json!({"type": "thinking", "thinking": thinking, "signature": signature}),
     }
+}
+
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum WireBlock<'a> {
+    Text {
+        text: &'a str,
+    },
+    ToolUse {
+        id: &'a str,
+        name: &'a str,
+        input: &'a Value,
+    },
+    Thinking {
+        thinking: &'a str,
+        signature: &'a str,
+    },
+}
+
+impl<'a> From<&'a Block> for WireBlock<'a> {
+    fn from(block: &'a Block) -> WireBlock<'a> {
+        match block {
+            Block::Text(text) => WireBlock::Text { text },
+            Block::ToolUse { id, name, input } => WireBlock::ToolUse { id, name, input },
+            Block::Thinking {
+                thinking,
+                signature,
+            } => WireBlock::Thinking {
+                thinking,
+                signature,
+            },
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct WireMessage<'a> {
+    id: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    role: &'static str,
+    model: &'a str,
+    content: Vec<WireBlock<'a>>,
+    stop_reason: Option<&'static str>,
+    stop_sequence: Option<&'a str>,
+    usage: Usage,
+}
+
+#[derive(Serialize)]
+#[serde(tag = "type")]
+enum WireDelta<'a> {
+    #[serde(rename = "text_delta")]
+    Text { text: &'a str },
+    #[serde(rename = "input_json_delta")]
+    InputJson { partial_json: &'a str },
+    #[serde(rename = "thinking_delta")]
+    Thinking { thinking: &'a str },
+    #[serde(rename = "signature_delta")]
+    Signature { signature: &'a str },
+}
+
+#[derive(Serialize)]
+struct StopDelta<'a> {
+    stop_reason: &'static str,
+    stop_sequence: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct OutputUsage {
+    output_tokens: u64,
+}
+
+#[derive(Serialize)]
+struct WireError<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    message: &'a str,
+}
+
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum WireEvent<'a> {
+    MessageStart {
+        message: WireMessage<'a>,
+    },
+    Ping,
+    ContentBlockStart {
+        index: usize,
+        content_block: WireBlock<'a>,
+    },
+    ContentBlockDelta {
+        index: usize,
+        delta: WireDelta<'a>,
+    },
+    ContentBlockStop {
+        index: usize,
+    },
+    MessageDelta {
+        delta: StopDelta<'a>,
+        usage: OutputUsage,
+    },
+    MessageStop,
+    Error {
+        error: WireError<'a>,
+    },
+}
+
+fn to_json(value: &impl Serialize) -> String {
+    // Plain structs of strings and numbers cannot fail to serialize.
+    serde_json::to_string(value).unwrap_or_else(|_| String::from("{}"))
+}
+
+/// The real error body, `{"type":"error","error":{"type":..,"message":..}}`.
+pub(crate) fn error_json(error: &ApiError) -> String {
+    to_json(&WireEvent::Error {
+        error: WireError {
+            kind: &error.error_type,
+            message: &error.message,
+        },
+    })
 }
 
 /// The non-streaming Message object.
-pub(crate) fn message_json(answer: &Answer) -> Value {
-    json!({
-        "id": answer.id,
-        "type": "message",
-        "role": "assistant",
-        "model": answer.model,
-        "content": answer.blocks.iter().map(block_json).collect::<Vec<_>>(),
-        "stop_reason": answer.stop_reason,
-        "stop_sequence": answer.stop_sequence,
-        "usage": usage(answer.input_tokens, answer.output_tokens),
+pub(crate) fn message_json(answer: &Answer) -> String {
+    to_json(&WireMessage {
+        id: &answer.id,
+        kind: "message",
+        role: "assistant",
+        model: &answer.model,
+        content: answer.blocks.iter().map(WireBlock::from).collect(),
+        stop_reason: Some(answer.stop_reason),
+        stop_sequence: answer.stop_sequence.as_deref(),
+        usage: Usage::new(answer.input_tokens, answer.output_tokens),
     })
 }
 
-/// One server-sent event.
+/// One server-sent event, its data already serialized.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Event {
     pub name: &'static str,
-    pub data: Value,
+    pub data: String,
 }
 
 impl Event {
-    fn new(name: &'static str, data: Value) -> Event {
-        Event { name, data }
+    fn new(name: &'static str, data: &WireEvent<'_>) -> Event {
+        Event {
+            name,
+            data: to_json(data),
+        }
     }
 
     pub fn error(error: &ApiError) -> Event {
-        Event::new("error", error.body())
+        Event {
+            name: "error",
+            data: error_json(error),
+        }
     }
 
     pub fn to_wire(&self) -> String {
@@ -349,52 +476,60 @@ pub(crate) fn events(answer: &Answer) -> Vec<Event> {
     let mut events = vec![
         Event::new(
             "message_start",
-            json!({
-                "type": "message_start",
-                "message": {
-                    "id": answer.id,
-                    "type": "message",
-                    "role": "assistant",
-                    "model": answer.model,
-                    "content": [],
-                    "stop_reason": null,
-                    "stop_sequence": null,
-                    "usage": usage(answer.input_tokens, 1),
+            &WireEvent::MessageStart {
+                message: WireMessage {
+                    id: &answer.id,
+                    kind: "message",
+                    role: "assistant",
+                    model: &answer.model,
+                    content: Vec::new(),
+                    stop_reason: None,
+                    stop_sequence: None,
+                    usage: Usage::new(answer.input_tokens, 1),
                 },
-            }),
+            },
         ),
-        Event::new("ping", json!({"type": "ping"})),
+        Event::new("ping", &WireEvent::Ping),
     ];
+    let empty_input = Value::Object(serde_json::Map::new());
     for (index, block) in answer.blocks.iter().enumerate() {
-        let start = match block {
-            Block::Text(_) => json!({"type": "text", "text": ""}),
-            Block::ToolUse { id, name, .. } => {
-                json!({"type": "tool_use", "id": id, "name": name, "input": {}})
-            }
-            Block::Thinking { .. } => json!({"type": "thinking", "thinking": "", "signature": ""}),
+        let content_block = match block {
+            Block::Text(_) => WireBlock::Text { text: "" },
+            Block::ToolUse { id, name, .. } => WireBlock::ToolUse {
+                id,
+                name,
+                input: &empty_input,
+            },
+            Block::Thinking { .. } => WireBlock::Thinking {
+                thinking: "",
+                signature: "",
+            },
         };
         events.push(Event::new(
             "content_block_start",
-            json!({"type": "content_block_start", "index": index, "content_block": start}),
+            &WireEvent::ContentBlockStart {
+                index,
+                content_block,
+            },
         ));
-        let delta = |delta: Value| {
+        let delta = |delta: WireDelta<'_>| {
             Event::new(
                 "content_block_delta",
-                json!({"type": "content_block_delta", "index": index, "delta": delta}),
+                &WireEvent::ContentBlockDelta { index, delta },
             )
         };
         match block {
             Block::Text(text) => {
                 for chunk in word_chunks(text) {
-                    events.push(delta(json!({"type": "text_delta", "text": chunk})));
+                    events.push(delta(WireDelta::Text { text: chunk }));
                 }
             }
             Block::ToolUse { input, .. } => {
-                events.push(delta(json!({"type": "input_json_delta", "partial_json": ""})));
+                events.push(delta(WireDelta::InputJson { partial_json: "" }));
                 for chunk in json_chunks(&input.to_string()) {
-                    events.push(delta(
-                        json!({"type": "input_json_delta", "partial_json": chunk}),
-                    ));
+                    events.push(delta(WireDelta::InputJson {
+                        partial_json: &chunk,
+                    }));
                 }
             }
             Block::Thinking {
@@ -402,27 +537,29 @@ pub(crate) fn events(answer: &Answer) -> Vec<Event> {
                 signature,
             } => {
                 for chunk in word_chunks(thinking) {
-                    events.push(delta(json!({"type": "thinking_delta", "thinking": chunk})));
+                    events.push(delta(WireDelta::Thinking { thinking: chunk }));
                 }
-                events.push(delta(
-                    json!({"type": "signature_delta", "signature": signature}),
-                ));
+                events.push(delta(WireDelta::Signature { signature }));
             }
         }
         events.push(Event::new(
             "content_block_stop",
-            json!({"type": "content_block_stop", "index": index}),
+            &WireEvent::ContentBlockStop { index },
         ));
     }
     events.push(Event::new(
         "message_delta",
-        json!({
-            "type": "message_delta",
-            "delta": {"stop_reason": answer.stop_reason, "stop_sequence": answer.stop_sequence},
-            "usage": {"output_tokens": answer.output_tokens},
-        }),
+        &WireEvent::MessageDelta {
+            delta: StopDelta {
+                stop_reason: answer.stop_reason,
+                stop_sequence: answer.stop_sequence.as_deref(),
+            },
+            usage: OutputUsage {
+                output_tokens: answer.output_tokens,
+            },
+        },
     ));
-    events.push(Event::new("message_stop", json!({"type": "message_stop"})));
+    events.push(Event::new("message_stop", &WireEvent::MessageStop));
     events
 }
 
@@ -485,5 +622,28 @@ mod tests {
         assert_eq!(plan.base, Reply::text("x"));
         assert_eq!(plan.delay, Duration::from_millis(10));
         assert_eq!(plan.ending, Ending::Cut(7));
+    }
+
+    #[test]
+    fn wire_json_keeps_the_real_key_order() {
+        let a = answer(&Reply::text("hi"), &request());
+        assert!(message_json(&a).starts_with(r#"{"id":"msg_01"#));
+        let events = events(&a);
+        assert_eq!(
+            events[1].to_wire(),
+            "event: ping\ndata: {\"type\":\"ping\"}\n\n"
+        );
+        assert!(events[2].data.starts_with(
+            r#"{"type":"content_block_start","index":0,"content_block":{"type":"text""#
+        ));
+        assert_eq!(
+            events.last().map(|e| e.data.as_str()),
+            Some(r#"{"type":"message_stop"}"#)
+        );
+        let error = ApiError::invalid("nope");
+        assert_eq!(
+            error_json(&error),
+            r#"{"type":"error","error":{"type":"invalid_request_error","message":"nope"}}"#
+        );
     }
 }

@@ -126,14 +126,9 @@ fn request_id() -> HeaderValue {
         .unwrap_or_else(|_| HeaderValue::from_static("req_01"))
 }
 
-fn json_response(status: u16, body: &Value) -> Response {
+fn json_response(status: u16, body: String) -> Response {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut response = (
-        status,
-        [(header::CONTENT_TYPE, "application/json")],
-        body.to_string(),
-    )
-        .into_response();
+    let mut response = (status, [(header::CONTENT_TYPE, "application/json")], body).into_response();
     response
         .headers_mut()
         .insert(HeaderName::from_static("request-id"), request_id());
@@ -141,11 +136,11 @@ fn json_response(status: u16, body: &Value) -> Response {
 }
 
 fn error_response(error: &ApiError) -> Response {
-    json_response(error.status, &error.body())
+    json_response(error.status, response::error_json(error))
 }
 
 async fn health() -> Response {
-    json_response(200, &json!({"status": "ok"}))
+    json_response(200, json!({"status": "ok"}).to_string())
 }
 
 async fn not_found() -> Response {
@@ -178,16 +173,19 @@ async fn push_replies(State(shared): State<Arc<Shared>>, body: Bytes) -> Respons
     for reply in replies {
         shared.push(reply);
     }
-    json_response(200, &json!({"queued": queued, "pending": shared.pending()}))
+    json_response(
+        200,
+        json!({"queued": queued, "pending": shared.pending()}).to_string(),
+    )
 }
 
 async fn list_requests(State(shared): State<Arc<Shared>>) -> Response {
-    json_response(200, &json!(shared.requests()))
+    json_response(200, json!(shared.requests()).to_string())
 }
 
 async fn reset(State(shared): State<Arc<Shared>>) -> Response {
     shared.reset();
-    json_response(200, &json!({"reset": true}))
+    json_response(200, json!({"reset": true}).to_string())
 }
 
 /// Checks authentication and the version header, as the real API does before
@@ -267,16 +265,16 @@ async fn messages(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: B
     } = &plan.base
     {
         tokio::time::sleep(plan.delay).await;
-        let mut response = json_response(
-            *status,
-            &ApiError {
-                status: *status,
-                error_type: error_type.clone(),
-                message: message.clone(),
-            }
-            .body(),
-        );
-        if let Some(value) = retry_after.as_deref().and_then(|v| HeaderValue::from_str(v).ok()) {
+        let error = ApiError {
+            status: *status,
+            error_type: error_type.clone(),
+            message: message.clone(),
+        };
+        let mut response = error_response(&error);
+        if let Some(value) = retry_after
+            .as_deref()
+            .and_then(|v| HeaderValue::from_str(v).ok())
+        {
             response.headers_mut().insert(header::RETRY_AFTER, value);
         }
         return response;
@@ -305,9 +303,10 @@ fn complete_response(plan: &Plan, request: &Checked) -> Response {
             );
             response
         }
-        Ending::Complete => {
-            json_response(200, &response::message_json(&response::answer(&plan.base, request)))
-        }
+        Ending::Complete => json_response(
+            200,
+            response::message_json(&response::answer(&plan.base, request)),
+        ),
     }
 }
 

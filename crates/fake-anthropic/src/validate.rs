@@ -36,13 +36,6 @@ impl ApiError {
             message: message.into(),
         }
     }
-
-    pub fn body(&self) -> Value {
-        serde_json::json!({
-            "type": "error",
-            "error": {"type": self.error_type, "message": self.message},
-        })
-    }
 }
 
 /// What the responder needs from a request that passed validation.
@@ -77,6 +70,13 @@ const TOP_LEVEL_FIELDS: &[&str] = &[
     "container",
     "mcp_servers",
     "context_management",
+    "cache_control",
+    "diagnostics",
+    "inference_geo",
+    "output_config",
+    "speed",
+    "user_profile_id",
+    "workspace_id",
 ];
 
 /// Block types the API produces server-side; clients echo them back
@@ -99,9 +99,8 @@ const BLOCK_TYPES: &str = "'text', 'image', 'document', 'search_result', 'thinki
 static TOOL_NAME: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new("^[a-zA-Z0-9_-]{1,128}$").expect("tool name pattern is a valid regex")
 });
-static TOOL_USE_ID: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new("^[a-zA-Z0-9_-]+$").expect("tool_use id pattern is a valid regex")
-});
+static TOOL_USE_ID: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new("^[a-zA-Z0-9_-]+$").expect("tool_use id pattern is a valid regex"));
 
 /// Checks a parsed `/v1/messages` body. `has_beta` relaxes the unknown-field
 /// check, because beta features add top-level fields.
@@ -279,7 +278,10 @@ fn check_tools(tools: &Value) -> Check<Vec<String>> {
         };
         // Versioned server and client tools (`bash_20250124`, ...) have a
         // fixed name and no schema.
-        let custom = matches!(obj.get("type").and_then(Value::as_str), None | Some("custom"));
+        let custom = matches!(
+            obj.get("type").and_then(Value::as_str),
+            None | Some("custom")
+        );
         if custom {
             if !TOOL_NAME.is_match(&name) {
                 return Err(ApiError::invalid(format!(
@@ -365,7 +367,7 @@ fn check_thinking(thinking: &Value, max_tokens: u64) -> Check<bool> {
         .ok_or_else(|| ApiError::invalid("thinking: Input should be a valid dictionary"))?;
     match obj.get("type").and_then(Value::as_str) {
         Some("disabled") => Ok(false),
-        Some("adaptive") => Ok(true),
+        Some("adaptive" | "between_tools") => Ok(true),
         Some("enabled") => {
             let budget = match obj.get("budget_tokens") {
                 None => {
@@ -386,7 +388,7 @@ fn check_thinking(thinking: &Value, max_tokens: u64) -> Check<bool> {
         }
         _ => Err(ApiError::invalid(
             "thinking: Input tag found using 'type' does not match any of the expected \
-             tags: 'enabled', 'disabled', 'adaptive'",
+             tags: 'enabled', 'disabled', 'adaptive', 'between_tools'",
         )),
     }
 }
@@ -432,7 +434,9 @@ fn check_stop_sequences(value: &Value) -> Check<Vec<String>> {
     let mut out = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
         let s = item.as_str().ok_or_else(|| {
-            ApiError::invalid(format!("stop_sequences.{i}: Input should be a valid string"))
+            ApiError::invalid(format!(
+                "stop_sequences.{i}: Input should be a valid string"
+            ))
         })?;
         if s.trim().is_empty() {
             return Err(ApiError::invalid(
@@ -493,7 +497,12 @@ fn check_messages(messages: &[Value], thinking_enabled: bool) -> Check {
         let answered: Vec<&str> = shapes
             .get(i + 1)
             .filter(|next| next.role == Role::User)
-            .map(|next| next.tool_results.iter().map(|(_, id)| id.as_str()).collect())
+            .map(|next| {
+                next.tool_results
+                    .iter()
+                    .map(|(_, id)| id.as_str())
+                    .collect()
+            })
             .unwrap_or_default();
         let missing: Vec<&str> = shape
             .tool_uses
@@ -585,9 +594,8 @@ fn check_message(
              final assistant message"
         ))
     };
-    let trailing_whitespace = |text: &str| {
-        final_assistant && !text.is_empty() && text.ends_with(char::is_whitespace)
-    };
+    let trailing_whitespace =
+        |text: &str| final_assistant && !text.is_empty() && text.ends_with(char::is_whitespace);
     let mut shape = Shape {
         role,
         tool_uses: Vec::new(),
@@ -680,7 +688,9 @@ fn check_block(
     };
     let string_field = |field: &str| -> Check<&str> {
         match obj.get(field) {
-            None => Err(ApiError::invalid(format!("{path}.{kind}.{field}: Field required"))),
+            None => Err(ApiError::invalid(format!(
+                "{path}.{kind}.{field}: Field required"
+            ))),
             Some(Value::String(s)) => Ok(s.as_str()),
             Some(_) => Err(ApiError::invalid(format!(
                 "{path}.{kind}.{field}: Input should be a valid string"
@@ -691,6 +701,19 @@ fn check_block(
     match kind {
         "text" => check_text_block(&extra_path, obj)?,
         "image" | "document" => {
+            reject_extra(
+                &extra_path,
+                obj,
+                &[
+                    "type",
+                    "source",
+                    "cache_control",
+                    "citations",
+                    "context",
+                    "title",
+                    "transformations",
+                ],
+            )?;
             if kind == "image" {
                 only_in(Role::User)?;
             }
@@ -703,7 +726,19 @@ fn check_block(
         "search_result" => {}
         "tool_use" => {
             only_in(Role::Assistant)?;
-            reject_extra(&extra_path, obj, &["type", "id", "name", "input", "cache_control"])?;
+            reject_extra(
+                &extra_path,
+                obj,
+                &[
+                    "type",
+                    "id",
+                    "name",
+                    "input",
+                    "cache_control",
+                    "caller",
+                    "toolset_name",
+                ],
+            )?;
             let id = string_field("id")?;
             if !TOOL_USE_ID.is_match(id) {
                 return Err(ApiError::invalid(format!(
@@ -728,7 +763,14 @@ fn check_block(
             reject_extra(
                 &extra_path,
                 obj,
-                &["type", "tool_use_id", "content", "is_error", "cache_control"],
+                &[
+                    "type",
+                    "tool_use_id",
+                    "content",
+                    "is_error",
+                    "cache_control",
+                    "toolset_name",
+                ],
             )?;
             let id = string_field("tool_use_id")?;
             check_tool_result_content(&path, obj.get("content"))?;
@@ -863,7 +905,10 @@ mod tests {
     fn max_tokens_must_be_an_integer() {
         let mut body = base();
         body["max_tokens"] = json!(5.5);
-        assert_eq!(message_of(body), "max_tokens: Input should be a valid integer");
+        assert_eq!(
+            message_of(body),
+            "max_tokens: Input should be a valid integer"
+        );
         let mut body = base();
         body["max_tokens"] = json!(-3);
         assert_eq!(
@@ -882,9 +927,11 @@ mod tests {
             {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "x", "input": {}}]},
             {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "ok"}]},
         ]);
-        assert!(message_of(body.clone()).starts_with(
-            "messages.1.content.0.type: Expected `thinking` or `redacted_thinking`"
-        ));
+        assert!(
+            message_of(body.clone()).starts_with(
+                "messages.1.content.0.type: Expected `thinking` or `redacted_thinking`"
+            )
+        );
         body["messages"][1]["content"] = json!([
             {"type": "thinking", "thinking": "hm", "signature": thinking_signature("hm")},
             {"type": "tool_use", "id": "toolu_1", "name": "x", "input": {}},
