@@ -7,6 +7,10 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use secrecy::{ExposeSecret, SecretString};
+
+use crate::mcp::McpServerConfig;
+use crate::plugins::PluginConfig;
+use crate::skills::SettingSource;
 use serde::{Deserialize, Deserializer};
 
 /// Where the config file is looked for when neither `--config` nor
@@ -235,7 +239,7 @@ pub struct AgentDefaults {
     pub permission_mode: String,
     pub allowed_tools: Vec<String>,
     pub disallowed_tools: Vec<String>,
-    pub setting_sources: Vec<String>,
+    pub setting_sources: Vec<SettingSource>,
     pub model: String,
     pub max_turns: u32,
     pub max_budget_usd: Option<f64>,
@@ -248,7 +252,7 @@ impl Default for AgentDefaults {
             permission_mode: "bypassPermissions".into(),
             allowed_tools: Vec::new(),
             disallowed_tools: Vec::new(),
-            setting_sources: vec!["user".into(), "project".into()],
+            setting_sources: vec![SettingSource::User, SettingSource::Project],
             model: "claude-sonnet-4-6".into(),
             max_turns: 50,
             max_budget_usd: None,
@@ -307,8 +311,10 @@ pub struct Settings {
     pub defaults: AgentDefaults,
     /// Model-id prefix → price; the longest matching prefix wins.
     pub pricing: BTreeMap<String, ModelPrice>,
-    pub mcp_servers: BTreeMap<String, serde_json::Value>,
-    pub plugins: Vec<serde_json::Value>,
+    /// MCP servers by name; their tools appear as `mcp__<name>__<tool>`.
+    pub mcp_servers: BTreeMap<String, McpServerConfig>,
+    /// Local plugin folders bundling skills and MCP servers.
+    pub plugins: Vec<PluginConfig>,
     pub log: LogSettings,
 }
 
@@ -699,6 +705,21 @@ mod tests {
         let err =
             Settings::load_from(Some(Path::new("/nonexistent/c.yaml")), |_| None).unwrap_err();
         assert!(err.to_string().contains("/nonexistent/c.yaml"));
+    }
+
+    #[test]
+    fn map_keys_keep_their_case() {
+        let s = load(
+            Some("mcp_servers:\n  GitHub:\n    command: gh\n    env:\n      GH_TOKEN: x\n"),
+            &[],
+        )
+        .unwrap();
+        let shown = format!("{:?}", s.mcp_servers);
+        assert!(
+            shown.contains("GitHub") && shown.contains("GH_TOKEN"),
+            "{shown}"
+        );
+        assert!(!shown.contains(": x"), "env values stay hidden: {shown}");
     }
 
     #[test]

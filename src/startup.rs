@@ -19,6 +19,8 @@ use crate::agent::anthropic::{AnthropicClient, AnthropicConfig, ModelClient};
 use crate::agent::turn::Agent;
 use crate::api::{self, AppState};
 use crate::config::Settings;
+use crate::mcp::McpHub;
+use crate::skills::{self, SkillSource};
 use crate::store::{self, DynStore};
 use crate::tools::{PermissionMode, ToolPolicy, ToolRegistry};
 
@@ -50,17 +52,31 @@ impl Application {
             .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
         let port = listener.local_addr()?.port();
         let settings = Arc::new(settings);
+        let skills = Arc::new(SkillSource::new(
+            skills::home_dir(),
+            settings.defaults.setting_sources.clone(),
+            settings.plugins.clone(),
+        ));
+        let mcp = Arc::new(McpHub::from_config(
+            &settings.mcp_servers,
+            &settings.plugins,
+        ));
+        let tools = ToolRegistry::with_builtins()
+            .with_source(skills.clone())
+            .with_source(mcp.clone());
         let agent = Arc::new(Agent::new(
             store.clone(),
             settings.clone(),
             model_client(&settings)?,
-            Arc::new(ToolRegistry::with_builtins()),
+            Arc::new(tools),
             tool_policy(&settings)?,
         ));
         let state = AppState {
             settings,
             store,
             agent,
+            skills,
+            mcp,
             started: Instant::now(),
         };
         let router = with_middleware(api::router(state.clone()), &state.settings);
@@ -105,6 +121,7 @@ impl Application {
         .await;
         sweeper.abort();
         self.state.agent.shutdown(TURN_SHUTDOWN_GRACE).await;
+        self.state.mcp.shutdown().await;
         tracing::info!("stopped");
         served.map_err(Into::into)
     }

@@ -11,6 +11,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::AppState;
+use crate::mcp::McpServerStatus;
 
 /// How long `/health` waits for the store before calling it unavailable.
 const STORE_PROBE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -60,6 +61,10 @@ pub struct HealthResponse {
     pub uptime_seconds: Option<u64>,
     /// Whether model calls can be made (an API key or token is configured).
     pub model_api_configured: bool,
+    /// Each configured MCP server: `connected`, `not_started` (started on
+    /// first use) or `failed` with the error. A failed server does not make
+    /// the service unhealthy; it is restarted on next use.
+    pub mcp_servers: Vec<McpServerStatus>,
     /// Why the service is unhealthy.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -92,6 +97,7 @@ pub async fn health(State(state): State<AppState>) -> Response {
             storage_type,
             uptime_seconds: Some(state.started.elapsed().as_secs()),
             model_api_configured,
+            mcp_servers: state.mcp.status(),
             error: None,
         })
         .into_response(),
@@ -114,6 +120,7 @@ pub async fn health(State(state): State<AppState>) -> Response {
                     storage_type,
                     uptime_seconds: None,
                     model_api_configured,
+                    mcp_servers: state.mcp.status(),
                     error: Some(error),
                 }),
             )

@@ -4,6 +4,7 @@
 pub mod chat;
 pub mod health;
 pub mod sessions;
+pub mod skills;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -23,6 +24,8 @@ use utoipa_swagger_ui::SwaggerUi;
 use crate::agent::turn::Agent;
 use crate::config::Settings;
 use crate::error::{ApiError, ErrorBody, FieldProblem};
+use crate::mcp::McpHub;
+use crate::skills::SkillSource;
 use crate::store::DynStore;
 
 /// What every handler can reach.
@@ -31,6 +34,8 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub store: DynStore,
     pub agent: Arc<Agent>,
+    pub skills: Arc<SkillSource>,
+    pub mcp: Arc<McpHub>,
     pub started: Instant,
 }
 
@@ -121,10 +126,12 @@ pub fn rfc3339<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error
         chat::interrupt,
         chat::chat,
         chat::chat_stream,
+        skills::list_skills,
     ),
     components(schemas(ErrorBody, FieldProblem)),
     tags(
         (name = "sessions", description = "Create, inspect, resume and delete sessions"),
+        (name = "skills", description = "Skills a session would see"),
         (name = "chat", description = "Talk to the agent: one turn per message"),
         (name = "service", description = "Service information and health")
     )
@@ -141,6 +148,7 @@ pub fn router(state: AppState) -> Router {
         .merge(health::routes())
         .merge(sessions::routes())
         .merge(chat::routes())
+        .merge(skills::routes())
         .with_state(state)
         .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi()))
         .fallback(not_found)

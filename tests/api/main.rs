@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod chat;
+mod extensions;
 mod helpers;
 mod pg_outage;
 mod sessions;

@@ -1,0 +1,114 @@
+//! `GET /api/v1/skills`: the Skills a session in a given directory would see.
+
+use axum::extract::{Query, State};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::AppState;
+use crate::domain::{Subdir, UserId};
+use crate::error::{ApiError, ErrorBody};
+use crate::skills::{SettingSource, SkillSource};
+use crate::workspace::{Workspace, WorkspaceError};
+
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/api/v1/skills", get(list_skills))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct SkillsQuery {
+    /// The user whose directory to look in.
+    pub user_id: String,
+    /// The session's subdirectory, if any.
+    pub subdir: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SkillInfo {
+    pub name: String,
+    pub description: String,
+    /// `user`, `project` or `plugin:<name>`.
+    pub source: String,
+    /// The skill's folder on the server.
+    pub dir: String,
+}
+
+/// List skills
+///
+/// The Skills the model would be offered in a session for `user_id` and
+/// `subdir`, with where each comes from. A directory that does not exist yet
+/// has no project skills.
+#[utoipa::path(
+    get, path = "/api/v1/skills", tag = "skills",
+    params(SkillsQuery),
+    responses(
+        (status = 200, description = "Skills, by name", body = Vec<SkillInfo>),
+        (status = 422, description = "Bad user_id or subdir", body = ErrorBody),
+    )
+)]
+pub async fn list_skills(
+    State(state): State<AppState>,
+    Query(query): Query<SkillsQuery>,
+) -> Result<Json<Vec<SkillInfo>>, ApiError> {
+    let user = UserId::parse(&query.user_id).map_err(|e| ApiError::validation("user_id", e.0))?;
+    let subdir = query
+        .subdir
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .map(Subdir::parse)
+        .transpose()
+        .map_err(|e| ApiError::validation("subdir", e.0))?;
+    let base = state.settings.user.base_dir.clone();
+    let opened =
+        tokio::task::spawn_blocking(move || Workspace::open(&base, &user, subdir.as_ref(), false))
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let skills = match opened {
+        Ok(workspace) => state.skills.list(&workspace).await,
+        Err(WorkspaceError::Missing(_)) => {
+            // Nothing on disk yet: only the skills that do not live in it.
+            let sources: Vec<SettingSource> = state
+                .settings
+                .defaults
+                .setting_sources
+                .iter()
+                .copied()
+                .filter(|s| *s != SettingSource::Project)
+                .collect();
+            let elsewhere = SkillSource::new(
+                crate::skills::home_dir(),
+                sources,
+                state.settings.plugins.clone(),
+            );
+            let scratch = base_workspace(&state)?;
+            elsewhere.list(&scratch).await
+        }
+        Err(WorkspaceError::Escape(_)) => {
+            return Err(ApiError::validation(
+                "subdir",
+                "resolves outside the user's directory (through a symlink)",
+            ));
+        }
+        Err(WorkspaceError::Io(io)) => return Err(ApiError::Internal(io.to_string())),
+    };
+    Ok(Json(
+        skills
+            .into_iter()
+            .map(|s| SkillInfo {
+                name: s.name,
+                description: s.description,
+                source: s.source,
+                dir: s.dir.display().to_string(),
+            })
+            .collect(),
+    ))
+}
+
+/// A workspace over the base directory, for discovery that never reads the
+/// project (its project source is filtered out).
+fn base_workspace(state: &AppState) -> Result<Workspace, ApiError> {
+    let base = &state.settings.user.base_dir;
+    std::fs::create_dir_all(base).map_err(|e| ApiError::Internal(e.to_string()))?;
+    Workspace::at(base).map_err(|e| ApiError::Internal(e.to_string()))
+}
