@@ -197,16 +197,7 @@ fn expand_plugin_root(config: McpServerConfig, root: &str) -> McpServerConfig {
 /// settings and anything that looks like a credential stay behind; a server
 /// that needs a secret gets it through its `env` in config.
 pub fn inherits_env(name: &OsStr) -> bool {
-    let name = name.to_string_lossy().to_ascii_uppercase();
-    let secret = name.starts_with("ANTHROPIC_")
-        || name.starts_with("CLAUDE_AGENT_")
-        || name.contains("PASSWORD")
-        || name.contains("TOKEN")
-        || name.contains("SECRET")
-        || name.ends_with("_KEY")
-        // Connection strings embed the database password.
-        || name == "DATABASE_URL";
-    !secret
+    !crate::child_env::is_secret_name(&name.to_string_lossy())
 }
 
 #[cfg(test)]

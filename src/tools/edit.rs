@@ -151,13 +151,8 @@ fn write_back(path: &Path, content: &str, replacements: usize) -> ToolOutput {
 }
 
 fn create_file(path: &Path, content: &str) -> ToolOutput {
-    if let Some(parent) = path.parent() {
-        if let Err(e) = std::fs::create_dir_all(parent) {
-            return ToolOutput::error(format!(
-                "Cannot create the directory {}: {e}",
-                parent.display()
-            ));
-        }
+    if let Err(output) = super::write::create_parent_dirs(path) {
+        return output;
     }
     match std::fs::write(path, content) {
         Ok(()) => ToolOutput::ok(format!(

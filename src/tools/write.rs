@@ -63,13 +63,8 @@ fn write_file(path: &Path, content: &str) -> ToolOutput {
         return ToolOutput::error(format!("{shown} is a directory; give a file path."));
     }
     let existed = path.exists();
-    if let Some(parent) = path.parent() {
-        if let Err(e) = std::fs::create_dir_all(parent) {
-            return ToolOutput::error(format!(
-                "Cannot create the directory {}: {e}",
-                parent.display()
-            ));
-        }
+    if let Err(output) = create_parent_dirs(path) {
+        return output;
     }
     if let Err(e) = std::fs::write(path, content) {
         return ToolOutput::error(format!("Cannot write {shown}: {e}"));
@@ -80,6 +75,19 @@ fn write_file(path: &Path, content: &str) -> ToolOutput {
         "{verb} {shown}: wrote {} bytes ({lines} lines).",
         content.len()
     ))
+}
+
+/// Creates the directories a new file needs; the error is the tool result.
+pub(super) fn create_parent_dirs(path: &Path) -> Result<(), ToolOutput> {
+    match path.parent() {
+        Some(parent) => std::fs::create_dir_all(parent).map_err(|e| {
+            ToolOutput::error(format!(
+                "Cannot create the directory {}: {e}",
+                parent.display()
+            ))
+        }),
+        None => Ok(()),
+    }
 }
 
 #[cfg(test)]
