@@ -50,8 +50,6 @@ pub enum ApiError {
     SessionLimit(String),
     #[error("no turn is running in this session")]
     NoTurnRunning,
-    #[error("the turn runs on another instance")]
-    TurnElsewhere,
     #[error("the service is shutting down")]
     ShuttingDown,
     #[error("{0}")]
@@ -85,7 +83,7 @@ impl ApiError {
             Self::MalformedJson(_) => StatusCode::BAD_REQUEST,
             Self::NotFound | Self::SessionNotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Self::NoTurnRunning | Self::TurnElsewhere => StatusCode::CONFLICT,
+            Self::NoTurnRunning => StatusCode::CONFLICT,
             Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -113,7 +111,6 @@ impl ApiError {
             Self::SessionBusy => "session_busy",
             Self::SessionLimit(_) => "session_limit",
             Self::NoTurnRunning => "no_turn_running",
-            Self::TurnElsewhere => "turn_running_elsewhere",
             Self::ShuttingDown => "shutting_down",
             Self::BudgetExceeded(_) => "budget_exceeded",
             Self::Upstream(_) => "upstream_error",
@@ -151,7 +148,6 @@ impl ApiError {
                 why.clone()
             }
             Self::NoTurnRunning => "No turn is running in this session.".into(),
-            Self::TurnElsewhere => "The turn runs on another instance sharing this database; send the interrupt to that instance.".into(),
             Self::ShuttingDown => "The service is shutting down; retry on another instance or after it restarts.".into(),
             Self::UpstreamNotConfigured => {
                 "The model API is not configured: set ANTHROPIC_API_KEY or ANTHROPIC_AUTH_TOKEN."

@@ -9,7 +9,7 @@ use std::time::Duration;
 use claude_agent_http::config::{Settings, StorageKind};
 use claude_agent_http::domain::{SessionId, UserId};
 use claude_agent_http::store::{
-    self, DynStore, LeaseOutcome, Limits, NewMessage, NewSession, UsageTotals,
+    self, DynStore, LeaseOutcome, Limits, NewMessage, NewSession, Renewal, UsageTotals,
 };
 use serde_json::json;
 
@@ -211,8 +211,20 @@ async fn one_turn_lease_at_a_time(storage: StorageKind) {
         f.store.acquire_turn(s.id, two, lease).await.unwrap(),
         LeaseOutcome::Busy
     );
-    assert!(f.store.renew_turn(s.id, one, lease).await.unwrap());
-    assert!(!f.store.renew_turn(s.id, two, lease).await.unwrap());
+    assert_eq!(
+        f.store.renew_turn(s.id, one, lease).await.unwrap(),
+        Renewal::Held
+    );
+    assert_eq!(
+        f.store.renew_turn(s.id, two, lease).await.unwrap(),
+        Renewal::Lost
+    );
+    // An interrupt asked for anywhere reaches the holder at its next renewal.
+    assert!(f.store.request_interrupt(s.id).await.unwrap());
+    assert_eq!(
+        f.store.renew_turn(s.id, one, lease).await.unwrap(),
+        Renewal::InterruptRequested
+    );
     // Releasing someone else's lease does nothing.
     f.store.release_turn(s.id, two).await.unwrap();
     assert_eq!(
@@ -221,6 +233,10 @@ async fn one_turn_lease_at_a_time(storage: StorageKind) {
     );
     f.store.release_turn(s.id, one).await.unwrap();
     assert!(!f.store.get(s.id).await.unwrap().unwrap().turn_running);
+    assert!(
+        !f.store.request_interrupt(s.id).await.unwrap(),
+        "nothing to interrupt"
+    );
     assert_eq!(
         f.store.acquire_turn(s.id, two, lease).await.unwrap(),
         LeaseOutcome::Acquired

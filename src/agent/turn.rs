@@ -19,14 +19,17 @@ use super::wire::{ContentBlock, Message, ModelEvent, ModelRequest, Role, Usage};
 use crate::config::Settings;
 use crate::domain::{SessionId, Subdir};
 use crate::error::ApiError;
-use crate::store::{DynStore, LeaseOutcome, Session, UsageTotals};
+use crate::store::{DynStore, LeaseOutcome, Renewal, Session, UsageTotals};
 use crate::tools::{ToolContext, ToolPolicy, ToolRegistry};
 use crate::workspace::{Workspace, WorkspaceError};
 
 /// How long a turn's lease lives without renewal: a crashed instance's
 /// session becomes usable again after this.
 const LEASE: Duration = Duration::from_secs(30);
-const LEASE_RENEW_EVERY: Duration = Duration::from_secs(10);
+/// Also how soon an interrupt sent to another instance takes effect.
+const LEASE_RENEW_EVERY: Duration = Duration::from_secs(2);
+/// How long an interrupt waits for the turn to save its history.
+const INTERRUPT_WAIT: Duration = Duration::from_secs(15);
 
 /// The system prompt when the configuration gives none.
 const DEFAULT_SYSTEM_PROMPT: &str = "You are Claude, a coding agent working in the user's project directory. \
@@ -219,20 +222,42 @@ impl Agent {
             }
         };
         let Some(mut finished) = finished else {
-            let session = self.store.get(id).await?.ok_or(ApiError::SessionNotFound)?;
-            return Err(if session.turn_running {
-                ApiError::TurnElsewhere
-            } else {
-                ApiError::NoTurnRunning
-            });
+            return self.interrupt_elsewhere(id).await;
         };
-        let done = tokio::time::timeout(Duration::from_secs(15), finished.wait_for(|f| *f))
+        let done = tokio::time::timeout(INTERRUPT_WAIT, finished.wait_for(|f| *f))
             .await
             .is_ok_and(|r| r.is_ok());
         Ok(InterruptOutcome {
             session_id: id,
             interrupted: true,
             finished: done,
+        })
+    }
+
+    /// The turn, if any, runs on another instance sharing the database: flag
+    /// it there (its holder sees the flag when it renews its lease) and wait
+    /// for the lease to be released.
+    async fn interrupt_elsewhere(&self, id: SessionId) -> Result<InterruptOutcome, ApiError> {
+        if !self.store.request_interrupt(id).await? {
+            self.store.get(id).await?.ok_or(ApiError::SessionNotFound)?;
+            return Err(ApiError::NoTurnRunning);
+        }
+        let deadline = tokio::time::Instant::now() + INTERRUPT_WAIT;
+        let mut finished = false;
+        while tokio::time::Instant::now() < deadline {
+            match self.store.get(id).await? {
+                Some(session) if session.turn_running => {}
+                _ => {
+                    finished = true;
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Ok(InterruptOutcome {
+            session_id: id,
+            interrupted: true,
+            finished,
         })
     }
 
@@ -319,13 +344,28 @@ impl Turn {
         let renew = {
             let store = self.agent.store.clone();
             let holder = self.holder;
+            let cancel = self.cancel.clone();
+            let reason = self.reason.clone();
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(LEASE_RENEW_EVERY);
                 tick.tick().await;
                 loop {
                     tick.tick().await;
-                    if let Err(err) = store.renew_turn(id, holder, LEASE).await {
-                        tracing::warn!(error = %err, "could not renew the turn lease");
+                    match store.renew_turn(id, holder, LEASE).await {
+                        Ok(Renewal::Held) => {}
+                        Ok(Renewal::InterruptRequested) => {
+                            reason
+                                .lock()
+                                .unwrap_or_else(PoisonError::into_inner)
+                                .get_or_insert(Cancel::Interrupted);
+                            cancel.cancel();
+                        }
+                        Ok(Renewal::Lost) => {
+                            tracing::warn!(
+                                "the turn lost its lease (session deleted or lease lapsed)"
+                            );
+                        }
+                        Err(err) => tracing::warn!(error = %err, "could not renew the turn lease"),
                     }
                 }
             })

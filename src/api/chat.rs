@@ -240,15 +240,16 @@ fn frame(event: TurnEvent) -> (Value, bool) {
 
 /// Interrupt the running turn
 ///
-/// Cancels the session's running turn: running tools are killed, the partial
-/// answer is kept and the history stays valid for the next message.
+/// Cancels the session's running turn, on this instance or on another one
+/// sharing the database: running tools are killed, the partial answer is kept
+/// and the history stays valid for the next message.
 #[utoipa::path(
     post, path = "/api/v1/sessions/{session_id}/interrupt", tag = "sessions",
     params(("session_id" = String, Path, description = "Session UUID")),
     responses(
         (status = 200, description = "The turn was cancelled", body = InterruptOutcome),
         (status = 404, description = "Unknown, deleted or expired session", body = ErrorBody),
-        (status = 409, description = "No turn running (no_turn_running), or it runs on another instance", body = ErrorBody),
+        (status = 409, description = "No turn is running in this session (no_turn_running)", body = ErrorBody),
     )
 )]
 pub async fn interrupt(

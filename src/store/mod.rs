@@ -123,6 +123,16 @@ pub struct NewMessage {
     pub content: Value,
 }
 
+/// What renewing a turn's lease found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Renewal {
+    Held,
+    /// Someone asked (possibly on another instance) for the turn to stop.
+    InterruptRequested,
+    /// The lease lapsed and was taken, or the session is gone.
+    Lost,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LeaseOutcome {
     Acquired,
@@ -184,13 +194,17 @@ pub trait SessionStore: Send + Sync {
         lease: Duration,
     ) -> Result<LeaseOutcome, StoreError>;
 
-    /// Extends a held lease; `false` when the lease was lost.
+    /// Extends a held lease and reports whether an interrupt was asked for.
     async fn renew_turn(
         &self,
         id: SessionId,
         holder: Uuid,
         lease: Duration,
-    ) -> Result<bool, StoreError>;
+    ) -> Result<Renewal, StoreError>;
+
+    /// Asks the holder of the session's live lease, on whatever instance, to
+    /// stop; `false` when no turn is running.
+    async fn request_interrupt(&self, id: SessionId) -> Result<bool, StoreError>;
 
     async fn release_turn(&self, id: SessionId, holder: Uuid) -> Result<(), StoreError>;
 }

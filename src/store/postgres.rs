@@ -10,8 +10,8 @@ use sqlx::{ConnectOptions, Connection, Row};
 use uuid::Uuid;
 
 use super::{
-    LeaseOutcome, Limits, NewMessage, NewSession, Session, SessionStore, StoreError, StoredMessage,
-    UsageTotals, describe_limit, expiry_cutoff, lease_until,
+    LeaseOutcome, Limits, NewMessage, NewSession, Renewal, Session, SessionStore, StoreError,
+    StoredMessage, UsageTotals, describe_limit, expiry_cutoff, lease_until,
 };
 use crate::config::{SessionSettings, StorageKind};
 use crate::domain::{SessionId, UserId};
@@ -398,7 +398,8 @@ impl SessionStore for PostgresStore {
         // A single conditional UPDATE: PostgreSQL re-checks the WHERE clause
         // after waiting on a concurrent writer, so only one holder wins.
         let taken = sqlx::query(
-            "UPDATE sessions SET turn_holder = $1, turn_expires_at = $2, last_active_at = $3
+            "UPDATE sessions SET turn_holder = $1, turn_expires_at = $2, last_active_at = $3,
+                 interrupt_requested = FALSE
              WHERE id = $4 AND last_active_at >= $5
                AND (turn_holder IS NULL OR turn_expires_at IS NULL OR turn_expires_at < $3)",
         )
@@ -424,25 +425,43 @@ impl SessionStore for PostgresStore {
         id: SessionId,
         holder: Uuid,
         lease: Duration,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Renewal, StoreError> {
         let now = Utc::now();
-        let renewed = sqlx::query(
+        let interrupt: Option<bool> = sqlx::query_scalar(
             "UPDATE sessions SET turn_expires_at = $1, last_active_at = $2
-             WHERE id = $3 AND turn_holder = $4",
+             WHERE id = $3 AND turn_holder = $4
+             RETURNING interrupt_requested",
         )
         .bind(lease_until(now, lease))
         .bind(now)
         .bind(id.0)
         .bind(holder)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(match interrupt {
+            None => Renewal::Lost,
+            Some(false) => Renewal::Held,
+            Some(true) => Renewal::InterruptRequested,
+        })
+    }
+
+    async fn request_interrupt(&self, id: SessionId) -> Result<bool, StoreError> {
+        let asked = sqlx::query(
+            "UPDATE sessions SET interrupt_requested = TRUE
+             WHERE id = $1 AND turn_holder IS NOT NULL AND turn_expires_at > $2",
+        )
+        .bind(id.0)
+        .bind(Utc::now())
         .execute(&self.pool)
         .await?
         .rows_affected();
-        Ok(renewed > 0)
+        Ok(asked > 0)
     }
 
     async fn release_turn(&self, id: SessionId, holder: Uuid) -> Result<(), StoreError> {
         sqlx::query(
-            "UPDATE sessions SET turn_holder = NULL, turn_expires_at = NULL, last_active_at = $1
+            "UPDATE sessions SET turn_holder = NULL, turn_expires_at = NULL, last_active_at = $1,
+                 interrupt_requested = FALSE
              WHERE id = $2 AND turn_holder = $3",
         )
         .bind(Utc::now())

@@ -15,8 +15,8 @@ use sqlx::sqlite::{
 use uuid::Uuid;
 
 use super::{
-    LeaseOutcome, Limits, NewMessage, NewSession, Session, SessionStore, StoreError, StoredMessage,
-    UsageTotals, describe_limit, expiry_cutoff, lease_until,
+    LeaseOutcome, Limits, NewMessage, NewSession, Renewal, Session, SessionStore, StoreError,
+    StoredMessage, UsageTotals, describe_limit, expiry_cutoff, lease_until,
 };
 use crate::config::StorageKind;
 use crate::domain::{SessionId, UserId};
@@ -372,7 +372,8 @@ impl SessionStore for SqliteStore {
     ) -> Result<LeaseOutcome, StoreError> {
         let now = Utc::now();
         let taken = sqlx::query(
-            "UPDATE sessions SET turn_holder = ?, turn_expires_at = ?, last_active_at = ?
+            "UPDATE sessions SET turn_holder = ?, turn_expires_at = ?, last_active_at = ?,
+                 interrupt_requested = 0
              WHERE id = ? AND last_active_at >= ?
                AND (turn_holder IS NULL OR turn_expires_at IS NULL OR turn_expires_at < ?)",
         )
@@ -399,25 +400,43 @@ impl SessionStore for SqliteStore {
         id: SessionId,
         holder: Uuid,
         lease: Duration,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Renewal, StoreError> {
         let now = Utc::now();
-        let renewed = sqlx::query(
+        let interrupt: Option<i64> = sqlx::query_scalar(
             "UPDATE sessions SET turn_expires_at = ?, last_active_at = ?
-             WHERE id = ? AND turn_holder = ?",
+             WHERE id = ? AND turn_holder = ?
+             RETURNING interrupt_requested",
         )
         .bind(lease_until(now, lease).timestamp_millis())
         .bind(now.timestamp_millis())
         .bind(id.to_string())
         .bind(holder.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(match interrupt {
+            None => Renewal::Lost,
+            Some(0) => Renewal::Held,
+            Some(_) => Renewal::InterruptRequested,
+        })
+    }
+
+    async fn request_interrupt(&self, id: SessionId) -> Result<bool, StoreError> {
+        let asked = sqlx::query(
+            "UPDATE sessions SET interrupt_requested = 1
+             WHERE id = ? AND turn_holder IS NOT NULL AND turn_expires_at > ?",
+        )
+        .bind(id.to_string())
+        .bind(Utc::now().timestamp_millis())
         .execute(&self.pool)
         .await?
         .rows_affected();
-        Ok(renewed > 0)
+        Ok(asked > 0)
     }
 
     async fn release_turn(&self, id: SessionId, holder: Uuid) -> Result<(), StoreError> {
         sqlx::query(
-            "UPDATE sessions SET turn_holder = NULL, turn_expires_at = NULL, last_active_at = ?
+            "UPDATE sessions SET turn_holder = NULL, turn_expires_at = NULL, last_active_at = ?,
+                 interrupt_requested = 0
              WHERE id = ? AND turn_holder = ?",
         )
         .bind(Utc::now().timestamp_millis())

@@ -1019,3 +1019,60 @@ async fn shutdown_lets_a_running_turn_finish() {
     assert_eq!(session["turn"], "idle");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn an_interrupt_sent_to_another_instance_stops_the_turn() {
+    if !pg_available().await {
+        return;
+    }
+    let fake = FakeAnthropic::start().await;
+    let db = fresh_db_name();
+    let url = fake.url();
+    let one = agent_app(StorageKind::Postgresql, &fake, |s| use_postgres(s, &db))
+        .await
+        .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut settings = test_settings(tmp.path(), StorageKind::Postgresql);
+    use_postgres(&mut settings, &db);
+    point_at_fake(&mut settings, &url);
+    settings.user.base_dir = one.settings.user.base_dir.clone();
+    let two = start(settings, tmp.path().to_path_buf(), Some(tmp)).await;
+
+    let session = one.new_session("alice").await;
+    let id = session["session_id"].as_str().unwrap().to_owned();
+    let cwd = std::path::PathBuf::from(session["cwd"].as_str().unwrap());
+    fake.push(Reply::tool_use(
+        "Bash",
+        json!({"command": "echo $$ > pid; sleep 60"}),
+    ));
+    let mut frames = Frames::new(
+        one.chat_stream(json!({"session_id": id, "message": "sleep"}))
+            .await,
+    );
+    assert_eq!(frames.next().await.unwrap()["type"], "tool_use");
+    let pid: i32 = wait_for_file(&cwd.join("pid"))
+        .await
+        .trim()
+        .parse()
+        .unwrap();
+
+    let response = two.interrupt(&id).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let outcome: Value = response.json().await.unwrap();
+    assert_eq!(outcome["interrupted"], true);
+    assert_eq!(outcome["finished"], true);
+    assert!(!pid_alive(pid), "the tool on the other instance was killed");
+    let rest = frames.collect().await;
+    assert_eq!(rest.last().unwrap()["stop_reason"], "interrupted");
+    assert_error(
+        two.interrupt(&id).await,
+        StatusCode::CONFLICT,
+        "no_turn_running",
+    )
+    .await;
+
+    fake.push(Reply::text("Ready."));
+    assert_eq!(two.chat(&id, "next").await.status(), StatusCode::OK);
+    two.stop().await;
+    one.stop().await;
+}
