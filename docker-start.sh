@@ -115,7 +115,7 @@ stop)
     ;;
 down)
     "${compose[@]}" --profile postgres down
-    info "containers removed; volumes and data kept ('${compose[*]} down -v' deletes the volumes)"
+    info "containers removed; volumes and data kept ('${compose[*]} --profile postgres down -v' deletes the volumes too)"
     exit 0
     ;;
 logs)

@@ -208,9 +208,11 @@ owned_by() { # PATH UID
 # ================================================================ 0. tools
 say "0. tools"
 if [ "${DOCKER_CHECK_SKIP_INSTALL:-0}" != 1 ]; then
+    # The set this check is proven with (podman recommends some of them).
     missing=()
-    for tool in podman:podman runc:runc mmdebstrap:mmdebstrap shellcheck:shellcheck curl:curl; do
-        command -v "${tool%%:*}" >/dev/null 2>&1 || missing+=("${tool#*:}")
+    for pkg in podman runc mmdebstrap shellcheck uidmap fuse-overlayfs \
+        containernetworking-plugins iptables curl; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
     done
     if [ "${#missing[@]}" -gt 0 ]; then
         if [ "$(id -u)" != 0 ]; then
@@ -228,7 +230,13 @@ if [ "${DOCKER_CHECK_SKIP_INSTALL:-0}" != 1 ]; then
     fi
     if ! command -v podman-compose >/dev/null 2>&1; then
         note "installing podman-compose from PyPI"
-        if ! timeout 300 python3 -m pip install --quiet --disable-pip-version-check 'podman-compose==1.6.0' >"$TMP/pip.log" 2>&1; then
+        if ! python3 -m pip --version >/dev/null 2>&1; then
+            DEBIAN_FRONTEND=noninteractive timeout 600 apt-get install -y -qq --no-install-recommends python3-pip >"$TMP/pip.log" 2>&1 || true
+        fi
+        pip_args=(install --quiet --disable-pip-version-check 'podman-compose==1.6.0')
+        # Debian's own python3 refuses plain `pip install` (PEP 668).
+        if ! timeout 300 python3 -m pip "${pip_args[@]}" >>"$TMP/pip.log" 2>&1 &&
+            ! timeout 300 python3 -m pip "${pip_args[@]}" --break-system-packages >>"$TMP/pip.log" 2>&1; then
             show_tail "$TMP/pip.log"
             echo "docker-check: pip install podman-compose failed" >&2
             exit 1
