@@ -18,7 +18,8 @@ FROM ${RUST_IMAGE} AS builder
 ARG CARGO_PROFILE=release
 WORKDIR /build
 
-# .dockerignore limits the context to the manifests, sources and migrations.
+# The whole Cargo workspace; .dockerignore keeps build output, local data,
+# secrets and the deployment files out of the context.
 COPY . .
 
 # The registry and target caches survive between builds (BuildKit and buildah
@@ -84,6 +85,7 @@ RUN chmod 0755 /usr/local/bin/docker-entrypoint.sh
 # Container defaults; docker-compose.yml and `docker run -e` override them.
 # A config file mounted at /app/config.yaml is read as well (environment wins).
 ENV HOME=/home/claudeuser \
+    LANG=C.UTF-8 \
     CLAUDE_AGENT_USER_BASE_DIR=/data/claude-users \
     CLAUDE_AGENT_SESSION_STORAGE=sqlite \
     CLAUDE_AGENT_SESSION_SQLITE_PATH=/data/db/sessions.db \
