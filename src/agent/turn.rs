@@ -261,6 +261,13 @@ impl Agent {
         })
     }
 
+    /// Stops the session's turn if it runs here (the session is being deleted).
+    pub fn cancel_local(&self, id: SessionId) {
+        if let Some(turn) = self.running_map().get(&id) {
+            turn.cancel(Cancel::Interrupted);
+        }
+    }
+
     /// Lets running turns finish for up to `grace`, then cancels the rest and
     /// waits for them to save their history.
     pub async fn shutdown(&self, grace: Duration) {

@@ -228,7 +228,8 @@ pub async fn get_session(
 
 /// Delete a session
 ///
-/// Deletes the session and its conversation. The user's files stay on disk.
+/// Deletes the session and its conversation, stopping a turn that is running
+/// in it. The user's files stay on disk.
 #[utoipa::path(
     delete, path = "/api/v1/sessions/{session_id}", tag = "sessions",
     params(("session_id" = String, Path, description = "Session UUID")),
@@ -245,6 +246,8 @@ pub async fn delete_session(
 ) -> Result<StatusCode, ApiError> {
     let id = parse_session_id(&session_id)?;
     if state.store.delete(id).await? {
+        // A turn still running would only fail to save; stop its tools now.
+        state.agent.cancel_local(id);
         tracing::info!("session deleted");
         Ok(StatusCode::NO_CONTENT)
     } else {

@@ -1076,3 +1076,43 @@ async fn an_interrupt_sent_to_another_instance_stops_the_turn() {
     two.stop().await;
     one.stop().await;
 }
+
+#[tokio::test]
+async fn deleting_a_session_stops_its_running_turn() {
+    let fake = FakeAnthropic::start().await;
+    let app = agent_app(StorageKind::Sqlite, &fake, |_| {}).await.unwrap();
+    let session = app.new_session("alice").await;
+    let id = session["session_id"].as_str().unwrap().to_owned();
+    let cwd = std::path::PathBuf::from(session["cwd"].as_str().unwrap());
+    fake.push(Reply::tool_use(
+        "Bash",
+        json!({"command": "echo $$ > pid; sleep 60"}),
+    ));
+    let mut frames = Frames::new(
+        app.chat_stream(json!({"session_id": id, "message": "sleep"}))
+            .await,
+    );
+    assert_eq!(frames.next().await.unwrap()["type"], "tool_use");
+    let pid: i32 = wait_for_file(&cwd.join("pid"))
+        .await
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        app.delete_session(&id).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    let rest = frames.collect().await;
+    let last = rest.last().unwrap();
+    assert!(last["type"] == "done" || last["type"] == "error", "{last}");
+    assert!(!pid_alive(pid), "the deleted session's tool was killed");
+    assert_error(
+        app.get_session(&id).await,
+        StatusCode::NOT_FOUND,
+        "session_not_found",
+    )
+    .await;
+    let health: Value = app.health().await.json().await.unwrap();
+    assert_eq!(health["in_memory_clients"], 0);
+    app.stop().await;
+}
