@@ -70,6 +70,41 @@ impl FromStr for StorageKind {
     }
 }
 
+/// Whether Bash commands are confined to the user's directory (see `sandbox`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SandboxMode {
+    /// Confine when the kernel supports Landlock, else warn and run unconfined.
+    #[default]
+    Auto,
+    /// Confine, and refuse to start when that is impossible.
+    On,
+    /// Never confine.
+    Off,
+}
+
+impl SandboxMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::On => "on",
+            Self::Off => "off",
+        }
+    }
+}
+
+impl FromStr for SandboxMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(Self::Auto),
+            "on" => Ok(Self::On),
+            "off" => Ok(Self::Off),
+            _ => Err("expected one of auto, on, off".into()),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -301,6 +336,16 @@ impl Default for LogSettings {
     }
 }
 
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct ToolSettings {
+    pub sandbox: SandboxMode,
+    /// The `claude-agent-http` binary that confines Bash commands; the
+    /// running executable when unset. Tests, which run the service inside a
+    /// test binary, point it at the real one.
+    pub sandbox_exe: Option<PathBuf>,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct Settings {
@@ -309,6 +354,7 @@ pub struct Settings {
     pub api: ApiSettings,
     pub anthropic: AnthropicSettings,
     pub defaults: AgentDefaults,
+    pub tools: ToolSettings,
     /// Model-id prefix → price; the longest matching prefix wins.
     pub pricing: BTreeMap<String, ModelPrice>,
     /// MCP servers by name; their tools appear as `mcp__<name>__<tool>`.
@@ -326,6 +372,7 @@ impl Default for Settings {
             api: ApiSettings::default(),
             anthropic: AnthropicSettings::default(),
             defaults: AgentDefaults::default(),
+            tools: ToolSettings::default(),
             pricing: default_pricing(),
             mcp_servers: BTreeMap::new(),
             plugins: Vec::new(),
@@ -341,6 +388,7 @@ enum Kind {
     Int,
     Bool,
     Storage,
+    Sandbox,
 }
 
 /// Environment variable → settings key. Later rows win over earlier ones
@@ -410,6 +458,7 @@ const ENV_KEYS: &[(&str, &str, Kind)] = &[
     ("ANTHROPIC_AUTH_TOKEN", "anthropic.auth_token", Kind::Text),
     ("ANTHROPIC_BASE_URL", "anthropic.base_url", Kind::Text),
     ("ANTHROPIC_MODEL", "defaults.model", Kind::Text),
+    ("CLAUDE_AGENT_TOOLS_SANDBOX", "tools.sandbox", Kind::Sandbox),
     ("CLAUDE_AGENT_LOG_FORMAT", "log.format", Kind::Text),
 ];
 
@@ -587,6 +636,10 @@ fn apply_env(
             let storage: StorageKind = raw.parse().map_err(|e: String| bad(&e))?;
             builder.set_override(key, storage.as_str())
         }
+        Kind::Sandbox => {
+            let mode: SandboxMode = raw.parse().map_err(|e: String| bad(&e))?;
+            builder.set_override(key, mode.as_str())
+        }
     };
     result.map_err(|e| bad(&e.to_string()))
 }
@@ -720,6 +773,34 @@ mod tests {
             "{shown}"
         );
         assert!(!shown.contains(": x"), "env values stay hidden: {shown}");
+    }
+
+    #[test]
+    fn sandbox_defaults_to_auto_and_env_wins() {
+        let s = load(None, &[]).unwrap();
+        assert_eq!(s.tools.sandbox, SandboxMode::Auto);
+        assert_eq!(s.tools.sandbox_exe, None);
+
+        let yaml = "tools:\n  sandbox: on\n  sandbox_exe: /opt/cah/claude-agent-http\n";
+        let s = load(Some(yaml), &[]).unwrap();
+        assert_eq!(s.tools.sandbox, SandboxMode::On);
+        assert_eq!(
+            s.tools.sandbox_exe,
+            Some(PathBuf::from("/opt/cah/claude-agent-http"))
+        );
+        let s = load(Some("tools:\n  sandbox: off\n"), &[]).unwrap();
+        assert_eq!(s.tools.sandbox, SandboxMode::Off);
+
+        let s = load(Some(yaml), &[("CLAUDE_AGENT_TOOLS_SANDBOX", "OFF")]).unwrap();
+        assert_eq!(s.tools.sandbox, SandboxMode::Off);
+
+        let err = load(None, &[("CLAUDE_AGENT_TOOLS_SANDBOX", "maybe")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("CLAUDE_AGENT_TOOLS_SANDBOX") && err.contains("maybe"),
+            "{err}"
+        );
     }
 
     #[test]

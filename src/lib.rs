@@ -10,6 +10,7 @@ pub mod error;
 pub mod healthcheck;
 pub mod mcp;
 pub mod plugins;
+pub mod sandbox;
 pub mod skills;
 pub mod startup;
 pub mod store;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use claude_agent_http::config::Settings;
 use claude_agent_http::startup::Application;
-use claude_agent_http::{healthcheck, telemetry};
+use claude_agent_http::{healthcheck, sandbox, telemetry};
 
 const USAGE: &str = "usage: claude-agent-http [--config PATH] [healthcheck]
 
@@ -16,6 +16,13 @@ The config file defaults to $CLAUDE_AGENT_CONFIG, then ./config.yaml;
 environment variables override it (see README.md).";
 
 fn main() -> ExitCode {
+    // Internal: how the Bash tool confines a command. Handled before anything
+    // else (no settings, no runtime) and left out of the usage on purpose.
+    let mut raw = std::env::args_os().skip(1).peekable();
+    if raw.peek().is_some_and(|arg| arg == sandbox::SUBCOMMAND) {
+        return sandbox::run_subcommand(raw.skip(1));
+    }
+
     let mut config: Option<PathBuf> = None;
     let mut command: Option<String> = None;
     let mut args = std::env::args().skip(1);

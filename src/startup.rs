@@ -20,9 +20,10 @@ use crate::agent::turn::Agent;
 use crate::api::{self, AppState};
 use crate::config::Settings;
 use crate::mcp::McpHub;
+use crate::sandbox::Sandbox;
 use crate::skills::{self, SkillSource};
 use crate::store::{self, DynStore};
-use crate::tools::{PermissionMode, ToolPolicy, ToolRegistry};
+use crate::tools::{BuiltinTools, PermissionMode, ToolPolicy, ToolRegistry};
 
 /// How long running turns may go on after a shutdown signal before they are
 /// cancelled (their history is saved either way).
@@ -61,7 +62,8 @@ impl Application {
             &settings.mcp_servers,
             &settings.plugins,
         ));
-        let tools = ToolRegistry::with_builtins()
+        let sandbox = Sandbox::from_settings(&settings).await?;
+        let tools = ToolRegistry::with_builtin_tools(BuiltinTools::with_sandbox(sandbox))
             .with_source(skills.clone())
             .with_source(mcp.clone());
         let agent = Arc::new(Agent::new(

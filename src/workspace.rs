@@ -102,6 +102,11 @@ impl Workspace {
         &self.cwd
     }
 
+    /// The additional directories the session may touch, canonical.
+    pub fn extra_roots(&self) -> &[PathBuf] {
+        &self.extra_roots
+    }
+
     /// Resolves a tool's path (relative to the cwd, or absolute) to a canonical
     /// path inside the workspace. The path need not exist yet: its deepest
     /// existing ancestor is resolved and the rest appended.

@@ -17,6 +17,7 @@ use tokio::process::Command;
 use super::args::Args;
 use super::text::{MAX_OUTPUT_CHARS, join_cut, truncate_middle};
 use super::{Tool, ToolContext, ToolOutput};
+use crate::sandbox::Sandbox;
 
 /// Timeout when the model gives none, in milliseconds.
 pub const DEFAULT_TIMEOUT_MS: u64 = 120_000;
@@ -46,7 +47,18 @@ const PASSED_ENV: &[&str] = &[
 ];
 const FALLBACK_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-pub struct BashTool;
+/// Runs commands through `sandbox`: confined to the user's directory when it
+/// has a launcher, unconfined otherwise.
+#[derive(Default)]
+pub struct BashTool {
+    sandbox: Sandbox,
+}
+
+impl BashTool {
+    pub fn new(sandbox: Sandbox) -> Self {
+        Self { sandbox }
+    }
+}
 
 #[async_trait]
 impl Tool for BashTool {
@@ -55,12 +67,18 @@ impl Tool for BashTool {
     }
 
     fn description(&self) -> String {
+        let confined = if self.sandbox.is_confined() {
+            " Files can be written only under HOME and /tmp; system directories are read-only \
+             and the rest of the filesystem is out of reach."
+        } else {
+            ""
+        };
         format!(
             "Runs a bash command in the working directory and returns its combined stdout and \
              stderr. Each call starts a fresh shell (no state is kept between calls) with a \
-             minimal environment; HOME is the user's directory. The command is killed, with \
-             every process it started, after the timeout (default {DEFAULT_TIMEOUT_MS} ms, at \
-             most {MAX_TIMEOUT_MS} ms); background processes do not outlive the call. Output \
+             minimal environment; HOME is the user's directory.{confined} The command is killed, \
+             with every process it started, after the timeout (default {DEFAULT_TIMEOUT_MS} ms, \
+             at most {MAX_TIMEOUT_MS} ms); background processes do not outlive the call. Output \
              beyond {MAX_OUTPUT_CHARS} characters is cut in the middle. Prefer Read, Glob and \
              Grep for reading and searching files."
         )
@@ -99,7 +117,8 @@ impl Tool for BashTool {
         let timeout_ms = timeout
             .unwrap_or(DEFAULT_TIMEOUT_MS)
             .clamp(1, MAX_TIMEOUT_MS);
-        run(&command, Duration::from_millis(timeout_ms), ctx).await
+        let shell = self.sandbox.command(&ctx.workspace, "bash");
+        run(shell, &command, Duration::from_millis(timeout_ms), ctx).await
     }
 }
 
@@ -110,7 +129,9 @@ enum Ending {
     Interrupted,
 }
 
-async fn run(command: &str, timeout: Duration, ctx: &ToolContext) -> ToolOutput {
+/// Runs `command` with `shell` (bash, or bash behind the sandbox launcher,
+/// which becomes bash: the pid and process group are the shell's either way).
+async fn run(shell: Command, command: &str, timeout: Duration, ctx: &ToolContext) -> ToolOutput {
     if ctx.cancel.is_cancelled() {
         return ToolOutput::error("Interrupted before the command started.");
     }
@@ -121,7 +142,7 @@ async fn run(command: &str, timeout: Duration, ctx: &ToolContext) -> ToolOutput 
         Err(e) => return ToolOutput::error(format!("Could not start bash: {e}")),
     };
     let mut child = {
-        let mut cmd = Command::new("bash");
+        let mut cmd = shell;
         cmd.arg("-c")
             .arg(command)
             .current_dir(ctx.workspace.cwd())
@@ -378,7 +399,7 @@ mod tests {
     }
 
     async fn bash(ctx: &ToolContext, input: Value) -> ToolOutput {
-        BashTool.call(input, ctx).await
+        BashTool::default().call(input, ctx).await
     }
 
     /// Whether a process is gone: no /proc entry, or a zombie awaiting its reaper.

@@ -12,6 +12,7 @@ use super::grep::GrepTool;
 use super::read::ReadTool;
 use super::write::WriteTool;
 use super::{Tool, ToolSource};
+use crate::sandbox::Sandbox;
 use crate::workspace::Workspace;
 
 /// Bash, Read, Write, Edit, Glob and Grep, in that (stable) order.
@@ -21,10 +22,16 @@ pub struct BuiltinTools {
 }
 
 impl BuiltinTools {
+    /// The built-ins with Bash commands unconfined (tests, and `tools.sandbox: off`).
     pub fn new() -> Self {
+        Self::with_sandbox(Sandbox::off())
+    }
+
+    /// The built-ins with Bash commands started through `sandbox`.
+    pub fn with_sandbox(sandbox: Sandbox) -> Self {
         Self {
             tools: vec![
-                Arc::new(BashTool),
+                Arc::new(BashTool::new(sandbox)),
                 Arc::new(ReadTool),
                 Arc::new(WriteTool),
                 Arc::new(EditTool),

@@ -26,9 +26,14 @@ impl ToolRegistry {
         Self { sources }
     }
 
-    /// A registry with only the built-in tools.
+    /// A registry with only the built-in tools, Bash unconfined.
     pub fn with_builtins() -> Self {
         Self::new(vec![Arc::new(BuiltinTools::new())])
+    }
+
+    /// A registry with only `builtins`.
+    pub fn with_builtin_tools(builtins: BuiltinTools) -> Self {
+        Self::new(vec![Arc::new(builtins)])
     }
 
     /// Adds a source after the existing ones.

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use claude_agent_http::config::{Settings, StorageKind};
+use claude_agent_http::config::{SandboxMode, Settings, StorageKind};
 use claude_agent_http::startup::Application;
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
@@ -45,6 +45,25 @@ pub async fn pg_available() -> bool {
     false
 }
 
+/// How well the kernel confines Bash commands, or `None` when it cannot:
+/// sandbox tests then skip with a notice, unless `CLAUDE_AGENT_REQUIRE_SANDBOX`
+/// is set (CI), where they fail.
+pub async fn sandbox_level() -> Option<claude_agent_http::sandbox::Enforcement> {
+    let exe = std::path::Path::new(env!("CARGO_BIN_EXE_claude-agent-http"));
+    match claude_agent_http::sandbox::probe(exe).await {
+        Ok(level) => Some(level),
+        Err(why) if std::env::var_os("CLAUDE_AGENT_REQUIRE_SANDBOX").is_some() => {
+            panic!("the sandbox is unavailable and CLAUDE_AGENT_REQUIRE_SANDBOX is set: {why}")
+        }
+        Err(why) => {
+            eprintln!(
+                "NOTICE: skipping sandbox test: {why} (set CLAUDE_AGENT_REQUIRE_SANDBOX=1 to fail instead)"
+            );
+            None
+        }
+    }
+}
+
 /// A database name no other test uses.
 pub fn fresh_db_name() -> String {
     format!("cah_test_{}", uuid::Uuid::new_v4().simple())
@@ -68,11 +87,17 @@ pub fn use_postgres(settings: &mut Settings, database: &str) {
     settings.session.pg_max_connections = 5;
 }
 
-/// Settings for a test: a temp base dir and SQLite file, port 0, no API key.
+/// Settings for a test: a temp base dir and SQLite file, port 0, no API key,
+/// Bash confined by the real binary (required when `CLAUDE_AGENT_REQUIRE_SANDBOX`
+/// is set, as in CI; best effort otherwise).
 pub fn test_settings(root: &std::path::Path, storage: StorageKind) -> Settings {
     let mut settings = Settings::default();
     settings.api.host = "127.0.0.1".into();
     settings.api.port = 0;
+    settings.tools.sandbox_exe = Some(PathBuf::from(env!("CARGO_BIN_EXE_claude-agent-http")));
+    if std::env::var_os("CLAUDE_AGENT_REQUIRE_SANDBOX").is_some() {
+        settings.tools.sandbox = SandboxMode::On;
+    }
     settings.user.base_dir = root.join("users");
     settings.session.storage = storage;
     settings.session.sqlite_path = root.join("db/sessions.db");
@@ -80,6 +105,15 @@ pub fn test_settings(root: &std::path::Path, storage: StorageKind) -> Settings {
         use_postgres(&mut settings, &fresh_db_name());
     }
     settings
+}
+
+/// A fresh directory for one test, outside /tmp: Bash commands may write
+/// /tmp, so users' directories there would not be separated by the sandbox.
+pub fn test_dir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("cah-test-")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .expect("temp dir")
 }
 
 pub struct TestApp {
@@ -105,7 +139,7 @@ pub async fn spawn_app_with(
     if storage == StorageKind::Postgresql && !pg_available().await {
         return None;
     }
-    let tmp = tempfile::tempdir().expect("temp dir");
+    let tmp = test_dir();
     let mut settings = test_settings(tmp.path(), storage);
     adjust(&mut settings);
     let root = tmp.path().to_path_buf();

@@ -215,3 +215,38 @@ async fn default_mode_refuses_mutating_tools_and_disallowed_tools_are_never_offe
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn bash_cannot_read_another_users_directory_or_the_database() {
+    if sandbox_level().await.is_none() {
+        return;
+    }
+    let fake = FakeAnthropic::start().await;
+    let app = app_with(&fake, |_| {}).await;
+    let bob = app.new_session("bob").await;
+    let bob_dir = std::path::PathBuf::from(bob["cwd"].as_str().unwrap());
+    std::fs::write(bob_dir.join("secret.txt"), "bob's secret\n").unwrap();
+    let alice = app.new_session("alice").await;
+    let id = alice["session_id"].as_str().unwrap();
+
+    fake.push(Reply::tool_use(
+        "Bash",
+        json!({"command": format!("cat '{}'", bob_dir.join("secret.txt").display())}),
+    ));
+    fake.push(Reply::tool_use(
+        "Bash",
+        json!({"command": format!("ls '{}'", app.settings.session.sqlite_path.parent().unwrap().display())}),
+    ));
+    fake.push(Reply::text("Denied."));
+    assert_eq!(app.chat(id, "peek").await.status(), StatusCode::OK);
+
+    let results = results_in(&fake, 2);
+    assert_eq!(results.len(), 2);
+    for result in &results {
+        let content = result["content"].as_str().unwrap();
+        assert_eq!(result["is_error"], true, "{result}");
+        assert!(content.contains("Permission denied"), "{content}");
+        assert!(!content.contains("bob's secret") && !content.contains("sessions.db"));
+    }
+    app.stop().await;
+}

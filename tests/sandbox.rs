@@ -1,0 +1,332 @@
+//! Bash confinement with the real binary: `claude-agent-http sandbox-exec`
+//! on its own, and the Bash tool started through it.
+//!
+//! Users' directories live under the target's tmp dir, not /tmp, which every
+//! confined command may write. Without Landlock these tests skip with a
+//! notice, or fail when `CLAUDE_AGENT_REQUIRE_SANDBOX` is set (CI).
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use claude_agent_http::domain::UserId;
+use claude_agent_http::sandbox::{self, Enforcement, Sandbox};
+use claude_agent_http::tools::{BuiltinTools, Tool, ToolContext, ToolOutput, ToolSource};
+use claude_agent_http::workspace::Workspace;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+#[path = "api/helpers.rs"]
+#[allow(dead_code)]
+mod helpers;
+
+use helpers::{sandbox_level as landlock, test_dir};
+
+const EXE: &str = env!("CARGO_BIN_EXE_claude-agent-http");
+
+/// `{base}/alice` and `{base}/bob`, bob holding `secret.txt`.
+struct Users {
+    _base: tempfile::TempDir,
+    alice: Workspace,
+    bob: Workspace,
+}
+
+impl Users {
+    fn new() -> Self {
+        let base = test_dir();
+        let open = |name: &str| {
+            let user = UserId::parse(name).expect("user id");
+            Workspace::open(base.path(), &user, None, true).expect("user directory")
+        };
+        let (alice, bob) = (open("alice"), open("bob"));
+        std::fs::write(bob.root().join("secret.txt"), "bob's secret\n").expect("bob's file");
+        assert!(
+            !alice.root().starts_with("/tmp"),
+            "the test's users must live outside /tmp, which confined commands may write"
+        );
+        Self {
+            _base: base,
+            alice,
+            bob,
+        }
+    }
+
+    fn bob_secret(&self) -> PathBuf {
+        self.bob.root().join("secret.txt")
+    }
+}
+
+/// Runs `bash -c script` through `sandbox-exec` with alice's policy, in her directory.
+fn run_as_alice(users: &Users, script: &str) -> Output {
+    let policy = Sandbox::with_launcher(EXE.into()).policy(&users.alice);
+    std::process::Command::new(EXE)
+        .arg(sandbox::SUBCOMMAND)
+        .args(policy.to_args())
+        .args(["--", "bash", "-c", script])
+        .current_dir(users.alice.root())
+        .output()
+        .expect("sandbox-exec runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[tokio::test]
+async fn sandbox_exec_confines_a_command_to_its_user_dir() {
+    if landlock().await.is_none() {
+        return;
+    }
+    let users = Users::new();
+    let alice = users.alice.root();
+
+    let out = run_as_alice(&users, "echo mine > note.txt && cat note.txt");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "mine\n");
+    assert_eq!(
+        std::fs::read_to_string(alice.join("note.txt")).unwrap(),
+        "mine\n"
+    );
+
+    let secret = users.bob_secret();
+    let out = run_as_alice(&users, &format!("cat '{}'", secret.display()));
+    assert!(
+        !out.status.success(),
+        "read bob's file: {}",
+        text(&out.stdout)
+    );
+    assert!(
+        text(&out.stderr).contains("Permission denied"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!text(&out.stdout).contains("bob's secret"));
+
+    let planted = users.bob.root().join("planted.txt");
+    let out = run_as_alice(&users, &format!("echo x > '{}'", planted.display()));
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("Permission denied"));
+    assert!(!planted.exists(), "alice wrote into bob's directory");
+
+    let out = run_as_alice(&users, &format!("ls '{}'", users.bob.root().display()));
+    assert!(!out.status.success(), "listed bob's directory");
+
+    let out = run_as_alice(&users, "ls /usr/bin | grep -qx bash && echo found");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "found\n");
+
+    let out = run_as_alice(
+        &users,
+        "f=$(mktemp /tmp/cah-sandbox-XXXXXX) && echo scratch > \"$f\" && cat \"$f\" && rm \"$f\"",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "scratch\n");
+
+    let out = run_as_alice(&users, "echo quiet > /dev/null && echo ok");
+    assert_eq!(text(&out.stdout), "ok\n", "{}", text(&out.stderr));
+}
+
+#[tokio::test]
+async fn a_confined_command_cannot_reach_its_parent_process() {
+    if landlock().await != Some(Enforcement::Full) {
+        return;
+    }
+    let users = Users::new();
+    // The parent here is the test; in the service it is the service, whose
+    // environment holds the API key. Root keeps CAP_SYS_PTRACE, which lets
+    // it read other processes' /proc files even when confined.
+    let root = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap()) == 0;
+    if !root {
+        let out = run_as_alice(&users, "cat /proc/$PPID/environ");
+        assert!(!out.status.success(), "read the parent's environment");
+        assert!(out.stdout.is_empty());
+    }
+    let out = run_as_alice(&users, "kill -0 $PPID");
+    assert!(!out.status.success(), "signalled the parent");
+    assert!(
+        text(&out.stderr).contains("Operation not permitted"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn sandbox_exec_reports_usage_errors_and_missing_programs() {
+    let out = std::process::Command::new(EXE)
+        .args([sandbox::SUBCOMMAND, "--rw", "relative", "--", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("absolute"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = std::process::Command::new(EXE)
+        .args([sandbox::SUBCOMMAND, "--", "/nonexistent/program"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(127), "{}", text(&out.stderr));
+}
+
+#[test]
+fn sandbox_exec_is_not_in_the_usage() {
+    let out = std::process::Command::new(EXE)
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(
+        !text(&out.stdout).contains("sandbox"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+async fn bash_tool(builtins: BuiltinTools, workspace: &Workspace) -> Arc<dyn Tool> {
+    builtins
+        .tools(workspace)
+        .await
+        .into_iter()
+        .find(|t| t.name() == "Bash")
+        .expect("Bash is a built-in")
+}
+
+async fn bash(tool: &dyn Tool, workspace: &Workspace, command: &str) -> ToolOutput {
+    let ctx = ToolContext {
+        workspace: workspace.clone(),
+        cancel: CancellationToken::new(),
+    };
+    tool.call(json!({ "command": command }), &ctx).await
+}
+
+#[tokio::test]
+async fn the_bash_tool_cannot_read_another_users_files_when_confined() {
+    if landlock().await.is_none() {
+        return;
+    }
+    let users = Users::new();
+    let command = format!("cat '{}'", users.bob_secret().display());
+
+    let open = bash_tool(BuiltinTools::new(), &users.alice).await;
+    let out = bash(open.as_ref(), &users.alice, &command).await;
+    assert_eq!(
+        out,
+        ToolOutput::ok("bob's secret\n"),
+        "unconfined Bash reads it"
+    );
+
+    let confined = bash_tool(
+        BuiltinTools::with_sandbox(Sandbox::with_launcher(EXE.into())),
+        &users.alice,
+    )
+    .await;
+    let out = bash(confined.as_ref(), &users.alice, &command).await;
+    assert!(out.is_error, "{out:?}");
+    assert!(out.content.contains("Permission denied"), "{out:?}");
+    assert!(!out.content.contains("bob's secret"));
+    assert!(confined.description().contains("out of reach"));
+
+    // Its own directory, HOME and the scrubbed environment are as before.
+    let out = bash(
+        confined.as_ref(),
+        &users.alice,
+        "echo hi > made.txt; echo HOME=$HOME; env | grep -c CLAUDE_AGENT || true",
+    )
+    .await;
+    assert_eq!(
+        out.content,
+        format!("HOME={}\n0\n", users.alice.root().display()),
+        "{out:?}"
+    );
+    assert!(users.alice.root().join("made.txt").exists());
+}
+
+/// Whether a process is gone: no /proc entry, or a zombie awaiting its reaper.
+async fn gone(pid: u32) -> bool {
+    for _ in 0..100 {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => return true,
+            Ok(stat)
+                if stat
+                    .rsplit_once(')')
+                    .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')) =>
+            {
+                return true;
+            }
+            Ok(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+    false
+}
+
+async fn read_pid(path: &Path) -> u32 {
+    for _ in 0..100 {
+        if let Ok(s) = std::fs::read_to_string(path)
+            && let Ok(pid) = s.trim().parse()
+        {
+            return pid;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("no pid written to {}", path.display());
+}
+
+#[tokio::test]
+async fn a_confined_command_is_still_killed_whole_on_timeout_and_interrupt() {
+    if landlock().await.is_none() {
+        return;
+    }
+    let users = Users::new();
+    let tool = bash_tool(
+        BuiltinTools::with_sandbox(Sandbox::with_launcher(EXE.into())),
+        &users.alice,
+    )
+    .await;
+    let alice = users.alice.clone();
+
+    // The launcher exec()s bash, so `$$` is the process the tool watches.
+    let started = Instant::now();
+    let ctx = ToolContext {
+        workspace: alice.clone(),
+        cancel: CancellationToken::new(),
+    };
+    let out = tool
+        .call(
+            json!({"command": "echo $$ > sh.pid; sleep 300 & echo $! > bg.pid; sleep 200", "timeout": 700}),
+            &ctx,
+        )
+        .await;
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(out.content.contains("timed out after 700 ms"), "{out:?}");
+    for file in ["sh.pid", "bg.pid"] {
+        let pid = read_pid(&alice.root().join(file)).await;
+        assert!(gone(pid).await, "{file} {pid} survived the timeout");
+    }
+
+    let ctx = ToolContext {
+        workspace: alice.clone(),
+        cancel: CancellationToken::new(),
+    };
+    let cancel = ctx.cancel.clone();
+    let call = tokio::spawn({
+        let tool = tool.clone();
+        async move {
+            tool.call(
+                json!({"command": "echo $$ > int.pid; sleep 300 & wait"}),
+                &ctx,
+            )
+            .await
+        }
+    });
+    let pid = read_pid(&alice.root().join("int.pid")).await;
+    cancel.cancel();
+    let out = tokio::time::timeout(Duration::from_secs(10), call)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(out.content.contains("interrupted"), "{out:?}");
+    assert!(gone(pid).await, "the interrupted shell {pid} survived");
+}
