@@ -24,6 +24,7 @@ mod validate;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use axum::serve::ListenerExt;
 use serde::Serialize;
 use serde_json::Value;
 use tokio::net::TcpListener;
@@ -102,6 +103,10 @@ impl FakeAnthropic {
         let shared = Arc::new(server::Shared::new(config.api_key));
         let app = server::router(Arc::clone(&shared));
         let task = tokio::spawn(async move {
+            // The real API's small SSE events are not held back by Nagle.
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
             if let Err(error) = axum::serve(listener, app).await {
                 tracing::error!(%error, "fake-anthropic server stopped");
             }
