@@ -49,7 +49,7 @@ const SYSTEM_READ_ONLY: &[&str] = &[
     "/usr/local",
 ];
 
-/// Shared places a command may write besides the user's directory: scratch
+/// Shared places a command may write besides the session's directory: scratch
 /// files, and devices such as /dev/null and /dev/tty.
 const SYSTEM_READ_WRITE: &[&str] = &["/tmp", "/dev"];
 
@@ -360,11 +360,11 @@ impl Sandbox {
             Ok((exe, level)) => {
                 if level == Enforcement::Partial {
                     tracing::warn!(
-                        "Bash commands are confined to the user's directory, but this kernel's \
+                        "Bash commands are confined to the session's directory, but this kernel's \
                          Landlock is old: truncation, device ioctls and signals are not restricted"
                     );
                 } else {
-                    tracing::info!(launcher = %exe.display(), "Bash commands are confined to the user's directory");
+                    tracing::info!(launcher = %exe.display(), "Bash commands are confined to the session's directory");
                 }
                 Ok(Self::with_launcher(exe))
             }
@@ -397,7 +397,7 @@ impl Sandbox {
             .map(PathBuf::as_path)
     }
 
-    /// The policy for a command in `workspace`: the user's directory and the
+    /// The policy for a command in `workspace`: the session's directory and the
     /// shared scratch places writable, system directories and the workspace's
     /// extra roots readable.
     pub fn policy(&self, workspace: &Workspace) -> Policy {

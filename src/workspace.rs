@@ -68,8 +68,10 @@ impl Workspace {
                 subdir.map_or_else(String::new, |s| s.as_str().to_owned()),
             ));
         }
+        // The session is confined to its own directory, not the whole of the
+        // user's: one user's sessions in different subdirs stay apart too.
         Ok(Self {
-            root,
+            root: cwd.clone(),
             cwd,
             extra_roots: Vec::new(),
         })
@@ -92,7 +94,8 @@ impl Workspace {
         self
     }
 
-    /// The user's directory, `{base_dir}/{user_id}`.
+    /// The directory the session is confined to (and its `HOME`): the
+    /// session's working directory, `{base_dir}/{user_id}/{subdir}`.
     pub fn root(&self) -> &Path {
         &self.root
     }

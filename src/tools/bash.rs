@@ -47,7 +47,7 @@ const PASSED_ENV: &[&str] = &[
 ];
 const FALLBACK_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-/// Runs commands through `sandbox`: confined to the user's directory when it
+/// Runs commands through `sandbox`: confined to the session's directory when it
 /// has a launcher, unconfined otherwise.
 #[derive(Default)]
 pub struct BashTool {
@@ -76,7 +76,7 @@ impl Tool for BashTool {
         format!(
             "Runs a bash command in the working directory and returns its combined stdout and \
              stderr. Each call starts a fresh shell (no state is kept between calls) with a \
-             minimal environment; HOME is the user's directory.{confined} The command is killed, \
+             minimal environment; HOME is the working directory.{confined} The command is killed, \
              with every process it started, after the timeout (default {DEFAULT_TIMEOUT_MS} ms, \
              at most {MAX_TIMEOUT_MS} ms); background processes do not outlive the call. Output \
              beyond {MAX_OUTPUT_CHARS} characters is cut in the middle. Prefer Read, Glob and \
@@ -485,7 +485,7 @@ mod tests {
     async fn env_probe() {
         let tmp = tempfile::tempdir().unwrap();
         let c = subdir_ctx(tmp.path());
-        assert_ne!(c.workspace.root(), c.workspace.cwd());
+        assert!(c.workspace.cwd().ends_with("alice/proj/app"));
         let out = bash(&c, json!({"command": "env"})).await;
         assert!(!out.is_error, "{out:?}");
         for secret in [

@@ -250,3 +250,47 @@ async fn bash_cannot_read_another_users_directory_or_the_database() {
     }
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_session_cannot_reach_another_subdir_of_the_same_user() {
+    let fake = FakeAnthropic::start().await;
+    let app = app_with(&fake, |_| {}).await;
+    let a = app
+        .create_session(json!({"user_id": "alice", "subdir": "proj-a"}))
+        .await
+        .json::<Value>()
+        .await
+        .unwrap();
+    let b = app
+        .create_session(json!({"user_id": "alice", "subdir": "proj-b"}))
+        .await
+        .json::<Value>()
+        .await
+        .unwrap();
+    let b_dir = std::path::PathBuf::from(b["cwd"].as_str().unwrap());
+    std::fs::write(b_dir.join("private.txt"), "project b only").unwrap();
+
+    fake.push(Reply::tool_use(
+        "Read",
+        json!({"file_path": "../proj-b/private.txt"}),
+    ));
+    fake.push(Reply::tool_use(
+        "Bash",
+        json!({"command": "cat ../proj-b/private.txt; echo x > ../proj-b/planted.txt"}),
+    ));
+    fake.push(Reply::text("Could not."));
+    let id = a["session_id"].as_str().unwrap();
+    assert_eq!(app.chat(id, "peek").await.status(), StatusCode::OK);
+    let results = results_in(&fake, 2);
+    assert_eq!(results[0]["is_error"], true, "{}", results[0]);
+    assert!(
+        !results[1]["content"]
+            .as_str()
+            .unwrap()
+            .contains("project b only"),
+        "{}",
+        results[1]
+    );
+    assert!(!b_dir.join("planted.txt").exists());
+    app.stop().await;
+}
