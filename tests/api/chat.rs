@@ -127,6 +127,22 @@ impl Frames {
     }
 }
 
+/// Two apps on one fresh PostgreSQL database, both talking to `fake` and
+/// seeing the same user files, as they would on a shared volume.
+async fn two_instances(fake: &FakeAnthropic) -> (TestApp, TestApp) {
+    let db = fresh_db_name();
+    let one = agent_app(StorageKind::Postgresql, fake, |s| use_postgres(s, &db))
+        .await
+        .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut settings = test_settings(tmp.path(), StorageKind::Postgresql);
+    use_postgres(&mut settings, &db);
+    point_at_fake(&mut settings, &fake.url());
+    settings.user.base_dir = one.settings.user.base_dir.clone();
+    let two = start(settings, tmp.path().to_path_buf(), Some(tmp)).await;
+    (one, two)
+}
+
 fn messages_of(request: &fake_anthropic::Recorded) -> Vec<Value> {
     request.body["messages"].as_array().unwrap().clone()
 }
@@ -277,10 +293,7 @@ async fn tool_call_then_answer_postgresql() {
 async fn several_tool_calls_in_one_message_run_in_order() {
     let fake = FakeAnthropic::start().await;
     let app = agent_app(StorageKind::Sqlite, &fake, |_| {}).await.unwrap();
-    let id = app.new_session("alice").await["session_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = app.new_session_id("alice").await;
     fake.push(Reply::ToolUse {
         text: Some("Let me do three things.".into()),
         calls: vec![
@@ -320,10 +333,7 @@ async fn several_tool_calls_in_one_message_run_in_order() {
 async fn upstream_overload_is_retried() {
     let fake = FakeAnthropic::start().await;
     let app = agent_app(StorageKind::Sqlite, &fake, |_| {}).await.unwrap();
-    let id = app.new_session("alice").await["session_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = app.new_session_id("alice").await;
     fake.push(Reply::overloaded(2));
     fake.push(Reply::text("Made it."));
     let response = app.chat(&id, "hello").await;
@@ -341,10 +351,7 @@ async fn upstream_overload_that_persists_is_a_502() {
     let app = agent_app(StorageKind::Sqlite, &fake, |s| s.anthropic.max_retries = 1)
         .await
         .unwrap();
-    let id = app.new_session("alice").await["session_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = app.new_session_id("alice").await;
     fake.push(Reply::overloaded(10));
     let body = assert_error(
         app.chat(&id, "hello").await,
@@ -369,10 +376,7 @@ async fn upstream_401_says_to_check_the_key() {
     })
     .await;
     let app = agent_app(StorageKind::Memory, &fake, |_| {}).await.unwrap();
-    let id = app.new_session("alice").await["session_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = app.new_session_id("alice").await;
     let body = assert_error(
         app.chat(&id, "hello").await,
         StatusCode::BAD_GATEWAY,
@@ -392,10 +396,7 @@ async fn upstream_401_says_to_check_the_key() {
 #[tokio::test]
 async fn no_key_is_503_but_sessions_work() {
     let app = spawn_app(StorageKind::Memory).await.unwrap();
-    let id = app.new_session("alice").await["session_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = app.new_session_id("alice").await;
     assert_error(
         app.chat(&id, "hello").await,
         StatusCode::SERVICE_UNAVAILABLE,
@@ -420,10 +421,7 @@ async fn no_key_is_503_but_sessions_work() {
 async fn chat_validation_and_unknown_sessions() {
     let fake = FakeAnthropic::start().await;
     let app = agent_app(StorageKind::Memory, &fake, |_| {}).await.unwrap();
-    let id = app.new_session("alice").await["session_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = app.new_session_id("alice").await;
     for (body, field) in [
         (json!({"session_id": id, "message": "   "}), "message"),
         (
@@ -495,10 +493,7 @@ async fn stream_cut_midway(storage: StorageKind) {
     let Some(app) = agent_app(storage, &fake, |_| {}).await else {
         return;
     };
-    let id = app.new_session("alice").await["session_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = app.new_session_id("alice").await;
     fake.push(Reply::text("one two three four five six seven eight").cut_after(6));
     let frames = Frames::new(
         app.chat_stream(json!({"session_id": id, "message": "count"}))
@@ -547,10 +542,7 @@ async fn stream_cut_midway_postgresql() {
 async fn stream_frames_arrive_in_order_and_incrementally() {
     let fake = FakeAnthropic::start().await;
     let app = agent_app(StorageKind::Sqlite, &fake, |_| {}).await.unwrap();
-    let id = app.new_session("alice").await["session_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = app.new_session_id("alice").await;
     fake.push(Reply::tool_use(
         "Bash",
         json!({"command": "echo tool-output"}),
@@ -606,10 +598,7 @@ async fn stream_frames_arrive_in_order_and_incrementally() {
 async fn a_second_message_while_a_turn_runs_is_429() {
     let fake = FakeAnthropic::start().await;
     let app = agent_app(StorageKind::Sqlite, &fake, |_| {}).await.unwrap();
-    let id = app.new_session("alice").await["session_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = app.new_session_id("alice").await;
     fake.push(Reply::text("a b c d e f g h").slow(200));
     let mut frames = Frames::new(
         app.chat_stream(json!({"session_id": id, "message": "long"}))
@@ -713,10 +702,7 @@ async fn turn_timeout_postgresql() {
 async fn a_client_that_disconnects_does_not_lose_the_turn() {
     let fake = FakeAnthropic::start().await;
     let app = agent_app(StorageKind::Sqlite, &fake, |_| {}).await.unwrap();
-    let id = app.new_session("alice").await["session_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = app.new_session_id("alice").await;
     fake.push(Reply::text("this answer keeps going after the client left").slow(100));
     let mut frames = Frames::new(
         app.chat_stream(json!({"session_id": id, "message": "talk"}))
@@ -796,10 +782,7 @@ async fn interrupt_kills_the_running_tool_and_keeps_history_valid() {
 async fn restart_between_turns_keeps_the_conversation() {
     let fake = FakeAnthropic::start().await;
     let app = agent_app(StorageKind::Sqlite, &fake, |_| {}).await.unwrap();
-    let id = app.new_session("alice").await["session_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = app.new_session_id("alice").await;
     fake.push(Reply::text("First answer."));
     assert_eq!(app.chat(&id, "first").await.status(), StatusCode::OK);
     let (settings, root, tmp) = app.stop().await;
@@ -819,10 +802,7 @@ async fn max_turns_stops_the_loop() {
     let app = agent_app(StorageKind::Sqlite, &fake, |s| s.defaults.max_turns = 2)
         .await
         .unwrap();
-    let id = app.new_session("alice").await["session_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = app.new_session_id("alice").await;
     for _ in 0..3 {
         fake.push(Reply::tool_use("Bash", json!({"command": "true"})));
     }
@@ -845,10 +825,7 @@ async fn a_session_over_budget_gets_a_clear_error() {
     })
     .await
     .unwrap();
-    let id = app.new_session("alice").await["session_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = app.new_session_id("alice").await;
     fake.push(Reply::text("This costs money."));
     assert_eq!(app.chat(&id, "spend").await.status(), StatusCode::OK);
     let body = assert_error(
@@ -868,23 +845,9 @@ async fn two_instances_share_one_postgres_database() {
         return;
     }
     let fake = FakeAnthropic::start().await;
-    let db = fresh_db_name();
-    let url = fake.url();
-    let one = agent_app(StorageKind::Postgresql, &fake, |s| use_postgres(s, &db))
-        .await
-        .unwrap();
-    let tmp = tempfile::tempdir().unwrap();
-    let mut settings = test_settings(tmp.path(), StorageKind::Postgresql);
-    use_postgres(&mut settings, &db);
-    point_at_fake(&mut settings, &url);
-    // Both instances see the same user files, as they would on a shared volume.
-    settings.user.base_dir = one.settings.user.base_dir.clone();
-    let two = start(settings, tmp.path().to_path_buf(), Some(tmp)).await;
+    let (one, two) = two_instances(&fake).await;
 
-    let id = one.new_session("alice").await["session_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = one.new_session_id("alice").await;
     fake.push(Reply::text("Answer from two."));
     assert_eq!(two.chat(&id, "to two").await.status(), StatusCode::OK);
     fake.push(Reply::text("Answer from one."));
@@ -909,10 +872,7 @@ async fn two_instances_share_one_postgres_database() {
 async fn thinking_blocks_are_sent_back_verbatim() {
     let fake = FakeAnthropic::start().await;
     let app = agent_app(StorageKind::Sqlite, &fake, |_| {}).await.unwrap();
-    let id = app.new_session("alice").await["session_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = app.new_session_id("alice").await;
     fake.push(Reply::Thinking {
         thinking: "Let me think.".into(),
         text: "Thought about it.".into(),
@@ -936,10 +896,7 @@ async fn thinking_blocks_are_sent_back_verbatim() {
 async fn a_crash_mid_tool_leaves_a_usable_session() {
     let fake = FakeAnthropic::start().await;
     let app = agent_app(StorageKind::Sqlite, &fake, |_| {}).await.unwrap();
-    let id = app.new_session("alice").await["session_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = app.new_session_id("alice").await;
     let (settings, root, tmp) = app.stop().await;
 
     // What a process killed in the middle of a tool call leaves behind: the
@@ -988,10 +945,7 @@ async fn a_crash_mid_tool_leaves_a_usable_session() {
 async fn shutdown_lets_a_running_turn_finish() {
     let fake = FakeAnthropic::start().await;
     let app = agent_app(StorageKind::Sqlite, &fake, |_| {}).await.unwrap();
-    let id = app.new_session("alice").await["session_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = app.new_session_id("alice").await;
     fake.push(Reply::text("one two three four five").slow(150));
     let client = app.client.clone();
     let url = app.url("/api/v1/chat");
@@ -1026,17 +980,7 @@ async fn an_interrupt_sent_to_another_instance_stops_the_turn() {
         return;
     }
     let fake = FakeAnthropic::start().await;
-    let db = fresh_db_name();
-    let url = fake.url();
-    let one = agent_app(StorageKind::Postgresql, &fake, |s| use_postgres(s, &db))
-        .await
-        .unwrap();
-    let tmp = tempfile::tempdir().unwrap();
-    let mut settings = test_settings(tmp.path(), StorageKind::Postgresql);
-    use_postgres(&mut settings, &db);
-    point_at_fake(&mut settings, &url);
-    settings.user.base_dir = one.settings.user.base_dir.clone();
-    let two = start(settings, tmp.path().to_path_buf(), Some(tmp)).await;
+    let (one, two) = two_instances(&fake).await;
 
     let session = one.new_session("alice").await;
     let id = session["session_id"].as_str().unwrap().to_owned();

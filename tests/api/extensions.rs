@@ -179,10 +179,7 @@ async fn an_mcp_server_from_config_serves_tools_in_a_turn() {
     assert_eq!(health["mcp_servers"][0]["name"], "everything");
     assert_eq!(health["mcp_servers"][0]["state"], "not_started");
 
-    let id = app.new_session("alice").await["session_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = app.new_session_id("alice").await;
     fake.push(Reply::tool_use(
         "mcp__everything__echo",
         json!({"message": "hello over MCP"}),
@@ -233,10 +230,7 @@ async fn a_broken_mcp_server_is_reported_and_the_service_stays_up() {
     })
     .await
     .unwrap();
-    let id = app.new_session("alice").await["session_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = app.new_session_id("alice").await;
     fake.push(Reply::tool_use("mcp__broken__anything", json!({})));
     fake.push(Reply::text("That tool is unavailable."));
     assert_eq!(app.chat(&id, "use it").await.status(), StatusCode::OK);

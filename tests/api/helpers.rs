@@ -200,6 +200,14 @@ impl TestApp {
         response.json().await.expect("json")
     }
 
+    /// Creates a session for `user` and returns its id.
+    pub async fn new_session_id(&self, user: &str) -> String {
+        self.new_session(user).await["session_id"]
+            .as_str()
+            .expect("session_id is a string")
+            .to_owned()
+    }
+
     pub async fn get_session(&self, id: &str) -> Response {
         self.client
             .get(self.url(&format!("/api/v1/sessions/{id}")))

@@ -154,10 +154,7 @@ async fn tool_errors_reach_the_model_as_is_error() {
 async fn plan_mode_offers_only_read_only_tools() {
     let fake = FakeAnthropic::start().await;
     let app = app_with(&fake, |s| s.defaults.permission_mode = "plan".into()).await;
-    let id = app.new_session("alice").await["session_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = app.new_session_id("alice").await;
     fake.push(Reply::tool_use(
         "Write",
         json!({"file_path": "x.txt", "content": "no"}),
