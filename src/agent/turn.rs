@@ -88,19 +88,32 @@ pub struct TurnRequest {
     pub timeout: Duration,
 }
 
-/// A running turn, as seen by whoever may cancel it.
-struct Running {
-    cancel: CancellationToken,
+/// Cancels a turn and remembers the first reason given, whoever cancels it
+/// (interrupt, deadline, lease renewal, shutdown).
+#[derive(Clone, Default)]
+struct Canceller {
+    token: CancellationToken,
     reason: Arc<Mutex<Option<Cancel>>>,
-    finished: watch::Receiver<bool>,
 }
 
-impl Running {
+impl Canceller {
     fn cancel(&self, why: Cancel) {
-        let mut reason = self.reason.lock().unwrap_or_else(PoisonError::into_inner);
-        reason.get_or_insert(why);
-        self.cancel.cancel();
+        self.reason
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_or_insert(why);
+        self.token.cancel();
     }
+
+    fn reason(&self) -> Option<Cancel> {
+        *self.reason.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A running turn, as seen by whoever may cancel it.
+struct Running {
+    canceller: Canceller,
+    finished: watch::Receiver<bool>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -178,14 +191,12 @@ impl Agent {
             LeaseOutcome::NotFound => return Err(ApiError::SessionNotFound),
         }
 
-        let cancel = CancellationToken::new();
-        let reason = Arc::new(Mutex::new(None));
+        let canceller = Canceller::default();
         let (finished_tx, finished_rx) = watch::channel(false);
         self.running_map().insert(
             id,
             Running {
-                cancel: cancel.clone(),
-                reason: reason.clone(),
+                canceller: canceller.clone(),
                 finished: finished_rx,
             },
         );
@@ -196,8 +207,7 @@ impl Agent {
             session,
             workspace,
             holder,
-            cancel,
-            reason,
+            canceller,
             events,
             started: Instant::now(),
         };
@@ -215,7 +225,7 @@ impl Agent {
             let running = self.running_map();
             match running.get(&id) {
                 Some(turn) => {
-                    turn.cancel(Cancel::Interrupted);
+                    turn.canceller.cancel(Cancel::Interrupted);
                     Some(turn.finished.clone())
                 }
                 None => None,
@@ -264,7 +274,7 @@ impl Agent {
     /// Stops the session's turn if it runs here (the session is being deleted).
     pub fn cancel_local(&self, id: SessionId) {
         if let Some(turn) = self.running_map().get(&id) {
-            turn.cancel(Cancel::Interrupted);
+            turn.canceller.cancel(Cancel::Interrupted);
         }
     }
 
@@ -280,7 +290,7 @@ impl Agent {
             "cancelling turns still running at shutdown"
         );
         for turn in self.running_map().values() {
-            turn.cancel(Cancel::Shutdown);
+            turn.canceller.cancel(Cancel::Shutdown);
         }
         let _ = tokio::time::timeout(Duration::from_secs(10), self.tasks.wait()).await;
     }
@@ -322,8 +332,7 @@ struct Turn {
     session: Session,
     workspace: Workspace,
     holder: Uuid,
-    cancel: CancellationToken,
-    reason: Arc<Mutex<Option<Cancel>>>,
+    canceller: Canceller,
     events: mpsc::UnboundedSender<TurnEvent>,
     started: Instant,
 }
@@ -351,8 +360,7 @@ impl Turn {
         let renew = {
             let store = self.agent.store.clone();
             let holder = self.holder;
-            let cancel = self.cancel.clone();
-            let reason = self.reason.clone();
+            let canceller = self.canceller.clone();
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(LEASE_RENEW_EVERY);
                 tick.tick().await;
@@ -360,13 +368,7 @@ impl Turn {
                     tick.tick().await;
                     match store.renew_turn(id, holder, LEASE).await {
                         Ok(Renewal::Held) => {}
-                        Ok(Renewal::InterruptRequested) => {
-                            reason
-                                .lock()
-                                .unwrap_or_else(PoisonError::into_inner)
-                                .get_or_insert(Cancel::Interrupted);
-                            cancel.cancel();
-                        }
+                        Ok(Renewal::InterruptRequested) => canceller.cancel(Cancel::Interrupted),
                         Ok(Renewal::Lost) => {
                             tracing::warn!(
                                 "the turn lost its lease (session deleted or lease lapsed)"
@@ -378,15 +380,10 @@ impl Turn {
             })
         };
         let deadline = {
-            let cancel = self.cancel.clone();
-            let reason = self.reason.clone();
+            let canceller = self.canceller.clone();
             tokio::spawn(async move {
                 tokio::time::sleep(timeout).await;
-                reason
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .get_or_insert(Cancel::TimedOut);
-                cancel.cancel();
+                canceller.cancel(Cancel::TimedOut);
             })
         };
 
@@ -421,18 +418,15 @@ impl Turn {
         let event = match outcome {
             Ok((stop_reason, text)) => TurnEvent::Done(summary(stop_reason, text)),
             Err(Stop::Failed(err)) => TurnEvent::Failed(err),
-            Err(Stop::Cancelled) => {
-                let why = *self.reason.lock().unwrap_or_else(PoisonError::into_inner);
-                match why {
-                    Some(Cancel::TimedOut) => {
-                        TurnEvent::Failed(ApiError::TurnTimeout(timeout.as_secs()))
-                    }
-                    Some(Cancel::Shutdown) => TurnEvent::Failed(ApiError::ShuttingDown),
-                    Some(Cancel::Interrupted) | None => {
-                        TurnEvent::Done(summary("interrupted".into(), progress.last_text.clone()))
-                    }
+            Err(Stop::Cancelled) => match self.canceller.reason() {
+                Some(Cancel::TimedOut) => {
+                    TurnEvent::Failed(ApiError::TurnTimeout(timeout.as_secs()))
                 }
-            }
+                Some(Cancel::Shutdown) => TurnEvent::Failed(ApiError::ShuttingDown),
+                Some(Cancel::Interrupted) | None => {
+                    TurnEvent::Done(summary("interrupted".into(), progress.last_text.clone()))
+                }
+            },
         };
         match &event {
             TurnEvent::Done(s) => tracing::info!(
@@ -472,7 +466,7 @@ impl Turn {
 
         let _permit = tokio::select! {
             permit = agent.permits.clone().acquire_owned() => permit.map_err(|_| Stop::Failed(ApiError::ShuttingDown))?,
-            () = self.cancel.cancelled() => return Err(Stop::Cancelled),
+            () = self.canceller.token.cancelled() => return Err(Stop::Cancelled),
         };
 
         let stored = agent
@@ -490,7 +484,7 @@ impl Turn {
         let tool_definitions = tool_set.definitions();
         let tool_ctx = ToolContext {
             workspace: self.workspace.clone(),
-            cancel: self.cancel.clone(),
+            cancel: self.canceller.token.clone(),
         };
         let model_id = settings.defaults.model.clone();
         let system = settings
@@ -552,7 +546,7 @@ impl Turn {
                     tool: name.clone(),
                     input: input.clone(),
                 });
-                let output = if self.cancel.is_cancelled() {
+                let output = if self.canceller.token.is_cancelled() {
                     crate::tools::ToolOutput::error(INTERRUPTED)
                 } else {
                     tool_set.run(&name, input, &tool_ctx).await
@@ -576,7 +570,7 @@ impl Turn {
             self.persist(&results).await?;
             conversation.push(results);
 
-            if self.cancel.is_cancelled() {
+            if self.canceller.token.is_cancelled() {
                 return Err(Stop::Cancelled);
             }
             if let Some(budget) = settings.defaults.max_budget_usd
@@ -600,7 +594,7 @@ impl Turn {
         let result = loop {
             tokio::select! {
                 biased;
-                () = self.cancel.cancelled() => return Err((Stop::Cancelled, partial)),
+                () = self.canceller.token.cancelled() => return Err((Stop::Cancelled, partial)),
                 Some(event) = rx.recv() => self.forward(event, &mut partial),
                 result = &mut call => break result,
             }
