@@ -93,6 +93,24 @@ pub struct Session {
     pub turn_running: bool,
 }
 
+impl Session {
+    /// A session as `create` just stored it: no messages, no usage, idle.
+    fn created(id: SessionId, new: NewSession, now: DateTime<Utc>) -> Self {
+        Self {
+            id,
+            user_id: new.user_id,
+            subdir: new.subdir,
+            cwd: new.cwd,
+            metadata: new.metadata,
+            created_at: now,
+            last_active_at: now,
+            message_count: 0,
+            usage: UsageTotals::default(),
+            turn_running: false,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct NewSession {
     pub user_id: UserId,

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{ConnectOptions, Connection, Row};
 use uuid::Uuid;
@@ -207,7 +207,9 @@ impl SessionStore for PostgresStore {
     }
 
     async fn create(&self, new: NewSession, limits: Limits) -> Result<Session, StoreError> {
-        let now = Utc::now();
+        // Millisecond precision, so the session returned here is exactly what a
+        // later read gives back.
+        let now = Utc::now().trunc_subsecs(3);
         let id = SessionId::new();
         let mut tx = self.pool.begin().await?;
         if limits.max_sessions > 0 || limits.max_sessions_per_user > 0 {
@@ -239,9 +241,7 @@ impl SessionStore for PostgresStore {
         if inserted == 0 {
             return Err(describe_limit(self, &new.user_id, limits).await);
         }
-        self.fetch(id)
-            .await?
-            .ok_or_else(|| StoreError::Internal("created session vanished".into()))
+        Ok(Session::created(id, new, now))
     }
 
     async fn get(&self, id: SessionId) -> Result<Option<Session>, StoreError> {

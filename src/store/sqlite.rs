@@ -6,7 +6,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use sqlx::Row;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
@@ -171,7 +171,9 @@ impl SessionStore for SqliteStore {
     }
 
     async fn create(&self, new: NewSession, limits: Limits) -> Result<Session, StoreError> {
-        let now = Utc::now();
+        // Millisecond precision, so the session returned here is exactly what a
+        // later read gives back.
+        let now = Utc::now().trunc_subsecs(3);
         let id = SessionId::new();
         let metadata = serde_json::to_string(&new.metadata)
             .map_err(|e| StoreError::Internal(e.to_string()))?;
@@ -200,9 +202,7 @@ impl SessionStore for SqliteStore {
         if inserted == 0 {
             return Err(describe_limit(self, &new.user_id, limits).await);
         }
-        self.fetch(id)
-            .await?
-            .ok_or_else(|| StoreError::Internal("created session vanished".into()))
+        Ok(Session::created(id, new, now))
     }
 
     async fn get(&self, id: SessionId) -> Result<Option<Session>, StoreError> {
