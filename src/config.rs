@@ -336,7 +336,10 @@ impl Default for LogSettings {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+/// Largest file Write and Edit handle (`tools.max_file_bytes`): 16 MiB.
+pub const DEFAULT_MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
+
+#[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct ToolSettings {
     pub sandbox: SandboxMode,
@@ -344,6 +347,19 @@ pub struct ToolSettings {
     /// running executable when unset. Tests, which run the service inside a
     /// test binary, point it at the real one.
     pub sandbox_exe: Option<PathBuf>,
+    /// Write and Edit refuse files larger than this, so one call cannot
+    /// hold gigabytes in the service's memory.
+    pub max_file_bytes: u64,
+}
+
+impl Default for ToolSettings {
+    fn default() -> Self {
+        Self {
+            sandbox: SandboxMode::default(),
+            sandbox_exe: None,
+            max_file_bytes: DEFAULT_MAX_FILE_BYTES,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -459,6 +475,11 @@ const ENV_KEYS: &[(&str, &str, Kind)] = &[
     ("ANTHROPIC_BASE_URL", "anthropic.base_url", Kind::Text),
     ("ANTHROPIC_MODEL", "defaults.model", Kind::Text),
     ("CLAUDE_AGENT_TOOLS_SANDBOX", "tools.sandbox", Kind::Sandbox),
+    (
+        "CLAUDE_AGENT_TOOLS_MAX_FILE_BYTES",
+        "tools.max_file_bytes",
+        Kind::Int,
+    ),
     ("CLAUDE_AGENT_LOG_FORMAT", "log.format", Kind::Text),
 ];
 
@@ -513,6 +534,13 @@ impl Settings {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.tools.max_file_bytes == 0 {
+            return Err(ConfigError::invalid(
+                "tools.max_file_bytes",
+                0,
+                "must be a positive number of bytes",
+            ));
+        }
         if self.session.ttl < 0 {
             return Err(ConfigError::invalid(
                 "session.ttl",

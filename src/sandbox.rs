@@ -404,7 +404,7 @@ impl Sandbox {
         let mut read_write = vec![workspace.root().to_path_buf()];
         read_write.extend(self.system_read_write.iter().cloned());
         let mut read_only = self.system_read_only.clone();
-        read_only.extend(workspace.extra_roots().iter().cloned());
+        read_only.extend(workspace.extra_roots().map(Path::to_path_buf));
         Policy::new(read_write, read_only)
     }
 
@@ -647,6 +647,7 @@ mod tests {
             tools: ToolSettings {
                 sandbox: SandboxMode::Auto,
                 sandbox_exe: Some("/bin/true".into()),
+                ..ToolSettings::default()
             },
             ..Settings::default()
         };
@@ -655,6 +656,7 @@ mod tests {
         settings.tools = ToolSettings {
             sandbox: SandboxMode::On,
             sandbox_exe: Some("/nonexistent/claude-agent-http".into()),
+            ..ToolSettings::default()
         };
         let err = Sandbox::from_settings(&settings).await.unwrap_err();
         assert!(err.to_string().contains("tools.sandbox is on"), "{err}");

@@ -2,6 +2,7 @@
 //! the plugins' `skills/` folders, offered to the model through one `Skill` tool.
 
 use std::collections::BTreeMap;
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -11,7 +12,7 @@ use serde_json::{Value, json};
 
 use crate::plugins::PluginConfig;
 use crate::tools::{Tool, ToolContext, ToolOutput, ToolSource};
-use crate::workspace::Workspace;
+use crate::workspace::{Access, Workspace};
 
 /// The name the model calls the skill tool by (also what policy lists name).
 pub const SKILL_TOOL_NAME: &str = "Skill";
@@ -145,19 +146,31 @@ fn load(dir: &Path, source: &str, jail: Option<&Workspace>) -> Result<Option<Ski
         Err(e) => return Err(e.to_string()),
     };
     let dir = dir.canonicalize().map_err(|e| e.to_string())?;
-    if let Some(ws) = jail
-        && (!ws.contains(&canonical) || !ws.contains(&dir))
-    {
-        return Err("SKILL.md resolves outside the session's directory".into());
+    // Project skills are opened beneath the workspace's handle, so a link
+    // swapped in after the check above still cannot lead out; every
+    // SKILL.md must be a regular file, never a FIFO that would block.
+    let opened = match jail {
+        Some(ws) => {
+            if !ws.contains(&dir) {
+                return Err("SKILL.md resolves outside the session's directory".into());
+            }
+            ws.open_file(&canonical, Access::Read)
+        }
+        None => crate::workspace::open_trusted_file(&canonical),
     }
-    let meta = std::fs::metadata(&canonical).map_err(|e| e.to_string())?;
-    if meta.len() > MAX_SKILL_FILE_BYTES {
+    .map_err(|e| e.to_string())?;
+    if opened.len > MAX_SKILL_FILE_BYTES {
         return Err(format!(
             "SKILL.md is {} bytes, over the {MAX_SKILL_FILE_BYTES}-byte limit",
-            meta.len()
+            opened.len
         ));
     }
-    let text = std::fs::read_to_string(&canonical).map_err(|e| e.to_string())?;
+    let mut text = String::new();
+    opened
+        .file
+        .take(MAX_SKILL_FILE_BYTES)
+        .read_to_string(&mut text)
+        .map_err(|e| e.to_string())?;
     let (front, body) = parse(&text)?;
     Ok(Some(Skill {
         name: front.name,

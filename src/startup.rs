@@ -64,9 +64,12 @@ impl Application {
             &settings.plugins,
         ));
         let sandbox = Sandbox::from_settings(&settings).await?;
-        let tools = ToolRegistry::with_builtin_tools(BuiltinTools::with_sandbox(sandbox))
-            .with_source(skills.clone())
-            .with_source(mcp.clone());
+        let tools = ToolRegistry::with_builtin_tools(BuiltinTools::with_sandbox(
+            sandbox,
+            settings.tools.max_file_bytes,
+        ))
+        .with_source(skills.clone())
+        .with_source(mcp.clone());
         let agent = Arc::new(Agent::new(
             store.clone(),
             settings.clone(),

@@ -219,7 +219,10 @@ async fn the_bash_tool_cannot_read_another_users_files_when_confined() {
     );
 
     let confined = bash_tool(
-        BuiltinTools::with_sandbox(Sandbox::with_launcher(EXE.into())),
+        BuiltinTools::with_sandbox(
+            Sandbox::with_launcher(EXE.into()),
+            claude_agent_http::config::DEFAULT_MAX_FILE_BYTES,
+        ),
         &users.alice,
     )
     .await;
@@ -281,7 +284,10 @@ async fn a_confined_command_is_still_killed_whole_on_timeout_and_interrupt() {
     }
     let users = Users::new();
     let tool = bash_tool(
-        BuiltinTools::with_sandbox(Sandbox::with_launcher(EXE.into())),
+        BuiltinTools::with_sandbox(
+            Sandbox::with_launcher(EXE.into()),
+            claude_agent_http::config::DEFAULT_MAX_FILE_BYTES,
+        ),
         &users.alice,
     )
     .await;

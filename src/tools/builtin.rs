@@ -12,6 +12,7 @@ use super::grep::GrepTool;
 use super::read::ReadTool;
 use super::write::WriteTool;
 use super::{Tool, ToolSource};
+use crate::config::DEFAULT_MAX_FILE_BYTES;
 use crate::sandbox::Sandbox;
 use crate::workspace::Workspace;
 
@@ -24,17 +25,18 @@ pub struct BuiltinTools {
 impl BuiltinTools {
     /// The built-ins with Bash commands unconfined (tests, and `tools.sandbox: off`).
     pub fn new() -> Self {
-        Self::with_sandbox(Sandbox::off())
+        Self::with_sandbox(Sandbox::off(), DEFAULT_MAX_FILE_BYTES)
     }
 
-    /// The built-ins with Bash commands started through `sandbox`.
-    pub fn with_sandbox(sandbox: Sandbox) -> Self {
+    /// The built-ins with Bash commands started through `sandbox`; Write
+    /// and Edit refuse files over `max_file_bytes`.
+    pub fn with_sandbox(sandbox: Sandbox, max_file_bytes: u64) -> Self {
         Self {
             tools: vec![
                 Arc::new(BashTool::new(sandbox)),
                 Arc::new(ReadTool),
-                Arc::new(WriteTool),
-                Arc::new(EditTool),
+                Arc::new(WriteTool::new(max_file_bytes)),
+                Arc::new(EditTool::new(max_file_bytes)),
                 Arc::new(GlobTool),
                 Arc::new(GrepTool),
             ],

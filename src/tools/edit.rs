@@ -1,15 +1,29 @@
 //! `Edit`: exact string replacement in a file. An ambiguous or missing match
 //! is refused so the model cannot change a place it did not mean.
 
+use std::io::Read as _;
 use std::path::Path;
 
 use async_trait::async_trait;
 use serde_json::{Value, json};
 
 use super::args::Args;
-use super::{Tool, ToolContext, ToolOutput, resolve_path, run_blocking};
+use super::write::{create_parent_dirs, write_all};
+use super::{
+    Tool, ToolContext, ToolOutput, file_error, open_in_workspace, resolve_path, run_blocking,
+};
+use crate::workspace::{Access, FileError, Workspace};
 
-pub struct EditTool;
+/// Edits files of at most `max_file_bytes`, before and after the change.
+pub struct EditTool {
+    max_file_bytes: u64,
+}
+
+impl EditTool {
+    pub fn new(max_file_bytes: u64) -> Self {
+        Self { max_file_bytes }
+    }
+}
 
 struct EditRequest {
     old: String,
@@ -77,27 +91,42 @@ impl Tool for EditTool {
             Ok(p) => p,
             Err(out) => return out,
         };
-        run_blocking(move || edit_file(&path, &request)).await
+        let workspace = ctx.workspace.clone();
+        let limit = self.max_file_bytes;
+        run_blocking(&ctx.cancel, move || {
+            edit_file(&workspace, &path, &request, limit)
+        })
+        .await
     }
 }
 
-fn edit_file(path: &Path, request: &EditRequest) -> ToolOutput {
+fn edit_file(workspace: &Workspace, path: &Path, request: &EditRequest, limit: u64) -> ToolOutput {
     let shown = path.display();
-    let content = match std::fs::read(path) {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+    let opened = match workspace.open_file(path, Access::Update) {
+        Ok(f) => f,
+        Err(FileError::NotFound(_)) => {
             if request.old.is_empty() {
-                return create_file(path, &request.new);
+                return create_file(workspace, path, &request.new, limit);
             }
             return ToolOutput::error(format!(
                 "File does not exist: {shown}. Use Write to create it."
             ));
         }
-        Err(e) if path.is_dir() => {
-            return ToolOutput::error(format!("{shown} is a directory, not a file ({e})."));
-        }
-        Err(e) => return ToolOutput::error(format!("Cannot read {shown}: {e}")),
+        Err(e) => return file_error(&e),
     };
+    if opened.len > limit {
+        return file_error(&FileError::TooLarge {
+            path: shown.to_string(),
+            size: opened.len,
+            limit,
+        });
+    }
+    let mut file = opened.file;
+    let mut content = Vec::new();
+    // `take` bounds memory even if the file grows after it was measured.
+    if let Err(e) = (&mut file).take(limit + 1).read_to_end(&mut content) {
+        return ToolOutput::error(format!("Cannot read {shown}: {e}"));
+    }
     let Ok(content) = String::from_utf8(content) else {
         return ToolOutput::error(format!(
             "{shown} is not UTF-8 text, so it cannot be edited by string replacement."
@@ -105,7 +134,7 @@ fn edit_file(path: &Path, request: &EditRequest) -> ToolOutput {
     };
     if request.old.is_empty() {
         if content.is_empty() {
-            return write_back(path, &request.new, 1);
+            return write_back(file, path, &request.new, 1, limit);
         }
         return ToolOutput::error(format!(
             "old_string is empty but {shown} already has content. Give the text to replace, \
@@ -130,11 +159,23 @@ fn edit_file(path: &Path, request: &EditRequest) -> ToolOutput {
     } else {
         content.replacen(request.old.as_str(), &request.new, 1)
     };
-    write_back(path, &updated, count)
+    write_back(file, path, &updated, count, limit)
 }
 
-fn write_back(path: &Path, content: &str, replacements: usize) -> ToolOutput {
-    match std::fs::write(path, content) {
+fn write_back(
+    file: std::fs::File,
+    path: &Path,
+    content: &str,
+    replacements: usize,
+    limit: u64,
+) -> ToolOutput {
+    if content.len() as u64 > limit {
+        return ToolOutput::error(format!(
+            "The edited file would be {} bytes, over the {limit}-byte limit; nothing was changed.",
+            content.len()
+        ));
+    }
+    match write_all(file, content.as_bytes()) {
         Ok(()) => {
             let noun = if replacements == 1 {
                 "occurrence"
@@ -150,11 +191,21 @@ fn write_back(path: &Path, content: &str, replacements: usize) -> ToolOutput {
     }
 }
 
-fn create_file(path: &Path, content: &str) -> ToolOutput {
-    if let Err(output) = super::write::create_parent_dirs(path) {
+fn create_file(workspace: &Workspace, path: &Path, content: &str, limit: u64) -> ToolOutput {
+    if content.len() as u64 > limit {
+        return ToolOutput::error(format!(
+            "The new file would be {} bytes, over the {limit}-byte limit.",
+            content.len()
+        ));
+    }
+    if let Err(output) = create_parent_dirs(workspace, path) {
         return output;
     }
-    match std::fs::write(path, content) {
+    let opened = match open_in_workspace(workspace, path, Access::CreateNew) {
+        Ok(f) => f,
+        Err(out) => return out,
+    };
+    match write_all(opened.file, content.as_bytes()) {
         Ok(()) => ToolOutput::ok(format!(
             "Created {} ({} bytes).",
             path.display(),
@@ -167,7 +218,6 @@ fn create_file(path: &Path, content: &str) -> ToolOutput {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::workspace::Workspace;
     use tokio_util::sync::CancellationToken;
 
     fn ctx(dir: &Path) -> ToolContext {
@@ -178,7 +228,7 @@ mod tests {
     }
 
     async fn edit(dir: &Path, input: Value) -> ToolOutput {
-        EditTool.call(input, &ctx(dir)).await
+        EditTool::new(1 << 20).call(input, &ctx(dir)).await
     }
 
     #[tokio::test]

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::args::Args;
 use super::walk::walker;
 use super::{Tool, ToolContext, ToolOutput, resolve_path, run_blocking};
+use crate::workspace::Workspace;
 
 /// Most paths returned; more would drown the model's context.
 pub const MAX_RESULTS: usize = 100;
@@ -66,11 +67,20 @@ impl Tool for GlobTool {
             None => ctx.workspace.cwd().to_path_buf(),
         };
         let cancel = ctx.cancel.clone();
-        run_blocking(move || glob(&dir, &pattern, &cancel)).await
+        let workspace = ctx.workspace.clone();
+        run_blocking(&ctx.cancel, move || {
+            glob(&workspace, &dir, &pattern, &cancel)
+        })
+        .await
     }
 }
 
-fn glob(dir: &Path, pattern: &str, cancel: &CancellationToken) -> ToolOutput {
+fn glob(
+    workspace: &Workspace,
+    dir: &Path,
+    pattern: &str,
+    cancel: &CancellationToken,
+) -> ToolOutput {
     if !dir.is_dir() {
         return ToolOutput::error(format!("{} is not a directory.", dir.display()));
     }
@@ -102,7 +112,9 @@ fn glob(dir: &Path, pattern: &str, cancel: &CancellationToken) -> ToolOutput {
                 Err(_) => continue,
             }
         };
-        if matcher.is_match(candidate) {
+        // A name the walk read through a directory swapped for a symlink
+        // mid-walk is not beneath the workspace now: it is dropped.
+        if matcher.is_match(candidate) && workspace.still_inside(path) {
             let modified = entry
                 .metadata()
                 .ok()
@@ -134,7 +146,6 @@ fn glob(dir: &Path, pattern: &str, cancel: &CancellationToken) -> ToolOutput {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::workspace::Workspace;
     use std::fs::{File, FileTimes};
     use std::time::Duration;
 

@@ -19,9 +19,12 @@ use super::args::{Args, InvalidInput};
 use super::text::{MAX_OUTPUT_CHARS, truncate_line};
 use super::walk::walker;
 use super::{Tool, ToolContext, ToolOutput, resolve_path, run_blocking};
+use crate::workspace::{Access, Workspace};
 
 /// Longest matching line shown; minified files have lines of megabytes.
 const MAX_LINE_CHARS: usize = 1_000;
+/// Most memory the searcher may use for one file's buffer.
+const MAX_SEARCH_HEAP_BYTES: usize = 64 * 1024 * 1024;
 
 pub struct GrepTool;
 
@@ -139,7 +142,11 @@ impl Tool for GrepTool {
             None => ctx.workspace.cwd().to_path_buf(),
         };
         let cancel = ctx.cancel.clone();
-        run_blocking(move || search(&root, &query, &cancel)).await
+        let workspace = ctx.workspace.clone();
+        run_blocking(&ctx.cancel, move || {
+            search(&workspace, &root, &query, &cancel)
+        })
+        .await
     }
 }
 
@@ -206,7 +213,12 @@ impl Report {
     }
 }
 
-fn search(root: &Path, query: &Query, cancel: &CancellationToken) -> ToolOutput {
+fn search(
+    workspace: &Workspace,
+    root: &Path,
+    query: &Query,
+    cancel: &CancellationToken,
+) -> ToolOutput {
     if !root.exists() {
         return ToolOutput::error(format!("Path does not exist: {}", root.display()));
     }
@@ -246,6 +258,9 @@ fn search(root: &Path, query: &Query, cancel: &CancellationToken) -> ToolOutput 
             .before_context(if context { query.before } else { 0 })
             .after_context(if context { query.after } else { 0 })
             .binary_detection(BinaryDetection::quit(0))
+            // A file that is one enormous line (or a multiline search of a
+            // huge file) is skipped instead of filling memory.
+            .heap_limit(Some(MAX_SEARCH_HEAP_BYTES))
             .build()
     };
     let mut walk = walker(root);
@@ -294,10 +309,17 @@ fn search(root: &Path, query: &Query, cancel: &CancellationToken) -> ToolOutput 
         }
         let path = entry.path();
         let shown = path.display().to_string();
+        // The walk found the file by name; its content is read only through
+        // a handle opened beneath the workspace, so a directory swapped for
+        // a symlink mid-walk yields nothing from outside.
+        let Ok(opened) = workspace.open_file(path, Access::Read) else {
+            continue;
+        };
+        let file = opened.file;
         match query.mode {
             Mode::FilesWithMatches => {
                 let mut sink = FirstMatch(false);
-                if searcher.search_path(&matcher, path, &mut sink).is_ok() && sink.0 {
+                if searcher.search_file(&matcher, &file, &mut sink).is_ok() && sink.0 {
                     let modified = entry
                         .metadata()
                         .ok()
@@ -308,7 +330,7 @@ fn search(root: &Path, query: &Query, cancel: &CancellationToken) -> ToolOutput 
             }
             Mode::Count => {
                 let mut sink = CountMatches(0);
-                if searcher.search_path(&matcher, path, &mut sink).is_ok() && sink.0 > 0 {
+                if searcher.search_file(&matcher, &file, &mut sink).is_ok() && sink.0 > 0 {
                     report.push(format!("{shown}:{}", sink.0));
                 }
             }
@@ -319,7 +341,8 @@ fn search(root: &Path, query: &Query, cancel: &CancellationToken) -> ToolOutput 
                     lines: Vec::new(),
                     cancel,
                 };
-                if searcher.search_path(&matcher, path, &mut sink).is_ok() && !sink.lines.is_empty()
+                if searcher.search_file(&matcher, &file, &mut sink).is_ok()
+                    && !sink.lines.is_empty()
                 {
                     // ripgrep separates files' context groups the same way.
                     if context && !report.lines.is_empty() {
@@ -429,7 +452,6 @@ impl Sink for ContentLines<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::workspace::Workspace;
     use std::fs::{File, FileTimes};
     use std::time::Duration;
 

@@ -97,13 +97,50 @@ pub(crate) fn resolve_path(ctx: &ToolContext, raw: &str) -> Result<std::path::Pa
 }
 
 /// Runs file-system work off the async runtime, so one user's large read or
-/// search does not stall other sessions' turns.
-pub(crate) async fn run_blocking<F>(work: F) -> ToolOutput
+/// search does not stall other sessions' turns. The call ends when the turn
+/// is cancelled even if the work is stuck in the kernel (a hung network
+/// file system): the thread is left to finish on its own, the turn is not.
+pub(crate) async fn run_blocking<F>(cancel: &CancellationToken, work: F) -> ToolOutput
 where
     F: FnOnce() -> ToolOutput + Send + 'static,
 {
-    match tokio::task::spawn_blocking(work).await {
-        Ok(output) => output,
-        Err(e) => ToolOutput::error(format!("The tool failed unexpectedly: {e}")),
+    let task = tokio::task::spawn_blocking(work);
+    tokio::select! {
+        joined = task => match joined {
+            Ok(output) => output,
+            Err(e) => ToolOutput::error(format!("The tool failed unexpectedly: {e}")),
+        },
+        () = cancel.cancelled() => ToolOutput::error("Interrupted."),
     }
+}
+
+/// Opens a file the model named, beneath the session's roots; a refusal is
+/// the tool's result.
+pub(crate) fn open_in_workspace(
+    workspace: &Workspace,
+    path: &std::path::Path,
+    access: crate::workspace::Access,
+) -> Result<crate::workspace::OpenFile, ToolOutput> {
+    workspace
+        .open_file(path, access)
+        .map_err(|e| file_error(&e))
+}
+
+/// The model-facing text for a file that could not be used.
+pub(crate) fn file_error(e: &crate::workspace::FileError) -> ToolOutput {
+    use crate::workspace::FileError;
+    ToolOutput::error(match e {
+        FileError::IsDirectory(_) => {
+            format!("{e}. Use the Glob tool or `ls` through Bash to list its contents.")
+        }
+        FileError::Escape(shown) => format!("Cannot use '{shown}': {e}"),
+        _ => {
+            let mut text = e.to_string();
+            if let Some(first) = text.get(..1) {
+                let upper = first.to_uppercase();
+                text.replace_range(..1, &upper);
+            }
+            format!("{text}.")
+        }
+    })
 }

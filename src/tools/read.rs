@@ -1,8 +1,7 @@
 //! `Read`: a text file's lines, numbered like `cat -n`, a window at a time so
 //! large files do not flood the model's context.
 
-use std::fs::File;
-use std::io::{BufRead, BufReader, Read as _};
+use std::io::{BufRead, BufReader};
 use std::path::Path;
 
 use async_trait::async_trait;
@@ -10,14 +9,15 @@ use serde_json::{Value, json};
 
 use super::args::Args;
 use super::text::{looks_binary, truncate_line};
-use super::{Tool, ToolContext, ToolOutput, resolve_path, run_blocking};
+use super::{Tool, ToolContext, ToolOutput, open_in_workspace, resolve_path, run_blocking};
+use crate::workspace::{Access, Workspace};
 
 /// Lines returned when the model gives no `limit`.
 pub const DEFAULT_LINE_LIMIT: usize = 2_000;
 /// Longest line shown before it is cut.
 pub const MAX_LINE_CHARS: usize = 2_000;
 /// How much of the file's start is sampled to decide it is binary.
-const BINARY_SAMPLE_BYTES: u64 = 8 * 1024;
+const BINARY_SAMPLE_BYTES: usize = 8 * 1024;
 
 pub struct ReadTool;
 
@@ -79,76 +79,76 @@ impl Tool for ReadTool {
         let limit = limit.map_or(DEFAULT_LINE_LIMIT, |l| {
             usize::try_from(l).unwrap_or(usize::MAX)
         });
-        run_blocking(move || read_window(&path, start, limit)).await
+        let workspace = ctx.workspace.clone();
+        run_blocking(&ctx.cancel, move || {
+            read_window(&workspace, &path, start, limit)
+        })
+        .await
     }
 }
 
-fn read_window(path: &Path, start: usize, limit: usize) -> ToolOutput {
+/// Most bytes of one line kept in memory; the rest of a longer line is
+/// skipped as it streams past (a minified file or a file with no newlines).
+/// One character more than fits in the shown width, so a cut line is always
+/// marked as cut.
+const MAX_LINE_BYTES: usize = (MAX_LINE_CHARS + 1) * 4;
+/// Most characters one Read returns; past this the window ends early and
+/// says where to continue, as a partial view.
+pub const MAX_READ_CHARS: usize = 256 * 1024;
+
+fn read_window(workspace: &Workspace, path: &Path, start: usize, limit: usize) -> ToolOutput {
     let shown = path.display();
-    let meta = match std::fs::metadata(path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return ToolOutput::error(format!("File does not exist: {shown}"));
-        }
-        Err(e) => return ToolOutput::error(format!("Cannot read {shown}: {e}")),
+    let opened = match open_in_workspace(workspace, path, Access::Read) {
+        Ok(f) => f,
+        Err(out) => return out,
     };
-    if meta.is_dir() {
-        return ToolOutput::error(format!(
-            "{shown} is a directory, not a file. Use the Glob tool or `ls` through Bash to list \
-             its contents."
-        ));
-    }
-    if meta.len() == 0 {
+    if opened.len == 0 {
         return ToolOutput::ok(format!("The file {shown} exists but is empty."));
     }
-    let file = match File::open(path) {
-        Ok(f) => f,
+    let mut reader = BufReader::new(opened.file);
+    let sample = match reader.fill_buf() {
+        Ok(buf) => &buf[..buf.len().min(BINARY_SAMPLE_BYTES)],
         Err(e) => return ToolOutput::error(format!("Cannot read {shown}: {e}")),
     };
-    let mut sample = Vec::new();
-    if let Err(e) = (&file).take(BINARY_SAMPLE_BYTES).read_to_end(&mut sample) {
-        return ToolOutput::error(format!("Cannot read {shown}: {e}"));
-    }
-    if looks_binary(&sample) {
+    if looks_binary(sample) {
         return ToolOutput::error(format!(
             "{shown} is a binary file ({} bytes) and cannot be shown as text. Use Bash (for \
              example `file` or `xxd | head`) to inspect it.",
-            meta.len()
+            opened.len
         ));
     }
 
-    // Re-open rather than seek, so the sample read above does not have to be
-    // stitched back in front of the line reader.
-    let mut reader = match File::open(path) {
-        Ok(f) => BufReader::new(f),
-        Err(e) => return ToolOutput::error(format!("Cannot read {shown}: {e}")),
-    };
     let mut out = String::new();
     let mut line = Vec::new();
     let mut number = 0usize;
     let mut shown_lines = 0usize;
-    let mut more_after = false;
+    let mut partial = false;
     loop {
-        line.clear();
-        match reader.read_until(b'\n', &mut line) {
-            Ok(0) => break,
-            Ok(_) => {}
+        if shown_lines == limit {
+            break;
+        }
+        let keep = number + 1 >= start;
+        match read_capped_line(
+            &mut reader,
+            &mut line,
+            if keep { MAX_LINE_BYTES } else { 0 },
+        ) {
+            Ok(false) => break,
+            Ok(true) => {}
             Err(e) => return ToolOutput::error(format!("Cannot read {shown}: {e}")),
         }
         number += 1;
-        if number < start {
+        if !keep {
             continue;
-        }
-        if shown_lines == limit {
-            more_after = true;
-            break;
         }
         let text = String::from_utf8_lossy(&line);
         let text = text.trim_end_matches('\n').trim_end_matches('\r');
-        out.push_str(&format!(
-            "{number:>6}\t{}\n",
-            truncate_line(text, MAX_LINE_CHARS)
-        ));
+        let entry = format!("{number:>6}\t{}\n", truncate_line(text, MAX_LINE_CHARS));
+        if !out.is_empty() && out.len() + entry.len() > MAX_READ_CHARS {
+            partial = true;
+            break;
+        }
+        out.push_str(&entry);
         shown_lines += 1;
     }
     if shown_lines == 0 {
@@ -156,7 +156,14 @@ fn read_window(path: &Path, start: usize, limit: usize) -> ToolOutput {
             "{shown} has {number} lines; offset {start} is past the end of the file."
         ));
     }
-    if more_after {
+    let more_after = partial || reader.fill_buf().is_ok_and(|rest| !rest.is_empty());
+    if partial {
+        out.push_str(&format!(
+            "\n(PARTIAL view: this window reached the {MAX_READ_CHARS}-character limit. Read \
+             again with offset={} to continue.)\n",
+            start + shown_lines
+        ));
+    } else if more_after {
         out.push_str(&format!(
             "\n(The file has more lines. Read again with offset={} to continue.)\n",
             start + shown_lines
@@ -165,10 +172,43 @@ fn read_window(path: &Path, start: usize, limit: usize) -> ToolOutput {
     ToolOutput::ok(out)
 }
 
+/// Reads one line into `line`, keeping at most `keep` bytes of it and
+/// streaming past the rest, so memory stays bounded whatever the file holds.
+/// Returns false at the end of the file.
+fn read_capped_line(
+    reader: &mut impl BufRead,
+    line: &mut Vec<u8>,
+    keep: usize,
+) -> std::io::Result<bool> {
+    line.clear();
+    let mut any = false;
+    loop {
+        let buf = match reader.fill_buf() {
+            Ok(buf) => buf,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if buf.is_empty() {
+            return Ok(any);
+        }
+        any = true;
+        let (chunk, done) = match buf.iter().position(|b| *b == b'\n') {
+            Some(i) => (&buf[..=i], true),
+            None => (buf, false),
+        };
+        let room = keep.saturating_sub(line.len());
+        line.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        let used = chunk.len();
+        reader.consume(used);
+        if done {
+            return Ok(true);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::workspace::Workspace;
     use tokio_util::sync::CancellationToken;
 
     fn ctx(dir: &Path) -> ToolContext {

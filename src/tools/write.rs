@@ -7,9 +7,21 @@ use async_trait::async_trait;
 use serde_json::{Value, json};
 
 use super::args::Args;
-use super::{Tool, ToolContext, ToolOutput, resolve_path, run_blocking};
+use super::{
+    Tool, ToolContext, ToolOutput, file_error, open_in_workspace, resolve_path, run_blocking,
+};
+use crate::workspace::{Access, FileError, Workspace};
 
-pub struct WriteTool;
+/// Writes whole files, refusing content over `max_file_bytes`.
+pub struct WriteTool {
+    max_file_bytes: u64,
+}
+
+impl WriteTool {
+    pub fn new(max_file_bytes: u64) -> Self {
+        Self { max_file_bytes }
+    }
+}
 
 #[async_trait]
 impl Tool for WriteTool {
@@ -53,20 +65,31 @@ impl Tool for WriteTool {
             Ok(p) => p,
             Err(out) => return out,
         };
-        run_blocking(move || write_file(&path, &content)).await
+        let limit = self.max_file_bytes;
+        if content.len() as u64 > limit {
+            return ToolOutput::error(format!(
+                "The content is {} bytes, over the {limit}-byte limit for one file. Write \
+                 smaller files, or generate large ones with a command through Bash.",
+                content.len()
+            ));
+        }
+        let workspace = ctx.workspace.clone();
+        run_blocking(&ctx.cancel, move || write_file(&workspace, &path, &content)).await
     }
 }
 
-fn write_file(path: &Path, content: &str) -> ToolOutput {
+fn write_file(workspace: &Workspace, path: &Path, content: &str) -> ToolOutput {
     let shown = path.display();
-    if path.is_dir() {
-        return ToolOutput::error(format!("{shown} is a directory; give a file path."));
-    }
-    let existed = path.exists();
-    if let Err(output) = create_parent_dirs(path) {
+    let existed = workspace.still_inside(path);
+    if let Err(output) = create_parent_dirs(workspace, path) {
         return output;
     }
-    if let Err(e) = std::fs::write(path, content) {
+    let opened = match open_in_workspace(workspace, path, Access::Write) {
+        Ok(f) => f,
+        Err(out) => return out,
+    };
+    // Truncated only now that the open proved it is a regular file inside.
+    if let Err(e) = write_all(opened.file, content.as_bytes()) {
         return ToolOutput::error(format!("Cannot write {shown}: {e}"));
     }
     let lines = content.lines().count();
@@ -77,14 +100,24 @@ fn write_file(path: &Path, content: &str) -> ToolOutput {
     ))
 }
 
+/// Replaces an open file's content with `bytes`.
+pub(super) fn write_all(mut file: std::fs::File, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::{Seek, Write};
+    file.set_len(0)?;
+    file.rewind()?;
+    file.write_all(bytes)?;
+    file.flush()
+}
+
 /// Creates the directories a new file needs; the error is the tool result.
-pub(super) fn create_parent_dirs(path: &Path) -> Result<(), ToolOutput> {
+pub(super) fn create_parent_dirs(workspace: &Workspace, path: &Path) -> Result<(), ToolOutput> {
     match path.parent() {
-        Some(parent) => std::fs::create_dir_all(parent).map_err(|e| {
-            ToolOutput::error(format!(
+        Some(parent) => workspace.create_dirs(parent).map_err(|e| match e {
+            FileError::Escape(_) => file_error(&e),
+            _ => ToolOutput::error(format!(
                 "Cannot create the directory {}: {e}",
                 parent.display()
-            ))
+            )),
         }),
         None => Ok(()),
     }
@@ -93,7 +126,6 @@ pub(super) fn create_parent_dirs(path: &Path) -> Result<(), ToolOutput> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::workspace::Workspace;
     use tokio_util::sync::CancellationToken;
 
     fn ctx(dir: &Path) -> ToolContext {
@@ -107,7 +139,7 @@ mod tests {
     async fn creates_parents_and_reports_size() {
         let tmp = tempfile::tempdir().unwrap();
         let c = ctx(tmp.path());
-        let out = WriteTool
+        let out = WriteTool::new(1 << 20)
             .call(json!({"file_path": "a/b/c.txt", "content": "x\ny\n"}), &c)
             .await;
         assert!(!out.is_error, "{out:?}");
@@ -116,7 +148,7 @@ mod tests {
             std::fs::read_to_string(tmp.path().join("a/b/c.txt")).unwrap(),
             "x\ny\n"
         );
-        let out = WriteTool
+        let out = WriteTool::new(1 << 20)
             .call(json!({"file_path": "a/b/c.txt", "content": ""}), &c)
             .await;
         assert!(out.content.starts_with("Updated"), "{out:?}");
@@ -135,7 +167,7 @@ mod tests {
         let c = ctx(tmp.path());
         let abs = outside.path().join("x");
         for p in ["out/x", "../x", "d/../../x", abs.to_str().unwrap()] {
-            let out = WriteTool
+            let out = WriteTool::new(1 << 20)
                 .call(json!({"file_path": p, "content": "pwned"}), &c)
                 .await;
             assert!(
@@ -144,7 +176,7 @@ mod tests {
             );
         }
         assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
-        let out = WriteTool
+        let out = WriteTool::new(1 << 20)
             .call(json!({"file_path": "d", "content": ""}), &c)
             .await;
         assert!(out.is_error && out.content.contains("directory"), "{out:?}");
@@ -156,7 +188,7 @@ mod tests {
         let outside = tempfile::tempdir().unwrap();
         let target = outside.path().join("created-by-link");
         std::os::unix::fs::symlink(&target, tmp.path().join("dangling")).unwrap();
-        let out = WriteTool
+        let out = WriteTool::new(1 << 20)
             .call(
                 json!({"file_path": "dangling", "content": "pwned"}),
                 &ctx(tmp.path()),
@@ -169,7 +201,7 @@ mod tests {
     #[tokio::test]
     async fn missing_content_is_named() {
         let tmp = tempfile::tempdir().unwrap();
-        let out = WriteTool
+        let out = WriteTool::new(1 << 20)
             .call(
                 json!({"file_path": "a.txt", "content": 3}),
                 &ctx(tmp.path()),

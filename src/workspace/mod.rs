@@ -1,10 +1,18 @@
 //! The path jail: every directory a session works in and every path a tool
 //! touches is resolved here, symlinks included, and must stay inside it.
+//! Files are opened through directory handles (`beneath`), so what was
+//! checked is what gets opened.
+
+mod beneath;
 
 use std::io;
+use std::os::fd::OwnedFd;
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 
 use crate::domain::{Subdir, UserId};
+
+pub use beneath::{Access, FileError, OpenFile};
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkspaceError {
@@ -17,12 +25,28 @@ pub enum WorkspaceError {
 }
 
 /// A session's working directory and the roots it may touch. All paths held
-/// here are canonical (absolute, symlinks resolved).
+/// here are canonical (absolute, symlinks resolved); each root also has an
+/// open handle that every file access is resolved beneath.
 #[derive(Debug, Clone)]
 pub struct Workspace {
-    root: PathBuf,
+    root: Root,
     cwd: PathBuf,
-    extra_roots: Vec<PathBuf>,
+    extra_roots: Vec<Root>,
+}
+
+/// A directory the session may touch: its canonical path, for showing and
+/// for the Bash sandbox, and a handle, for opening what lies beneath it.
+#[derive(Debug, Clone)]
+struct Root {
+    path: PathBuf,
+    handle: Arc<OwnedFd>,
+}
+
+impl Root {
+    fn open(path: PathBuf) -> io::Result<Self> {
+        let handle = Arc::new(beneath::open_dir(&path)?);
+        Ok(Self { path, handle })
+    }
 }
 
 impl Workspace {
@@ -41,16 +65,19 @@ impl Workspace {
         };
         if create {
             std::fs::create_dir_all(&user_dir)?;
-            // Canonicalise the user root first so a symlinked subdir cannot
-            // make create_dir_all build directories somewhere else.
-            let root = user_dir.canonicalize()?;
-            let probe = Self {
-                root: root.clone(),
-                cwd: root.clone(),
-                extra_roots: Vec::new(),
-            };
-            let target = probe.resolve_within(&wanted, &wanted.display().to_string())?;
-            std::fs::create_dir_all(&target)?;
+            // The subdir is made one component at a time beneath the user's
+            // directory, so a symlink on the way cannot lead the creation
+            // somewhere else, even one swapped in while it runs.
+            if let Some(sub) = subdir.filter(|s| !s.as_str().is_empty()) {
+                let user_root = beneath::open_dir(&user_dir.canonicalize()?)?;
+                beneath::create_dirs(&user_root, Path::new(sub.as_str()), sub.as_str()).map_err(
+                    |e| match e {
+                        FileError::Escape(shown) => WorkspaceError::Escape(shown),
+                        FileError::Io { source, .. } => WorkspaceError::Io(source),
+                        other => WorkspaceError::Missing(other.to_string()),
+                    },
+                )?;
+            }
         }
         let root = user_dir
             .canonicalize()
@@ -71,7 +98,7 @@ impl Workspace {
         // The session is confined to its own directory, not the whole of the
         // user's: one user's sessions in different subdirs stay apart too.
         Ok(Self {
-            root: cwd.clone(),
+            root: Root::open(cwd.clone())?,
             cwd,
             extra_roots: Vec::new(),
         })
@@ -82,22 +109,26 @@ impl Workspace {
         let root = dir.canonicalize()?;
         Ok(Self {
             cwd: root.clone(),
-            root,
+            root: Root::open(root)?,
             extra_roots: Vec::new(),
         })
     }
 
     /// Additional directories the session may touch (`add_dirs`).
     pub fn with_extra_roots(mut self, roots: impl IntoIterator<Item = PathBuf>) -> Self {
-        self.extra_roots
-            .extend(roots.into_iter().filter_map(|r| r.canonicalize().ok()));
+        self.extra_roots.extend(
+            roots
+                .into_iter()
+                .filter_map(|r| r.canonicalize().ok())
+                .filter_map(|r| Root::open(r).ok()),
+        );
         self
     }
 
     /// The directory the session is confined to (and its `HOME`): the
     /// session's working directory, `{base_dir}/{user_id}/{subdir}`.
     pub fn root(&self) -> &Path {
-        &self.root
+        &self.root.path
     }
 
     /// The session's working directory.
@@ -106,8 +137,8 @@ impl Workspace {
     }
 
     /// The additional directories the session may touch, canonical.
-    pub fn extra_roots(&self) -> &[PathBuf] {
-        &self.extra_roots
+    pub fn extra_roots(&self) -> impl Iterator<Item = &Path> {
+        self.extra_roots.iter().map(|r| r.path.as_path())
     }
 
     /// Resolves a tool's path (relative to the cwd, or absolute) to a canonical
@@ -125,8 +156,43 @@ impl Workspace {
 
     /// Whether a canonical path lies inside one of the workspace's roots.
     pub fn contains(&self, canonical: &Path) -> bool {
-        canonical.starts_with(&self.root)
-            || self.extra_roots.iter().any(|r| canonical.starts_with(r))
+        self.root_of(canonical).is_some()
+    }
+
+    /// Opens the regular file at `path` (absolute, as `resolve` or a walk
+    /// of the workspace gives it). The kernel resolves it beneath the root
+    /// it lies in, so a symlink swapped in since `resolve` cannot lead out.
+    pub fn open_file(&self, path: &Path, access: Access) -> Result<OpenFile, FileError> {
+        let shown = path.display().to_string();
+        let (root, rel) = self.locate(path, &shown)?;
+        beneath::open_file(root.handle.as_ref(), rel, access, &shown)
+    }
+
+    /// Creates the directory `path` and its missing parents, beneath the
+    /// root it lies in.
+    pub fn create_dirs(&self, path: &Path) -> Result<(), FileError> {
+        let shown = path.display().to_string();
+        let (root, rel) = self.locate(path, &shown)?;
+        beneath::create_dirs(root.handle.as_ref(), rel, &shown)
+    }
+
+    /// Whether `path` (absolute) names something beneath one of the roots
+    /// right now; a walk uses it to drop entries a concurrent rename moved in.
+    pub fn still_inside(&self, path: &Path) -> bool {
+        self.locate(path, "")
+            .is_ok_and(|(root, rel)| beneath::exists_beneath(root.handle.as_ref(), rel))
+    }
+
+    fn locate<'p>(&self, path: &'p Path, shown: &str) -> Result<(&Root, &'p Path), FileError> {
+        self.root_of(path)
+            .and_then(|root| Some((root, path.strip_prefix(&root.path).ok()?)))
+            .ok_or_else(|| FileError::Escape(shown.to_owned()))
+    }
+
+    fn root_of(&self, canonical: &Path) -> Option<&Root> {
+        std::iter::once(&self.root)
+            .chain(&self.extra_roots)
+            .find(|r| canonical.starts_with(&r.path))
     }
 
     fn resolve_within(&self, joined: &Path, shown: &str) -> Result<PathBuf, WorkspaceError> {
@@ -163,6 +229,20 @@ impl Workspace {
             Err(WorkspaceError::Escape(shown.to_owned()))
         }
     }
+}
+
+/// Opens a regular file at a canonical path the service chose (not one a
+/// user controls), refusing FIFOs and devices without blocking on them.
+pub fn open_trusted_file(canonical: &Path) -> Result<OpenFile, FileError> {
+    let shown = canonical.display().to_string();
+    let (Some(parent), Some(name)) = (canonical.parent(), canonical.file_name()) else {
+        return Err(FileError::NotFound(shown));
+    };
+    let dir = beneath::open_dir(parent).map_err(|source| FileError::Io {
+        path: shown.clone(),
+        source,
+    })?;
+    beneath::open_file(&dir, Path::new(name), Access::Read, &shown)
 }
 
 /// Removes `.` and folds `..` without touching the disk. Symlinks are

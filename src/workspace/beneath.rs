@@ -1,0 +1,267 @@
+//! Opening files beneath a directory handle: the kernel resolves the whole
+//! path in one step (`openat2` with `RESOLVE_BENEATH`), so nothing can swap a
+//! directory for a symlink between a check and the open.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Component, Path};
+
+use rustix::fs::{FileType, Mode, OFlags, ResolveFlags};
+
+/// Why a file could not be used. The messages are for the model, so they
+/// name the path as the model gave it and say what to do instead.
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    #[error("path '{0}' is outside the session's directory")]
+    Escape(String),
+    #[error("file does not exist: {0}")]
+    NotFound(String),
+    #[error("{0} is a directory, not a file")]
+    IsDirectory(String),
+    #[error("{0} is not a regular file (a FIFO, socket or device); only regular files can be used")]
+    NotRegular(String),
+    #[error("{path} is {size} bytes, over the {limit}-byte limit for this tool")]
+    TooLarge { path: String, size: u64, limit: u64 },
+    #[error("cannot use {path}: {source}")]
+    Io { path: String, source: io::Error },
+}
+
+/// How a file is opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Read,
+    /// Read and write an existing file (Edit).
+    Update,
+    /// Write, creating the file when missing; existing content is kept
+    /// until the caller truncates it, after the type check.
+    Write,
+    /// Create a new file; fails when one exists.
+    CreateNew,
+}
+
+/// A regular file opened beneath a root, with its size at open time.
+pub struct OpenFile {
+    pub file: File,
+    pub len: u64,
+}
+
+/// Resolution rules for every open: stay beneath the handle (absolute
+/// symlinks and `..` out of it fail), and no `/proc/self/fd`-style links.
+const RESOLVE: ResolveFlags = ResolveFlags::BENEATH.union(ResolveFlags::NO_MAGICLINKS);
+
+/// How often a resolution the kernel aborted because of a concurrent rename
+/// is retried before giving up.
+const RACE_RETRIES: usize = 16;
+
+/// Opens a directory as a handle to resolve beneath. The path itself is
+/// trusted (the service chose it).
+pub fn open_dir(path: &Path) -> io::Result<OwnedFd> {
+    rustix::fs::open(
+        path,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(io::Error::from)
+}
+
+/// Opens the directory `rel` beneath `root` as a new handle.
+pub fn open_dir_beneath(root: impl AsFd, rel: &Path, shown: &str) -> Result<OwnedFd, FileError> {
+    openat2_retrying(
+        root.as_fd(),
+        rel,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+        shown,
+    )
+}
+
+/// Whether `rel` names something beneath `root` (the last component is not
+/// followed, so a symlink counts as itself).
+pub fn exists_beneath(root: impl AsFd, rel: &Path) -> bool {
+    openat2_retrying(
+        root.as_fd(),
+        rel,
+        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+        "",
+    )
+    .is_ok()
+}
+
+/// Opens the regular file `rel` beneath `root`. Anything but a regular file
+/// is refused before a byte is read or written: opening is non-blocking, so
+/// a FIFO cannot hold the calling thread.
+pub fn open_file(
+    root: impl AsFd,
+    rel: &Path,
+    access: Access,
+    shown: &str,
+) -> Result<OpenFile, FileError> {
+    let base = OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NONBLOCK;
+    let flags = match access {
+        Access::Read => base | OFlags::RDONLY,
+        Access::Update => base | OFlags::RDWR,
+        Access::Write => base | OFlags::WRONLY | OFlags::CREATE,
+        Access::CreateNew => base | OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL,
+    };
+    // openat2 insists on a zero mode unless it may create the file.
+    let mode = if flags.contains(OFlags::CREATE) {
+        Mode::from_raw_mode(0o666)
+    } else {
+        Mode::empty()
+    };
+    let fd = openat2_retrying(root.as_fd(), rel, flags, mode, shown)?;
+    let stat = rustix::fs::fstat(&fd).map_err(|e| io_error(shown, e))?;
+    match FileType::from_raw_mode(stat.st_mode) {
+        FileType::RegularFile => {}
+        FileType::Directory => return Err(FileError::IsDirectory(shown.to_owned())),
+        _ => return Err(FileError::NotRegular(shown.to_owned())),
+    }
+    // Regular files ignore O_NONBLOCK; clearing it keeps later reads plain.
+    let flags = rustix::fs::fcntl_getfl(&fd).map_err(|e| io_error(shown, e))?;
+    rustix::fs::fcntl_setfl(&fd, flags - OFlags::NONBLOCK).map_err(|e| io_error(shown, e))?;
+    Ok(OpenFile {
+        file: File::from(fd),
+        len: u64::try_from(stat.st_size).unwrap_or(0),
+    })
+}
+
+/// Creates `rel` and its missing parents beneath `root`, one component at a
+/// time, each relative to a handle of its parent resolved beneath `root`.
+pub fn create_dirs(root: impl AsFd, rel: &Path, shown: &str) -> Result<(), FileError> {
+    let root = root.as_fd();
+    let mut parent = std::path::PathBuf::new();
+    for component in rel.components() {
+        let Component::Normal(name) = component else {
+            continue;
+        };
+        let dir = open_dir_beneath(root, dot_if_empty(&parent), shown)?;
+        match rustix::fs::mkdirat(&dir, name, Mode::from_raw_mode(0o777)) {
+            Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+            Err(e) => return Err(io_error(shown, e)),
+        }
+        parent.push(name);
+    }
+    // The last component may exist as something other than a directory.
+    open_dir_beneath(root, dot_if_empty(&parent), shown).map(drop)
+}
+
+fn dot_if_empty(path: &Path) -> &Path {
+    if path.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        path
+    }
+}
+
+fn openat2_retrying(
+    root: std::os::fd::BorrowedFd<'_>,
+    rel: &Path,
+    flags: OFlags,
+    mode: Mode,
+    shown: &str,
+) -> Result<OwnedFd, FileError> {
+    let rel = dot_if_empty(rel);
+    let mut attempts = 0;
+    loop {
+        match rustix::fs::openat2(root, rel, flags, mode, RESOLVE) {
+            Ok(fd) => return Ok(fd),
+            // The kernel saw a rename or mount while resolving; it refuses
+            // rather than risk an escape. Another try usually goes through.
+            Err(rustix::io::Errno::AGAIN) if attempts < RACE_RETRIES => attempts += 1,
+            Err(rustix::io::Errno::XDEV | rustix::io::Errno::LOOP) => {
+                return Err(FileError::Escape(shown.to_owned()));
+            }
+            Err(rustix::io::Errno::NOENT) => return Err(FileError::NotFound(shown.to_owned())),
+            Err(rustix::io::Errno::ISDIR) => {
+                return Err(FileError::IsDirectory(shown.to_owned()));
+            }
+            // A FIFO opened for writing with no reader, or a socket.
+            Err(rustix::io::Errno::NXIO | rustix::io::Errno::OPNOTSUPP) => {
+                return Err(FileError::NotRegular(shown.to_owned()));
+            }
+            Err(e) => return Err(io_error(shown, e)),
+        }
+    }
+}
+
+fn io_error(shown: &str, e: rustix::io::Errno) -> FileError {
+    FileError::Io {
+        path: shown.to_owned(),
+        source: io::Error::from(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::os::unix::fs::symlink;
+
+    fn root(dir: &Path) -> OwnedFd {
+        open_dir(dir).unwrap()
+    }
+
+    #[test]
+    fn opens_and_creates_inside() {
+        let tmp = tempfile::tempdir().unwrap();
+        let r = root(tmp.path());
+        create_dirs(&r, Path::new("a/b"), "a/b").unwrap();
+        let mut f = open_file(&r, Path::new("a/b/c.txt"), Access::Write, "c").unwrap();
+        f.file.write_all(b"hi").unwrap();
+        let mut got = String::new();
+        open_file(&r, Path::new("a/b/c.txt"), Access::Read, "c")
+            .unwrap()
+            .file
+            .read_to_string(&mut got)
+            .unwrap();
+        assert_eq!(got, "hi");
+        // A symlink that stays inside is fine.
+        symlink("b/c.txt", tmp.path().join("a/inner")).unwrap();
+        assert!(open_file(&r, Path::new("a/inner"), Access::Read, "i").is_ok());
+    }
+
+    #[test]
+    fn refuses_every_way_out() {
+        let tmp = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret"), "s").unwrap();
+        symlink(outside.path(), tmp.path().join("abs")).unwrap();
+        symlink("../", tmp.path().join("up")).unwrap();
+        let r = root(tmp.path());
+        for rel in ["abs/secret", "up/x", "../x"] {
+            let err = open_file(&r, Path::new(rel), Access::Read, rel)
+                .err()
+                .unwrap();
+            assert!(matches!(err, FileError::Escape(_)), "{rel}: {err:?}");
+        }
+        let err = open_file(&r, Path::new("abs/new"), Access::Write, "w")
+            .err()
+            .unwrap();
+        assert!(matches!(err, FileError::Escape(_)), "{err:?}");
+        assert!(create_dirs(&r, Path::new("abs/made"), "d").is_err());
+        assert!(!outside.path().join("new").exists());
+        assert!(!outside.path().join("made").exists());
+    }
+
+    #[test]
+    fn a_fifo_is_refused_without_blocking() {
+        let tmp = tempfile::tempdir().unwrap();
+        let status = std::process::Command::new("mkfifo")
+            .arg(tmp.path().join("pipe"))
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let r = root(tmp.path());
+        for access in [Access::Read, Access::Write, Access::Update] {
+            let err = open_file(&r, Path::new("pipe"), access, "pipe")
+                .err()
+                .unwrap();
+            assert!(
+                matches!(err, FileError::NotRegular(_)),
+                "{access:?}: {err:?}"
+            );
+        }
+    }
+}
