@@ -339,6 +339,58 @@ impl Default for LogSettings {
 /// Largest file Write and Edit handle (`tools.max_file_bytes`): 16 MiB.
 pub const DEFAULT_MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
 
+/// What TCP a confined command may use (`tools.network`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NetworkMode {
+    /// Any connection.
+    Full,
+    /// Anything but the service's own port and the session store's port.
+    #[default]
+    NoLocalServices,
+    /// No TCP connections or listening sockets at all.
+    None,
+}
+
+impl FromStr for NetworkMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "full" => Ok(Self::Full),
+            "no_local_services" => Ok(Self::NoLocalServices),
+            "none" => Ok(Self::None),
+            _ => Err("expected one of full, no_local_services, none".into()),
+        }
+    }
+}
+
+/// Resource limits for each confined command (`tools.limits`); 0 leaves a
+/// limit unset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(default)]
+pub struct CommandLimits {
+    /// Address space per process, in MiB.
+    pub memory_mb: u64,
+    /// CPU time per process, in seconds.
+    pub cpu_secs: u64,
+    /// Processes (and threads) the service's user may have, counted by the
+    /// kernel across all of that user's processes.
+    pub processes: u64,
+    /// Largest file a command may write, in MiB.
+    pub file_size_mb: u64,
+}
+
+impl Default for CommandLimits {
+    fn default() -> Self {
+        Self {
+            memory_mb: 8 * 1024,
+            cpu_secs: 900,
+            processes: 4096,
+            file_size_mb: 4 * 1024,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct ToolSettings {
@@ -350,6 +402,11 @@ pub struct ToolSettings {
     /// Write and Edit refuse files larger than this, so one call cannot
     /// hold gigabytes in the service's memory.
     pub max_file_bytes: u64,
+    pub network: NetworkMode,
+    pub limits: CommandLimits,
+    /// Directories every confined command may read and execute from, on
+    /// top of the system's and the toolchains on the service's PATH.
+    pub sandbox_read_paths: Vec<PathBuf>,
 }
 
 impl Default for ToolSettings {
@@ -358,6 +415,9 @@ impl Default for ToolSettings {
             sandbox: SandboxMode::default(),
             sandbox_exe: None,
             max_file_bytes: DEFAULT_MAX_FILE_BYTES,
+            network: NetworkMode::default(),
+            limits: CommandLimits::default(),
+            sandbox_read_paths: Vec::new(),
         }
     }
 }
@@ -405,6 +465,7 @@ enum Kind {
     Bool,
     Storage,
     Sandbox,
+    Network,
 }
 
 /// Environment variable → settings key. Later rows win over earlier ones
@@ -475,6 +536,7 @@ const ENV_KEYS: &[(&str, &str, Kind)] = &[
     ("ANTHROPIC_BASE_URL", "anthropic.base_url", Kind::Text),
     ("ANTHROPIC_MODEL", "defaults.model", Kind::Text),
     ("CLAUDE_AGENT_TOOLS_SANDBOX", "tools.sandbox", Kind::Sandbox),
+    ("CLAUDE_AGENT_TOOLS_NETWORK", "tools.network", Kind::Network),
     (
         "CLAUDE_AGENT_TOOLS_MAX_FILE_BYTES",
         "tools.max_file_bytes",
@@ -667,6 +729,10 @@ fn apply_env(
         Kind::Sandbox => {
             let mode: SandboxMode = raw.parse().map_err(|e: String| bad(&e))?;
             builder.set_override(key, mode.as_str())
+        }
+        Kind::Network => {
+            raw.parse::<NetworkMode>().map_err(|e: String| bad(&e))?;
+            builder.set_override(key, raw.trim().to_ascii_lowercase())
         }
     };
     result.map_err(|e| bad(&e.to_string()))

@@ -23,6 +23,16 @@ fn main() -> ExitCode {
         return sandbox::run_subcommand(raw.skip(1));
     }
 
+    // Other processes of the service's user, the commands it runs among
+    // them, may not read its memory or /proc files (environ holds the API
+    // key and the database password). Commands re-executed from it start
+    // dumpable again, as exec resets the flag.
+    if let Err(err) =
+        rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
+    {
+        eprintln!("claude-agent-http: warning: cannot make the process non-dumpable: {err}");
+    }
+
     let mut config: Option<PathBuf> = None;
     let mut command: Option<String> = None;
     let mut args = std::env::args().skip(1);

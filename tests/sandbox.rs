@@ -116,12 +116,12 @@ async fn sandbox_exec_confines_a_command_to_its_user_dir() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "found\n");
 
-    let out = run_as_alice(
-        &users,
-        "f=$(mktemp /tmp/cah-sandbox-XXXXXX) && echo scratch > \"$f\" && cat \"$f\" && rm \"$f\"",
-    );
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    assert_eq!(text(&out.stdout), "scratch\n");
+    // /tmp is shared by every user's commands: not writable. Scratch files
+    // go to the session's private TMPDIR (the Bash tool sets it).
+    let out = run_as_alice(&users, "echo scratch > /tmp/cah-sandbox-$$");
+    assert!(!out.status.success(), "wrote to the shared /tmp");
+    let out = run_as_alice(&users, "ls /dev/shm");
+    assert!(!out.status.success(), "listed the shared /dev/shm");
 
     let out = run_as_alice(&users, "echo quiet > /dev/null && echo ok");
     assert_eq!(text(&out.stdout), "ok\n", "{}", text(&out.stderr));
@@ -137,12 +137,15 @@ async fn a_confined_command_cannot_reach_its_parent_process() {
     // environment holds the API key. Root keeps CAP_SYS_PTRACE, which lets
     // it read other processes' /proc files even when confined.
     let root = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap()) == 0;
+    // bash's parent is the supervisor, inside the sandbox; its parent is
+    // the one that started the command.
+    let starter = "$(awk '{print $4}' /proc/$PPID/stat)";
     if !root {
-        let out = run_as_alice(&users, "cat /proc/$PPID/environ");
+        let out = run_as_alice(&users, &format!("cat /proc/{starter}/environ"));
         assert!(!out.status.success(), "read the parent's environment");
         assert!(out.stdout.is_empty());
     }
-    let out = run_as_alice(&users, "kill -0 $PPID");
+    let out = run_as_alice(&users, &format!("kill -0 {starter}"));
     assert!(!out.status.success(), "signalled the parent");
     assert!(
         text(&out.stderr).contains("Operation not permitted"),
@@ -335,4 +338,186 @@ async fn a_confined_command_is_still_killed_whole_on_timeout_and_interrupt() {
         .unwrap();
     assert!(out.content.contains("interrupted"), "{out:?}");
     assert!(gone(pid).await, "the interrupted shell {pid} survived");
+}
+
+#[tokio::test]
+async fn processes_that_leave_the_group_do_not_outlive_the_call() {
+    if landlock().await.is_none() {
+        return;
+    }
+    let users = Users::new();
+    let tool = bash_tool(
+        BuiltinTools::with_sandbox(
+            Sandbox::with_launcher(EXE.into()),
+            claude_agent_http::config::DEFAULT_MAX_FILE_BYTES,
+        ),
+        &users.alice,
+    )
+    .await;
+    let alice = users.alice.clone();
+    let ctx = ToolContext {
+        workspace: alice.clone(),
+        cancel: CancellationToken::new(),
+    };
+    // A new session (setsid), a forked-off daemon (setsid -f) and a plain
+    // background job: the command itself returns at once.
+    let out = tool
+        .call(
+            json!({"command": "setsid sleep 1001 & echo $! > a.pid; \
+                   setsid -f sh -c 'echo $$ > b.pid; exec sleep 1002'; \
+                   nohup sleep 1003 >/dev/null 2>&1 & echo $! > c.pid; \
+                   while [ ! -s b.pid ]; do :; done; echo started"}),
+            &ctx,
+        )
+        .await;
+    assert_eq!(out, ToolOutput::ok("started\n"));
+    for file in ["a.pid", "b.pid", "c.pid"] {
+        let pid = read_pid(&alice.root().join(file)).await;
+        assert!(gone(pid).await, "{file} {pid} outlived the call");
+    }
+}
+
+#[tokio::test]
+async fn a_crashed_service_leaves_no_command_running() {
+    if landlock().await.is_none() {
+        return;
+    }
+    let users = Users::new();
+    let alice = users.alice.root();
+    let policy = Sandbox::with_launcher(EXE.into()).policy(&users.alice);
+    let args: Vec<String> = policy
+        .to_args()
+        .iter()
+        .map(|a| format!("'{}'", a.to_string_lossy()))
+        .collect();
+    // `sh` stands in for the service: it starts the supervised command and
+    // is then killed with SIGKILL, as a crash would.
+    let script = format!(
+        "'{EXE}' {} {} -- bash -c \"setsid -f sh -c 'echo \\$\\$ > orphan.pid; exec sleep 1004'; exec sleep 1005\" & wait",
+        sandbox::SUBCOMMAND,
+        args.join(" ")
+    );
+    let mut service = std::process::Command::new("sh")
+        .args(["-c", &script])
+        .current_dir(alice)
+        .spawn()
+        .unwrap();
+    let orphan = read_pid(&alice.join("orphan.pid")).await;
+    service.kill().unwrap();
+    service.wait().unwrap();
+    assert!(
+        gone(orphan).await,
+        "the command's daemon {orphan} outlived the service"
+    );
+}
+
+#[tokio::test]
+async fn the_bash_tool_gets_a_private_temporary_directory() {
+    if landlock().await.is_none() {
+        return;
+    }
+    let users = Users::new();
+    let temp_root = users.alice.root().parent().unwrap().join(".tmp");
+    let tool = bash_tool(
+        BuiltinTools::with_sandbox(
+            Sandbox::with_launcher(EXE.into()).with_temp_root(temp_root.clone()),
+            claude_agent_http::config::DEFAULT_MAX_FILE_BYTES,
+        ),
+        &users.alice,
+    )
+    .await;
+    let out = bash(
+        tool.as_ref(),
+        &users.alice,
+        "f=$(mktemp) && echo scratch > \"$f\" && cat \"$f\" && echo \"$TMPDIR\"",
+    )
+    .await;
+    assert!(!out.is_error, "{out:?}");
+    let mut lines = out.content.lines();
+    assert_eq!(lines.next(), Some("scratch"));
+    let tmpdir = PathBuf::from(lines.next().unwrap());
+    assert!(tmpdir.starts_with(&temp_root), "{tmpdir:?}");
+    // Bob's session has another one, which alice's commands cannot reach.
+    let out = bash(tool.as_ref(), &users.bob, "echo \"$TMPDIR\"").await;
+    let bob_tmp = out.content.trim().to_owned();
+    assert_ne!(bob_tmp, tmpdir.display().to_string());
+    let out = bash(tool.as_ref(), &users.alice, &format!("ls '{bob_tmp}'")).await;
+    assert!(out.is_error, "alice listed bob's TMPDIR: {out:?}");
+}
+
+/// Runs `script` confined to alice's directory under `policy`'s extras.
+fn run_confined(users: &Users, policy: sandbox::Policy, script: &str) -> Output {
+    std::process::Command::new(EXE)
+        .arg(sandbox::SUBCOMMAND)
+        .args(policy.to_args())
+        .args(["--", "bash", "-c", script])
+        .current_dir(users.alice.root())
+        .output()
+        .expect("sandbox-exec runs")
+}
+
+#[tokio::test]
+async fn commands_cannot_connect_to_the_services_own_ports() {
+    if landlock().await != Some(Enforcement::Full) {
+        return;
+    }
+    let users = Users::new();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let other_port = other.local_addr().unwrap().port();
+    let policy = || Sandbox::with_launcher(EXE.into()).policy(&users.alice);
+    let connect = |p: u16| format!("echo > /dev/tcp/127.0.0.1/{p} && echo connected");
+
+    let denied = policy().with_net(sandbox::Net::DenyConnect(vec![port]));
+    let out = run_confined(&users, denied.clone(), &connect(port));
+    assert!(!out.status.success(), "reached the protected port");
+    assert!(
+        text(&out.stderr).contains("Permission denied"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run_confined(&users, denied, &connect(other_port));
+    assert_eq!(text(&out.stdout), "connected\n", "{}", text(&out.stderr));
+
+    let none = policy().with_net(sandbox::Net::None);
+    let out = run_confined(&users, none, &connect(other_port));
+    assert!(!out.status.success(), "connected with network none");
+
+    let full = policy().with_net(sandbox::Net::Full);
+    let out = run_confined(&users, full, &connect(port));
+    assert_eq!(text(&out.stdout), "connected\n", "{}", text(&out.stderr));
+}
+
+#[tokio::test]
+async fn commands_run_under_resource_limits() {
+    if landlock().await.is_none() {
+        return;
+    }
+    let users = Users::new();
+    let limits = sandbox::Limits {
+        file_size_bytes: Some(1024 * 1024),
+        cpu_secs: Some(1),
+        ..sandbox::Limits::default()
+    };
+    let policy = Sandbox::with_launcher(EXE.into())
+        .policy(&users.alice)
+        .with_limits(limits);
+    let out = run_confined(
+        &users,
+        policy.clone(),
+        "head -c 2000000 /dev/zero > big.bin; echo status=$?",
+    );
+    assert!(
+        text(&out.stdout).contains("status=153"),
+        "{}",
+        text(&out.stdout)
+    );
+    let size = std::fs::metadata(users.alice.root().join("big.bin"))
+        .unwrap()
+        .len();
+    assert!(size <= 1024 * 1024, "{size}");
+    // A busy loop is ended by its CPU-time limit (SIGXCPU), not left spinning.
+    let out = run_confined(&users, policy, "while :; do :; done");
+    assert!(!out.status.success());
 }

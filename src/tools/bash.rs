@@ -68,7 +68,8 @@ impl Tool for BashTool {
 
     fn description(&self) -> String {
         let confined = if self.sandbox.is_confined() {
-            " Files can be written only under HOME and /tmp; system directories are read-only \
+            " Files can be written only under HOME and TMPDIR (a private temporary directory; \
+             /tmp is not writable); system directories are read-only \
              and the rest of the filesystem is out of reach."
         } else {
             ""
@@ -117,7 +118,19 @@ impl Tool for BashTool {
         let timeout_ms = timeout
             .unwrap_or(DEFAULT_TIMEOUT_MS)
             .clamp(1, MAX_TIMEOUT_MS);
-        let shell = self.sandbox.command(&ctx.workspace, "bash");
+        let tmpdir = match self.sandbox.temp_dir(&ctx.workspace) {
+            Ok(dir) => dir,
+            Err(e) => {
+                return ToolOutput::error(format!(
+                    "Could not prepare the temporary directory: {e}"
+                ));
+            }
+        };
+        let shell = Shell {
+            command: self.sandbox.command(&ctx.workspace, "bash"),
+            supervised: self.sandbox.is_supervised(),
+            tmpdir,
+        };
         run(shell, &command, Duration::from_millis(timeout_ms), ctx).await
     }
 }
@@ -129,9 +142,21 @@ enum Ending {
     Interrupted,
 }
 
-/// Runs `command` with `shell` (bash, or bash behind the sandbox launcher,
-/// which becomes bash: the pid and process group are the shell's either way).
-async fn run(shell: Command, command: &str, timeout: Duration, ctx: &ToolContext) -> ToolOutput {
+/// How bash is started: directly, or behind the sandbox's supervisor, which
+/// is the process watched and, asked to stop, kills everything below it.
+struct Shell {
+    command: Command,
+    supervised: bool,
+    /// The session's private `TMPDIR`, when it has one.
+    tmpdir: Option<std::path::PathBuf>,
+}
+
+/// How long a supervisor asked to stop may take to kill what the command
+/// started before its process group is killed outright.
+const SUPERVISOR_GRACE: Duration = Duration::from_secs(10);
+
+/// Runs `command` with `shell`, in its own process group.
+async fn run(shell: Shell, command: &str, timeout: Duration, ctx: &ToolContext) -> ToolOutput {
     if ctx.cancel.is_cancelled() {
         return ToolOutput::error("Interrupted before the command started.");
     }
@@ -141,23 +166,31 @@ async fn run(shell: Command, command: &str, timeout: Duration, ctx: &ToolContext
         Ok(p) => p,
         Err(e) => return ToolOutput::error(format!("Could not start bash: {e}")),
     };
+    let supervised = shell.supervised;
     let mut child = {
-        let mut cmd = shell;
+        let mut cmd = shell.command;
+        let mut env = child_env(
+            std::env::vars_os()
+                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))),
+            ctx.workspace.root(),
+            ctx.workspace.cwd(),
+        );
+        if let Some(dir) = &shell.tmpdir {
+            env.retain(|(k, _)| k != "TMPDIR");
+            env.push(("TMPDIR".to_owned(), dir.display().to_string()));
+        }
         cmd.arg("-c")
             .arg(command)
             .current_dir(ctx.workspace.cwd())
             .env_clear()
-            .envs(child_env(
-                std::env::vars_os()
-                    .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))),
-                ctx.workspace.root(),
-                ctx.workspace.cwd(),
-            ))
+            .envs(env)
             .stdin(Stdio::null())
             .stdout(writer.0)
             .stderr(writer.1)
             .process_group(0)
-            .kill_on_drop(true);
+            // A supervisor killed outright could not clean up after the
+            // command; dropping the call stops it through the guard instead.
+            .kill_on_drop(!supervised);
         match cmd.spawn() {
             Ok(c) => c,
             Err(e) => return ToolOutput::error(format!("Could not start bash: {e}")),
@@ -168,7 +201,7 @@ async fn run(shell: Command, command: &str, timeout: Duration, ctx: &ToolContext
     let Some(pid) = child.id() else {
         return ToolOutput::error("bash exited before it could be watched.");
     };
-    let group = GroupGuard::new(pid);
+    let group = GroupGuard::new(pid, supervised);
 
     let mut output = Capture::default();
     let mut buf = vec![0u8; 16 * 1024];
@@ -191,7 +224,14 @@ async fn run(shell: Command, command: &str, timeout: Duration, ctx: &ToolContext
     };
 
     // The shell is done or given up on; whatever it left running in the
-    // background goes with it, so nothing outlives the call.
+    // background goes with it, so nothing outlives the call. A supervisor
+    // does this itself when bash exits, and when told to stop.
+    if !matches!(ending, Ending::Exited(_)) {
+        group.stop();
+        if supervised {
+            let _ = tokio::time::timeout(SUPERVISOR_GRACE, child.wait()).await;
+        }
+    }
     group.kill();
     if !matches!(ending, Ending::Exited(_)) {
         let _ = child.wait().await;
@@ -285,16 +325,30 @@ fn child_env(
     env
 }
 
-/// Kills the command's process group when dropped, so a turn that is
-/// abandoned mid-call (its future dropped) leaves no processes behind.
+/// Stops the command when dropped, so a turn that is abandoned mid-call
+/// (its future dropped) leaves no processes behind.
 struct GroupGuard {
+    /// The shell's (or its supervisor's) pid, which is also its group's id.
     pgid: Option<Pid>,
+    supervised: bool,
 }
 
 impl GroupGuard {
-    fn new(pid: u32) -> Self {
+    fn new(pid: u32, supervised: bool) -> Self {
         Self {
             pgid: i32::try_from(pid).ok().map(Pid::from_raw),
+            supervised,
+        }
+    }
+
+    /// Asks a supervisor to kill everything the command started (it finds
+    /// processes that left the group too), or kills the group outright.
+    fn stop(&self) {
+        match self.pgid {
+            Some(pid) if self.supervised => {
+                let _ = nix::sys::signal::kill(pid, Signal::SIGTERM);
+            }
+            _ => self.kill(),
         }
     }
 
@@ -314,7 +368,7 @@ impl GroupGuard {
 
 impl Drop for GroupGuard {
     fn drop(&mut self) {
-        self.kill();
+        self.stop();
     }
 }
 

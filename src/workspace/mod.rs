@@ -65,12 +65,22 @@ impl Workspace {
         };
         if create {
             std::fs::create_dir_all(&user_dir)?;
-            // The subdir is made one component at a time beneath the user's
-            // directory, so a symlink on the way cannot lead the creation
-            // somewhere else, even one swapped in while it runs.
             if let Some(sub) = subdir.filter(|s| !s.as_str().is_empty()) {
-                let user_root = beneath::open_dir(&user_dir.canonicalize()?)?;
-                beneath::create_dirs(&user_root, Path::new(sub.as_str()), sub.as_str()).map_err(
+                // Symlinks that stay inside (absolute ones too) are resolved
+                // first; what is missing is then made one component at a
+                // time beneath the user's directory's handle, so a link
+                // swapped in meanwhile still cannot lead the creation out.
+                let user_root = Root::open(user_dir.canonicalize()?)?;
+                let probe = Self {
+                    root: user_root.clone(),
+                    cwd: user_root.path.clone(),
+                    extra_roots: Vec::new(),
+                };
+                let target = probe.resolve_within(&wanted, sub.as_str())?;
+                let rel = target
+                    .strip_prefix(&user_root.path)
+                    .map_err(|_| WorkspaceError::Escape(sub.as_str().to_owned()))?;
+                beneath::create_dirs(user_root.handle.as_ref(), rel, sub.as_str()).map_err(
                     |e| match e {
                         FileError::Escape(shown) => WorkspaceError::Escape(shown),
                         FileError::Io { source, .. } => WorkspaceError::Io(source),

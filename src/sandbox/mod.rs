@@ -5,22 +5,24 @@
 //! The service re-executes its own binary (`claude-agent-http sandbox-exec
 //! --rw DIR --ro DIR -- bash -c ...`) rather than restricting a forked child
 //! in place, because doing the latter needs `pre_exec`, which is `unsafe`.
-//! The wrapper `exec`s the command, so the process the service watches and
-//! the process group it kills are the command's own.
+//! The wrapper stays as the command's parent (`supervisor`): it applies the
+//! resource limits, and kills every process the command started when the
+//! command ends, when the service stops it, or when the service dies.
+
+mod supervisor;
 
 use std::ffi::{OsStr, OsString};
 use std::fmt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
 use std::time::Duration;
 
 use landlock::{
-    ABI, Access, AccessFs, BitFlags, CompatLevel, Compatible, PathBeneath, PathFd, RulesetAttr,
-    RulesetCreatedAttr, RulesetError, RulesetStatus, Scope,
+    ABI, Access, AccessFs, AccessNet, BitFlags, CompatLevel, Compatible, NetPort, PathBeneath,
+    PathFd, RulesetAttr, RulesetCreatedAttr, RulesetError, RulesetStatus, Scope,
 };
 
-use crate::config::{SandboxMode, Settings, StorageKind, ToolSettings};
+use crate::config::{CommandLimits, NetworkMode, SandboxMode, Settings, StorageKind, ToolSettings};
 use crate::workspace::Workspace;
 
 /// The subcommand of the service binary that confines itself and runs a program.
@@ -32,7 +34,11 @@ pub const SUBCOMMAND: &str = "sandbox-exec";
 /// kernels get what they support (best effort).
 const TARGET_ABI: ABI = ABI::V6;
 
+/// The Landlock ABI whose TCP rules `tools.network` uses.
+const NET_ABI: ABI = ABI::V4;
+
 /// System directories a command may read and execute from, when they exist.
+/// Not /var/lib, where databases keep their files.
 const SYSTEM_READ_ONLY: &[&str] = &[
     "/usr",
     "/bin",
@@ -45,13 +51,26 @@ const SYSTEM_READ_ONLY: &[&str] = &[
     "/proc",
     "/sys",
     "/run",
-    "/var/lib",
     "/usr/local",
 ];
 
-/// Shared places a command may write besides the session's directory: scratch
-/// files, and devices such as /dev/null and /dev/tty.
-const SYSTEM_READ_WRITE: &[&str] = &["/tmp", "/dev"];
+/// Devices a command may use besides the session's directory. Not the
+/// whole of /dev: /dev/shm is shared memory every user's commands would
+/// share. Scratch files go to the session's own temporary directory.
+const SYSTEM_READ_WRITE: &[&str] = &[
+    "/dev/null",
+    "/dev/zero",
+    "/dev/full",
+    "/dev/random",
+    "/dev/urandom",
+    "/dev/tty",
+    "/dev/ptmx",
+    "/dev/pts",
+];
+
+/// Under `user.base_dir`, where each session's private temporary directory
+/// lives (a name no user id can have).
+const TEMP_DIRS: &str = ".tmp";
 
 /// What `--probe` prints, followed by the enforcement level, when the
 /// sandbox holds; the service checks for it so that an executable which is
@@ -67,6 +86,83 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Policy {
     read_write: Vec<PathBuf>,
     read_only: Vec<PathBuf>,
+    net: Net,
+    limits: Limits,
+}
+
+/// Which TCP ports a command may use.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Net {
+    #[default]
+    Full,
+    /// Connecting to these ports is refused; everything else is allowed.
+    DenyConnect(Vec<u16>),
+    /// No TCP connect or bind at all.
+    None,
+}
+
+/// Resource limits a command runs under (`setrlimit`); `None` leaves one as
+/// inherited.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limits {
+    pub address_space_bytes: Option<u64>,
+    pub cpu_secs: Option<u64>,
+    pub processes: Option<u64>,
+    pub file_size_bytes: Option<u64>,
+}
+
+impl Limits {
+    pub fn from_settings(limits: &CommandLimits) -> Self {
+        let set = |n: u64| (n > 0).then_some(n);
+        let mib = |n: u64| set(n).map(|n| n.saturating_mul(1024 * 1024));
+        Self {
+            address_space_bytes: mib(limits.memory_mb),
+            cpu_secs: set(limits.cpu_secs),
+            processes: set(limits.processes),
+            file_size_bytes: mib(limits.file_size_mb),
+        }
+    }
+
+    fn entries(&self) -> [(&'static str, Option<u64>); 4] {
+        [
+            ("as", self.address_space_bytes),
+            ("cpu", self.cpu_secs),
+            ("nproc", self.processes),
+            ("fsize", self.file_size_bytes),
+        ]
+    }
+
+    fn set(&mut self, name: &str, value: u64) -> bool {
+        let slot = match name {
+            "as" => &mut self.address_space_bytes,
+            "cpu" => &mut self.cpu_secs,
+            "nproc" => &mut self.processes,
+            "fsize" => &mut self.file_size_bytes,
+            _ => return false,
+        };
+        *slot = Some(value);
+        true
+    }
+
+    /// Sets the limits on this process; its children inherit them.
+    fn apply(&self) -> std::io::Result<()> {
+        use rustix::process::{Resource, Rlimit, setrlimit};
+        for (name, value) in self.entries() {
+            let Some(value) = value else { continue };
+            let resource = match name {
+                "as" => Resource::As,
+                "cpu" => Resource::Cpu,
+                "nproc" => Resource::Nproc,
+                _ => Resource::Fsize,
+            };
+            let limit = Rlimit {
+                current: Some(value),
+                maximum: Some(value),
+            };
+            setrlimit(resource, limit).map_err(std::io::Error::from)?;
+        }
+        Ok(())
+    }
 }
 
 impl Policy {
@@ -74,7 +170,20 @@ impl Policy {
         Self {
             read_write,
             read_only,
+            ..Self::default()
         }
+    }
+
+    /// The same policy with TCP restricted to `net`.
+    pub fn with_net(mut self, net: Net) -> Self {
+        self.net = net;
+        self
+    }
+
+    /// The same policy with resource limits.
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// Directories (and what is below them) the command may read, write,
@@ -92,9 +201,25 @@ impl Policy {
     pub fn to_args(&self) -> Vec<OsString> {
         let rw = self.read_write.iter().map(|p| ("--rw", p));
         let ro = self.read_only.iter().map(|p| ("--ro", p));
-        rw.chain(ro)
+        let mut args: Vec<OsString> = rw
+            .chain(ro)
             .flat_map(|(flag, path)| [OsString::from(flag), path.as_os_str().to_owned()])
-            .collect()
+            .collect();
+        match &self.net {
+            Net::Full => {}
+            Net::None => args.extend(["--net".into(), "none".into()]),
+            Net::DenyConnect(ports) => {
+                for port in ports {
+                    args.extend(["--deny-port".into(), port.to_string().into()]);
+                }
+            }
+        }
+        for (name, value) in self.limits.entries() {
+            if let Some(value) = value {
+                args.extend(["--limit".into(), format!("{name}={value}").into()]);
+            }
+        }
+        args
     }
 }
 
@@ -103,9 +228,12 @@ impl Policy {
 pub enum Invocation {
     /// Confine this process with an empty policy and report whether it held.
     Probe,
-    /// Confine this process, then replace it with `program`.
+    /// Confine this process, then run `program` under its supervision.
     Exec {
         policy: Policy,
+        /// The service's pid: if the supervisor's parent is no longer it,
+        /// the service died before the command started.
+        parent: Option<u32>,
         program: OsString,
         args: Vec<OsString>,
     },
@@ -121,15 +249,30 @@ pub enum UsageError {
     Unexpected(OsString),
     #[error("no program to run after --")]
     MissingProgram,
+    #[error("{flag}: invalid value {value:?}")]
+    BadValue { flag: &'static str, value: String },
 }
 
-/// Parses the arguments after `sandbox-exec`:
-/// `--probe`, or `[--rw DIR | --ro DIR]... -- PROGRAM [ARGS...]`.
+/// Parses the arguments after `sandbox-exec`: `--probe`, or
+/// `[--rw DIR | --ro DIR | --net none | --deny-port N | --limit NAME=N | --parent PID]...
+/// -- PROGRAM [ARGS...]`.
 pub fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Invocation, UsageError> {
     let mut args = args.into_iter();
     let mut policy = Policy::default();
+    let mut parent = None;
     let mut first = true;
     while let Some(arg) = args.next() {
+        let mut value = |flag: &'static str| -> Result<String, UsageError> {
+            let raw = args.next().ok_or(UsageError::MissingPath(flag))?;
+            raw.into_string().map_err(|raw| UsageError::BadValue {
+                flag,
+                value: raw.to_string_lossy().into_owned(),
+            })
+        };
+        let bad = |flag: &'static str, value: &str| UsageError::BadValue {
+            flag,
+            value: value.to_owned(),
+        };
         let (flag, list) = match arg.to_str() {
             Some("--probe") if first => {
                 return match args.next() {
@@ -137,12 +280,50 @@ pub fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Invocation
                     Some(extra) => Err(UsageError::Unexpected(extra)),
                 };
             }
+            Some("--net") => {
+                let v = value("--net")?;
+                if v != "none" {
+                    return Err(bad("--net", &v));
+                }
+                policy.net = Net::None;
+                first = false;
+                continue;
+            }
+            Some("--deny-port") => {
+                let v = value("--deny-port")?;
+                let port: u16 = v.parse().map_err(|_| bad("--deny-port", &v))?;
+                match &mut policy.net {
+                    Net::DenyConnect(ports) => ports.push(port),
+                    net => *net = Net::DenyConnect(vec![port]),
+                }
+                first = false;
+                continue;
+            }
+            Some("--limit") => {
+                let v = value("--limit")?;
+                let parsed = v
+                    .split_once('=')
+                    .and_then(|(name, n)| Some((name, n.parse::<u64>().ok()?)));
+                match parsed {
+                    Some((name, n)) if policy.limits.set(name, n) => {}
+                    _ => return Err(bad("--limit", &v)),
+                }
+                first = false;
+                continue;
+            }
+            Some("--parent") => {
+                let v = value("--parent")?;
+                parent = Some(v.parse().map_err(|_| bad("--parent", &v))?);
+                first = false;
+                continue;
+            }
             Some("--rw") => ("--rw", &mut policy.read_write),
             Some("--ro") => ("--ro", &mut policy.read_only),
             Some("--") => {
                 let program = args.next().ok_or(UsageError::MissingProgram)?;
                 return Ok(Invocation::Exec {
                     policy,
+                    parent,
                     program,
                     args: args.collect(),
                 });
@@ -196,14 +377,31 @@ pub enum SandboxError {
 /// `policy`, with no new privileges. Best effort: a kernel without Landlock
 /// leaves the process unconfined and says so in the result.
 pub fn enter(policy: &Policy) -> Result<Enforcement, SandboxError> {
-    let status = landlock::Ruleset::default()
+    let handled_net = match policy.net {
+        Net::Full => BitFlags::EMPTY,
+        Net::DenyConnect(_) => BitFlags::from(AccessNet::ConnectTcp),
+        Net::None => AccessNet::ConnectTcp | AccessNet::BindTcp,
+    };
+    let mut ruleset = landlock::Ruleset::default()
         .set_compatibility(CompatLevel::BestEffort)
         .handle_access(AccessFs::from_all(TARGET_ABI))?
-        .scope(Scope::from_all(TARGET_ABI))?
+        .scope(Scope::from_all(TARGET_ABI))?;
+    if !handled_net.is_empty() {
+        ruleset = ruleset.handle_access(handled_net & AccessNet::from_all(NET_ABI))?;
+    }
+    let mut created = ruleset
         .create()?
         .add_rules(rules(policy.read_write(), AccessFs::from_all(TARGET_ABI)))?
-        .add_rules(rules(policy.read_only(), AccessFs::from_read(TARGET_ABI)))?
-        .restrict_self()?;
+        .add_rules(rules(policy.read_only(), AccessFs::from_read(TARGET_ABI)))?;
+    if let Net::DenyConnect(denied) = &policy.net {
+        // Landlock lists what is allowed: every port but the denied ones.
+        created = created.add_rules(
+            (1..=u16::MAX)
+                .filter(|port| !denied.contains(port))
+                .map(|port| Ok::<_, RulesetError>(NetPort::new(port, AccessNet::ConnectTcp))),
+        )?;
+    }
+    let status = created.restrict_self()?;
     Ok(match status.ruleset {
         RulesetStatus::FullyEnforced => Enforcement::Full,
         RulesetStatus::PartiallyEnforced => Enforcement::Partial,
@@ -243,6 +441,7 @@ pub fn run_subcommand(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         Ok(Invocation::Probe) => probe_self(),
         Ok(Invocation::Exec {
             policy,
+            parent,
             program,
             args,
         }) => {
@@ -253,16 +452,7 @@ pub fn run_subcommand(args: impl IntoIterator<Item = OsString>) -> ExitCode {
                 eprintln!("claude-agent-http {SUBCOMMAND}: cannot confine the command: {e}");
                 return ExitCode::from(126);
             }
-            let err = std::process::Command::new(&program).args(&args).exec();
-            eprintln!(
-                "claude-agent-http {SUBCOMMAND}: cannot run {}: {err}",
-                program.to_string_lossy()
-            );
-            ExitCode::from(if err.kind() == std::io::ErrorKind::NotFound {
-                127
-            } else {
-                126
-            })
+            supervisor::run(&program, &args, &policy.limits, parent)
         }
     }
 }
@@ -299,6 +489,10 @@ pub struct Sandbox {
     launcher: Option<PathBuf>,
     system_read_write: Vec<PathBuf>,
     system_read_only: Vec<PathBuf>,
+    net: Net,
+    limits: Limits,
+    /// Where sessions' private temporary directories are made.
+    temp_root: Option<PathBuf>,
 }
 
 impl Sandbox {
@@ -319,13 +513,74 @@ impl Sandbox {
             launcher: Some(exe),
             system_read_write: existing(SYSTEM_READ_WRITE),
             system_read_only: existing(SYSTEM_READ_ONLY),
+            ..Self::default()
         }
+    }
+
+    /// Each session's commands get a private temporary directory under
+    /// `root` (their `TMPDIR`), the only scratch space they may write.
+    pub fn with_temp_root(mut self, root: PathBuf) -> Self {
+        self.temp_root = Some(root);
+        self
+    }
+
+    /// Commands' TCP is restricted to `net`.
+    pub fn with_net(mut self, net: Net) -> Self {
+        self.net = net;
+        self
+    }
+
+    /// Commands run under `limits`.
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// More directories commands may read and execute from.
+    pub fn with_read_only(mut self, dirs: impl IntoIterator<Item = PathBuf>) -> Self {
+        for dir in dirs {
+            if !self.system_read_only.iter().any(|d| dir.starts_with(d)) {
+                self.system_read_only.push(dir);
+            }
+        }
+        self
+    }
+
+    /// The sandbox `settings` ask for, on a launcher that has passed its probe.
+    fn configured(self, settings: &Settings) -> Self {
+        let net = match settings.tools.network {
+            NetworkMode::Full => Net::Full,
+            NetworkMode::None => Net::None,
+            NetworkMode::NoLocalServices => {
+                let mut ports = vec![settings.api.port];
+                if settings.session.storage == StorageKind::Postgresql {
+                    ports.push(settings.session.pg_port);
+                }
+                Net::DenyConnect(ports)
+            }
+        };
+        let protected = [
+            settings.user.base_dir.clone(),
+            settings.session.sqlite_path.clone(),
+        ];
+        let home = std::env::var_os("HOME").map(PathBuf::from);
+        let toolchains = std::env::var_os("PATH")
+            .map(|path| toolchain_dirs(std::env::split_paths(&path), home.as_deref(), &protected))
+            .unwrap_or_default();
+        self.with_net(net)
+            .with_limits(Limits::from_settings(&settings.tools.limits))
+            .with_temp_root(settings.user.base_dir.join(TEMP_DIRS))
+            .with_read_only(toolchains)
+            .with_read_only(settings.tools.sandbox_read_paths.iter().cloned())
     }
 
     /// Decides at start-up, from `tools.sandbox`, whether commands are confined.
     /// `on` fails when they cannot be; `auto` then warns once and runs them unconfined.
     pub async fn from_settings(settings: &Settings) -> anyhow::Result<Self> {
-        let sandbox = Self::from_tool_settings(&settings.tools).await?;
+        let mut sandbox = Self::from_tool_settings(&settings.tools).await?;
+        if sandbox.is_confined() {
+            sandbox = sandbox.configured(settings);
+        }
         if let Some(open) = sandbox.exposing(&settings.user.base_dir) {
             tracing::warn!(
                 base_dir = %settings.user.base_dir.display(),
@@ -397,18 +652,49 @@ impl Sandbox {
             .map(PathBuf::as_path)
     }
 
-    /// The policy for a command in `workspace`: the session's directory and the
-    /// shared scratch places writable, system directories and the workspace's
-    /// extra roots readable.
+    /// The policy for a command in `workspace`: the session's directory, its
+    /// private temporary directory and a few devices writable, system
+    /// directories and the workspace's extra roots readable.
     pub fn policy(&self, workspace: &Workspace) -> Policy {
         let mut read_write = vec![workspace.root().to_path_buf()];
+        read_write.extend(self.temp_dir_path(workspace));
         read_write.extend(self.system_read_write.iter().cloned());
         let mut read_only = self.system_read_only.clone();
         read_only.extend(workspace.extra_roots().map(Path::to_path_buf));
         Policy::new(read_write, read_only)
+            .with_net(self.net.clone())
+            .with_limits(self.limits)
     }
 
-    /// A command that runs `program` in `workspace`, confined when a launcher is set.
+    /// The session's private temporary directory, created (owner-only) when
+    /// missing; `None` when commands are unconfined or no root is set.
+    pub fn temp_dir(&self, workspace: &Workspace) -> std::io::Result<Option<PathBuf>> {
+        let Some(dir) = self.temp_dir_path(workspace) else {
+            return Ok(None);
+        };
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)?;
+        Ok(Some(dir))
+    }
+
+    /// One directory per session root, named by a hash of its path so a
+    /// user cannot pick another session's.
+    fn temp_dir_path(&self, workspace: &Workspace) -> Option<PathBuf> {
+        use std::hash::{Hash, Hasher};
+        self.launcher.as_ref()?;
+        let root = self.temp_root.as_ref()?;
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        workspace.root().hash(&mut hasher);
+        Some(root.join(format!("{:016x}", hasher.finish())))
+    }
+
+    /// A command that runs `program` in `workspace`, confined when a launcher
+    /// is set. Confined commands are supervised: stop them with
+    /// [`Sandbox::is_supervised`] in mind (SIGTERM to the supervisor, which
+    /// kills everything the command started).
     pub fn command(&self, workspace: &Workspace, program: &str) -> tokio::process::Command {
         match &self.launcher {
             None => tokio::process::Command::new(program),
@@ -416,12 +702,78 @@ impl Sandbox {
                 let mut cmd = tokio::process::Command::new(exe);
                 cmd.arg(SUBCOMMAND)
                     .args(self.policy(workspace).to_args())
+                    .arg("--parent")
+                    .arg(std::process::id().to_string())
                     .arg("--")
                     .arg(program);
                 cmd
             }
         }
     }
+
+    /// Whether commands run under the `sandbox-exec` supervisor.
+    pub fn is_supervised(&self) -> bool {
+        self.launcher.is_some()
+    }
+}
+
+/// The directories that hold the toolchains on the service's `PATH` and are
+/// not system directories: `~/.pyenv` for `~/.pyenv/shims`, `~/.cargo` and
+/// `~/.rustup` for `~/.cargo/bin`, `~/.nvm` for an nvm node. Never a home
+/// directory itself, nor anything holding the service's data.
+fn toolchain_dirs(
+    path: impl Iterator<Item = PathBuf>,
+    home: Option<&Path>,
+    protected: &[PathBuf],
+) -> Vec<PathBuf> {
+    let protected: Vec<PathBuf> = protected
+        .iter()
+        .filter_map(|p| p.ancestors().find_map(|a| a.canonicalize().ok()))
+        .collect();
+    let home = home.and_then(|h| h.canonicalize().ok());
+    let mut dirs = Vec::new();
+    for entry in path.filter(|p| p.is_absolute()) {
+        let Ok(entry) = entry.canonicalize() else {
+            continue;
+        };
+        // The first hidden directory on the way (below the home directory,
+        // when the entry is in it) is the toolchain's root.
+        let hidden = entry
+            .ancestors()
+            .filter(|a| {
+                a.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+                    && home
+                        .as_deref()
+                        .is_none_or(|h| !entry.starts_with(h) || (a.starts_with(h) && *a != h))
+            })
+            .last()
+            .map(Path::to_path_buf);
+        let mut wanted = match hidden {
+            // ~/.local holds much besides programs: only bin and lib.
+            Some(dir) if dir.ends_with(".local") => vec![entry.clone(), dir.join("lib")],
+            Some(dir) if dir.ends_with(".cargo") => {
+                vec![dir.clone(), dir.with_file_name(".rustup")]
+            }
+            Some(dir) => vec![dir],
+            None => vec![entry.clone()],
+        };
+        wanted.retain(|d| {
+            d.is_dir()
+                && d.parent().is_some()
+                && home.as_deref() != Some(d.as_path())
+                && !home.as_deref().is_some_and(|h| h.starts_with(d))
+                && !protected
+                    .iter()
+                    .any(|p| p.starts_with(d) || d.starts_with(p))
+        });
+        for dir in wanted {
+            if !dirs.contains(&dir) {
+                dirs.push(dir);
+            }
+        }
+    }
+    dirs
 }
 
 /// `tools.sandbox_exe`, else the running executable; absolute either way.
@@ -493,6 +845,7 @@ mod tests {
             parsed,
             Invocation::Exec {
                 policy: Policy::new(vec!["/w/alice".into(), "/tmp".into()], vec!["/usr".into()]),
+                parent: None,
                 program: "bash".into(),
                 args: os(&["-c", "echo --rw"]),
             }
@@ -506,6 +859,7 @@ mod tests {
             parsed,
             Invocation::Exec {
                 policy: Policy::default(),
+                parent: None,
                 program: "true".into(),
                 args: vec![],
             }
@@ -551,14 +905,68 @@ mod tests {
     }
 
     #[test]
+    fn toolchains_under_a_home_directory_are_found_by_their_root() {
+        let tmp = tempfile::tempdir().unwrap();
+        // (The temporary directory's own name starts with a dot.)
+        let home = tmp.path().canonicalize().unwrap().join("home");
+        for dir in [
+            ".pyenv/shims",
+            ".cargo/bin",
+            ".rustup",
+            ".nvm/versions/node/v20/bin",
+            ".local/bin",
+            ".local/lib",
+            "bin",
+            "data/users",
+        ] {
+            std::fs::create_dir_all(home.join(dir)).unwrap();
+        }
+        let path = [
+            ".pyenv/shims",
+            ".cargo/bin",
+            ".nvm/versions/node/v20/bin",
+            ".local/bin",
+            "bin",
+            "data/users",
+        ]
+        .map(|d| home.join(d));
+        let found = toolchain_dirs(path.into_iter(), Some(&home), &[home.join("data/users")]);
+        let rel: Vec<_> = found
+            .iter()
+            .map(|d| d.strip_prefix(&home).unwrap().to_path_buf())
+            .collect();
+        let expected: Vec<PathBuf> = [
+            ".pyenv",
+            ".cargo",
+            ".rustup",
+            ".nvm",
+            ".local/bin",
+            ".local/lib",
+            "bin",
+        ]
+        .map(PathBuf::from)
+        .to_vec();
+        // Never the home directory itself, nor where users' files live.
+        assert_eq!(rel, expected);
+    }
+
+    #[test]
     fn policy_round_trips_through_arguments() {
-        let policy = Policy::new(vec!["/w/a b".into()], vec!["/usr".into(), "/etc".into()]);
+        let policy = Policy::new(vec!["/w/a b".into()], vec!["/usr".into(), "/etc".into()])
+            .with_net(Net::DenyConnect(vec![5432, 8000]))
+            .with_limits(Limits {
+                address_space_bytes: Some(1 << 30),
+                cpu_secs: Some(60),
+                processes: None,
+                file_size_bytes: Some(1 << 20),
+            });
         let mut args = policy.to_args();
-        args.extend(os(&["--", "ls"]));
+        args.extend(os(&["--parent", "42", "--", "ls"]));
         assert_eq!(
             parse_args(args).unwrap(),
             Invocation::Exec {
                 policy,
+                parent: Some(42),
                 program: "ls".into(),
                 args: vec![],
             }
@@ -566,7 +974,7 @@ mod tests {
     }
 
     #[test]
-    fn workspace_policy_writes_only_the_user_dir_and_scratch() {
+    fn workspace_policy_writes_only_the_session_dir_its_temp_dir_and_devices() {
         let tmp = tempfile::tempdir().unwrap();
         let user = crate::domain::UserId::parse("alice").unwrap();
         let sub = crate::domain::Subdir::parse("proj").unwrap();
@@ -574,19 +982,25 @@ mod tests {
         let ws = Workspace::open(tmp.path(), &user, Some(&sub), true)
             .unwrap()
             .with_extra_roots([extra.path().to_path_buf()]);
-        let policy = Sandbox::with_launcher("/x/claude-agent-http".into()).policy(&ws);
+        let temp_root = tmp.path().join(".tmp");
+        let policy = Sandbox::with_launcher("/x/claude-agent-http".into())
+            .with_temp_root(temp_root.clone())
+            .policy(&ws);
 
-        // The user's whole directory, not only the session's subdirectory.
         assert_eq!(policy.read_write()[0], ws.root());
+        assert!(policy.read_write()[1].starts_with(&temp_root));
         let rw: Vec<&Path> = policy.read_write().iter().map(PathBuf::as_path).collect();
-        assert!(rw.contains(&Path::new("/tmp")) && rw.contains(&Path::new("/dev")));
-        assert_eq!(rw.len(), 3, "{rw:?}");
+        assert!(rw.contains(&Path::new("/dev/null")), "{rw:?}");
+        for shared in ["/tmp", "/dev", "/dev/shm"] {
+            assert!(!rw.contains(&Path::new(shared)), "{shared} is writable");
+        }
+        assert!(rw[2..].iter().all(|p| p.starts_with("/dev/")), "{rw:?}");
 
         let ro = policy.read_only();
         assert!(ro.contains(&PathBuf::from("/usr")) && ro.contains(&PathBuf::from("/etc")));
         assert!(ro.contains(&extra.path().canonicalize().unwrap()));
         assert!(ro.iter().all(|p| p.exists()), "{ro:?}");
-        for denied in ["/", "/root", "/home", "/var"] {
+        for denied in ["/", "/root", "/home", "/var", "/var/lib", "/tmp", "/dev"] {
             let denied = Path::new(denied);
             assert!(
                 !rw.contains(&denied) && !ro.iter().any(|p| p == denied),
@@ -599,7 +1013,7 @@ mod tests {
                 .read_write()
                 .iter()
                 .chain(ro)
-                .all(|p| !tmp.path().starts_with(p) || p == Path::new("/tmp")),
+                .all(|p| !tmp.path().starts_with(p)),
         );
     }
 
@@ -627,10 +1041,11 @@ mod tests {
     #[test]
     fn data_under_a_shared_directory_is_noticed() {
         let sandbox = Sandbox::with_launcher("/x/claude-agent-http".into());
+        // /tmp is no longer open to commands: data there stays private.
         let tmp = tempfile::tempdir_in("/tmp").unwrap();
-        assert_eq!(sandbox.exposing(tmp.path()), Some(Path::new("/tmp")));
+        assert_eq!(sandbox.exposing(tmp.path()), None);
         let db = tmp.path().join("not/yet/sessions.db");
-        assert_eq!(sandbox.exposing(&db), Some(Path::new("/tmp")));
+        assert_eq!(sandbox.exposing(&db), None);
         assert_eq!(
             sandbox.exposing(Path::new("/usr/share")),
             Some(Path::new("/usr"))

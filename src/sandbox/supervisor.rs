@@ -1,0 +1,224 @@
+//! What `sandbox-exec` does once confined: it stays as the parent of the
+//! command and, when the command ends or the service says stop (or dies),
+//! kills every process the command started, `setsid` escapees included.
+//!
+//! It is a child subreaper, so orphaned descendants are re-parented to it
+//! rather than to init, and it finds them through `/proc`.
+
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsString;
+use std::process::ExitCode;
+
+use nix::sys::signal::{SigSet, Signal, kill, raise};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+
+use super::Limits;
+
+/// The signals that tell the supervisor to stop the command: the service's
+/// SIGTERM (and the parent-death signal), or a terminal's SIGINT/SIGHUP.
+const STOP: [Signal; 3] = [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP];
+
+/// How many kill-and-reap rounds before giving up on a process tree that
+/// keeps forking; each round kills everything it finds.
+const KILL_ROUNDS: usize = 1_000;
+
+/// Runs `program` and returns, or dies by, what the command did. Called
+/// after the Landlock policy has been entered.
+pub fn run(
+    program: &OsString,
+    args: &[OsString],
+    limits: &Limits,
+    parent: Option<u32>,
+) -> ExitCode {
+    if let Err(e) = prepare(limits) {
+        eprintln!("claude-agent-http sandbox-exec: cannot supervise the command: {e}");
+        return ExitCode::from(126);
+    }
+    let mut signals = SigSet::empty();
+    signals.add(Signal::SIGCHLD);
+    for s in STOP {
+        signals.add(s);
+    }
+    // Blocked here and waited for below; the child starts with an empty
+    // mask (std resets it), so the command sees signals as usual.
+    if let Err(e) = signals.thread_block() {
+        eprintln!("claude-agent-http sandbox-exec: cannot block signals: {e}");
+        return ExitCode::from(126);
+    }
+    // The service may have died before the death signal was armed.
+    let ppid = rustix::process::getppid().map(|p| p.as_raw_nonzero().get().unsigned_abs());
+    if parent.is_some_and(|p| ppid != Some(p)) {
+        return ExitCode::from(126);
+    }
+    let child = match std::process::Command::new(program).args(args).spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!(
+                "claude-agent-http sandbox-exec: cannot run {}: {e}",
+                program.to_string_lossy()
+            );
+            return ExitCode::from(if e.kind() == std::io::ErrorKind::NotFound {
+                127
+            } else {
+                126
+            });
+        }
+    };
+    let main = Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX));
+    let ending = wait_for_command(main, &signals);
+    kill_descendants();
+    match ending {
+        Some(WaitStatus::Exited(_, code)) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        Some(WaitStatus::Signaled(_, signal, _)) => die_by(signal),
+        // Stopped by the service: the command was killed by us.
+        _ => die_by(Signal::SIGKILL),
+    }
+}
+
+/// Subreaper, parent-death signal and resource limits, before the command starts.
+fn prepare(limits: &Limits) -> std::io::Result<()> {
+    rustix::process::set_child_subreaper(Some(rustix::process::getpid()))?;
+    // A crashed service must not leave the command running unnoticed.
+    rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::TERM))?;
+    limits.apply()
+}
+
+/// Reaps children until the command itself ends (its status) or a stop
+/// signal arrives (`None`).
+fn wait_for_command(main: Pid, signals: &SigSet) -> Option<WaitStatus> {
+    loop {
+        // Reap everything that has ended; orphans re-parented to us too.
+        loop {
+            match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                Ok(status @ (WaitStatus::Exited(pid, _) | WaitStatus::Signaled(pid, _, _)))
+                    if pid == main =>
+                {
+                    return Some(status);
+                }
+                Ok(WaitStatus::StillAlive) => break,
+                Ok(_) => {}
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(_) => return None,
+            }
+        }
+        match signals.wait() {
+            Ok(Signal::SIGCHLD) => {}
+            Ok(_) | Err(_) => return None,
+        }
+    }
+}
+
+/// Kills every process below this one and reaps it, round after round,
+/// until none is left.
+fn kill_descendants() {
+    let me = std::process::id();
+    for _ in 0..KILL_ROUNDS {
+        let found = descendants(me);
+        if found.is_empty() {
+            reap_all();
+            return;
+        }
+        for pid in &found {
+            // Stopped first would let a tree be frozen whole; SIGKILL is
+            // enough because orphans come back to us and are found again.
+            let _ = kill(Pid::from_raw(*pid), Signal::SIGKILL);
+        }
+        reap_all();
+    }
+}
+
+fn reap_all() {
+    loop {
+        match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) | Err(nix::errno::Errno::ECHILD) => return,
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// The processes whose chain of parents leads to `root`, read from /proc.
+fn descendants(root: u32) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if let Some(ppid) = parent_of(pid) {
+            children.entry(ppid).or_default().push(pid);
+        }
+    }
+    let mut seen = HashSet::new();
+    let mut stack = vec![root];
+    let mut out = Vec::new();
+    while let Some(pid) = stack.pop() {
+        for &child in children.get(&pid).into_iter().flatten() {
+            if seen.insert(child) {
+                out.extend(i32::try_from(child).ok());
+                stack.push(child);
+            }
+        }
+    }
+    out
+}
+
+/// The parent pid in `/proc/<pid>/stat` (the field after the command name,
+/// which may itself hold spaces and parentheses).
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    after_name.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Ends this process the way the command ended, so the service sees the
+/// command's own signal.
+fn die_by(signal: Signal) -> ExitCode {
+    let mut only = SigSet::empty();
+    only.add(signal);
+    let _ = only.thread_unblock();
+    let _ = raise(signal);
+    ExitCode::from(128 + u8::try_from(signal as i32).unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parent_is_read_past_a_name_with_spaces_and_parens() {
+        let me = std::process::id();
+        let parent = parent_of(me).unwrap();
+        let expected = rustix::process::getppid().map(|p| p.as_raw_nonzero().get().unsigned_abs());
+        assert_eq!(Some(parent), expected);
+    }
+
+    #[test]
+    fn descendants_of_a_process_include_grandchildren() {
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "sleep 30 & sleep 30 & wait"])
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let found = loop {
+            let found = descendants(child.id());
+            if found.len() >= 2 || std::time::Instant::now() > deadline {
+                break found;
+            }
+            std::thread::yield_now();
+        };
+        let _ = child.kill();
+        for pid in &found {
+            let _ = kill(Pid::from_raw(*pid), Signal::SIGKILL);
+        }
+        let _ = child.wait();
+        assert!(found.len() >= 2, "{found:?}");
+    }
+}
