@@ -526,7 +526,8 @@ async fn commands_run_under_resource_limits() {
 /// as root (root may read any process's /proc files).
 fn start_service_unprivileged(dir: &Path, port: u16) -> std::process::Child {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777))
+        .expect("open the test directory to the service user");
     let root = rustix::process::geteuid().is_root();
     let mut cmd = if root {
         let mut c = std::process::Command::new("setpriv");
