@@ -43,6 +43,14 @@ impl Application {
     /// Opens the store (running migrations) and binds `api.host:api.port`
     /// (port 0 picks a free one, for tests).
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        if settings.session.storage == crate::config::StorageKind::Sqlite {
+            // A command running as the service's user may have removed the
+            // service's access to its own database; it would not start.
+            let db = &settings.session.sqlite_path;
+            for path in db.parent().into_iter().chain([db.as_path()]) {
+                crate::workspace::restore_owner_access(path);
+            }
+        }
         let store = store::open(&settings).await?;
         Self::build_with_store(settings, store).await
     }

@@ -63,6 +63,12 @@ impl Workspace {
             Some(s) if !s.as_str().is_empty() => user_dir.join(s.as_str()),
             _ => user_dir.clone(),
         };
+        // A command of another session, running as the service's user, may
+        // have taken the service's own access away (`chmod 000`): the
+        // service owns these directories and gives itself access back.
+        for dir in [base_dir, user_dir.as_path(), wanted.as_path()] {
+            restore_owner_access(dir);
+        }
         if create {
             std::fs::create_dir_all(&user_dir)?;
             if let Some(sub) = subdir.filter(|s| !s.as_str().is_empty()) {
@@ -238,6 +244,34 @@ impl Workspace {
         } else {
             Err(WorkspaceError::Escape(shown.to_owned()))
         }
+    }
+}
+
+/// Gives the service back read, write and (for directories) search access
+/// to `path` when it owns it and that access was removed. Does nothing for
+/// a path it does not own or that does not exist.
+pub fn restore_owner_access(path: &Path) {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return;
+    };
+    if meta.file_type().is_symlink() || meta.uid() != rustix::process::geteuid().as_raw() {
+        return;
+    }
+    let needed = if meta.is_dir() { 0o700 } else { 0o600 };
+    let mode = meta.mode() & 0o7777;
+    if mode & needed == needed {
+        return;
+    }
+    let restored = mode | needed;
+    match std::fs::set_permissions(path, std::fs::Permissions::from_mode(restored)) {
+        Ok(()) => tracing::warn!(
+            path = %path.display(),
+            from = format!("{mode:o}"),
+            to = format!("{restored:o}"),
+            "restored the service's access to a path whose mode had been changed"
+        ),
+        Err(e) => tracing::warn!(path = %path.display(), error = %e, "cannot restore access"),
     }
 }
 
