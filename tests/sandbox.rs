@@ -197,6 +197,15 @@ async fn bash_tool(builtins: BuiltinTools, workspace: &Workspace) -> Arc<dyn Too
         .expect("Bash is a built-in")
 }
 
+/// The Bash tool with commands started through `sandbox`.
+async fn confined_bash(sandbox: Sandbox, workspace: &Workspace) -> Arc<dyn Tool> {
+    bash_tool(
+        BuiltinTools::with_sandbox(sandbox, claude_agent_http::config::DEFAULT_MAX_FILE_BYTES),
+        workspace,
+    )
+    .await
+}
+
 async fn bash(tool: &dyn Tool, workspace: &Workspace, command: &str) -> ToolOutput {
     let ctx = ToolContext {
         workspace: workspace.clone(),
@@ -221,14 +230,7 @@ async fn the_bash_tool_cannot_read_another_users_files_when_confined() {
         "unconfined Bash reads it"
     );
 
-    let confined = bash_tool(
-        BuiltinTools::with_sandbox(
-            Sandbox::with_launcher(EXE.into()),
-            claude_agent_http::config::DEFAULT_MAX_FILE_BYTES,
-        ),
-        &users.alice,
-    )
-    .await;
+    let confined = confined_bash(Sandbox::with_launcher(EXE.into()), &users.alice).await;
     let out = bash(confined.as_ref(), &users.alice, &command).await;
     assert!(out.is_error, "{out:?}");
     assert!(out.content.contains("Permission denied"), "{out:?}");
@@ -286,17 +288,10 @@ async fn a_confined_command_is_still_killed_whole_on_timeout_and_interrupt() {
         return;
     }
     let users = Users::new();
-    let tool = bash_tool(
-        BuiltinTools::with_sandbox(
-            Sandbox::with_launcher(EXE.into()),
-            claude_agent_http::config::DEFAULT_MAX_FILE_BYTES,
-        ),
-        &users.alice,
-    )
-    .await;
+    let tool = confined_bash(Sandbox::with_launcher(EXE.into()), &users.alice).await;
     let alice = users.alice.clone();
 
-    // The launcher exec()s bash, so `$$` is the process the tool watches.
+    // `$$` is bash, below the supervisor the tool watches.
     let started = Instant::now();
     let ctx = ToolContext {
         workspace: alice.clone(),
@@ -346,14 +341,7 @@ async fn processes_that_leave_the_group_do_not_outlive_the_call() {
         return;
     }
     let users = Users::new();
-    let tool = bash_tool(
-        BuiltinTools::with_sandbox(
-            Sandbox::with_launcher(EXE.into()),
-            claude_agent_http::config::DEFAULT_MAX_FILE_BYTES,
-        ),
-        &users.alice,
-    )
-    .await;
+    let tool = confined_bash(Sandbox::with_launcher(EXE.into()), &users.alice).await;
     let alice = users.alice.clone();
     let ctx = ToolContext {
         workspace: alice.clone(),
@@ -418,11 +406,8 @@ async fn the_bash_tool_gets_a_private_temporary_directory() {
     }
     let users = Users::new();
     let temp_root = users.alice.root().parent().unwrap().join(".tmp");
-    let tool = bash_tool(
-        BuiltinTools::with_sandbox(
-            Sandbox::with_launcher(EXE.into()).with_temp_root(temp_root.clone()),
-            claude_agent_http::config::DEFAULT_MAX_FILE_BYTES,
-        ),
+    let tool = confined_bash(
+        Sandbox::with_launcher(EXE.into()).with_temp_root(temp_root.clone()),
         &users.alice,
     )
     .await;

@@ -524,18 +524,6 @@ impl Sandbox {
         self
     }
 
-    /// Commands' TCP is restricted to `net`.
-    pub fn with_net(mut self, net: Net) -> Self {
-        self.net = net;
-        self
-    }
-
-    /// Commands run under `limits`.
-    pub fn with_limits(mut self, limits: Limits) -> Self {
-        self.limits = limits;
-        self
-    }
-
     /// More directories commands may read and execute from.
     pub fn with_read_only(mut self, dirs: impl IntoIterator<Item = PathBuf>) -> Self {
         for dir in dirs {
@@ -567,11 +555,14 @@ impl Sandbox {
         let toolchains = std::env::var_os("PATH")
             .map(|path| toolchain_dirs(std::env::split_paths(&path), home.as_deref(), &protected))
             .unwrap_or_default();
-        self.with_net(net)
-            .with_limits(Limits::from_settings(&settings.tools.limits))
-            .with_temp_root(settings.user.base_dir.join(TEMP_DIRS))
-            .with_read_only(toolchains)
-            .with_read_only(settings.tools.sandbox_read_paths.iter().cloned())
+        Self {
+            net,
+            limits: Limits::from_settings(&settings.tools.limits),
+            ..self
+        }
+        .with_temp_root(settings.user.base_dir.join(TEMP_DIRS))
+        .with_read_only(toolchains)
+        .with_read_only(settings.tools.sandbox_read_paths.iter().cloned())
     }
 
     /// Decides at start-up, from `tools.sandbox`, whether commands are confined.
