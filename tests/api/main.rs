@@ -5,6 +5,7 @@
 mod chat;
 mod extensions;
 mod helpers;
+mod nul_bytes;
 mod pg_outage;
 mod sessions;
 mod tools;
