@@ -154,7 +154,7 @@ impl ApiError {
                     .into()
             }
             Self::StoreUnavailable(_) => {
-                "The session store cannot be reached right now; try again shortly.".into()
+                "The session store cannot be reached or cannot write right now; try again shortly.".into()
             }
             Self::TurnTimeout(secs) => format!(
                 "The turn did not finish within {secs} s and was cancelled; the conversation is kept and you can send the next message."

@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use super::{
     LeaseOutcome, Limits, NewMessage, NewSession, Renewal, Session, SessionStore, StoreError,
-    StoredMessage, UsageTotals, describe_limit, expiry_cutoff, lease_until,
+    StoredMessage, UsageTotals, describe_limit, expiry_cutoff, lease_until, write_probe_row,
 };
 use crate::config::{SessionSettings, StorageKind};
 use crate::domain::{SessionId, UserId};
@@ -203,6 +203,20 @@ impl SessionStore for PostgresStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn probe_write(&self) -> Result<(), StoreError> {
+        let (id, pad) = write_probe_row();
+        sqlx::query("INSERT INTO write_probe (id, pad) VALUES ($1, $2)")
+            .bind(&id)
+            .bind(pad)
+            .execute(&self.pool)
+            .await?;
+        sqlx::query("DELETE FROM write_probe WHERE id = $1")
+            .bind(&id)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 

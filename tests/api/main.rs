@@ -8,4 +8,5 @@ mod helpers;
 mod nul_bytes;
 mod pg_outage;
 mod sessions;
+mod store_full;
 mod tools;
