@@ -5,6 +5,7 @@
 mod chat;
 mod extensions;
 mod helpers;
+mod mcp_leaks;
 mod nul_bytes;
 mod pg_outage;
 mod sessions;
