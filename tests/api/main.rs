@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod chat;
+mod contract_errors;
 mod extensions;
 mod helpers;
 mod mcp_leaks;
