@@ -195,7 +195,8 @@ pub fn router(state: AppState) -> Router {
         .merge(
             Router::new()
                 .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi()))
-                // Swagger UI answers an unknown file under /docs with an empty 404.
+                // Swagger UI answers an unknown file under /docs with an
+                // empty 404, and an undecodable name with a plain-text 400.
                 .layer(axum::middleware::map_response(contract_not_found)),
         )
         .fallback(not_found)
@@ -206,8 +207,12 @@ async fn not_found() -> Response {
     ApiError::NotFound.into_response()
 }
 
+/// Neither names a file Swagger UI has.
 async fn contract_not_found(response: Response) -> Response {
-    if response.status() == StatusCode::NOT_FOUND {
+    if matches!(
+        response.status(),
+        StatusCode::NOT_FOUND | StatusCode::BAD_REQUEST
+    ) {
         ApiError::NotFound.into_response()
     } else {
         response

@@ -241,3 +241,43 @@ async fn the_openapi_document_states_the_limits_the_server_enforces() {
     assert_invalid(chat("é".repeat(max_message + 1)).await.unwrap(), "message").await;
     assert_invalid(chat(" \n\t".into()).await.unwrap(), "message").await;
 }
+
+/// A sweep of odd requests: whatever the status, an error is the contract's
+/// JSON body.
+#[tokio::test]
+async fn odd_requests_all_get_json_error_bodies() {
+    let app = app().await;
+    let c = &app.client;
+    let big = "x".repeat(app.settings.api.max_body_bytes + 10);
+    let requests = [
+        c.post(app.url("/docs/")),
+        c.post(app.url("/openapi.json")),
+        c.delete(app.url("/health")),
+        c.put(app.url("/api/v1/sessions")),
+        c.get(app.url("/api/v1/sessions/x/unknown")),
+        c.get(app.url("/%FF")),
+        c.get(app.url("/docs/%FF")),
+        c.post(app.url("/api/v1/chat")).body("hi"),
+        c.post(app.url("/api/v1/chat"))
+            .header("content-type", "application/json")
+            .body(big),
+        c.post(app.url("/api/v1/sessions"))
+            .header("content-type", "application/json")
+            .body("[1]"),
+    ];
+    for request in requests {
+        let request = request.build().unwrap();
+        let what = format!("{} {}", request.method(), request.url());
+        let response = c.execute(request).await.unwrap();
+        let status = response.status();
+        assert!(status.is_client_error(), "{what}: {status}");
+        let body: Value = response
+            .json()
+            .await
+            .unwrap_or_else(|e| panic!("{what}: {status} without a JSON body: {e}"));
+        assert!(
+            body["error"].is_string() && body["detail"].is_string(),
+            "{what}: {body}"
+        );
+    }
+}
