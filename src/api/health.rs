@@ -63,8 +63,9 @@ pub struct HealthResponse {
     /// Whether model calls can be made (an API key or token is configured).
     pub model_api_configured: bool,
     /// Each configured MCP server: `connected`, `not_started` (started on
-    /// first use) or `failed` with a short reason (never the server's output). A failed server does not make
-    /// the service unhealthy; it is restarted on next use.
+    /// first use) or `failed` with a short reason (never the server's own
+    /// output). A failed server does not make the service unhealthy; it is
+    /// restarted on next use.
     pub mcp_servers: Vec<McpServerStatus>,
     /// Why the service is unhealthy.
     #[serde(skip_serializing_if = "Option::is_none")]
