@@ -18,9 +18,51 @@ pub fn is_secret_name(name: &str) -> bool {
             .any(|word| matches!(word, "KEY" | "KEYS" | "APIKEY"))
 }
 
+/// The basics a program needs to run and to format text for people: where
+/// to find commands, whose home, which locale, terminal, time zone and temp
+/// dir, and the system's CA certificates. Nothing here can hold a credential,
+/// so an allow-list of these is safe whatever else the service's environment
+/// holds (`DB_PASS`, `SENTRY_DSN`, proxies with passwords...).
+pub fn is_basic_name(name: &str) -> bool {
+    const BASIC: &[&str] = &[
+        "PATH",
+        "HOME",
+        "USER",
+        "LOGNAME",
+        "SHELL",
+        "LANG",
+        "LANGUAGE",
+        "TERM",
+        "TZ",
+        "TMPDIR",
+        "TMP",
+        "TEMP",
+        "SSL_CERT_FILE",
+        "SSL_CERT_DIR",
+    ];
+    BASIC.contains(&name) || name.starts_with("LC_")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_basics_are_basic() {
+        for name in ["PATH", "HOME", "LANG", "LC_ALL", "LC_TIME", "TZ", "TMPDIR"] {
+            assert!(is_basic_name(name), "{name}");
+        }
+        for name in [
+            "DB_PASS",
+            "SENTRY_DSN",
+            "BASIC_AUTH_CREDS",
+            "HTTPS_PROXY",
+            "NODE_OPTIONS",
+            "path",
+        ] {
+            assert!(!is_basic_name(name), "{name}");
+        }
+    }
 
     #[test]
     fn service_settings_and_credentials_are_secret() {

@@ -7,6 +7,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use crate::store::StoreError;
+use crate::workspace::WorkspaceError;
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct FieldProblem {
@@ -144,9 +145,8 @@ impl ApiError {
                 "A turn is already running in this session; wait for it to finish or interrupt it."
                     .into()
             }
-            Self::SessionLimit(why) | Self::BudgetExceeded(why) | Self::Upstream(why) => {
-                why.clone()
-            }
+            Self::SessionLimit(why) | Self::BudgetExceeded(why) => why.clone(),
+            Self::Upstream(why) => without_urls(why),
             Self::NoTurnRunning => "No turn is running in this session.".into(),
             Self::ShuttingDown => "The service is shutting down; retry on another instance or after it restarts.".into(),
             Self::UpstreamNotConfigured => {
@@ -154,7 +154,7 @@ impl ApiError {
                     .into()
             }
             Self::StoreUnavailable(_) => {
-                "The session store cannot be reached right now; try again shortly.".into()
+                "The session store cannot be reached or cannot write right now; try again shortly.".into()
             }
             Self::TurnTimeout(secs) => format!(
                 "The turn did not finish within {secs} s and was cancelled; the conversation is kept and you can send the next message."
@@ -192,6 +192,53 @@ impl IntoResponse for ApiError {
     }
 }
 
+impl From<WorkspaceError> for ApiError {
+    /// What the client gave (`subdir`) is all a detail may name: the
+    /// workspace's own messages hold absolute paths on the server.
+    fn from(err: WorkspaceError) -> Self {
+        match err {
+            WorkspaceError::Escape(_) => Self::validation(
+                "subdir",
+                "resolves outside the user's directory (through a symlink)",
+            ),
+            WorkspaceError::Missing(_) => {
+                Self::validation("subdir", "does not exist and user.auto_create_dir is off")
+            }
+            // ENAMETOOLONG: a component over the file system's limit (255
+            // bytes on most), which 200 characters of non-ASCII can exceed.
+            WorkspaceError::Io(io) if io.kind() == std::io::ErrorKind::InvalidFilename => {
+                Self::validation(
+                    "subdir",
+                    "a path component is too long for the file system (at most 255 bytes)",
+                )
+            }
+            WorkspaceError::Io(io) => Self::Internal(format!("preparing workspace: {io}")),
+        }
+    }
+}
+
+/// Replaces URLs with `<url>`. reqwest names the URL it failed on ("error
+/// sending request for url (http://10.0.0.7:8080/v1/messages)"), which tells
+/// clients where internal services live and can carry credentials.
+fn without_urls(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(sep) = rest.find("://") {
+        let scheme_start = rest[..sep]
+            .rfind(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')))
+            .map_or(0, |i| i + 1);
+        let tail = &rest[sep..];
+        let end = tail
+            .find(|c: char| c.is_whitespace() || matches!(c, ')' | '"' | '\'' | '>'))
+            .unwrap_or(tail.len());
+        out.push_str(&rest[..scheme_start]);
+        out.push_str("<url>");
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    out.replace(" for url (<url>)", "")
+}
+
 impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
         match err {
@@ -200,5 +247,27 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound => Self::SessionNotFound,
             StoreError::Internal(why) => Self::Internal(why),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_details_name_no_url() {
+        let err = ApiError::Upstream(
+            "Could not reach the model API: error sending request for url \
+             (http://user:pw@10.0.0.7:8080/v1/messages?key=k): connection refused"
+                .into(),
+        );
+        let detail = err.detail();
+        assert_eq!(
+            detail,
+            "Could not reach the model API: error sending request: connection refused"
+        );
+        assert_eq!(without_urls("see https://a.b/c and x"), "see <url> and x");
+        assert_eq!(without_urls("no url: a://"), "no url: <url>");
+        assert_eq!(without_urls("plain text"), "plain text");
     }
 }

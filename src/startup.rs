@@ -56,6 +56,8 @@ impl Application {
     }
 
     pub async fn build_with_store(settings: Settings, store: DynStore) -> anyhow::Result<Self> {
+        // Every write, the agent's included, goes through the tracker /health reads.
+        let store = store::WriteTracked::wrap(store);
         let addr = format!("{}:{}", settings.api.host, settings.api.port);
         let listener = TcpListener::bind(&addr)
             .await

@@ -120,7 +120,7 @@ async fn a_long_call_stops_when_the_turn_is_cancelled() {
 }
 
 #[tokio::test]
-async fn a_crashing_server_fails_alone_and_its_stderr_says_why() {
+async fn a_crashing_server_fails_alone_and_its_stderr_stays_private() {
     let hub = McpHub::new(BTreeMap::from([
         (
             "everything".to_owned(),
@@ -152,13 +152,9 @@ async fn a_crashing_server_fails_alone_and_its_stderr_says_why() {
         .find(|s| s.name == "crashes")
         .unwrap();
     assert_eq!(crashed.state, McpServerState::Failed);
-    assert!(
-        crashed
-            .error
-            .as_deref()
-            .unwrap()
-            .contains("boom: no config"),
-        "{crashed:?}"
-    );
+    // /health shows this without auth: the reason, never the server's stderr.
+    let error = crashed.error.as_deref().unwrap();
+    assert!(error.contains("exited"), "{crashed:?}");
+    assert!(!error.contains("boom"), "{crashed:?}");
     hub.shutdown().await;
 }

@@ -72,6 +72,7 @@ contract!(
     expired_sessions_vanish_and_are_purged,
     limits_hold_under_concurrency,
     touch_moves_last_active,
+    nul_bytes_round_trip,
 );
 
 async fn create_get_list_delete(storage: StorageKind) {
@@ -358,4 +359,49 @@ async fn touch_moves_last_active(storage: StorageKind) {
         s.created_at.timestamp_millis()
     );
     assert!(f.store.touch(SessionId::new()).await.unwrap().is_none());
+}
+
+/// U+0000 turns up in tool output, user messages, model text and metadata;
+/// PostgreSQL's jsonb refuses it, yet every store must give it back as sent.
+async fn nul_bytes_round_trip(storage: StorageKind) {
+    let Some(f) = open(storage, 0).await else {
+        return;
+    };
+    let metadata =
+        json!({"k\u{0}ey": "v\u{0}al", "literal": "\\0 and \\ stay text", "n": [1, null]});
+    let s = f
+        .store
+        .create(
+            NewSession {
+                metadata: metadata.clone(),
+                ..new_session("alice")
+            },
+            Limits::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(s.metadata, metadata);
+    assert_eq!(f.store.get(s.id).await.unwrap().unwrap().metadata, metadata);
+
+    let conversation = [
+        msg("user", "hi\u{0}there"),
+        NewMessage {
+            role: "assistant".into(),
+            content: json!([
+                {"type": "text", "text": "model\u{0}text"},
+                {"type": "tool_use", "id": "t1", "name": "Bash", "input": {"command": "printf '\\0'"}},
+            ]),
+        },
+        NewMessage {
+            role: "user".into(),
+            content: json!([{"type": "tool_result", "tool_use_id": "t1", "content": "a\u{0}b\u{0}"}]),
+        },
+        // No NUL, but the characters an escaping scheme would use.
+        msg("assistant", "\\0 is how C writes it; \\\\ is a backslash"),
+    ];
+    f.store.append_messages(s.id, &conversation).await.unwrap();
+    let history = f.store.messages(s.id).await.unwrap();
+    let got: Vec<_> = history.iter().map(|m| (&m.role, &m.content)).collect();
+    let sent: Vec<_> = conversation.iter().map(|m| (&m.role, &m.content)).collect();
+    assert_eq!(got, sent);
 }

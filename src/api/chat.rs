@@ -4,7 +4,7 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use utoipa::ToSchema;
 
 use super::sessions::parse_session_id;
-use super::{ApiJson, AppState, rfc3339};
+use super::{ApiJson, AppState, SessionPath, rfc3339};
 use crate::agent::turn::{InterruptOutcome, ToolCall, TurnEvent, TurnRequest, TurnSummary};
 use crate::error::{ApiError, ErrorBody};
 use crate::store::UsageTotals;
@@ -37,7 +37,8 @@ pub fn routes() -> Router<AppState> {
 pub struct ChatRequest {
     #[schema(format = Uuid)]
     pub session_id: String,
-    /// What the user says; 1 to 100,000 characters, not blank.
+    /// What the user says; 1 to 100,000 characters, not only whitespace.
+    #[schema(min_length = 1, max_length = 100000, pattern = r"\S")]
     pub message: String,
     /// Seconds the whole turn may take, 1 to 600 (default 120).
     #[schema(minimum = 1, maximum = 600)]
@@ -254,8 +255,7 @@ fn frame(event: TurnEvent) -> (Value, bool) {
 )]
 pub async fn interrupt(
     State(state): State<AppState>,
-    Path(session_id): Path<String>,
+    SessionPath(id): SessionPath,
 ) -> Result<Json<InterruptOutcome>, ApiError> {
-    let id = parse_session_id(&session_id)?;
     Ok(Json(state.agent.interrupt(id).await?))
 }

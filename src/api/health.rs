@@ -12,6 +12,7 @@ use utoipa::ToSchema;
 
 use super::AppState;
 use crate::mcp::McpServerStatus;
+use crate::store::StoreError;
 
 /// How long `/health` waits for the store before calling it unavailable.
 const STORE_PROBE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -62,8 +63,9 @@ pub struct HealthResponse {
     /// Whether model calls can be made (an API key or token is configured).
     pub model_api_configured: bool,
     /// Each configured MCP server: `connected`, `not_started` (started on
-    /// first use) or `failed` with the error. A failed server does not make
-    /// the service unhealthy; it is restarted on next use.
+    /// first use) or `failed` with a short reason (never the server's own
+    /// output). A failed server does not make the service unhealthy; it is
+    /// restarted on next use.
     pub mcp_servers: Vec<McpServerStatus>,
     /// Why the service is unhealthy.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -73,16 +75,33 @@ pub struct HealthResponse {
 /// Health check
 ///
 /// 200 when the session store answers; 503 `unhealthy` when it does not
-/// (e.g. PostgreSQL stopped), healthy again once it is back.
+/// (e.g. PostgreSQL stopped) or, after a write failed, while it still refuses
+/// writes (e.g. a full disk); healthy again once it is back.
 #[utoipa::path(get, path = "/health", tag = "service",
     responses(
         (status = 200, description = "Healthy", body = HealthResponse),
-        (status = 503, description = "The session store does not answer", body = HealthResponse),
+        (status = 503, description = "The session store does not answer or refuses writes", body = HealthResponse),
     ))]
 pub async fn health(State(state): State<AppState>) -> Response {
     let storage_type = state.store.kind().as_str();
-    // Counting live sessions is itself a round trip: it answers only when the store does.
-    let probe = state.store.count_live();
+    // Counting live sessions is itself a round trip: it answers only when the
+    // store does. Reads still answer on a full disk, so once a write has
+    // failed, a probe write must succeed too.
+    let probe = async {
+        let active = state
+            .store
+            .count_live()
+            .await
+            .map_err(StoreProblem::Reads)?;
+        if state.store.writes_failing() {
+            state
+                .store
+                .probe_write()
+                .await
+                .map_err(StoreProblem::Writes)?;
+        }
+        Ok::<_, StoreProblem>(active)
+    };
     let version = env!("CARGO_PKG_VERSION");
     let model_api_configured = state.settings.anthropic.is_configured();
     match tokio::time::timeout(STORE_PROBE_TIMEOUT, probe).await {
@@ -101,9 +120,13 @@ pub async fn health(State(state): State<AppState>) -> Response {
         .into_response(),
         outcome => {
             let error = match outcome {
-                Ok(Err(err)) => {
+                Ok(Err(StoreProblem::Reads(err))) => {
                     tracing::warn!(error = %err, "health check: store failed");
                     "session store unavailable".to_owned()
+                }
+                Ok(Err(StoreProblem::Writes(err))) => {
+                    tracing::warn!(error = %err, "health check: store refuses writes");
+                    "session store refuses writes (disk full or read-only?)".to_owned()
                 }
                 _ => "session store did not answer in time".to_owned(),
             };
@@ -125,6 +148,11 @@ pub async fn health(State(state): State<AppState>) -> Response {
                 .into_response()
         }
     }
+}
+
+enum StoreProblem {
+    Reads(StoreError),
+    Writes(StoreError),
 }
 
 /// Resident set size from /proc; `None` where there is no /proc.

@@ -10,9 +10,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
-use axum::extract::{FromRequest, Request};
+use axum::extract::rejection::PathRejection;
+use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
+use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -23,6 +25,7 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use crate::agent::turn::Agent;
 use crate::config::Settings;
+use crate::domain::SessionId;
 use crate::error::{ApiError, ErrorBody, FieldProblem};
 use crate::mcp::McpHub;
 use crate::skills::SkillSource;
@@ -78,28 +81,67 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
         if !value.is_object() {
             return Err(ApiError::MalformedJson("expected a JSON object".into()));
         }
-        let parsed = serde_path_to_error::deserialize(value).map_err(|err| {
-            let path = err.path().to_string();
-            let problem = err.into_inner().to_string();
-            let field = match (path.as_str(), missing_field(&problem)) {
-                (".", Some(missing)) => missing.to_owned(),
-                (".", None) => "body".to_owned(),
-                (_, Some(missing)) => format!("{path}.{missing}"),
-                _ => path,
-            };
-            ApiError::Validation {
-                detail: format!("{field}: {problem}"),
-                fields: vec![FieldProblem { field, problem }],
-            }
-        })?;
+        let parsed = serde_path_to_error::deserialize(value).map_err(shape_error)?;
         Ok(Self(parsed))
     }
 }
 
-/// serde names a missing field only in its message: "missing field `x`".
-fn missing_field(problem: &str) -> Option<&str> {
+/// A query string parsed into `T`; a missing, duplicated or malformed
+/// parameter is the contract's 422 naming it, not axum's plain-text 400.
+pub struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let query = parts.uri.query().unwrap_or("");
+        let params =
+            serde_urlencoded::Deserializer::new(url::form_urlencoded::parse(query.as_bytes()));
+        serde_path_to_error::deserialize(params)
+            .map(Self)
+            .map_err(shape_error)
+    }
+}
+
+/// The `{session_id}` of a path. Anything that is not a UUID, not even
+/// UTF-8 (`%FF%FE`), cannot name a session: 404 like any unknown session.
+pub struct SessionPath(pub SessionId);
+
+impl<S: Send + Sync> FromRequestParts<S> for SessionPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match Path::<String>::from_request_parts(parts, state).await {
+            Ok(Path(raw)) => sessions::parse_session_id(&raw).map(Self),
+            Err(PathRejection::FailedToDeserializePathParams(_)) => Err(ApiError::SessionNotFound),
+            // The route has no `{session_id}`: a bug in the router.
+            Err(other) => Err(ApiError::Internal(other.body_text())),
+        }
+    }
+}
+
+/// A body or query of the wrong shape: 422 naming the field serde tripped on.
+fn shape_error<E: std::fmt::Display>(err: serde_path_to_error::Error<E>) -> ApiError {
+    let path = err.path().to_string();
+    let problem = err.into_inner().to_string();
+    let field = match (path.as_str(), named_field(&problem)) {
+        (".", Some(named)) => named.to_owned(),
+        (".", None) => "body".to_owned(),
+        (_, Some(named)) => format!("{path}.{named}"),
+        _ => path,
+    };
+    ApiError::Validation {
+        detail: format!("{field}: {problem}"),
+        fields: vec![FieldProblem { field, problem }],
+    }
+}
+
+/// serde names a missing or repeated field only in its message:
+/// "missing field `x`", "duplicate field `x`".
+fn named_field(problem: &str) -> Option<&str> {
     problem
         .strip_prefix("missing field `")
+        .or_else(|| problem.strip_prefix("duplicate field `"))
         .and_then(|rest| rest.split('`').next())
 }
 
@@ -150,13 +192,31 @@ pub fn router(state: AppState) -> Router {
         .merge(chat::routes())
         .merge(skills::routes())
         .with_state(state)
-        .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi()))
+        .merge(
+            Router::new()
+                .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi()))
+                // Swagger UI answers an unknown file under /docs with an
+                // empty 404, and an undecodable name with a plain-text 400.
+                .layer(axum::middleware::map_response(contract_not_found)),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
 }
 
 async fn not_found() -> Response {
     ApiError::NotFound.into_response()
+}
+
+/// Neither names a file Swagger UI has.
+async fn contract_not_found(response: Response) -> Response {
+    if matches!(
+        response.status(),
+        StatusCode::NOT_FOUND | StatusCode::BAD_REQUEST
+    ) {
+        ApiError::NotFound.into_response()
+    } else {
+        response
+    }
 }
 
 async fn method_not_allowed() -> Response {

@@ -1,6 +1,6 @@
 //! `/api/v1/sessions`: create, list, get, delete and resume sessions.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -9,11 +9,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
-use super::{ApiJson, AppState, rfc3339};
+use super::{ApiJson, ApiQuery, AppState, SessionPath, rfc3339};
 use crate::domain::{SessionId, Subdir, UserId};
 use crate::error::{ApiError, ErrorBody};
 use crate::store::{Limits, NewSession, Session, StoredMessage, UsageTotals};
-use crate::workspace::{Workspace, WorkspaceError};
+use crate::workspace::Workspace;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -31,11 +31,14 @@ pub fn routes() -> Router<AppState> {
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct CreateSessionRequest {
-    /// `^[A-Za-z0-9_-]{1,64}$`
-    #[schema(value_type = String, example = "alice")]
+    /// 1 to 64 characters of A-Z, a-z, 0-9, `_` or `-`.
+    #[schema(value_type = String, example = "alice", pattern = "^[A-Za-z0-9_-]{1,64}$",
+        min_length = 1, max_length = 64)]
     pub user_id: UserId,
     /// A relative directory below the user's directory; created when missing.
-    #[schema(value_type = Option<String>, example = "my-project")]
+    /// At most 200 characters; not absolute, no `..` component, no NUL.
+    #[schema(value_type = Option<String>, example = "my-project", max_length = 200,
+        pattern = r"^(?![/\\])(?!(.*/)?\.\.(/|$))[^\u0000]*$")]
     pub subdir: Option<Subdir>,
     /// Any JSON object, returned as given.
     #[schema(value_type = Option<Object>)]
@@ -140,17 +143,7 @@ pub async fn create_session(
         Workspace::open(&base_dir, &user, subdir.as_ref(), create)
     })
     .await
-    .map_err(|e| ApiError::Internal(e.to_string()))?
-    .map_err(|err| match err {
-        WorkspaceError::Escape(_) => ApiError::validation(
-            "subdir",
-            "resolves outside the user's directory (through a symlink)",
-        ),
-        WorkspaceError::Missing(_) => {
-            ApiError::validation("subdir", "does not exist and user.auto_create_dir is off")
-        }
-        WorkspaceError::Io(io) => ApiError::Internal(format!("preparing workspace: {io}")),
-    })?;
+    .map_err(|e| ApiError::Internal(e.to_string()))??;
     let limits = Limits {
         max_sessions: state.settings.api.max_sessions,
         max_sessions_per_user: state.settings.api.max_sessions_per_user,
@@ -172,8 +165,10 @@ pub async fn create_session(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
-    /// Only this user's sessions.
+    /// Only this user's sessions: 1 to 64 characters of A-Z, a-z, 0-9, `_` or `-`.
+    #[param(pattern = "^[A-Za-z0-9_-]{1,64}$", min_length = 1, max_length = 64)]
     pub user_id: Option<String>,
 }
 
@@ -191,7 +186,7 @@ pub struct ListQuery {
 )]
 pub async fn list_sessions(
     State(state): State<AppState>,
-    Query(query): Query<ListQuery>,
+    ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Json<Vec<String>>, ApiError> {
     let user = query
         .user_id
@@ -215,9 +210,8 @@ pub async fn list_sessions(
 )]
 pub async fn get_session(
     State(state): State<AppState>,
-    Path(session_id): Path<String>,
+    SessionPath(id): SessionPath,
 ) -> Result<Json<SessionResponse>, ApiError> {
-    let id = parse_session_id(&session_id)?;
     let session = state
         .store
         .get(id)
@@ -239,12 +233,11 @@ pub async fn get_session(
         (status = 503, description = "Session store unavailable", body = ErrorBody),
     )
 )]
-#[tracing::instrument(skip_all, fields(session_id = %session_id))]
+#[tracing::instrument(skip_all, fields(session_id = %id))]
 pub async fn delete_session(
     State(state): State<AppState>,
-    Path(session_id): Path<String>,
+    SessionPath(id): SessionPath,
 ) -> Result<StatusCode, ApiError> {
-    let id = parse_session_id(&session_id)?;
     if state.store.delete(id).await? {
         // A turn still running would only fail to save; stop its tools now.
         state.agent.cancel_local(id);
@@ -270,9 +263,8 @@ pub async fn delete_session(
 )]
 pub async fn resume_session(
     State(state): State<AppState>,
-    Path(session_id): Path<String>,
+    SessionPath(id): SessionPath,
 ) -> Result<Json<SessionResponse>, ApiError> {
-    let id = parse_session_id(&session_id)?;
     let session = state
         .store
         .touch(id)
@@ -319,9 +311,8 @@ impl From<StoredMessage> for MessageResponse {
 )]
 pub async fn session_messages(
     State(state): State<AppState>,
-    Path(session_id): Path<String>,
+    SessionPath(id): SessionPath,
 ) -> Result<Json<Vec<MessageResponse>>, ApiError> {
-    let id = parse_session_id(&session_id)?;
     state
         .store
         .get(id)

@@ -1,12 +1,12 @@
 //! `GET /api/v1/skills`: the Skills a session in a given directory would see.
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::AppState;
+use super::{ApiQuery, AppState};
 use crate::domain::{Subdir, UserId};
 use crate::error::{ApiError, ErrorBody};
 use crate::skills::{SettingSource, SkillSource};
@@ -17,10 +17,18 @@ pub fn routes() -> Router<AppState> {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct SkillsQuery {
-    /// The user whose directory to look in.
+    /// The user whose directory to look in: 1 to 64 characters of A-Z, a-z,
+    /// 0-9, `_` or `-`.
+    #[param(pattern = "^[A-Za-z0-9_-]{1,64}$", min_length = 1, max_length = 64)]
     pub user_id: String,
-    /// The session's subdirectory, if any.
+    /// The session's subdirectory, if any: at most 200 characters; not
+    /// absolute, no `..` component, no NUL.
+    #[param(
+        max_length = 200,
+        pattern = r"^(?![/\\])(?!(.*/)?\.\.(/|$))[^\u0000]*$"
+    )]
     pub subdir: Option<String>,
 }
 
@@ -49,7 +57,7 @@ pub struct SkillInfo {
 )]
 pub async fn list_skills(
     State(state): State<AppState>,
-    Query(query): Query<SkillsQuery>,
+    ApiQuery(query): ApiQuery<SkillsQuery>,
 ) -> Result<Json<Vec<SkillInfo>>, ApiError> {
     let user = UserId::parse(&query.user_id).map_err(|e| ApiError::validation("user_id", e.0))?;
     let subdir = query
@@ -84,13 +92,7 @@ pub async fn list_skills(
             let scratch = base_workspace(&state)?;
             elsewhere.list(&scratch).await
         }
-        Err(WorkspaceError::Escape(_)) => {
-            return Err(ApiError::validation(
-                "subdir",
-                "resolves outside the user's directory (through a symlink)",
-            ));
-        }
-        Err(WorkspaceError::Io(io)) => return Err(ApiError::Internal(io.to_string())),
+        Err(other) => return Err(other.into()),
     };
     Ok(Json(
         skills

@@ -193,11 +193,13 @@ fn expand_plugin_root(config: McpServerConfig, root: &str) -> McpServerConfig {
 }
 
 /// Whether a variable of the service's environment may reach an MCP server
-/// child. Servers are third-party programs: the service's API key, its own
-/// settings and anything that looks like a credential stay behind; a server
-/// that needs a secret gets it through its `env` in config.
+/// child. Servers are third-party programs, and a deny-list of secret-looking
+/// names cannot know every secret (`DB_PASS`, `SENTRY_DSN`): only the basics
+/// pass, and a server that needs more, a secret included, gets it through its
+/// `env` in config.
 pub fn inherits_env(name: &OsStr) -> bool {
-    !crate::child_env::is_secret_name(&name.to_string_lossy())
+    let name = name.to_string_lossy();
+    crate::child_env::is_basic_name(&name) && !crate::child_env::is_secret_name(&name)
 }
 
 #[cfg(test)]
@@ -340,10 +342,15 @@ mod tests {
             "OPENAI_API_KEY",
             "DATABASE_URL",
             "github_token",
+            // Secrets no name filter recognises.
+            "DB_PASS",
+            "SENTRY_DSN",
+            "BASIC_AUTH_CREDS",
+            "HTTPS_PROXY",
         ] {
             assert!(!inherits_env(OsStr::new(blocked)), "{blocked} leaked");
         }
-        for kept in ["PATH", "HOME", "LANG", "NODE_OPTIONS", "KEYBOARD"] {
+        for kept in ["PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR"] {
             assert!(inherits_env(OsStr::new(kept)), "{kept} dropped");
         }
     }

@@ -41,7 +41,10 @@ pub struct McpServerStatus {
     /// `stdio`, `http` or `sse`.
     pub transport: String,
     pub state: McpServerState,
-    /// Why the server is not connected, when it failed.
+    /// Why the server is not connected, when it failed: a short reason
+    /// ("failed to start: not found", "the server exited or closed the
+    /// connection"), never the server's own output or its URL, which can hold
+    /// credentials. The full story is in the service's log.
     pub error: Option<String>,
     /// Tools the server offers (0 unless connected).
     pub tools: usize,
@@ -220,8 +223,9 @@ impl Tool for McpTool {
                 e.message
             )),
             Err(e) => {
-                let error = format!("the connection failed during a call: {e}");
-                self.slot.mark_failed(&conn, error);
+                tracing::warn!(server = %server, error = %e, "MCP connection failed during a call");
+                self.slot
+                    .mark_failed(&conn, "the connection failed during a call".into());
                 ToolOutput::error(format!(
                     "MCP server '{server}' failed during the call ({e}). It will be restarted on next use."
                 ))
@@ -359,7 +363,7 @@ mod tests {
                 .error
                 .as_deref()
                 .unwrap()
-                .contains("cannot start `/nonexistent/mcp-server`"),
+                .contains("failed to start: not found"),
             "{status:?}"
         );
     }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use process_wrap::tokio::{CommandWrap, ProcessGroup};
 use reqwest::header::{HeaderName, HeaderValue};
 use rmcp::model::{ClientCapabilities, ClientConfig, Implementation, Tool as ServerTool};
-use rmcp::service::RunningService;
+use rmcp::service::{ClientInitializeError, RunningService};
 use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::TokioChildProcess;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
@@ -18,7 +18,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::ChildStderr;
 
 use super::config::{McpServerConfig, inherits_env};
-use super::sse::SseTransport;
+use super::sse::{SseError, SseTransport};
 
 /// How long a server gets to start, initialise and list its tools.
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -47,11 +47,12 @@ impl Connection {
         self.peer.is_transport_closed()
     }
 
-    fn closed_reason(&self) -> String {
-        with_stderr(
-            "the server closed the connection".into(),
-            self.stderr.as_ref(),
-        )
+    /// What may be shown to anyone: never the server's stderr.
+    const CLOSED: &'static str = "the server exited or closed the connection";
+
+    /// For the log: with the server's last words.
+    fn closed_detail(&self) -> String {
+        with_stderr(Self::CLOSED.into(), self.stderr.as_ref())
     }
 
     async fn close(&self) {
@@ -113,7 +114,7 @@ impl ServerSlot {
         match &*self.link() {
             Link::NotStarted => Observed::NotStarted,
             Link::Up(conn) if conn.is_closed() => Observed::Failed {
-                error: conn.closed_reason(),
+                error: Connection::CLOSED.into(),
             },
             Link::Up(conn) => Observed::Connected {
                 tools: conn.tools.len(),
@@ -150,17 +151,17 @@ impl ServerSlot {
             _ => None,
         };
         if let Some(dead) = dead {
-            tracing::warn!(server = %self.name, reason = %dead.closed_reason(), "MCP server connection lost; restarting");
+            tracing::warn!(server = %self.name, reason = %dead.closed_detail(), "MCP server connection lost; restarting");
             dead.close().await;
         }
 
         let started = tokio::time::timeout(CONNECT_TIMEOUT, connect(&self.config)).await;
         let result = match started {
             Ok(result) => result,
-            Err(_) => Err(format!(
+            Err(_) => Err(Failure::plain(format!(
                 "did not finish starting within {} s",
                 CONNECT_TIMEOUT.as_secs()
-            )),
+            ))),
         };
         match result {
             Ok(conn) => {
@@ -169,19 +170,20 @@ impl ServerSlot {
                 *self.link() = Link::Up(conn.clone());
                 Ok(conn)
             }
-            Err(error) => {
-                tracing::warn!(server = %self.name, transport = self.config.kind(), %error, "MCP server failed to start");
+            Err(Failure { reason, detail }) => {
+                tracing::warn!(server = %self.name, transport = self.config.kind(), error = %detail, "MCP server failed to start");
                 *self.link() = Link::Failed {
-                    error: error.clone(),
+                    error: reason.clone(),
                     at: Instant::now(),
                 };
-                Err(error)
+                Err(reason)
             }
         }
     }
 
     /// Records that `conn` broke during a call, so the next use restarts the
     /// server, and closes it in the background (a stdio child is killed).
+    /// `error` is shown on `/health`: say what happened, not what the server said.
     pub(crate) fn mark_failed(&self, conn: &Arc<Connection>, error: String) {
         {
             let mut link = self.link();
@@ -207,7 +209,30 @@ impl ServerSlot {
     }
 }
 
-async fn connect(config: &McpServerConfig) -> Result<Connection, String> {
+/// Why a server could not be reached. Only `reason` leaves the process
+/// (`/health` needs no auth; tool errors reach users and the model), so it
+/// never holds the server's stderr, its URL or a library's message, any of
+/// which can carry a password. `detail` has them, for the operator's log.
+struct Failure {
+    reason: String,
+    detail: String,
+}
+
+impl Failure {
+    fn new(reason: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self {
+            reason: reason.into(),
+            detail: detail.into(),
+        }
+    }
+
+    /// A failure whose description holds nothing of the server's.
+    fn plain(reason: String) -> Self {
+        Self::new(reason.clone(), reason)
+    }
+}
+
+async fn connect(config: &McpServerConfig) -> Result<Connection, Failure> {
     let info = ClientConfig::new(
         ClientCapabilities::default(),
         Implementation::new("claude-agent-http", env!("CARGO_PKG_VERSION")),
@@ -229,7 +254,12 @@ async fn connect(config: &McpServerConfig) -> Result<Connection, String> {
             let (transport, stderr) = TokioChildProcess::builder(wrapped)
                 .stderr(Stdio::piped())
                 .spawn()
-                .map_err(|e| format!("cannot start `{command}`: {e}"))?;
+                .map_err(|e| {
+                    Failure::new(
+                        format!("failed to start: {}", io_reason(&e)),
+                        format!("cannot start `{command}`: {e}"),
+                    )
+                })?;
             let pid = transport.id();
             let tail = StderrTail::default();
             if let Some(stderr) = stderr {
@@ -240,9 +270,9 @@ async fn connect(config: &McpServerConfig) -> Result<Connection, String> {
                 Err(e) => {
                     // Let the reader catch the child's last words.
                     tokio::time::sleep(Duration::from_millis(100)).await;
-                    return Err(with_stderr(
-                        format!("initialisation failed: {e}"),
-                        Some(&tail),
+                    return Err(Failure::new(
+                        "initialisation failed: the server exited or does not speak MCP",
+                        with_stderr(format!("initialisation failed: {e}"), Some(&tail)),
                     ));
                 }
             }
@@ -250,31 +280,38 @@ async fn connect(config: &McpServerConfig) -> Result<Connection, String> {
         McpServerConfig::Http { url, headers } => {
             ensure_crypto_provider();
             let config = StreamableHttpClientTransportConfig::with_uri(url.as_str())
-                .custom_headers(http_headers(headers)?);
+                .custom_headers(http_headers(headers).map_err(Failure::plain)?);
             let transport = StreamableHttpClientTransport::from_config(config);
-            let service = info
-                .serve(transport)
-                .await
-                .map_err(|e| format!("cannot connect to {url}: {e}"))?;
+            let service = info.serve(transport).await.map_err(|e| {
+                Failure::new(
+                    unreachable_reason(&e),
+                    format!("cannot connect to {url}: {e}"),
+                )
+            })?;
             (service, None, None)
         }
         McpServerConfig::Sse { url, headers } => {
-            let transport = SseTransport::connect(url, headers)
-                .await
-                .map_err(|e| format!("cannot connect to {url}: {e}"))?;
-            let service = info
-                .serve(transport)
-                .await
-                .map_err(|e| format!("cannot initialise {url}: {e}"))?;
+            let transport = SseTransport::connect(url, headers).await.map_err(|e| {
+                Failure::new(
+                    unreachable_reason(&e),
+                    format!("cannot connect to {url}: {e}"),
+                )
+            })?;
+            let service = info.serve(transport).await.map_err(|e| {
+                Failure::new(
+                    "initialisation failed: the server does not speak MCP",
+                    format!("cannot initialise {url}: {e}"),
+                )
+            })?;
             (service, None, None)
         }
     };
     let tools = match service.peer().list_all_tools().await {
         Ok(tools) => tools,
         Err(e) => {
-            let error = with_stderr(format!("listing tools failed: {e}"), stderr.as_ref());
+            let detail = with_stderr(format!("listing tools failed: {e}"), stderr.as_ref());
             let _ = service.cancel().await;
-            return Err(error);
+            return Err(Failure::new("listing tools failed", detail));
         }
     };
     Ok(Connection {
@@ -284,6 +321,49 @@ async fn connect(config: &McpServerConfig) -> Result<Connection, String> {
         pid,
         stderr,
     })
+}
+
+/// A safe summary of why a network connection failed: the I/O error's kind
+/// ("connection refused") or the HTTP status, found in the error's sources.
+fn unreachable_reason(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = Some(error);
+    while let Some(e) = cause {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            return format!("cannot connect: {}", io_reason(io));
+        }
+        if let Some(SseError::Status { status, .. }) = e.downcast_ref::<SseError>() {
+            return format!("the server answered HTTP {status}");
+        }
+        // rmcp does not expose this variant's transport error as its source.
+        if let Some(ClientInitializeError::TransportError { error, .. }) = e.downcast_ref() {
+            cause = Some(error);
+            continue;
+        }
+        cause = e.source();
+    }
+    // rmcp's HTTP transport keeps its reqwest error (another reqwest major
+    // than ours, so it cannot be downcast) out of the source chain; the I/O
+    // error's kind still shows in its Debug form. Only these fixed words leave.
+    let debug = format!("{error:?}");
+    let known = [
+        ("ConnectionRefused", "connection refused"),
+        ("ConnectionReset", "connection reset"),
+        ("TimedOut", "timed out"),
+        ("HostUnreachable", "host unreachable"),
+        ("NetworkUnreachable", "network unreachable"),
+        ("dns error", "host name not found"),
+    ];
+    match known.iter().find(|(needle, _)| debug.contains(needle)) {
+        Some((_, reason)) => format!("cannot connect: {reason}"),
+        None => "cannot connect: the server did not answer as an MCP server".into(),
+    }
+}
+
+fn io_reason(error: &std::io::Error) -> String {
+    match error.kind() {
+        std::io::ErrorKind::NotFound => "not found".into(),
+        kind => kind.to_string(),
+    }
 }
 
 /// rmcp's reqwest is built without a TLS crypto provider so that only one

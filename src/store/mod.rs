@@ -3,6 +3,7 @@
 
 mod postgres;
 mod sqlite;
+mod tracked;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +15,7 @@ use uuid::Uuid;
 
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
+pub use tracked::WriteTracked;
 
 use crate::config::{Settings, StorageKind};
 use crate::domain::{SessionId, UserId};
@@ -40,21 +42,49 @@ impl From<sqlx::Error> for StoreError {
             | sqlx::Error::PoolClosed
             | sqlx::Error::Tls(_)
             | sqlx::Error::WorkerCrashed => Self::Unavailable(err.to_string()),
-            sqlx::Error::Database(ref db) => {
-                // Connection-level failures (admin shutdown, cannot connect now)
-                // are class 57/08 in PostgreSQL; SQLITE_BUSY is 5.
-                let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
-                if code.starts_with("57") || code.starts_with("08") || code == "5" {
-                    Self::Unavailable(err.to_string())
-                } else if db.is_foreign_key_violation() {
-                    Self::NotFound
-                } else {
-                    Self::Internal(err.to_string())
-                }
+            sqlx::Error::Database(ref db) if is_outage(db.as_ref()) => {
+                Self::Unavailable(err.to_string())
             }
+            sqlx::Error::Database(ref db) if db.is_foreign_key_violation() => Self::NotFound,
             other => Self::Internal(other.to_string()),
         }
     }
+}
+
+/// Whether a database error says the store cannot serve right now (it is
+/// down, full, read-only or overloaded) rather than that the request or our
+/// SQL is wrong: the former is retried by clients, the latter is a bug.
+fn is_outage(db: &dyn sqlx::error::DatabaseError) -> bool {
+    let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
+    if db
+        .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+        .is_some()
+    {
+        // 08 connection, 53 insufficient resources (53100 disk full),
+        // 57 operator intervention (shutdown), 58 system (I/O) errors;
+        // 25006: a standby after failover refuses writes.
+        return ["08", "53", "57", "58"]
+            .iter()
+            .any(|class| code.starts_with(class))
+            || code == "25006";
+    }
+    // SQLite reports extended result codes; the primary code is the low byte.
+    let primary = code.parse::<i32>().map(|c| c & 0xff).unwrap_or(0);
+    const SQLITE_BUSY: i32 = 5;
+    const SQLITE_LOCKED: i32 = 6;
+    const SQLITE_READONLY: i32 = 8;
+    const SQLITE_IOERR: i32 = 10;
+    const SQLITE_FULL: i32 = 13;
+    const SQLITE_CANTOPEN: i32 = 14;
+    matches!(
+        primary,
+        SQLITE_BUSY
+            | SQLITE_LOCKED
+            | SQLITE_READONLY
+            | SQLITE_IOERR
+            | SQLITE_FULL
+            | SQLITE_CANTOPEN
+    )
 }
 
 /// Tokens and money spent, per turn or summed over a session.
@@ -165,6 +195,16 @@ pub trait SessionStore: Send + Sync {
     /// Answers only when the database does.
     async fn ping(&self) -> Result<(), StoreError>;
 
+    /// Commits (and removes) a small row, to learn whether writes succeed:
+    /// a full disk or a read-only database still answers reads.
+    async fn probe_write(&self) -> Result<(), StoreError>;
+
+    /// Whether a write has failed because the store could not take it, and no
+    /// `probe_write` has succeeded since (see [`WriteTracked`]).
+    fn writes_failing(&self) -> bool {
+        false
+    }
+
     /// Inserts a session unless a limit is reached (checked atomically).
     async fn create(&self, new: NewSession, limits: Limits) -> Result<Session, StoreError>;
 
@@ -247,6 +287,17 @@ fn expiry_cutoff(ttl: Option<Duration>, now: DateTime<Utc>) -> DateTime<Utc> {
         Some(ttl) => now - ttl,
         None => DateTime::<Utc>::UNIX_EPOCH,
     }
+}
+
+/// Bytes a write probe commits: more than a page, so a database that cannot
+/// grow refuses it as it would refuse a new message.
+const WRITE_PROBE_BYTES: usize = 8192;
+
+fn write_probe_row() -> (String, Vec<u8>) {
+    let mut pad = vec![0u8; WRITE_PROBE_BYTES];
+    // Random, so PostgreSQL cannot compress the row away to nothing.
+    rand::Rng::fill(&mut rand::rng(), pad.as_mut_slice());
+    (Uuid::new_v4().to_string(), pad)
 }
 
 fn lease_until(now: DateTime<Utc>, lease: Duration) -> DateTime<Utc> {

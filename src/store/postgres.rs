@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use super::{
     LeaseOutcome, Limits, NewMessage, NewSession, Renewal, Session, SessionStore, StoreError,
-    StoredMessage, UsageTotals, describe_limit, expiry_cutoff, lease_until,
+    StoredMessage, UsageTotals, describe_limit, expiry_cutoff, lease_until, write_probe_row,
 };
 use crate::config::{SessionSettings, StorageKind};
 use crate::domain::{SessionId, UserId};
@@ -26,8 +26,8 @@ pub struct PostgresStore {
     ttl: Option<Duration>,
 }
 
-const SESSION_COLUMNS: &str = "id, user_id, subdir, cwd, metadata, created_at, last_active_at, \
-     message_count, input_tokens, output_tokens, cache_creation_tokens, cache_read_tokens, \
+const SESSION_COLUMNS: &str = "id, user_id, subdir, cwd, metadata, metadata_escaped, \
+     created_at, last_active_at, message_count, input_tokens, output_tokens, cache_creation_tokens, cache_read_tokens, \
      cost_usd, turn_holder, turn_expires_at";
 
 impl PostgresStore {
@@ -176,7 +176,7 @@ fn session_from_row(row: &PgRow, now: DateTime<Utc>) -> Result<Session, StoreErr
         user_id: UserId::parse(&user).map_err(|e| StoreError::Internal(e.to_string()))?,
         subdir: row.try_get("subdir")?,
         cwd: row.try_get("cwd")?,
-        metadata: row.try_get("metadata")?,
+        metadata: nul::decode(row.try_get("metadata")?, row.try_get("metadata_escaped")?)?,
         created_at: row.try_get("created_at")?,
         last_active_at: row.try_get("last_active_at")?,
         message_count: count(row, "message_count")?,
@@ -206,6 +206,20 @@ impl SessionStore for PostgresStore {
         Ok(())
     }
 
+    async fn probe_write(&self) -> Result<(), StoreError> {
+        let (id, pad) = write_probe_row();
+        sqlx::query("INSERT INTO write_probe (id, pad) VALUES ($1, $2)")
+            .bind(&id)
+            .bind(pad)
+            .execute(&self.pool)
+            .await?;
+        sqlx::query("DELETE FROM write_probe WHERE id = $1")
+            .bind(&id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     async fn create(&self, new: NewSession, limits: Limits) -> Result<Session, StoreError> {
         // Millisecond precision, so the session returned here is exactly what a
         // later read gives back.
@@ -218,9 +232,11 @@ impl SessionStore for PostgresStore {
                 .execute(&mut *tx)
                 .await?;
         }
+        let (metadata, metadata_escaped) = nul::encode(&new.metadata);
         let inserted = sqlx::query(
-            "INSERT INTO sessions (id, user_id, subdir, cwd, metadata, created_at, last_active_at)
-             SELECT $1, $2, $3, $4, $5, $6, $6
+            "INSERT INTO sessions (id, user_id, subdir, cwd, metadata, metadata_escaped,
+                                   created_at, last_active_at)
+             SELECT $1, $2, $3, $4, $5, $10, $6, $6
              WHERE ($7 = 0 OR (SELECT COUNT(*) FROM sessions WHERE last_active_at >= $9) < $7)
                AND ($8 = 0 OR (SELECT COUNT(*) FROM sessions
                                WHERE user_id = $2 AND last_active_at >= $9) < $8)",
@@ -229,11 +245,12 @@ impl SessionStore for PostgresStore {
         .bind(new.user_id.as_str())
         .bind(new.subdir.as_deref())
         .bind(&new.cwd)
-        .bind(&new.metadata)
+        .bind(metadata.as_ref())
         .bind(now)
         .bind(to_i64(limits.max_sessions))
         .bind(to_i64(limits.max_sessions_per_user))
         .bind(self.cutoff(now))
+        .bind(metadata_escaped)
         .execute(&mut *tx)
         .await?
         .rows_affected();
@@ -322,14 +339,16 @@ impl SessionStore for PostgresStore {
         let mut tx = self.pool.begin().await?;
         let now = Utc::now();
         for message in messages {
+            let (content, escaped) = nul::encode(&message.content);
             sqlx::query(
-                "INSERT INTO messages (session_id, seq, role, content, created_at)
+                "INSERT INTO messages (session_id, seq, role, content, content_escaped, created_at)
                  VALUES ($1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM messages WHERE session_id = $1),
-                         $2, $3, $4)",
+                         $2, $3, $4, $5)",
             )
             .bind(id.0)
             .bind(&message.role)
-            .bind(&message.content)
+            .bind(content.as_ref())
+            .bind(escaped)
             .bind(now)
             .execute(&mut *tx)
             .await?;
@@ -340,7 +359,7 @@ impl SessionStore for PostgresStore {
 
     async fn messages(&self, id: SessionId) -> Result<Vec<StoredMessage>, StoreError> {
         let rows = sqlx::query(
-            "SELECT seq, role, content, created_at FROM messages
+            "SELECT seq, role, content, content_escaped, created_at FROM messages
              WHERE session_id = $1 ORDER BY seq",
         )
         .bind(id.0)
@@ -351,7 +370,7 @@ impl SessionStore for PostgresStore {
                 Ok(StoredMessage {
                     seq: row.try_get("seq")?,
                     role: row.try_get("role")?,
-                    content: row.try_get("content")?,
+                    content: nul::decode(row.try_get("content")?, row.try_get("content_escaped")?)?,
                     created_at: row.try_get("created_at")?,
                 })
             })
@@ -470,5 +489,125 @@ impl SessionStore for PostgresStore {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+}
+
+/// PostgreSQL's jsonb (and text) cannot hold U+0000, which SQLite stores and
+/// which users, models and tool output all produce. A value containing one is
+/// stored with every string and key escaped (`\` as `\\`, NUL as `\0`) and its
+/// row flagged, so values without NUL, all older rows among them, stay plain,
+/// queryable jsonb and only flagged rows are decoded.
+mod nul {
+    use std::borrow::Cow;
+    use std::convert::Infallible;
+
+    use serde_json::{Map, Value};
+
+    use super::StoreError;
+
+    /// The value to store and whether it was escaped.
+    pub(super) fn encode(value: &Value) -> (Cow<'_, Value>, bool) {
+        if contains_nul(value) {
+            let escaped = map_strings(value, &mut |s| Ok::<_, Infallible>(escape(s)));
+            (
+                Cow::Owned(escaped.unwrap_or_else(|never| match never {})),
+                true,
+            )
+        } else {
+            (Cow::Borrowed(value), false)
+        }
+    }
+
+    /// The value as it was before `encode`.
+    pub(super) fn decode(value: Value, escaped: bool) -> Result<Value, StoreError> {
+        if escaped {
+            map_strings(&value, &mut unescape)
+        } else {
+            Ok(value)
+        }
+    }
+
+    fn contains_nul(value: &Value) -> bool {
+        match value {
+            Value::String(s) => s.contains('\0'),
+            Value::Array(items) => items.iter().any(contains_nul),
+            Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || contains_nul(v)),
+            Value::Null | Value::Bool(_) | Value::Number(_) => false,
+        }
+    }
+
+    fn map_strings<E>(
+        value: &Value,
+        f: &mut impl FnMut(&str) -> Result<String, E>,
+    ) -> Result<Value, E> {
+        Ok(match value {
+            Value::String(s) => Value::String(f(s)?),
+            Value::Array(items) => Value::Array(
+                items
+                    .iter()
+                    .map(|v| map_strings(v, f))
+                    .collect::<Result<_, _>>()?,
+            ),
+            Value::Object(map) => {
+                let mut out = Map::with_capacity(map.len());
+                for (k, v) in map {
+                    out.insert(f(k)?, map_strings(v, f)?);
+                }
+                Value::Object(out)
+            }
+            other => other.clone(),
+        })
+    }
+
+    fn escape(s: &str) -> String {
+        s.replace('\\', "\\\\").replace('\0', "\\0")
+    }
+
+    fn unescape(s: &str) -> Result<String, StoreError> {
+        let mut out = String::with_capacity(s.len());
+        let mut chars = s.chars();
+        while let Some(c) = chars.next() {
+            if c != '\\' {
+                out.push(c);
+                continue;
+            }
+            match chars.next() {
+                Some('\\') => out.push('\\'),
+                Some('0') => out.push('\0'),
+                other => {
+                    return Err(StoreError::Internal(format!(
+                        "corrupt escaped value: '\\' followed by {other:?}"
+                    )));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use serde_json::json;
+
+        use super::*;
+
+        #[test]
+        fn values_with_nul_round_trip_and_others_are_stored_as_they_are() {
+            let plain = json!({"a": "back\\slash \\0 not a NUL", "n": [1, null, true]});
+            let (stored, escaped) = encode(&plain);
+            assert!(!escaped);
+            assert_eq!(*stored, plain);
+
+            let tricky = json!({"k\u{0}ey": ["x\u{0}y", "\\0", "\\", "\\\u{0}", ""], "n": 1.5});
+            let (stored, escaped) = encode(&tricky);
+            assert!(escaped);
+            assert!(!stored.to_string().contains("\\u0000"), "{stored}");
+            assert_eq!(decode(stored.into_owned(), true).unwrap(), tricky);
+        }
+
+        #[test]
+        fn a_corrupt_escape_is_an_error_not_a_guess() {
+            assert!(decode(json!("bad \\x escape"), true).is_err());
+            assert!(decode(json!("trailing \\"), true).is_err());
+        }
     }
 }

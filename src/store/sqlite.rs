@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use super::{
     LeaseOutcome, Limits, NewMessage, NewSession, Renewal, Session, SessionStore, StoreError,
-    StoredMessage, UsageTotals, describe_limit, expiry_cutoff, lease_until,
+    StoredMessage, UsageTotals, describe_limit, expiry_cutoff, lease_until, write_probe_row,
 };
 use crate::config::StorageKind;
 use crate::domain::{SessionId, UserId};
@@ -41,14 +41,27 @@ impl SqliteStore {
                 StoreError::Unavailable(format!("cannot create {}: {e}", parent.display()))
             })?;
         }
-        let options = SqliteConnectOptions::new()
+        Self::open_with(Self::connect_options(path), ttl).await
+    }
+
+    /// How `open` connects to the file at `path`.
+    pub fn connect_options(path: &Path) -> SqliteConnectOptions {
+        SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             // FULL: an acknowledged write survives an OS crash too, not only a process crash.
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(5))
-            .foreign_keys(true);
+            .foreign_keys(true)
+    }
+
+    /// Opens a file database with these options (tests add pragmas such as
+    /// `max_page_count`) and migrates it.
+    pub async fn open_with(
+        options: SqliteConnectOptions,
+        ttl: Option<Duration>,
+    ) -> Result<Self, StoreError> {
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
             .acquire_timeout(Duration::from_secs(5))
@@ -167,6 +180,20 @@ impl SessionStore for SqliteStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn probe_write(&self) -> Result<(), StoreError> {
+        let (id, pad) = write_probe_row();
+        sqlx::query("INSERT INTO write_probe (id, pad) VALUES (?, ?)")
+            .bind(&id)
+            .bind(pad)
+            .execute(&self.pool)
+            .await?;
+        sqlx::query("DELETE FROM write_probe WHERE id = ?")
+            .bind(&id)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 

@@ -152,6 +152,28 @@ pub async fn start(settings: Settings, root: PathBuf, tmp: Option<tempfile::Temp
     let app = Application::build(settings.clone())
         .await
         .expect("application builds");
+    serve(app, settings, root, tmp)
+}
+
+/// Starts the app over a store the test opened itself (e.g. with extra pragmas).
+pub async fn start_with_store(
+    settings: Settings,
+    store: claude_agent_http::store::DynStore,
+    root: PathBuf,
+    tmp: Option<tempfile::TempDir>,
+) -> TestApp {
+    let app = Application::build_with_store(settings.clone(), store)
+        .await
+        .expect("application builds");
+    serve(app, settings, root, tmp)
+}
+
+fn serve(
+    app: Application,
+    settings: Settings,
+    root: PathBuf,
+    tmp: Option<tempfile::TempDir>,
+) -> TestApp {
     let address = format!("http://127.0.0.1:{}", app.port());
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until(async move {

@@ -3,8 +3,12 @@
 #![allow(clippy::unwrap_used)]
 
 mod chat;
+mod contract_errors;
 mod extensions;
 mod helpers;
+mod mcp_leaks;
+mod nul_bytes;
 mod pg_outage;
 mod sessions;
+mod store_full;
 mod tools;

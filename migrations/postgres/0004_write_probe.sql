@@ -1,0 +1,5 @@
+-- /health commits and deletes a row here to learn whether writes succeed.
+CREATE TABLE write_probe (
+    id  TEXT PRIMARY KEY,
+    pad BYTEA NOT NULL
+);

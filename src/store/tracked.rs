@@ -1,0 +1,142 @@
+//! Remembers that the store refused a write (disk full, read-only, gone), so
+//! `/health` reports it until a probe write succeeds again.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use uuid::Uuid;
+
+use super::{
+    DynStore, LeaseOutcome, Limits, NewMessage, NewSession, Renewal, Session, SessionStore,
+    StoreError, StoredMessage, UsageTotals,
+};
+use crate::config::StorageKind;
+use crate::domain::{SessionId, UserId};
+
+/// A store whose failed writes are remembered. Reads answering is not
+/// enough for `/health`: a full disk keeps serving them while every new
+/// message fails.
+pub struct WriteTracked {
+    inner: DynStore,
+    failing: AtomicBool,
+}
+
+impl WriteTracked {
+    pub fn wrap(inner: DynStore) -> DynStore {
+        Arc::new(Self {
+            inner,
+            failing: AtomicBool::new(false),
+        })
+    }
+
+    /// Passes a write's result through, remembering an outage. Only a probe
+    /// clears it: a write that changed nothing proves nothing.
+    fn observe<T>(&self, result: Result<T, StoreError>) -> Result<T, StoreError> {
+        if let Err(StoreError::Unavailable(why)) = &result
+            && !self.failing.swap(true, Ordering::SeqCst)
+        {
+            tracing::error!(error = %why, "session store refused a write; /health reports unhealthy until writes succeed");
+        }
+        result
+    }
+}
+
+#[async_trait]
+impl SessionStore for WriteTracked {
+    fn kind(&self) -> StorageKind {
+        self.inner.kind()
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.inner.ping().await
+    }
+
+    async fn probe_write(&self) -> Result<(), StoreError> {
+        let result = self.inner.probe_write().await;
+        if result.is_ok() && self.failing.swap(false, Ordering::SeqCst) {
+            tracing::info!("session store accepts writes again");
+        }
+        result
+    }
+
+    fn writes_failing(&self) -> bool {
+        self.failing.load(Ordering::SeqCst)
+    }
+
+    async fn create(&self, new: NewSession, limits: Limits) -> Result<Session, StoreError> {
+        self.observe(self.inner.create(new, limits).await)
+    }
+
+    async fn get(&self, id: SessionId) -> Result<Option<Session>, StoreError> {
+        self.inner.get(id).await
+    }
+
+    async fn list(&self, user: Option<&UserId>) -> Result<Vec<SessionId>, StoreError> {
+        self.inner.list(user).await
+    }
+
+    async fn count_live(&self) -> Result<u64, StoreError> {
+        self.inner.count_live().await
+    }
+
+    async fn delete(&self, id: SessionId) -> Result<bool, StoreError> {
+        self.observe(self.inner.delete(id).await)
+    }
+
+    async fn touch(&self, id: SessionId) -> Result<Option<Session>, StoreError> {
+        self.observe(self.inner.touch(id).await)
+    }
+
+    async fn purge_expired(&self) -> Result<u64, StoreError> {
+        self.observe(self.inner.purge_expired().await)
+    }
+
+    async fn append_messages(
+        &self,
+        id: SessionId,
+        messages: &[NewMessage],
+    ) -> Result<(), StoreError> {
+        self.observe(self.inner.append_messages(id, messages).await)
+    }
+
+    async fn messages(&self, id: SessionId) -> Result<Vec<StoredMessage>, StoreError> {
+        self.inner.messages(id).await
+    }
+
+    async fn record_usage(
+        &self,
+        id: SessionId,
+        usage: UsageTotals,
+        user_messages: u64,
+    ) -> Result<(), StoreError> {
+        self.observe(self.inner.record_usage(id, usage, user_messages).await)
+    }
+
+    async fn acquire_turn(
+        &self,
+        id: SessionId,
+        holder: Uuid,
+        lease: Duration,
+    ) -> Result<LeaseOutcome, StoreError> {
+        self.observe(self.inner.acquire_turn(id, holder, lease).await)
+    }
+
+    async fn renew_turn(
+        &self,
+        id: SessionId,
+        holder: Uuid,
+        lease: Duration,
+    ) -> Result<Renewal, StoreError> {
+        self.observe(self.inner.renew_turn(id, holder, lease).await)
+    }
+
+    async fn request_interrupt(&self, id: SessionId) -> Result<bool, StoreError> {
+        self.observe(self.inner.request_interrupt(id).await)
+    }
+
+    async fn release_turn(&self, id: SessionId, holder: Uuid) -> Result<(), StoreError> {
+        self.observe(self.inner.release_turn(id, holder).await)
+    }
+}
