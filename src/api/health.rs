@@ -16,6 +16,10 @@ use crate::store::StoreError;
 
 /// How long `/health` waits for the store before calling it unavailable.
 const STORE_PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a no-op on the runtime's blocking threads may wait to run
+/// before the service counts as starved: file tools, skills and workspace
+/// set-up all run there.
+const BLOCKING_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -76,7 +80,8 @@ pub struct HealthResponse {
 ///
 /// 200 when the session store answers; 503 `unhealthy` when it does not
 /// (e.g. PostgreSQL stopped) or, after a write failed, while it still refuses
-/// writes (e.g. a full disk); healthy again once it is back.
+/// writes (e.g. a full disk), or while every blocking thread is busy (file
+/// work would stall); healthy again once it is back.
 #[utoipa::path(get, path = "/health", tag = "service",
     responses(
         (status = 200, description = "Healthy", body = HealthResponse),
@@ -88,6 +93,13 @@ pub async fn health(State(state): State<AppState>) -> Response {
     // store does. Reads still answer on a full disk, so once a write has
     // failed, a probe write must succeed too.
     let probe = async {
+        let blocking = tokio::task::spawn_blocking(|| ());
+        if !matches!(
+            tokio::time::timeout(BLOCKING_PROBE_TIMEOUT, blocking).await,
+            Ok(Ok(()))
+        ) {
+            return Err(StoreProblem::Starved);
+        }
         let active = state
             .store
             .count_live()
@@ -128,6 +140,11 @@ pub async fn health(State(state): State<AppState>) -> Response {
                     tracing::warn!(error = %err, "health check: store refuses writes");
                     "session store refuses writes (disk full or read-only?)".to_owned()
                 }
+                Ok(Err(StoreProblem::Starved)) => {
+                    tracing::warn!("health check: every blocking thread is busy");
+                    "every blocking thread is busy: file tools and session set-up are stalled"
+                        .to_owned()
+                }
                 _ => "session store did not answer in time".to_owned(),
             };
             (
@@ -153,6 +170,8 @@ pub async fn health(State(state): State<AppState>) -> Response {
 enum StoreProblem {
     Reads(StoreError),
     Writes(StoreError),
+    /// Not the store: the runtime's blocking threads did not get to a no-op.
+    Starved,
 }
 
 /// Resident set size from /proc; `None` where there is no /proc.

@@ -10,5 +10,6 @@ mod mcp_leaks;
 mod nul_bytes;
 mod pg_outage;
 mod sessions;
+mod starvation;
 mod store_full;
 mod tools;
