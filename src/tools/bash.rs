@@ -28,23 +28,6 @@ pub const MAX_TIMEOUT_MS: u64 = 600_000;
 /// still buffered in the pipe before giving up on it.
 const DRAIN_GRACE: Duration = Duration::from_millis(500);
 
-/// Variables passed through from the service's environment, when present.
-/// Everything else is dropped: the service's own environment holds API keys
-/// and database passwords that a user's command must never see.
-const PASSED_ENV: &[&str] = &[
-    "PATH",
-    "LANG",
-    "LANGUAGE",
-    "LC_ALL",
-    "LC_CTYPE",
-    "LC_MESSAGES",
-    "TERM",
-    "TZ",
-    "USER",
-    "LOGNAME",
-    "SHELL",
-    "TMPDIR",
-];
 const FALLBACK_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// Runs commands through `sandbox`: confined to the session's directory when it
@@ -304,8 +287,9 @@ fn output_pipe() -> std::io::Result<((Stdio, Stdio), pipe::Receiver)> {
     Ok(((Stdio::from(out), Stdio::from(err)), receiver))
 }
 
-/// The command's whole environment: an allow-list from `parent` (the
-/// service's own environment), then HOME and PWD pointing into the workspace.
+/// The command's whole environment: the basics from `parent` (the service's
+/// own environment, which holds API keys and database passwords a user's
+/// command must never see), then HOME and PWD pointing into the workspace.
 fn child_env(
     parent: impl IntoIterator<Item = (String, String)>,
     home: &Path,
@@ -314,7 +298,9 @@ fn child_env(
     let mut env: Vec<(String, String)> = parent
         .into_iter()
         .filter(|(name, _)| {
-            PASSED_ENV.contains(&name.as_str()) && !crate::child_env::is_secret_name(name)
+            name != "HOME"
+                && crate::child_env::is_basic_name(name)
+                && !crate::child_env::is_secret_name(name)
         })
         .collect();
     if !env.iter().any(|(k, _)| k == "PATH") {
