@@ -92,9 +92,9 @@ impl Tool for ReadTool {
 /// One character more than fits in the shown width, so a cut line is always
 /// marked as cut.
 const MAX_LINE_BYTES: usize = (MAX_LINE_CHARS + 1) * 4;
-/// Most characters one Read returns; past this the window ends early and
-/// says where to continue, as a partial view.
-pub const MAX_READ_CHARS: usize = 256 * 1024;
+/// Most bytes of text one Read returns; past this the window ends early
+/// and says where to continue, as a partial view.
+pub const MAX_READ_BYTES: usize = 256 * 1024;
 
 fn read_window(workspace: &Workspace, path: &Path, start: usize, limit: usize) -> ToolOutput {
     let shown = path.display();
@@ -144,7 +144,7 @@ fn read_window(workspace: &Workspace, path: &Path, start: usize, limit: usize) -
         let text = String::from_utf8_lossy(&line);
         let text = text.trim_end_matches('\n').trim_end_matches('\r');
         let entry = format!("{number:>6}\t{}\n", truncate_line(text, MAX_LINE_CHARS));
-        if !out.is_empty() && out.len() + entry.len() > MAX_READ_CHARS {
+        if !out.is_empty() && out.len() + entry.len() > MAX_READ_BYTES {
             partial = true;
             break;
         }
@@ -159,7 +159,7 @@ fn read_window(workspace: &Workspace, path: &Path, start: usize, limit: usize) -
     let more_after = partial || reader.fill_buf().is_ok_and(|rest| !rest.is_empty());
     if partial {
         out.push_str(&format!(
-            "\n(PARTIAL view: this window reached the {MAX_READ_CHARS}-character limit. Read \
+            "\n(PARTIAL view: this window reached the {MAX_READ_BYTES}-byte limit. Read \
              again with offset={} to continue.)\n",
             start + shown_lines
         ));
@@ -264,6 +264,30 @@ mod tests {
         );
         assert!(out.content.contains("[line truncated]"));
         assert!(!out.content.contains(&"x".repeat(2_001)));
+    }
+
+    #[tokio::test]
+    async fn a_window_past_the_byte_limit_is_a_partial_view() {
+        let tmp = tempfile::tempdir().unwrap();
+        let body: String = (1..=2_000)
+            .map(|i| format!("{i:04} {}\n", "y".repeat(300)))
+            .collect();
+        std::fs::write(tmp.path().join("wide.txt"), body).unwrap();
+        let out = read(&ctx(tmp.path()), json!({"file_path": "wide.txt"})).await;
+        assert!(!out.is_error, "{out:?}");
+        assert!(
+            out.content.len() <= MAX_READ_BYTES + 200,
+            "{}",
+            out.content.len()
+        );
+        let shown = out.content.lines().filter(|l| l.contains('\t')).count();
+        assert!(shown > 100 && shown < 2_000, "{shown}");
+        assert!(
+            out.content.contains("PARTIAL view")
+                && out.content.contains(&format!("offset={}", shown + 1)),
+            "{}",
+            &out.content[out.content.len() - 200..]
+        );
     }
 
     #[tokio::test]
