@@ -107,8 +107,8 @@ pub fn test_settings(root: &std::path::Path, storage: StorageKind) -> Settings {
     settings
 }
 
-/// A fresh directory for one test, outside /tmp: Bash commands may write
-/// /tmp, so users' directories there would not be separated by the sandbox.
+/// A fresh directory for one test, under the build's tmp dir (kept beside
+/// the build, so a failed run leaves its files where they can be looked at).
 pub fn test_dir() -> tempfile::TempDir {
     tempfile::Builder::new()
         .prefix("cah-test-")
