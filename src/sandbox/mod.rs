@@ -560,7 +560,12 @@ impl Sandbox {
             limits: Limits::from_settings(&settings.tools.limits),
             ..self
         }
-        .with_temp_root(settings.user.base_dir.join(TEMP_DIRS))
+        // The default base directory is relative (./data/claude-users);
+        // sandbox-exec takes absolute paths only.
+        .with_temp_root(
+            std::path::absolute(settings.user.base_dir.join(TEMP_DIRS))
+                .unwrap_or_else(|_| settings.user.base_dir.join(TEMP_DIRS)),
+        )
         .with_read_only(toolchains)
         .with_read_only(settings.tools.sandbox_read_paths.iter().cloned())
     }
@@ -893,6 +898,29 @@ mod tests {
             parse_args(os(&["bash"])),
             Err(UsageError::Unexpected("bash".into()))
         );
+    }
+
+    #[test]
+    fn a_relative_base_dir_still_gives_absolute_policy_paths() {
+        let tmp = tempfile::tempdir().unwrap();
+        let ws = Workspace::at(tmp.path()).unwrap();
+        let mut settings = Settings::default();
+        settings.user.base_dir = PathBuf::from("./data/claude-users");
+        let policy = Sandbox::with_launcher("/x/claude-agent-http".into())
+            .configured(&settings)
+            .policy(&ws);
+        let args = policy.to_args();
+        let paths = args
+            .iter()
+            .skip(1)
+            .step_by(2)
+            .take(policy.read_write().len());
+        for path in paths {
+            assert!(Path::new(path).is_absolute(), "{path:?}");
+        }
+        assert!(policy.read_write()[1].ends_with(
+            Path::new("data/claude-users/.tmp").join(policy.read_write()[1].file_name().unwrap())
+        ));
     }
 
     #[test]
