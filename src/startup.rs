@@ -16,7 +16,8 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
-use crate::agent::anthropic::{AnthropicClient, AnthropicConfig, ModelClient};
+use crate::agent::anthropic::{AnthropicClient, AnthropicConfig};
+use crate::agent::model::ModelClient;
 use crate::agent::turn::Agent;
 use crate::api::{self, AppState};
 use crate::config::Settings;

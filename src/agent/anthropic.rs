@@ -1,5 +1,5 @@
-//! The model client: the `ModelClient` trait the turn loop calls and its
-//! Anthropic Messages API implementation (streaming, retries, timeouts).
+//! The Anthropic Messages API implementation of `ModelClient`: streaming,
+//! retries, timeouts.
 
 use std::fmt;
 use std::time::Duration;
@@ -13,6 +13,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc::UnboundedSender;
 
+use super::model::{ModelClient, ModelError};
 use super::stream::{ErrorBody, Progress, StreamAssembler, StreamFault};
 use super::wire::{ContentBlock, ModelEvent, ModelRequest, ModelResponse};
 
@@ -70,61 +71,6 @@ impl fmt::Debug for AnthropicConfig {
             .field("request_timeout", &self.request_timeout)
             .finish()
     }
-}
-
-/// Why a model call failed. Messages never contain credentials.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum ModelError {
-    #[error("no Anthropic API key or auth token is configured")]
-    NotConfigured,
-    /// 401 or 403 from upstream.
-    #[error("the Anthropic API rejected the credentials ({message}); check the API key")]
-    Unauthorized { message: String },
-    /// A non-retryable error status, or the last one after retries.
-    #[error("the Anthropic API answered {status} {error_type}: {message}")]
-    Status {
-        status: u16,
-        error_type: String,
-        message: String,
-    },
-    #[error("could not reach the Anthropic API: {0}")]
-    Connection(String),
-    #[error("the Anthropic API did not answer in time")]
-    Timeout,
-    /// The reply broke off after it started: cut, timed out, an `error`
-    /// event, or an unreadable event. `partial` is what can be kept of it
-    /// (completed blocks and the text so far; unfinished tool calls dropped).
-    #[error("the model's reply broke off: {message}")]
-    Stream {
-        message: String,
-        partial: Vec<ContentBlock>,
-    },
-    #[error("unreadable reply from the Anthropic API: {0}")]
-    Invalid(String),
-}
-
-impl ModelError {
-    /// What the model had produced before the failure (empty unless `Stream`).
-    pub fn partial(&self) -> &[ContentBlock] {
-        match self {
-            Self::Stream { partial, .. } => partial,
-            _ => &[],
-        }
-    }
-}
-
-/// One streamed model call at a time per call site; implementations are
-/// shared across sessions.
-#[async_trait]
-pub trait ModelClient: Send + Sync {
-    /// Streams one model call. Text/thinking deltas and completed tool_use
-    /// blocks go to `events` as they arrive; a dropped receiver is not an
-    /// error.
-    async fn send(
-        &self,
-        request: &ModelRequest,
-        events: &UnboundedSender<ModelEvent>,
-    ) -> Result<ModelResponse, ModelError>;
 }
 
 /// The Messages API over HTTP.

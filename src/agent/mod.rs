@@ -3,9 +3,12 @@
 
 pub mod anthropic;
 pub mod history;
+pub mod model;
+mod running;
 mod stream;
 pub mod turn;
 pub mod wire;
 
-pub use anthropic::{AnthropicClient, AnthropicConfig, ModelClient, ModelError};
+pub use anthropic::{AnthropicClient, AnthropicConfig};
+pub use model::{ModelClient, ModelError};
 pub use wire::{ContentBlock, Message, ModelEvent, ModelRequest, ModelResponse, Role, Usage};

@@ -2,34 +2,25 @@
 //! model ends its turn, every message persisted as it happens. A turn runs
 //! detached from the request that started it and reports through one channel.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde_json::Value;
-use tokio::sync::{Semaphore, mpsc, watch};
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
-use uuid::Uuid;
+use tokio::sync::{Semaphore, mpsc};
 
-use super::anthropic::{ModelClient, ModelError};
 use super::history::{self, INTERRUPTED};
+use super::model::{ModelClient, ModelError};
+use super::running::{Cancel, Canceller, Registration, RunningTurns};
 use super::wire::{ContentBlock, Message, ModelEvent, ModelRequest, Role, Usage};
 use crate::config::Settings;
 use crate::domain::{SessionId, Subdir};
 use crate::error::ApiError;
-use crate::store::{DynStore, LeaseOutcome, Renewal, Session, UsageTotals};
+use crate::store::{DynStore, Session, UsageTotals};
 use crate::tools::{ToolContext, ToolPolicy, ToolRegistry};
 use crate::workspace::{Workspace, WorkspaceError};
 
-/// How long a turn's lease lives without renewal: a crashed instance's
-/// session becomes usable again after this.
-const LEASE: Duration = Duration::from_secs(30);
-/// Also how soon an interrupt sent to another instance takes effect.
-const LEASE_RENEW_EVERY: Duration = Duration::from_secs(2);
-/// How long an interrupt waits for the turn to save its history.
-const INTERRUPT_WAIT: Duration = Duration::from_secs(15);
+pub use super::running::InterruptOutcome;
 
 /// The system prompt when the configuration gives none.
 const DEFAULT_SYSTEM_PROMPT: &str = "You are Claude, a coding agent working in the user's project directory. \
@@ -73,57 +64,10 @@ pub struct TurnSummary {
     pub duration_ms: u64,
 }
 
-/// Why a turn was cancelled from outside.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Cancel {
-    Interrupted,
-    TimedOut,
-    Shutdown,
-}
-
 pub struct TurnRequest {
     pub session_id: SessionId,
     pub message: String,
     pub timeout: Duration,
-}
-
-/// Cancels a turn and remembers the first reason given, whoever cancels it
-/// (interrupt, deadline, lease renewal, shutdown).
-#[derive(Clone, Default)]
-struct Canceller {
-    token: CancellationToken,
-    reason: Arc<Mutex<Option<Cancel>>>,
-}
-
-impl Canceller {
-    fn cancel(&self, why: Cancel) {
-        self.reason
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get_or_insert(why);
-        self.token.cancel();
-    }
-
-    fn reason(&self) -> Option<Cancel> {
-        *self.reason.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-/// A running turn, as seen by whoever may cancel it.
-struct Running {
-    canceller: Canceller,
-    finished: watch::Receiver<bool>,
-}
-
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct InterruptOutcome {
-    #[schema(value_type = String)]
-    pub session_id: SessionId,
-    /// Always `true`: the running turn was cancelled.
-    pub interrupted: bool,
-    /// Whether the turn had wound down (history saved) when this answered.
-    pub finished: bool,
 }
 
 pub struct Agent {
@@ -133,8 +77,7 @@ pub struct Agent {
     tools: Arc<ToolRegistry>,
     policy: ToolPolicy,
     permits: Arc<Semaphore>,
-    running: Mutex<HashMap<SessionId, Running>>,
-    tasks: TaskTracker,
+    running: RunningTurns,
 }
 
 impl Agent {
@@ -147,23 +90,18 @@ impl Agent {
     ) -> Self {
         Self {
             permits: Arc::new(Semaphore::new(settings.api.max_concurrent_requests)),
+            running: RunningTurns::new(store.clone()),
             store,
             settings,
             model,
             tools,
             policy,
-            running: Mutex::new(HashMap::new()),
-            tasks: TaskTracker::new(),
         }
     }
 
     /// Turns running in this process.
     pub fn turns_in_flight(&self) -> usize {
-        self.running_map().len()
-    }
-
-    fn running_map(&self) -> std::sync::MutexGuard<'_, HashMap<SessionId, Running>> {
-        self.running.lock().unwrap_or_else(PoisonError::into_inner)
+        self.running.len()
     }
 
     /// Checks everything that can be refused up front (plain HTTP errors),
@@ -184,115 +122,38 @@ impl Agent {
             )));
         }
         let workspace = self.workspace(&session).await?;
-        let holder = Uuid::new_v4();
-        match self.store.acquire_turn(id, holder, LEASE).await? {
-            LeaseOutcome::Acquired => {}
-            LeaseOutcome::Busy => return Err(ApiError::SessionBusy),
-            LeaseOutcome::NotFound => return Err(ApiError::SessionNotFound),
-        }
-
-        let canceller = Canceller::default();
-        let (finished_tx, finished_rx) = watch::channel(false);
-        self.running_map().insert(
-            id,
-            Running {
-                canceller: canceller.clone(),
-                finished: finished_rx,
-            },
-        );
+        let registration = self.running.register(id).await?;
         let (events, receiver) = mpsc::unbounded_channel();
         let turn = Turn {
             agent: self.clone(),
             model,
             session,
             workspace,
-            holder,
-            canceller,
+            canceller: registration.canceller.clone(),
+            registration,
             events,
             started: Instant::now(),
         };
-        self.tasks.spawn(async move {
-            turn.run(request.message, request.timeout).await;
-            let _ = finished_tx.send(true);
-        });
+        self.running
+            .spawn(turn.run(request.message, request.timeout));
         Ok(receiver)
     }
 
     /// Cancels the session's running turn and waits (briefly) for it to save
     /// its history.
     pub async fn interrupt(&self, id: SessionId) -> Result<InterruptOutcome, ApiError> {
-        let finished = {
-            let running = self.running_map();
-            match running.get(&id) {
-                Some(turn) => {
-                    turn.canceller.cancel(Cancel::Interrupted);
-                    Some(turn.finished.clone())
-                }
-                None => None,
-            }
-        };
-        let Some(mut finished) = finished else {
-            return self.interrupt_elsewhere(id).await;
-        };
-        let done = tokio::time::timeout(INTERRUPT_WAIT, finished.wait_for(|f| *f))
-            .await
-            .is_ok_and(|r| r.is_ok());
-        Ok(InterruptOutcome {
-            session_id: id,
-            interrupted: true,
-            finished: done,
-        })
-    }
-
-    /// The turn, if any, runs on another instance sharing the database: flag
-    /// it there (its holder sees the flag when it renews its lease) and wait
-    /// for the lease to be released.
-    async fn interrupt_elsewhere(&self, id: SessionId) -> Result<InterruptOutcome, ApiError> {
-        if !self.store.request_interrupt(id).await? {
-            self.store.get(id).await?.ok_or(ApiError::SessionNotFound)?;
-            return Err(ApiError::NoTurnRunning);
-        }
-        let deadline = tokio::time::Instant::now() + INTERRUPT_WAIT;
-        let mut finished = false;
-        while tokio::time::Instant::now() < deadline {
-            match self.store.get(id).await? {
-                Some(session) if session.turn_running => {}
-                _ => {
-                    finished = true;
-                    break;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        Ok(InterruptOutcome {
-            session_id: id,
-            interrupted: true,
-            finished,
-        })
+        self.running.interrupt(id).await
     }
 
     /// Stops the session's turn if it runs here (the session is being deleted).
     pub fn cancel_local(&self, id: SessionId) {
-        if let Some(turn) = self.running_map().get(&id) {
-            turn.canceller.cancel(Cancel::Interrupted);
-        }
+        self.running.cancel_local(id);
     }
 
     /// Lets running turns finish for up to `grace`, then cancels the rest and
     /// waits for them to save their history.
     pub async fn shutdown(&self, grace: Duration) {
-        self.tasks.close();
-        if tokio::time::timeout(grace, self.tasks.wait()).await.is_ok() {
-            return;
-        }
-        tracing::warn!(
-            turns = self.turns_in_flight(),
-            "cancelling turns still running at shutdown"
-        );
-        for turn in self.running_map().values() {
-            turn.canceller.cancel(Cancel::Shutdown);
-        }
-        let _ = tokio::time::timeout(Duration::from_secs(10), self.tasks.wait()).await;
+        self.running.shutdown(grace).await;
     }
 
     async fn workspace(&self, session: &Session) -> Result<Workspace, ApiError> {
@@ -331,7 +192,7 @@ struct Turn {
     model: Arc<dyn ModelClient>,
     session: Session,
     workspace: Workspace,
-    holder: Uuid,
+    registration: Registration,
     canceller: Canceller,
     events: mpsc::UnboundedSender<TurnEvent>,
     started: Instant,
@@ -357,28 +218,7 @@ impl Turn {
     #[tracing::instrument(skip_all, fields(session_id = %self.session.id))]
     async fn run(self, message: String, timeout: Duration) {
         let id = self.session.id;
-        let renew = {
-            let store = self.agent.store.clone();
-            let holder = self.holder;
-            let canceller = self.canceller.clone();
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(LEASE_RENEW_EVERY);
-                tick.tick().await;
-                loop {
-                    tick.tick().await;
-                    match store.renew_turn(id, holder, LEASE).await {
-                        Ok(Renewal::Held) => {}
-                        Ok(Renewal::InterruptRequested) => canceller.cancel(Cancel::Interrupted),
-                        Ok(Renewal::Lost) => {
-                            tracing::warn!(
-                                "the turn lost its lease (session deleted or lease lapsed)"
-                            );
-                        }
-                        Err(err) => tracing::warn!(error = %err, "could not renew the turn lease"),
-                    }
-                }
-            })
-        };
+        let renew = self.agent.running.keep_lease(id, &self.registration);
         let deadline = {
             let canceller = self.canceller.clone();
             tokio::spawn(async move {
@@ -402,10 +242,7 @@ impl Turn {
         if let Err(err) = self.agent.store.record_usage(id, usage, 1).await {
             tracing::warn!(error = %err, "could not record the turn's usage");
         }
-        if let Err(err) = self.agent.store.release_turn(id, self.holder).await {
-            tracing::warn!(error = %err, "could not release the turn lease");
-        }
-        self.agent.running_map().remove(&id);
+        self.agent.running.release(id, &self.registration).await;
 
         let summary = |stop_reason: String, text: String| TurnSummary {
             text,
@@ -440,6 +277,7 @@ impl Turn {
             _ => {}
         }
         let _ = self.events.send(event);
+        self.registration.finished();
     }
 
     fn emit(&self, event: TurnEvent) {
