@@ -67,6 +67,7 @@ macro_rules! contract {
 contract!(
     create_get_list_delete,
     conversation_is_ordered_and_deleted_with_the_session,
+    a_streamed_message_grows_in_place,
     usage_accumulates,
     one_turn_lease_at_a_time,
     expired_sessions_vanish_and_are_purged,
@@ -118,6 +119,61 @@ async fn create_get_list_delete(storage: StorageKind) {
     assert!(f.store.get(SessionId::new()).await.unwrap().is_none());
     assert_eq!(f.store.list(None).await.unwrap(), vec![b.id]);
     f.store.ping().await.unwrap();
+}
+
+async fn a_streamed_message_grows_in_place(storage: StorageKind) {
+    let Some(f) = open(storage, 0).await else {
+        return;
+    };
+    let s = f
+        .store
+        .create(new_session("alice"), Limits::default())
+        .await
+        .unwrap();
+    f.store
+        .append_messages(s.id, &[msg("user", "question")])
+        .await
+        .unwrap();
+    let seq = f
+        .store
+        .save_message_at(s.id, None, &msg("assistant", "The\u{0} ans"))
+        .await
+        .unwrap();
+    let again = f
+        .store
+        .save_message_at(s.id, Some(seq), &msg("assistant", "The answer.\u{0}"))
+        .await
+        .unwrap();
+    assert_eq!(again, seq);
+    f.store
+        .append_messages(s.id, &[msg("user", "next")])
+        .await
+        .unwrap();
+    let history = f.store.messages(s.id).await.unwrap();
+    let texts: Vec<(&str, &str)> = history
+        .iter()
+        .map(|m| (m.role.as_str(), m.content[0]["text"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        texts,
+        [
+            ("user", "question"),
+            ("assistant", "The answer.\u{0}"),
+            ("user", "next")
+        ]
+    );
+
+    assert!(f.store.delete(s.id).await.unwrap());
+    let gone = f
+        .store
+        .save_message_at(s.id, Some(seq), &msg("assistant", "late"))
+        .await;
+    assert!(matches!(gone, Err(store::StoreError::NotFound)), "{gone:?}");
+    let gone = f
+        .store
+        .save_message_at(s.id, None, &msg("assistant", "late"))
+        .await;
+    assert!(matches!(gone, Err(store::StoreError::NotFound)), "{gone:?}");
 }
 
 async fn conversation_is_ordered_and_deleted_with_the_session(storage: StorageKind) {

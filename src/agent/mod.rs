@@ -2,6 +2,7 @@
 //! Messages API wire types and the model client (`ModelClient`, Anthropic).
 
 pub mod anthropic;
+mod draft;
 pub mod history;
 pub mod model;
 mod running;

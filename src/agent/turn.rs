@@ -9,6 +9,7 @@ use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::{Semaphore, mpsc};
 
+use super::draft::Draft;
 use super::history::{self, INTERRUPTED};
 use super::model::{ModelClient, ModelError};
 use super::running::{Cancel, Canceller, Registration, RunningTurns};
@@ -207,8 +208,7 @@ enum Stop {
 /// What the loop has done so far; kept when the loop stops early.
 #[derive(Default)]
 struct Progress {
-    usage: Usage,
-    cost_usd: f64,
+    usage: UsageTotals,
     tool_calls: Vec<ToolCall>,
     num_turns: u32,
     last_text: String,
@@ -232,16 +232,7 @@ impl Turn {
         deadline.abort();
         renew.abort();
 
-        let usage = UsageTotals {
-            input_tokens: progress.usage.input_tokens,
-            output_tokens: progress.usage.output_tokens,
-            cache_creation_input_tokens: progress.usage.cache_creation_input_tokens,
-            cache_read_input_tokens: progress.usage.cache_read_input_tokens,
-            cost_usd: progress.cost_usd,
-        };
-        if let Err(err) = self.agent.store.record_usage(id, usage, 1).await {
-            tracing::warn!(error = %err, "could not record the turn's usage");
-        }
+        let usage = progress.usage;
         self.agent.running.release(id, &self.registration).await;
 
         let summary = |stop_reason: String, text: String| TurnSummary {
@@ -285,6 +276,18 @@ impl Turn {
         let _ = self.events.send(event);
     }
 
+    /// Adds to the session's totals; a failure is logged, not fatal to the turn.
+    async fn record_usage(&self, usage: UsageTotals, user_messages: u64) {
+        if let Err(err) = self
+            .agent
+            .store
+            .record_usage(self.session.id, usage, user_messages)
+            .await
+        {
+            tracing::warn!(error = %err, "could not record usage");
+        }
+    }
+
     async fn persist(&self, message: &Message) -> Result<(), Stop> {
         self.agent
             .store
@@ -314,6 +317,7 @@ impl Turn {
             .map_err(|e| Stop::Failed(e.into()))?;
         let user = Message::user_text(message);
         self.persist(&user).await?;
+        self.record_usage(UsageTotals::default(), 1).await;
         let mut conversation = history::from_stored(&stored);
         conversation.push(user);
         let mut conversation = history::repair(conversation);
@@ -347,25 +351,42 @@ impl Turn {
                 messages: conversation.clone(),
                 tools: tool_definitions.clone(),
             };
-            let response = match self.call_model(&request).await {
+            let draft = Draft::start(agent.store.clone(), self.session.id);
+            let response = match self.call_model(&request, &draft).await {
                 Ok(response) => response,
                 Err((stop, partial_text)) => {
-                    if !partial_text.is_empty() {
+                    // Whitespace alone is not a valid text block.
+                    if !partial_text.trim().is_empty() {
                         let partial = Message::assistant(vec![ContentBlock::Text {
                             text: partial_text.clone(),
                         }]);
-                        self.persist(&partial).await?;
+                        draft
+                            .finish(partial)
+                            .await
+                            .map_err(|e| Stop::Failed(e.into()))?;
                         progress.last_text = partial_text;
                     }
                     return Err(stop);
                 }
             };
-            progress.usage += response.usage;
-            progress.cost_usd += agent.price(&response.model, &response.usage);
+            // Counted as soon as the call ends, so a crash later in the turn
+            // does not lose what was spent.
+            let call_usage = UsageTotals {
+                input_tokens: response.usage.input_tokens,
+                output_tokens: response.usage.output_tokens,
+                cache_creation_input_tokens: response.usage.cache_creation_input_tokens,
+                cache_read_input_tokens: response.usage.cache_read_input_tokens,
+                cost_usd: agent.price(&response.model, &response.usage),
+            };
+            progress.usage += call_usage;
+            self.record_usage(call_usage, 0).await;
             let assistant = Message::assistant(response.content.clone());
             progress.last_text = assistant.text();
             if !assistant.content.is_empty() {
-                self.persist(&assistant).await?;
+                draft
+                    .finish(assistant.clone())
+                    .await
+                    .map_err(|e| Stop::Failed(e.into()))?;
                 conversation.push(assistant);
             }
 
@@ -412,7 +433,7 @@ impl Turn {
                 return Err(Stop::Cancelled);
             }
             if let Some(budget) = settings.defaults.max_budget_usd
-                && self.session.usage.cost_usd + progress.cost_usd >= budget
+                && self.session.usage.cost_usd + progress.usage.cost_usd >= budget
             {
                 return Ok(("max_budget".into(), progress.last_text.clone()));
             }
@@ -424,21 +445,21 @@ impl Turn {
     async fn call_model(
         &self,
         request: &ModelRequest,
+        draft: &Draft,
     ) -> Result<super::wire::ModelResponse, (Stop, String)> {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let call = self.model.send(request, &tx);
         tokio::pin!(call);
-        let mut partial = String::new();
         let result = loop {
             tokio::select! {
                 biased;
-                () = self.canceller.token.cancelled() => return Err((Stop::Cancelled, partial)),
-                Some(event) = rx.recv() => self.forward(event, &mut partial),
+                () = self.canceller.token.cancelled() => return Err((Stop::Cancelled, draft.text())),
+                Some(event) = rx.recv() => self.forward(event, draft),
                 result = &mut call => break result,
             }
         };
         while let Ok(event) = rx.try_recv() {
-            self.forward(event, &mut partial);
+            self.forward(event, draft);
         }
         result.map_err(|err| {
             let partial_text = match &err {
@@ -448,7 +469,7 @@ impl Turn {
                 _ => String::new(),
             };
             let partial_text = if partial_text.is_empty() {
-                partial
+                draft.text()
             } else {
                 partial_text
             };
@@ -456,10 +477,10 @@ impl Turn {
         })
     }
 
-    fn forward(&self, event: ModelEvent, partial: &mut String) {
+    fn forward(&self, event: ModelEvent, draft: &Draft) {
         match event {
             ModelEvent::TextDelta(text) => {
-                partial.push_str(&text);
+                draft.push(&text);
                 self.emit(TurnEvent::TextDelta(text));
             }
             ModelEvent::ToolUse { id, name, input } => {

@@ -232,6 +232,16 @@ pub trait SessionStore: Send + Sync {
         messages: &[NewMessage],
     ) -> Result<(), StoreError>;
 
+    /// Writes the assistant message a model call is still streaming: with
+    /// `seq` `None` it is appended, otherwise it overwrites message `seq`
+    /// (the same message, grown or finished). Returns the message's `seq`.
+    async fn save_message_at(
+        &self,
+        id: SessionId,
+        seq: Option<i64>,
+        message: &NewMessage,
+    ) -> Result<i64, StoreError>;
+
     /// The whole conversation, in order.
     async fn messages(&self, id: SessionId) -> Result<Vec<StoredMessage>, StoreError>;
 

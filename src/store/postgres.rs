@@ -357,6 +357,41 @@ impl SessionStore for PostgresStore {
         Ok(())
     }
 
+    async fn save_message_at(
+        &self,
+        id: SessionId,
+        seq: Option<i64>,
+        message: &NewMessage,
+    ) -> Result<i64, StoreError> {
+        let sql = match seq {
+            None => {
+                "INSERT INTO messages (session_id, seq, role, content, content_escaped, created_at)
+                 VALUES ($1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM messages WHERE session_id = $1),
+                         $2, $3, $4, $5)
+                 RETURNING seq"
+            }
+            Some(_) => {
+                "UPDATE messages SET role = $2, content = $3, content_escaped = $4, created_at = $5
+                 WHERE session_id = $1 AND seq = $6
+                 RETURNING seq"
+            }
+        };
+        let (content, escaped) = nul::encode(&message.content);
+        let mut query = sqlx::query(sql)
+            .bind(id.0)
+            .bind(&message.role)
+            .bind(content.as_ref())
+            .bind(escaped)
+            .bind(Utc::now());
+        if let Some(seq) = seq {
+            query = query.bind(seq);
+        }
+        let row = query.fetch_optional(&self.pool).await?;
+        row.ok_or(StoreError::NotFound)?
+            .try_get("seq")
+            .map_err(Into::into)
+    }
+
     async fn messages(&self, id: SessionId) -> Result<Vec<StoredMessage>, StoreError> {
         let rows = sqlx::query(
             "SELECT seq, role, content, content_escaped, created_at FROM messages

@@ -340,6 +340,41 @@ impl SessionStore for SqliteStore {
         Ok(())
     }
 
+    async fn save_message_at(
+        &self,
+        id: SessionId,
+        seq: Option<i64>,
+        message: &NewMessage,
+    ) -> Result<i64, StoreError> {
+        let content = serde_json::to_string(&message.content)
+            .map_err(|e| StoreError::Internal(e.to_string()))?;
+        let sql = match seq {
+            None => {
+                "INSERT INTO messages (session_id, seq, role, content, created_at)
+                 VALUES (?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM messages WHERE session_id = ?1),
+                         ?2, ?3, ?4)
+                 RETURNING seq"
+            }
+            Some(_) => {
+                "UPDATE messages SET role = ?2, content = ?3, created_at = ?4
+                 WHERE session_id = ?1 AND seq = ?5
+                 RETURNING seq"
+            }
+        };
+        let mut query = sqlx::query(sql)
+            .bind(id.to_string())
+            .bind(&message.role)
+            .bind(content)
+            .bind(Utc::now().timestamp_millis());
+        if let Some(seq) = seq {
+            query = query.bind(seq);
+        }
+        let row = query.fetch_optional(&self.pool).await?;
+        row.ok_or(StoreError::NotFound)?
+            .try_get("seq")
+            .map_err(Into::into)
+    }
+
     async fn messages(&self, id: SessionId) -> Result<Vec<StoredMessage>, StoreError> {
         let rows = sqlx::query(
             "SELECT seq, role, content, created_at FROM messages WHERE session_id = ? ORDER BY seq",

@@ -101,6 +101,15 @@ impl SessionStore for WriteTracked {
         self.observe(self.inner.append_messages(id, messages).await)
     }
 
+    async fn save_message_at(
+        &self,
+        id: SessionId,
+        seq: Option<i64>,
+        message: &NewMessage,
+    ) -> Result<i64, StoreError> {
+        self.observe(self.inner.save_message_at(id, seq, message).await)
+    }
+
     async fn messages(&self, id: SessionId) -> Result<Vec<StoredMessage>, StoreError> {
         self.inner.messages(id).await
     }

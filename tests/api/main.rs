@@ -9,6 +9,7 @@ mod helpers;
 mod mcp_leaks;
 mod nul_bytes;
 mod pg_outage;
+mod process;
 mod sessions;
 mod starvation;
 mod store_full;
