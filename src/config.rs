@@ -219,6 +219,10 @@ pub struct ApiSettings {
     pub max_sessions_per_user: u64,
     pub max_concurrent_requests: usize,
     pub max_body_bytes: usize,
+    /// Seconds running turns may go on after SIGTERM before they are
+    /// cancelled and saved; below Docker's 10 s stop timeout so the save
+    /// happens before the SIGKILL.
+    pub shutdown_grace_secs: u64,
 }
 
 impl Default for ApiSettings {
@@ -231,6 +235,7 @@ impl Default for ApiSettings {
             max_sessions_per_user: 0,
             max_concurrent_requests: 64,
             max_body_bytes: 1024 * 1024,
+            shutdown_grace_secs: 8,
         }
     }
 }
@@ -529,6 +534,11 @@ const ENV_KEYS: &[(&str, &str, Kind)] = &[
     (
         "CLAUDE_AGENT_API_MAX_CONCURRENT_REQUESTS",
         "api.max_concurrent_requests",
+        Kind::Int,
+    ),
+    (
+        "CLAUDE_AGENT_API_SHUTDOWN_GRACE_SECS",
+        "api.shutdown_grace_secs",
         Kind::Int,
     ),
     ("ANTHROPIC_API_KEY", "anthropic.api_key", Kind::Text),
@@ -895,6 +905,22 @@ mod tests {
             err.contains("CLAUDE_AGENT_TOOLS_SANDBOX") && err.contains("maybe"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn shutdown_grace_fits_in_dockers_stop_timeout_and_env_sets_it() {
+        let s = load(None, &[]).unwrap();
+        assert!(
+            s.api.shutdown_grace_secs < 10,
+            "{}",
+            s.api.shutdown_grace_secs
+        );
+        let s = load(
+            Some("api:\n  shutdown_grace_secs: 20\n"),
+            &[("CLAUDE_AGENT_API_SHUTDOWN_GRACE_SECS", "2")],
+        )
+        .unwrap();
+        assert_eq!(s.api.shutdown_grace_secs, 2);
     }
 
     #[test]

@@ -11,6 +11,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::{HeaderName, HeaderValue, Method};
 use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
@@ -26,10 +27,6 @@ use crate::sandbox::Sandbox;
 use crate::skills::{self, SkillSource};
 use crate::store::{self, DynStore};
 use crate::tools::{BuiltinTools, PermissionMode, ToolPolicy, ToolRegistry};
-
-/// How long running turns may go on after a shutdown signal before they are
-/// cancelled (their history is saved either way).
-const TURN_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -136,15 +133,30 @@ impl Application {
                 tracing::debug!(error = %err, "could not set TCP_NODELAY");
             }
         });
-        let served = axum::serve(
+        let stopping = CancellationToken::new();
+        let signalled = {
+            let stopping = stopping.clone();
+            async move {
+                shutdown.await;
+                stopping.cancel();
+            }
+        };
+        let serve = axum::serve(
             listener,
             self.router
                 .into_make_service_with_connect_info::<SocketAddr>(),
         )
-        .with_graceful_shutdown(shutdown)
-        .await;
+        .with_graceful_shutdown(stopping.clone().cancelled_owned());
+        // The grace runs while connections drain, not after: a request
+        // waiting on a turn only ends when the turn does.
+        let grace = Duration::from_secs(self.state.settings.api.shutdown_grace_secs);
+        let agent = self.state.agent.clone();
+        let turns = async move {
+            stopping.cancelled().await;
+            agent.shutdown(grace).await;
+        };
+        let (served, (), ()) = tokio::join!(serve.into_future(), turns, signalled);
         sweeper.abort();
-        self.state.agent.shutdown(TURN_SHUTDOWN_GRACE).await;
         self.state.mcp.shutdown().await;
         tracing::info!("stopped");
         served.map_err(Into::into)

@@ -24,8 +24,9 @@ const LEASE: Duration = Duration::from_secs(30);
 const LEASE_RENEW_EVERY: Duration = Duration::from_secs(2);
 /// How long an interrupt waits for the turn to save its history.
 const INTERRUPT_WAIT: Duration = Duration::from_secs(15);
-/// How long cancelled turns get at shutdown to save what they did.
-const SHUTDOWN_SAVE_WAIT: Duration = Duration::from_secs(10);
+/// How long cancelled turns get at shutdown to save what they did (a few
+/// store writes); with the default grace of 8 s this ends within Docker's 10 s.
+const SHUTDOWN_SAVE_WAIT: Duration = Duration::from_secs(2);
 
 /// Why a turn was cancelled from outside.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -189,3 +189,59 @@ async fn text_a_client_saw_and_spent_usage_survive_a_sigkill() {
     assert!(usage["output_tokens"].as_u64().unwrap() > 0, "{session}");
     assert!(usage["cost_usd"].as_f64().unwrap() > 0.0, "{session}");
 }
+
+#[tokio::test]
+async fn sigterm_cancels_a_long_tool_after_the_grace_and_saves_its_result() {
+    let fake = FakeAnthropic::start().await;
+    let tmp = test_dir();
+    let service = Service::start(
+        tmp.path(),
+        &fake,
+        &[("CLAUDE_AGENT_API_SHUTDOWN_GRACE_SECS", "2")],
+    )
+    .await;
+    let id = service.new_session().await;
+    fake.push(Reply::tool_use("Bash", json!({"command": "sleep 50"})));
+
+    let mut frames = service.chat_stream(&id, "wait a while").await;
+    loop {
+        let frame = frames.next().await.expect("the stream goes on");
+        if frame["type"] == "tool_use" {
+            break;
+        }
+    }
+    let mut service = service;
+    service.signal(Signal::SIGTERM);
+    let status = tokio::time::timeout(Duration::from_secs(20), service.child.wait())
+        .await
+        .expect("the service exits long before the 50 s tool would end")
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    // The client was told why its turn ended.
+    let mut last = Value::Null;
+    while let Some(frame) = frames.next().await {
+        last = frame;
+    }
+    assert_eq!(last["type"], "error", "{last}");
+
+    let service = Service::start(tmp.path(), &fake, &[]).await;
+    let messages = service
+        .get(&format!("/api/v1/sessions/{id}/messages"))
+        .await;
+    let result = messages
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|m| m["content"].as_array().unwrap())
+        .find(|b| b["type"] == "tool_result")
+        .unwrap_or_else(|| panic!("no tool result saved: {messages}"));
+    assert_eq!(result["is_error"], true, "{result}");
+    assert!(
+        result["content"]
+            .as_str()
+            .unwrap()
+            .to_lowercase()
+            .contains("interrupted"),
+        "{result}"
+    );
+}
