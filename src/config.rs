@@ -223,6 +223,16 @@ pub struct ApiSettings {
     /// cancelled and saved; below Docker's 10 s stop timeout so the save
     /// happens before the SIGKILL.
     pub shutdown_grace_secs: u64,
+    /// Seconds a client has to send a request's head, from connecting or
+    /// from its first byte after an idle keep-alive period.
+    pub header_timeout_secs: u64,
+    /// Seconds a client has to send a request's whole body.
+    pub body_timeout_secs: u64,
+    /// Seconds a keep-alive connection may sit idle between requests.
+    pub idle_timeout_secs: u64,
+    /// Open connections at once; more are refused with 503. 0 derives it
+    /// from the open-file limit (see `serve::connection_cap`).
+    pub max_connections: usize,
 }
 
 impl Default for ApiSettings {
@@ -236,6 +246,10 @@ impl Default for ApiSettings {
             max_concurrent_requests: 64,
             max_body_bytes: 1024 * 1024,
             shutdown_grace_secs: 8,
+            header_timeout_secs: 10,
+            body_timeout_secs: 60,
+            idle_timeout_secs: 60,
+            max_connections: 0,
         }
     }
 }
@@ -541,6 +555,26 @@ const ENV_KEYS: &[(&str, &str, Kind)] = &[
         "api.shutdown_grace_secs",
         Kind::Int,
     ),
+    (
+        "CLAUDE_AGENT_API_HEADER_TIMEOUT_SECS",
+        "api.header_timeout_secs",
+        Kind::Int,
+    ),
+    (
+        "CLAUDE_AGENT_API_BODY_TIMEOUT_SECS",
+        "api.body_timeout_secs",
+        Kind::Int,
+    ),
+    (
+        "CLAUDE_AGENT_API_IDLE_TIMEOUT_SECS",
+        "api.idle_timeout_secs",
+        Kind::Int,
+    ),
+    (
+        "CLAUDE_AGENT_API_MAX_CONNECTIONS",
+        "api.max_connections",
+        Kind::Int,
+    ),
     ("ANTHROPIC_API_KEY", "anthropic.api_key", Kind::Text),
     ("ANTHROPIC_AUTH_TOKEN", "anthropic.auth_token", Kind::Text),
     ("ANTHROPIC_BASE_URL", "anthropic.base_url", Kind::Text),
@@ -633,6 +667,15 @@ impl Settings {
                 self.api.max_body_bytes,
                 "must be at least 1024",
             ));
+        }
+        for (key, secs) in [
+            ("api.header_timeout_secs", self.api.header_timeout_secs),
+            ("api.body_timeout_secs", self.api.body_timeout_secs),
+            ("api.idle_timeout_secs", self.api.idle_timeout_secs),
+        ] {
+            if secs == 0 {
+                return Err(ConfigError::invalid(key, 0, "must be at least 1 second"));
+            }
         }
         if self.defaults.max_turns == 0 {
             return Err(ConfigError::invalid(
@@ -921,6 +964,43 @@ mod tests {
         )
         .unwrap();
         assert_eq!(s.api.shutdown_grace_secs, 2);
+    }
+
+    #[test]
+    fn connection_limits_have_defaults_env_and_refuse_zero_timeouts() {
+        let s = load(None, &[]).unwrap();
+        assert_eq!(
+            (
+                s.api.header_timeout_secs,
+                s.api.body_timeout_secs,
+                s.api.idle_timeout_secs,
+                s.api.max_connections
+            ),
+            (10, 60, 60, 0)
+        );
+        let s = load(
+            None,
+            &[
+                ("CLAUDE_AGENT_API_HEADER_TIMEOUT_SECS", "3"),
+                ("CLAUDE_AGENT_API_BODY_TIMEOUT_SECS", "4"),
+                ("CLAUDE_AGENT_API_IDLE_TIMEOUT_SECS", "5"),
+                ("CLAUDE_AGENT_API_MAX_CONNECTIONS", "6"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                s.api.header_timeout_secs,
+                s.api.body_timeout_secs,
+                s.api.idle_timeout_secs,
+                s.api.max_connections
+            ),
+            (3, 4, 5, 6)
+        );
+        let err = load(Some("api:\n  idle_timeout_secs: 0\n"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("api.idle_timeout_secs"), "{err}");
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod healthcheck;
 pub mod mcp;
 pub mod plugins;
 pub mod sandbox;
+pub mod serve;
 pub mod skills;
 pub mod startup;
 pub mod store;

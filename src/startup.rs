@@ -2,16 +2,13 @@
 //! sweeps), binds its listener and runs it until a shutdown signal.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::{HeaderName, HeaderValue, Method};
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
@@ -24,9 +21,14 @@ use crate::api::{self, AppState};
 use crate::config::Settings;
 use crate::mcp::McpHub;
 use crate::sandbox::Sandbox;
+use crate::serve::{ConnectionLimits, Server};
 use crate::skills::{self, SkillSource};
 use crate::store::{self, DynStore};
 use crate::tools::{BuiltinTools, PermissionMode, ToolPolicy, ToolRegistry};
+
+/// After the turns have ended at shutdown, how long their connections get to
+/// send what is left before they are dropped.
+const CONNECTION_DRAIN: Duration = Duration::from_secs(1);
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -121,45 +123,36 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let sweeper = tokio::spawn(sweep_expired(self.state.clone()));
+        let limits = ConnectionLimits::from_settings(&self.state.settings.api);
         tracing::info!(
             port = self.port,
             storage = self.state.store.kind().as_str(),
+            max_connections = limits.max_connections,
             "listening"
         );
-        // Without TCP_NODELAY a small SSE frame written after the response
-        // head waits for the client's delayed ACK (~40 ms on Linux).
-        let listener = self.listener.tap_io(|tcp| {
-            if let Err(err) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %err, "could not set TCP_NODELAY");
-            }
-        });
-        let stopping = CancellationToken::new();
-        let signalled = {
-            let stopping = stopping.clone();
-            async move {
-                shutdown.await;
-                stopping.cancel();
-            }
-        };
-        let serve = axum::serve(
-            listener,
-            self.router
-                .into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(stopping.clone().cancelled_owned());
+        let server = Server::start(self.listener, self.router, limits);
+        shutdown.await;
+        server.close();
         // The grace runs while connections drain, not after: a request
         // waiting on a turn only ends when the turn does.
         let grace = Duration::from_secs(self.state.settings.api.shutdown_grace_secs);
-        let agent = self.state.agent.clone();
-        let turns = async move {
-            stopping.cancelled().await;
-            agent.shutdown(grace).await;
+        let turns = self.state.agent.shutdown(grace);
+        tokio::pin!(turns);
+        let all_closed = tokio::select! {
+            () = server.closed() => true,
+            () = &mut turns => false,
         };
-        let (served, (), ()) = tokio::join!(serve.into_future(), turns, signalled);
+        if all_closed {
+            turns.await;
+        } else {
+            // Cancelled turns' last frames and answers still have to go out.
+            let _ = tokio::time::timeout(CONNECTION_DRAIN, server.closed()).await;
+        }
+        server.abandon().await;
         sweeper.abort();
         self.state.mcp.shutdown().await;
         tracing::info!("stopped");
-        served.map_err(Into::into)
+        Ok(())
     }
 }
 

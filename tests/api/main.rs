@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod chat;
+mod connections;
 mod contract_errors;
 mod extensions;
 mod helpers;
