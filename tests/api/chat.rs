@@ -1060,3 +1060,34 @@ async fn deleting_a_session_stops_its_running_turn() {
     assert_eq!(health["in_memory_clients"], 0);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_slowly_streamed_answer_is_saved_once_in_full() {
+    let fake = FakeAnthropic::start().await;
+    let app = agent_app(StorageKind::Sqlite, &fake, |_| {}).await.unwrap();
+    let id = app.new_session_id("alice").await;
+    // Slow enough for the text to be saved several times while it streams.
+    let text = "one two three four five six seven eight";
+    fake.push(Reply::text(text).slow(100));
+    let response = app.chat(&id, "count").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let history: Vec<Value> = app
+        .client
+        .get(app.url(&format!("/api/v1/sessions/{id}/messages")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let roles: Vec<&str> = history
+        .iter()
+        .map(|m| m["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(roles, ["user", "assistant"], "{history:?}");
+    assert_eq!(
+        history[1]["content"],
+        json!([{"type": "text", "text": text}])
+    );
+    app.stop().await;
+}
