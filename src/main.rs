@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use claude_agent_http::config::Settings;
 use claude_agent_http::startup::Application;
@@ -14,6 +15,9 @@ const USAGE: &str = "usage: claude-agent-http [--config PATH] [healthcheck]
 
 The config file defaults to $CLAUDE_AGENT_CONFIG, then ./config.yaml;
 environment variables override it (see README.md).";
+
+/// How long blocking work left at exit may hold the process.
+const RUNTIME_SHUTDOWN: Duration = Duration::from_secs(1);
 
 fn main() -> ExitCode {
     // Internal: how the Bash tool confines a command. Handled before anything
@@ -76,7 +80,7 @@ fn main() -> ExitCode {
     }
 
     telemetry::init(settings.log.format);
-    runtime.block_on(async move {
+    let code = runtime.block_on(async move {
         let app = match Application::build(settings).await {
             Ok(app) => app,
             Err(err) => {
@@ -92,7 +96,11 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         }
-    })
+    });
+    // Dropping the runtime would wait for blocking work still running (a
+    // tool's file walk), past the shutdown grace.
+    runtime.shutdown_timeout(RUNTIME_SHUTDOWN);
+    code
 }
 
 fn usage_error(problem: &str) -> ExitCode {
