@@ -1,6 +1,6 @@
 //! What the service does with clients that hold connections: slow heads
 //! (slowloris), slow bodies, idle keep-alives, more connections than the cap,
-//! and a slow answer that must not be cut.
+//! and slow answers that must not be cut.
 
 use std::time::Duration;
 
@@ -233,7 +233,7 @@ async fn connections_over_the_cap_get_503_and_a_freed_slot_serves_again() {
 }
 
 #[tokio::test]
-async fn a_slow_stream_outlives_the_header_and_idle_timeouts() {
+async fn slow_answers_outlive_the_header_idle_and_body_timeouts() {
     let fake = FakeAnthropic::start().await;
     let url = fake.url();
     let app = app_with(move |s| {
@@ -262,5 +262,12 @@ async fn a_slow_stream_outlives_the_header_and_idle_timeouts() {
         .collect();
     assert_eq!(streamed, text);
     assert_eq!(frames.last().unwrap()["type"], "done", "{frames:?}");
+
+    // A long turn over plain /api/v1/chat sends nothing until it ends.
+    fake.push(Reply::text(text).slow(250));
+    let response = app.chat(&id, "again, slowly").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(answer["text"], text);
     app.stop().await;
 }
