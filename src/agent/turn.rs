@@ -19,7 +19,7 @@ use crate::domain::{SessionId, Subdir};
 use crate::error::ApiError;
 use crate::store::{DynStore, Session, UsageTotals};
 use crate::tools::{ToolContext, ToolPolicy, ToolRegistry};
-use crate::workspace::{Workspace, WorkspaceError};
+use crate::workspace::Workspace;
 
 pub use super::running::InterruptOutcome;
 
@@ -170,10 +170,7 @@ impl Agent {
         tokio::task::spawn_blocking(move || Workspace::open(&base, &user, subdir.as_ref(), create))
             .await
             .map_err(|e| ApiError::Internal(e.to_string()))?
-            .map_err(|err| match err {
-                WorkspaceError::Io(io) => ApiError::Internal(format!("workspace: {io}")),
-                other => ApiError::validation("session_id", other.to_string()),
-            })
+            .map_err(ApiError::from)
     }
 
     fn price(&self, model: &str, usage: &Usage) -> f64 {

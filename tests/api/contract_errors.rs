@@ -136,7 +136,6 @@ async fn an_unreachable_model_api_is_a_502_that_does_not_name_its_url() {
 }
 
 #[tokio::test]
-#[ignore = "needs src/agent/turn.rs to map WorkspaceError with ApiError::from (src/error.rs)"]
 async fn a_session_dir_swapped_for_a_symlink_is_a_422_without_server_paths() {
     let fake = fake_anthropic::FakeAnthropic::start().await;
     let url = fake.url();
