@@ -688,9 +688,9 @@ impl Sandbox {
     }
 
     /// A command that runs `program` in `workspace`, confined when a launcher
-    /// is set. Confined commands are supervised: stop them with
-    /// [`Sandbox::is_supervised`] in mind (SIGTERM to the supervisor, which
-    /// kills everything the command started).
+    /// is set. A confined command runs under the supervisor: stop it with
+    /// SIGTERM to the process started here, which then kills everything the
+    /// command started (see [`Sandbox::is_supervised`]).
     pub fn command(&self, workspace: &Workspace, program: &str) -> tokio::process::Command {
         match &self.launcher {
             None => tokio::process::Command::new(program),
