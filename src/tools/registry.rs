@@ -131,14 +131,56 @@ impl ToolSet {
         if let Err(why) = policy.check_run(tool.as_ref()) {
             return ToolOutput::error(why);
         }
-        match AssertUnwindSafe(tool.call(input, ctx)).catch_unwind().await {
+        let summary = input_summary(&input);
+        let started = std::time::Instant::now();
+        let output = match AssertUnwindSafe(tool.call(input, ctx)).catch_unwind().await {
             Ok(output) => output,
             Err(_) => {
                 tracing::error!(tool = name, "tool panicked");
                 ToolOutput::error(format!("The tool {name} failed unexpectedly."))
             }
-        }
+        };
+        // One line per call says what the agent did; never file contents or
+        // output, only what it acted on.
+        tracing::info!(
+            tool = name,
+            input = %summary,
+            outcome = if output.is_error { "error" } else { "ok" },
+            duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            "tool call"
+        );
+        output
     }
+}
+
+/// Longest input summary in the tool-call log line.
+const SUMMARY_CHARS: usize = 120;
+
+/// What a call acted on, for the log: the command's first line, or the
+/// path, pattern, URL or query it was given, cut short.
+fn input_summary(input: &Value) -> String {
+    const KEYS: [&str; 8] = [
+        "command",
+        "file_path",
+        "notebook_path",
+        "path",
+        "pattern",
+        "url",
+        "query",
+        "skill",
+    ];
+    let Some(text) = KEYS
+        .iter()
+        .find_map(|k| input.get(*k).and_then(Value::as_str))
+    else {
+        return String::new();
+    };
+    let first = text.lines().next().unwrap_or("");
+    let mut cut: String = first.chars().take(SUMMARY_CHARS).collect();
+    if cut.len() < first.len() || text.lines().nth(1).is_some() {
+        cut.push_str(" …");
+    }
+    cut
 }
 
 #[cfg(test)]
@@ -241,6 +283,22 @@ mod tests {
     }
 
     const BUILTINS: [&str; 6] = ["Bash", "Read", "Write", "Edit", "Glob", "Grep"];
+
+    #[test]
+    fn the_log_summary_is_the_first_line_of_what_a_call_acted_on() {
+        assert_eq!(
+            input_summary(&json!({"command": "ls -la\nrm x"})),
+            "ls -la …"
+        );
+        assert_eq!(
+            input_summary(&json!({"file_path": "src/main.rs", "content": "secret"})),
+            "src/main.rs"
+        );
+        assert_eq!(input_summary(&json!({"content": "only content"})), "");
+        let long = "x".repeat(500);
+        let cut = input_summary(&json!({"pattern": long}));
+        assert_eq!(cut.chars().count(), SUMMARY_CHARS + 2);
+    }
 
     #[tokio::test]
     async fn bypass_and_accept_edits_offer_and_run_everything_allowed() {
