@@ -62,7 +62,9 @@ async fn write(
     mut finish: oneshot::Receiver<Message>,
 ) -> Result<(), StoreError> {
     let mut seq = None;
-    let mut next_save = Instant::now();
+    // The first save waits one interval too: an answer that streams in
+    // less than that costs no write beyond its final one.
+    let mut next_save = Instant::now() + SAVE_EVERY;
     loop {
         // New text, then the rest of the interval since the last save.
         tokio::select! {
