@@ -56,7 +56,15 @@ impl Users {
 
 /// Runs `bash -c script` through `sandbox-exec` with alice's policy, in her directory.
 fn run_as_alice(users: &Users, script: &str) -> Output {
-    let policy = Sandbox::with_launcher(EXE.into()).policy(&users.alice);
+    run_confined(
+        users,
+        Sandbox::with_launcher(EXE.into()).policy(&users.alice),
+        script,
+    )
+}
+
+/// Runs `bash -c script` through `sandbox-exec` with `policy`, in alice's directory.
+fn run_confined(users: &Users, policy: sandbox::Policy, script: &str) -> Output {
     std::process::Command::new(EXE)
         .arg(sandbox::SUBCOMMAND)
         .args(policy.to_args())
@@ -425,17 +433,6 @@ async fn the_bash_tool_gets_a_private_temporary_directory() {
     assert_ne!(bob_tmp, tmpdir.display().to_string());
     let out = bash(tool.as_ref(), &users.alice, &format!("ls '{bob_tmp}'")).await;
     assert!(out.is_error, "alice listed bob's TMPDIR: {out:?}");
-}
-
-/// Runs `script` confined to alice's directory under `policy`'s extras.
-fn run_confined(users: &Users, policy: sandbox::Policy, script: &str) -> Output {
-    std::process::Command::new(EXE)
-        .arg(sandbox::SUBCOMMAND)
-        .args(policy.to_args())
-        .args(["--", "bash", "-c", script])
-        .current_dir(users.alice.root())
-        .output()
-        .expect("sandbox-exec runs")
 }
 
 #[tokio::test]

@@ -123,12 +123,14 @@ impl Limits {
         }
     }
 
-    fn entries(&self) -> [(&'static str, Option<u64>); 4] {
+    /// Each limit with its `--limit` name and the resource it sets.
+    fn entries(&self) -> [(&'static str, rustix::process::Resource, Option<u64>); 4] {
+        use rustix::process::Resource;
         [
-            ("as", self.address_space_bytes),
-            ("cpu", self.cpu_secs),
-            ("nproc", self.processes),
-            ("fsize", self.file_size_bytes),
+            ("as", Resource::As, self.address_space_bytes),
+            ("cpu", Resource::Cpu, self.cpu_secs),
+            ("nproc", Resource::Nproc, self.processes),
+            ("fsize", Resource::Fsize, self.file_size_bytes),
         ]
     }
 
@@ -146,20 +148,13 @@ impl Limits {
 
     /// Sets the limits on this process; its children inherit them.
     fn apply(&self) -> std::io::Result<()> {
-        use rustix::process::{Resource, Rlimit, setrlimit};
-        for (name, value) in self.entries() {
+        for (_, resource, value) in self.entries() {
             let Some(value) = value else { continue };
-            let resource = match name {
-                "as" => Resource::As,
-                "cpu" => Resource::Cpu,
-                "nproc" => Resource::Nproc,
-                _ => Resource::Fsize,
-            };
-            let limit = Rlimit {
+            let limit = rustix::process::Rlimit {
                 current: Some(value),
                 maximum: Some(value),
             };
-            setrlimit(resource, limit).map_err(std::io::Error::from)?;
+            rustix::process::setrlimit(resource, limit).map_err(std::io::Error::from)?;
         }
         Ok(())
     }
@@ -214,7 +209,7 @@ impl Policy {
                 }
             }
         }
-        for (name, value) in self.limits.entries() {
+        for (name, _, value) in self.limits.entries() {
             if let Some(value) = value {
                 args.extend(["--limit".into(), format!("{name}={value}").into()]);
             }
