@@ -24,6 +24,16 @@ pub enum WorkspaceError {
     Io(#[from] io::Error),
 }
 
+impl From<FileError> for WorkspaceError {
+    fn from(e: FileError) -> Self {
+        match e {
+            FileError::Escape(shown) => Self::Escape(shown),
+            FileError::Io { source, .. } => Self::Io(source),
+            other => Self::Missing(other.to_string()),
+        }
+    }
+}
+
 /// A session's working directory and the roots it may touch. All paths held
 /// here are canonical (absolute, symlinks resolved); each root also has an
 /// open handle that every file access is resolved beneath.
@@ -86,13 +96,7 @@ impl Workspace {
                 let rel = target
                     .strip_prefix(&user_root.path)
                     .map_err(|_| WorkspaceError::Escape(sub.as_str().to_owned()))?;
-                beneath::create_dirs(user_root.handle.as_ref(), rel, sub.as_str()).map_err(
-                    |e| match e {
-                        FileError::Escape(shown) => WorkspaceError::Escape(shown),
-                        FileError::Io { source, .. } => WorkspaceError::Io(source),
-                        other => WorkspaceError::Missing(other.to_string()),
-                    },
-                )?;
+                beneath::create_dirs(user_root.handle.as_ref(), rel, sub.as_str())?;
             }
         }
         let root = user_dir
@@ -111,10 +115,20 @@ impl Workspace {
                 subdir.map_or_else(String::new, |s| s.as_str().to_owned()),
             ));
         }
+        // The session's handle is opened beneath the user's directory, so a
+        // symlink swapped in since the check above (by a session of this
+        // user whose root is the user's directory) cannot point it elsewhere.
+        let user_root = beneath::open_dir(&root)?;
+        let rel = cwd.strip_prefix(&root).unwrap_or(Path::new(""));
+        let shown = subdir.map_or("", |s| s.as_str());
+        let handle = beneath::open_dir_beneath(&user_root, rel, shown)?;
         // The session is confined to its own directory, not the whole of the
         // user's: one user's sessions in different subdirs stay apart too.
         Ok(Self {
-            root: Root::open(cwd.clone())?,
+            root: Root {
+                path: cwd.clone(),
+                handle: Arc::new(handle),
+            },
             cwd,
             extra_roots: Vec::new(),
         })
