@@ -500,3 +500,30 @@ async fn commands_run_under_resource_limits() {
     let out = run_confined(&users, policy, "while :; do :; done");
     assert!(!out.status.success());
 }
+
+#[tokio::test]
+async fn a_session_directory_swapped_for_a_symlink_is_not_granted() {
+    if landlock().await.is_none() {
+        return;
+    }
+    let users = Users::new();
+    // As if another session of alice's, rooted at her whole directory, had
+    // replaced `proj` with a link to bob's directory after the service
+    // checked it: the writable path named is not what it opens to.
+    let swapped = users.alice.root().join("proj");
+    std::os::unix::fs::symlink(users.bob.root(), &swapped).unwrap();
+    let system = Sandbox::with_launcher(EXE.into()).policy(&users.alice);
+    let policy = sandbox::Policy::new(vec![swapped], system.read_only().to_vec());
+    let out = run_confined(
+        &users,
+        policy,
+        &format!("cat '{}'", users.bob_secret().display()),
+    );
+    assert_eq!(out.status.code(), Some(126), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("cannot confine"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!text(&out.stdout).contains("bob's secret"));
+}

@@ -386,8 +386,16 @@ pub fn enter(policy: &Policy) -> Result<Enforcement, SandboxError> {
     }
     let mut created = ruleset
         .create()?
-        .add_rules(rules(policy.read_write(), AccessFs::from_all(TARGET_ABI)))?
-        .add_rules(rules(policy.read_only(), AccessFs::from_read(TARGET_ABI)))?;
+        .add_rules(rules(
+            policy.read_write(),
+            AccessFs::from_all(TARGET_ABI),
+            true,
+        ))?
+        .add_rules(rules(
+            policy.read_only(),
+            AccessFs::from_read(TARGET_ABI),
+            false,
+        ))?;
     if let Net::DenyConnect(denied) = &policy.net {
         // Landlock lists what is allowed: every port but the denied ones.
         created = created.add_rules(
@@ -405,18 +413,35 @@ pub fn enter(policy: &Policy) -> Result<Enforcement, SandboxError> {
 }
 
 /// One rule per path; a path that cannot be opened is an error rather than
-/// silently dropped, so a mistyped policy is noticed.
+/// silently dropped, so a mistyped policy is noticed. With `exact`, a
+/// directory must be opened at exactly the path named: a session's
+/// directory swapped for a symlink (by another session of the same user)
+/// after the service checked it would otherwise grant wherever it points.
 fn rules<'a>(
     paths: &'a [PathBuf],
     access: BitFlags<AccessFs>,
+    exact: bool,
 ) -> impl Iterator<Item = Result<PathBeneath<PathFd>, SandboxError>> + 'a {
     paths.iter().map(move |path| {
         let fd = PathFd::new(path).map_err(|e| SandboxError::Path {
             path: path.clone(),
             source: std::io::Error::other(e),
         })?;
+        let is_dir = path.is_dir();
+        if exact && is_dir {
+            use std::os::fd::{AsFd, AsRawFd};
+            let opened = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_fd().as_raw_fd()));
+            if opened.as_deref().ok() != Some(path.as_path()) {
+                return Err(SandboxError::Path {
+                    path: path.clone(),
+                    source: std::io::Error::other(
+                        "it is not the directory it was (a symlink on the way changed)",
+                    ),
+                });
+            }
+        }
         // Directory-only rights on a file are refused; keep the file ones.
-        let access = if path.is_dir() {
+        let access = if is_dir {
             access
         } else {
             access & AccessFs::from_file(TARGET_ABI)
@@ -555,12 +580,7 @@ impl Sandbox {
             limits: Limits::from_settings(&settings.tools.limits),
             ..self
         }
-        // The default base directory is relative (./data/claude-users);
-        // sandbox-exec takes absolute paths only.
-        .with_temp_root(
-            std::path::absolute(settings.user.base_dir.join(TEMP_DIRS))
-                .unwrap_or_else(|_| settings.user.base_dir.join(TEMP_DIRS)),
-        )
+        .with_temp_root(temp_root(&settings.user.base_dir))
         .with_read_only(toolchains)
         .with_read_only(settings.tools.sandbox_read_paths.iter().cloned())
     }
@@ -706,6 +726,20 @@ impl Sandbox {
     pub fn is_supervised(&self) -> bool {
         self.launcher.is_some()
     }
+}
+
+/// Where sessions' temporary directories go, made at start-up so its path
+/// can be canonical: sandbox-exec takes absolute paths only (the default
+/// base directory is relative) and checks that a writable directory is
+/// exactly the one named.
+fn temp_root(base_dir: &Path) -> PathBuf {
+    let root = base_dir.join(TEMP_DIRS);
+    if let Err(e) = std::fs::create_dir_all(&root) {
+        tracing::warn!(dir = %root.display(), error = %e, "cannot create the commands' temporary directories");
+    }
+    root.canonicalize()
+        .or_else(|_| std::path::absolute(&root))
+        .unwrap_or(root)
 }
 
 /// The directories that hold the toolchains on the service's `PATH` and are
@@ -900,7 +934,9 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let ws = Workspace::at(tmp.path()).unwrap();
         let mut settings = Settings::default();
-        settings.user.base_dir = PathBuf::from("./data/claude-users");
+        // Relative to the package, in its (ignored) build directory: the
+        // temporary directories' root is made at configuration.
+        settings.user.base_dir = PathBuf::from("./target/sandbox-relative-base/claude-users");
         let policy = Sandbox::with_launcher("/x/claude-agent-http".into())
             .configured(&settings)
             .policy(&ws);
@@ -913,9 +949,12 @@ mod tests {
         for path in paths {
             assert!(Path::new(path).is_absolute(), "{path:?}");
         }
-        assert!(policy.read_write()[1].ends_with(
-            Path::new("data/claude-users/.tmp").join(policy.read_write()[1].file_name().unwrap())
-        ));
+        assert!(
+            policy.read_write()[1].ends_with(
+                Path::new("sandbox-relative-base/claude-users/.tmp")
+                    .join(policy.read_write()[1].file_name().unwrap())
+            )
+        );
     }
 
     #[test]
