@@ -260,10 +260,36 @@ pub struct AnthropicSettings {
     pub api_key: Secret,
     pub auth_token: Secret,
     pub base_url: String,
-    pub max_tokens: u32,
+    /// Caps `max_tokens` of each model call; unset, the model table's
+    /// output limit is used.
+    pub max_tokens: Option<u32>,
     pub max_retries: u32,
     pub connect_timeout_secs: u64,
     pub request_timeout_secs: u64,
+    /// Marks prompt-cache breakpoints on the tools, the system prompt and
+    /// the newest messages of every call.
+    pub prompt_caching: bool,
+    pub cache_ttl: CacheTtl,
+}
+
+/// How long a prompt-cache entry lives upstream (`anthropic.cache_ttl`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+pub enum CacheTtl {
+    #[default]
+    #[serde(rename = "5m")]
+    FiveMinutes,
+    #[serde(rename = "1h")]
+    OneHour,
+}
+
+impl CacheTtl {
+    /// The API's spelling: `5m` or `1h`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::FiveMinutes => "5m",
+            Self::OneHour => "1h",
+        }
+    }
 }
 
 impl Default for AnthropicSettings {
@@ -272,10 +298,12 @@ impl Default for AnthropicSettings {
             api_key: Secret::default(),
             auth_token: Secret::default(),
             base_url: "https://api.anthropic.com".into(),
-            max_tokens: 8192,
+            max_tokens: None,
             max_retries: 2,
             connect_timeout_secs: 10,
             request_timeout_secs: 600,
+            prompt_caching: true,
+            cache_ttl: CacheTtl::default(),
         }
     }
 }
@@ -297,6 +325,10 @@ pub struct AgentDefaults {
     pub model: String,
     pub max_turns: u32,
     pub max_budget_usd: Option<f64>,
+    /// Extended thinking budget of each model call; 0 turns thinking off.
+    pub thinking_budget_tokens: u32,
+    /// The model a turn continues on when `model` stays overloaded.
+    pub fallback_model: Option<String>,
 }
 
 impl Default for AgentDefaults {
@@ -310,6 +342,8 @@ impl Default for AgentDefaults {
             model: "claude-sonnet-4-6".into(),
             max_turns: 50,
             max_budget_usd: None,
+            thinking_budget_tokens: 0,
+            fallback_model: None,
         }
     }
 }
@@ -323,6 +357,81 @@ pub struct ModelPrice {
     pub cache_write: f64,
     #[serde(default)]
     pub cache_read: f64,
+    /// Writes with the 1-hour TTL; twice the input price when unset.
+    #[serde(default)]
+    pub cache_write_1h: Option<f64>,
+}
+
+impl ModelPrice {
+    /// The price of one million tokens written to the cache with `ttl`.
+    pub fn cache_write_for(&self, ttl: CacheTtl) -> f64 {
+        match ttl {
+            CacheTtl::FiveMinutes => self.cache_write,
+            CacheTtl::OneHour => self.cache_write_1h.unwrap_or(self.input * 2.0),
+        }
+    }
+}
+
+/// What a model can take and give (`models` in the configuration).
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+pub struct ModelLimits {
+    /// Tokens of prompt plus output the model accepts.
+    pub context_window: u64,
+    /// The largest `max_tokens` the model accepts.
+    pub max_output_tokens: u32,
+}
+
+/// Used for a model id no configured prefix matches.
+pub const FALLBACK_LIMITS: ModelLimits = ModelLimits {
+    context_window: 200_000,
+    max_output_tokens: 32_000,
+};
+
+fn default_models() -> BTreeMap<String, ModelLimits> {
+    let limits = |max_output_tokens: u32| ModelLimits {
+        context_window: 200_000,
+        max_output_tokens,
+    };
+    BTreeMap::from([
+        ("claude-3-haiku".into(), limits(4_096)),
+        ("claude-3-5-haiku".into(), limits(8_192)),
+        ("claude-3-5-sonnet".into(), limits(8_192)),
+        ("claude-3-7-sonnet".into(), limits(64_000)),
+        ("claude-haiku-4".into(), limits(64_000)),
+        ("claude-sonnet-4".into(), limits(64_000)),
+        ("claude-sonnet-4-6".into(), limits(128_000)),
+        ("claude-sonnet-5".into(), limits(128_000)),
+        ("claude-opus-4".into(), limits(32_000)),
+        ("claude-opus-4-5".into(), limits(64_000)),
+        ("claude-opus-4-6".into(), limits(128_000)),
+        ("claude-opus-4-7".into(), limits(128_000)),
+        ("claude-opus-4-8".into(), limits(128_000)),
+        ("claude-opus-5".into(), limits(128_000)),
+    ])
+}
+
+/// How the agent manages its context window (`context`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct ContextSettings {
+    /// Compact before the next model call once a call's prompt passed this
+    /// fraction of the model's context window.
+    pub auto_compact_at: f64,
+    /// After compaction, at most this fraction of the window is kept
+    /// verbatim (the newest messages); the rest is summarised.
+    pub keep_recent: f64,
+    /// Longest summary a compaction may write, in tokens.
+    pub summary_max_tokens: u32,
+}
+
+impl Default for ContextSettings {
+    fn default() -> Self {
+        Self {
+            auto_compact_at: 0.8,
+            keep_recent: 0.25,
+            summary_max_tokens: 8_000,
+        }
+    }
 }
 
 fn default_pricing() -> BTreeMap<String, ModelPrice> {
@@ -331,10 +440,16 @@ fn default_pricing() -> BTreeMap<String, ModelPrice> {
         output,
         cache_write: input * 1.25,
         cache_read: input * 0.1,
+        cache_write_1h: Some(input * 2.0),
     };
     BTreeMap::from([
         ("claude-opus-4".into(), price(15.0, 75.0)),
         ("claude-opus-4-5".into(), price(5.0, 25.0)),
+        ("claude-opus-4-6".into(), price(5.0, 25.0)),
+        ("claude-opus-4-7".into(), price(5.0, 25.0)),
+        ("claude-opus-4-8".into(), price(5.0, 25.0)),
+        ("claude-opus-5".into(), price(5.0, 25.0)),
+        ("claude-sonnet-5".into(), price(3.0, 15.0)),
         ("claude-sonnet-4".into(), price(3.0, 15.0)),
         ("claude-haiku-4".into(), price(1.0, 5.0)),
         ("claude-3-5-haiku".into(), price(0.8, 4.0)),
@@ -426,6 +541,9 @@ pub struct ToolSettings {
     /// Directories every confined command may read and execute from, on
     /// top of the system's and the toolchains on the service's PATH.
     pub sandbox_read_paths: Vec<PathBuf>,
+    /// A tool result longer than this many tokens (about four characters
+    /// each) is cut, with a note telling the model how to read the rest.
+    pub max_result_tokens: u64,
 }
 
 impl Default for ToolSettings {
@@ -437,6 +555,7 @@ impl Default for ToolSettings {
             network: NetworkMode::default(),
             limits: CommandLimits::default(),
             sandbox_read_paths: Vec::new(),
+            max_result_tokens: 25_000,
         }
     }
 }
@@ -452,6 +571,10 @@ pub struct Settings {
     pub tools: ToolSettings,
     /// Model-id prefix → price; the longest matching prefix wins.
     pub pricing: BTreeMap<String, ModelPrice>,
+    /// Model-id prefix → context window and output limit; the longest
+    /// matching prefix wins.
+    pub models: BTreeMap<String, ModelLimits>,
+    pub context: ContextSettings,
     /// MCP servers by name; their tools appear as `mcp__<name>__<tool>`.
     pub mcp_servers: BTreeMap<String, McpServerConfig>,
     /// Local plugin folders bundling skills and MCP servers.
@@ -469,6 +592,8 @@ impl Default for Settings {
             defaults: AgentDefaults::default(),
             tools: ToolSettings::default(),
             pricing: default_pricing(),
+            models: default_models(),
+            context: ContextSettings::default(),
             mcp_servers: BTreeMap::new(),
             plugins: Vec::new(),
             log: LogSettings::default(),
@@ -712,12 +837,67 @@ impl Settings {
                 "must be an absolute URL such as https://api.anthropic.com",
             ));
         }
-        if self.anthropic.max_tokens == 0 {
+        if self.anthropic.max_tokens == Some(0) {
             return Err(ConfigError::invalid(
                 "anthropic.max_tokens",
                 0,
-                "must be at least 1",
+                "must be at least 1 (or unset for the model's output limit)",
             ));
+        }
+        self.validate_context()
+    }
+
+    fn validate_context(&self) -> Result<(), ConfigError> {
+        let context = &self.context;
+        if !(context.auto_compact_at > 0.0 && context.auto_compact_at <= 1.0) {
+            return Err(ConfigError::invalid(
+                "context.auto_compact_at",
+                context.auto_compact_at,
+                "must be a fraction of the context window above 0 and at most 1",
+            ));
+        }
+        if !(context.keep_recent >= 0.0 && context.keep_recent < context.auto_compact_at) {
+            return Err(ConfigError::invalid(
+                "context.keep_recent",
+                context.keep_recent,
+                "must be a fraction of the context window from 0 to below context.auto_compact_at",
+            ));
+        }
+        if context.summary_max_tokens < 256 {
+            return Err(ConfigError::invalid(
+                "context.summary_max_tokens",
+                context.summary_max_tokens,
+                "must be at least 256",
+            ));
+        }
+        for (prefix, limits) in &self.models {
+            if limits.context_window < 1_024 || limits.max_output_tokens == 0 {
+                return Err(ConfigError::invalid(
+                    &format!("models.{prefix}"),
+                    format!("{limits:?}"),
+                    "context_window must be at least 1024 and max_output_tokens at least 1",
+                ));
+            }
+        }
+        if self.tools.max_result_tokens < 1_000 {
+            return Err(ConfigError::invalid(
+                "tools.max_result_tokens",
+                self.tools.max_result_tokens,
+                "must be at least 1000",
+            ));
+        }
+        let budget = self.defaults.thinking_budget_tokens;
+        if budget > 0 {
+            let max_tokens = self.max_tokens_for(&self.defaults.model);
+            if budget < 1_024 || budget >= max_tokens {
+                return Err(ConfigError::invalid(
+                    "defaults.thinking_budget_tokens",
+                    budget,
+                    format!(
+                        "must be 0 (off) or from 1024 to below the model's max_tokens ({max_tokens})"
+                    ),
+                ));
+            }
         }
         Ok(())
     }
@@ -728,6 +908,25 @@ impl Settings {
             .ok()
             .filter(|s| *s > 0)
             .map(std::time::Duration::from_secs)
+    }
+
+    /// The context window and output limit of a model: the longest
+    /// configured prefix of its id, else [`FALLBACK_LIMITS`].
+    pub fn limits_of(&self, model: &str) -> ModelLimits {
+        self.models
+            .iter()
+            .filter(|(prefix, _)| model.starts_with(prefix.as_str()))
+            .max_by_key(|(prefix, _)| prefix.len())
+            .map_or(FALLBACK_LIMITS, |(_, limits)| *limits)
+    }
+
+    /// `max_tokens` for a call to `model`: its output limit, capped by
+    /// `anthropic.max_tokens`.
+    pub fn max_tokens_for(&self, model: &str) -> u32 {
+        let limit = self.limits_of(model).max_output_tokens;
+        self.anthropic
+            .max_tokens
+            .map_or(limit, |cap| cap.min(limit))
     }
 
     /// The price of a model: the longest configured prefix of its id.

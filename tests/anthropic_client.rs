@@ -117,13 +117,13 @@ fn client(base_url: &str) -> AnthropicClient {
 }
 
 fn request() -> ModelRequest {
-    ModelRequest {
-        model: "claude-sonnet-4-6".into(),
-        max_tokens: 1024,
-        system: Some("You are terse.".into()),
-        messages: vec![Message::user_text("Say hello")],
-        tools: vec![],
-    }
+    let mut request = ModelRequest::new(
+        "claude-sonnet-4-6",
+        1024,
+        vec![Message::user_text("Say hello")],
+    );
+    request.system = vec!["You are terse.".into()];
+    request
 }
 
 /// Runs one call and collects what went to the event channel.
@@ -645,7 +645,7 @@ async fn api_key_request_carries_version_key_and_streaming_body() {
         json!({
             "model": "claude-sonnet-4-6",
             "max_tokens": 1024,
-            "system": "You are terse.",
+            "system": [{"type": "text", "text": "You are terse."}],
             "messages": [{"role": "user", "content": [{"type": "text", "text": "Say hello"}]}],
             "tools": tools,
             "stream": true

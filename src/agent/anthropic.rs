@@ -10,7 +10,8 @@ use futures::StreamExt;
 use reqwest::header::{self, HeaderMap, HeaderValue};
 use reqwest::{Response, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
+use serde_json::Value;
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::model::{ModelClient, ModelError};
@@ -142,11 +143,15 @@ impl AnthropicClient {
     }
 
     /// Sends until a 200 arrives or retrying stops making sense.
-    async fn connect(&self, body: &StreamingRequest<'_>) -> Result<Response, ModelError> {
+    async fn connect(&self, body: &Value, betas: &[&str]) -> Result<Response, ModelError> {
         let mut attempt = 0;
         loop {
             let retries_left = attempt < self.max_retries;
-            let (error, delay) = match self.http.post(&self.endpoint).json(body).send().await {
+            let mut post = self.http.post(&self.endpoint).json(body);
+            if !betas.is_empty() {
+                post = post.header("anthropic-beta", betas.join(","));
+            }
+            let (error, delay) = match post.send().await {
                 Ok(response) if response.status().is_success() => return Ok(response),
                 Ok(response) => {
                     let status = response.status();
@@ -190,11 +195,9 @@ impl ModelClient for AnthropicClient {
         if !self.configured {
             return Err(ModelError::NotConfigured);
         }
-        let body = StreamingRequest {
-            request,
-            stream: true,
-        };
-        let response = self.connect(&body).await?;
+        let mut body = request.body();
+        body["stream"] = Value::Bool(true);
+        let response = self.connect(&body, &request.betas()).await?;
         if let Some(id) = response.headers().get("request-id") {
             tracing::debug!(request_id = ?id, "model stream started");
         }
@@ -203,13 +206,6 @@ impl ModelClient for AnthropicClient {
         }
         read_stream(response, events).await
     }
-}
-
-#[derive(Serialize)]
-struct StreamingRequest<'a> {
-    #[serde(flatten)]
-    request: &'a ModelRequest,
-    stream: bool,
 }
 
 /// Folds the event stream of a 200 into the reply. Never retried: content

@@ -61,6 +61,9 @@ pub fn repair(messages: Vec<Message>) -> Vec<Message> {
     let mut pending: Vec<String> = Vec::new();
     for mut message in merged {
         match message.role {
+            // An assistant message left first (its user message was an
+            // orphan result, now gone) goes too, and its results with it.
+            Role::Assistant if out.is_empty() => pending.clear(),
             Role::Assistant => {
                 if !pending.is_empty() {
                     out.push(interrupted_results(&pending));
@@ -262,6 +265,26 @@ mod tests {
         ]);
         assert_eq!(repaired.len(), 1);
         assert_eq!(repaired[0].content.len(), 2);
+    }
+
+    #[test]
+    fn a_history_never_starts_with_an_assistant_message() {
+        let repaired = repair(vec![
+            Message {
+                role: Role::User,
+                content: vec![result("gone")],
+            },
+            tool_use(&["a"]),
+            Message {
+                role: Role::User,
+                content: vec![result("a")],
+            },
+            text(Role::User, "next"),
+            text(Role::Assistant, "answer"),
+        ]);
+        assert_eq!(repaired.len(), 2);
+        assert_eq!(repaired[0].role, Role::User);
+        assert_eq!(repaired[0].content.len(), 1);
     }
 
     #[test]

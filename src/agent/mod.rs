@@ -2,7 +2,9 @@
 //! Messages API wire types and the model client (`ModelClient`, Anthropic).
 
 pub mod anthropic;
+pub mod context;
 mod draft;
+mod driver;
 pub mod history;
 pub mod model;
 mod running;

@@ -55,6 +55,8 @@ pub(crate) struct StreamAssembler {
     closed: BTreeMap<u64, ContentBlock>,
     started: bool,
     finished: bool,
+    /// Tool calls whose input was not JSON: cut by `max_tokens`, or broken.
+    unreadable_inputs: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -206,6 +208,13 @@ impl StreamAssembler {
                 }
             }
             "message_stop" => {
+                if let Some(id) = self.unreadable_inputs.first()
+                    && self.stop_reason.as_deref() != Some("max_tokens")
+                {
+                    return Err(StreamFault::Invalid(format!(
+                        "tool_use {id} input is not JSON"
+                    )));
+                }
                 self.finished = true;
                 return Ok(Progress::Done);
             }
@@ -330,10 +339,13 @@ impl StreamAssembler {
                     } else {
                         input
                     }
+                } else if let Ok(input) = serde_json::from_str(&json) {
+                    input
                 } else {
-                    serde_json::from_str(&json).map_err(|e| {
-                        StreamFault::Invalid(format!("tool_use {id} input is not JSON: {e}"))
-                    })?
+                    // Only a reply cut by `max_tokens` may end like this
+                    // (checked at `message_stop`); the call is never run.
+                    self.unreadable_inputs.push(id.clone());
+                    Value::Object(Default::default())
                 };
                 emit(
                     events,
@@ -488,24 +500,44 @@ mod tests {
         );
     }
 
+    fn cut_tool_call(stop_reason: &str) -> Vec<Value> {
+        vec![
+            start(),
+            json!({"type": "content_block_start", "index": 0,
+                   "content_block": {"type": "tool_use", "id": "toolu_1", "name": "list", "input": {}}}),
+            json!({"type": "content_block_delta", "index": 0,
+                   "delta": {"type": "input_json_delta", "partial_json": "{\"pa"}}),
+            json!({"type": "content_block_stop", "index": 0}),
+            json!({"type": "message_delta", "delta": {"stop_reason": stop_reason},
+                   "usage": {"output_tokens": 5}}),
+            json!({"type": "message_stop"}),
+        ]
+    }
+
     #[test]
     fn broken_tool_input_json_is_invalid() {
         let (tx, _rx) = mpsc::unbounded_channel();
         let mut a = StreamAssembler::new();
-        let fault = feed(
-            &mut a,
-            &tx,
-            &[
-                start(),
-                json!({"type": "content_block_start", "index": 0,
-                       "content_block": {"type": "tool_use", "id": "toolu_1", "name": "list", "input": {}}}),
-                json!({"type": "content_block_delta", "index": 0,
-                       "delta": {"type": "input_json_delta", "partial_json": "{\"pa"}}),
-                json!({"type": "content_block_stop", "index": 0}),
-            ],
-        )
-        .unwrap_err();
+        let fault = feed(&mut a, &tx, &cut_tool_call("tool_use")).unwrap_err();
         assert!(matches!(fault, StreamFault::Invalid(m) if m.contains("toolu_1")));
+    }
+
+    #[test]
+    fn a_tool_call_cut_by_max_tokens_is_kept_with_empty_input() {
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let mut a = StreamAssembler::new();
+        let progress = feed(&mut a, &tx, &cut_tool_call("max_tokens")).unwrap();
+        assert_eq!(progress, Progress::Done);
+        let response = a.finish().unwrap();
+        assert_eq!(response.stop_reason.as_deref(), Some("max_tokens"));
+        assert_eq!(
+            response.content,
+            vec![ContentBlock::ToolUse {
+                id: "toolu_1".into(),
+                name: "list".into(),
+                input: json!({}),
+            }]
+        );
     }
 
     #[test]

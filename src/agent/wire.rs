@@ -4,7 +4,9 @@
 use std::ops::AddAssign;
 
 use serde::{Deserialize, Deserializer, Serialize};
-use serde_json::Value;
+use serde_json::{Value, json};
+
+use crate::config::CacheTtl;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -106,16 +108,111 @@ impl AddAssign for Usage {
 }
 
 /// One model call. `tools` are full tool definitions
-/// (`{"name", "description", "input_schema"}`).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// (`{"name", "description", "input_schema"}`); `system` is sent as an
+/// array of text blocks, in order.
+#[derive(Debug, Clone, PartialEq)]
 pub struct ModelRequest {
     pub model: String,
     pub max_tokens: u32,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub system: Option<String>,
+    pub system: Vec<String>,
     pub messages: Vec<Message>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tools: Vec<Value>,
+    /// Extended thinking with this budget; `None` leaves it off.
+    pub thinking_budget: Option<u32>,
+    /// Prompt-cache breakpoints with this TTL; `None` marks none.
+    pub cache: Option<CacheTtl>,
+}
+
+/// Sent with tools and thinking, so the model may think between tool calls.
+pub const INTERLEAVED_THINKING_BETA: &str = "interleaved-thinking-2025-05-14";
+
+impl ModelRequest {
+    /// A plain request: no thinking, no cache breakpoints.
+    pub fn new(model: impl Into<String>, max_tokens: u32, messages: Vec<Message>) -> Self {
+        Self {
+            model: model.into(),
+            max_tokens,
+            system: Vec::new(),
+            messages,
+            tools: Vec::new(),
+            thinking_budget: None,
+            cache: None,
+        }
+    }
+
+    /// The `anthropic-beta` features the request needs.
+    pub fn betas(&self) -> Vec<&'static str> {
+        if self.thinking_budget.is_some() && !self.tools.is_empty() {
+            vec![INTERLEAVED_THINKING_BETA]
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// The request body. With caching on, breakpoints go where a multi-turn
+    /// tool loop reads the most from the cache: after the tools, after the
+    /// system prompt, on the newest message, and on the message the previous
+    /// call ended with (so its cached prefix is found however many blocks
+    /// were added since). At most four, as the API allows.
+    pub fn body(&self) -> Value {
+        let mut body = serde_json::Map::new();
+        body.insert("model".into(), Value::from(self.model.clone()));
+        body.insert("max_tokens".into(), Value::from(self.max_tokens));
+        let marker = self.cache.map(|ttl| match ttl {
+            CacheTtl::FiveMinutes => json!({"type": "ephemeral"}),
+            CacheTtl::OneHour => json!({"type": "ephemeral", "ttl": "1h"}),
+        });
+        if !self.system.is_empty() {
+            let mut blocks: Vec<Value> = self
+                .system
+                .iter()
+                .map(|text| json!({"type": "text", "text": text}))
+                .collect();
+            mark_last(&mut blocks, marker.as_ref());
+            body.insert("system".into(), Value::Array(blocks));
+        }
+        let mut messages: Vec<Value> = self
+            .messages
+            .iter()
+            .map(|m| serde_json::to_value(m).unwrap_or(Value::Null))
+            .collect();
+        if let Some(marker) = &marker {
+            let users: Vec<usize> = self
+                .messages
+                .iter()
+                .enumerate()
+                .filter(|(_, m)| m.role == Role::User)
+                .map(|(i, _)| i)
+                .rev()
+                .take(2)
+                .collect();
+            for i in users {
+                if let Some(Value::Array(content)) = messages[i].get_mut("content") {
+                    mark_last(content, Some(marker));
+                }
+            }
+        }
+        body.insert("messages".into(), Value::Array(messages));
+        if !self.tools.is_empty() {
+            let mut tools = self.tools.clone();
+            mark_last(&mut tools, marker.as_ref());
+            body.insert("tools".into(), Value::Array(tools));
+        }
+        if let Some(budget) = self.thinking_budget {
+            body.insert(
+                "thinking".into(),
+                json!({"type": "enabled", "budget_tokens": budget}),
+            );
+        }
+        Value::Object(body)
+    }
+}
+
+/// Puts `marker` as `cache_control` on the last element of `blocks`.
+fn mark_last(blocks: &mut [Value], marker: Option<&Value>) {
+    if let (Some(marker), Some(Value::Object(last))) = (marker, blocks.last_mut()) {
+        last.insert("cache_control".into(), marker.clone());
+    }
 }
 
 /// The assistant message a call produced, as the non-streaming API returns it.
@@ -321,21 +418,83 @@ mod tests {
 
     #[test]
     fn request_omits_empty_tools_and_missing_system() {
-        let request = ModelRequest {
-            model: "claude-sonnet-4-6".into(),
-            max_tokens: 1024,
-            system: None,
-            messages: vec![Message::user_text("hi")],
-            tools: vec![],
-        };
-        let value = serde_json::to_value(&request).unwrap();
+        let request = ModelRequest::new("claude-sonnet-4-6", 1024, vec![Message::user_text("hi")]);
         assert_eq!(
-            value,
+            request.body(),
             json!({
                 "model": "claude-sonnet-4-6",
                 "max_tokens": 1024,
                 "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]
             })
         );
+        assert!(request.betas().is_empty());
+    }
+
+    #[test]
+    fn cache_breakpoints_mark_tools_system_and_the_two_newest_user_messages() {
+        let tool_use = ContentBlock::ToolUse {
+            id: "toolu_1".into(),
+            name: "Bash".into(),
+            input: json!({"command": "ls"}),
+        };
+        let result = |id: &str| ContentBlock::ToolResult {
+            tool_use_id: id.into(),
+            content: "ok".into(),
+            is_error: false,
+        };
+        let mut request = ModelRequest::new(
+            "claude-sonnet-4-6",
+            1024,
+            vec![
+                Message::user_text("first"),
+                Message::assistant(vec![ContentBlock::Text { text: "a".into() }]),
+                Message::user_text("second"),
+                Message::assistant(vec![tool_use]),
+                Message {
+                    role: Role::User,
+                    content: vec![result("toolu_1")],
+                },
+            ],
+        );
+        request.system = vec!["base".into(), "memory".into()];
+        request.tools = vec![json!({"name": "A"}), json!({"name": "B"})];
+        request.cache = Some(CacheTtl::OneHour);
+        let body = request.body();
+        let marked = |v: &Value| v.get("cache_control").is_some();
+        let count = body["system"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|b| marked(b))
+            .count()
+            + body["tools"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|b| marked(b))
+                .count()
+            + body["messages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .flat_map(|m| m["content"].as_array().unwrap())
+                .filter(|b| marked(b))
+                .count();
+        assert_eq!(count, 4);
+        assert!(marked(&body["system"][1]) && !marked(&body["system"][0]));
+        assert!(marked(&body["tools"][1]));
+        assert_eq!(
+            body["messages"][4]["content"][0]["cache_control"]["ttl"],
+            "1h"
+        );
+        assert!(marked(&body["messages"][2]["content"][0]));
+        assert!(!marked(&body["messages"][0]["content"][0]));
+
+        request.cache = None;
+        request.thinking_budget = Some(2048);
+        let body = request.body();
+        assert!(!body.to_string().contains("cache_control"));
+        assert_eq!(body["thinking"]["budget_tokens"], 2048);
+        assert_eq!(request.betas(), [INTERLEAVED_THINKING_BETA]);
     }
 }

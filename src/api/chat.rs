@@ -18,6 +18,7 @@ use utoipa::ToSchema;
 
 use super::sessions::parse_session_id;
 use super::{ApiJson, AppState, SessionPath, rfc3339};
+use crate::agent::context::Compaction;
 use crate::agent::turn::{InterruptOutcome, ToolCall, TurnEvent, TurnRequest, TurnSummary};
 use crate::error::{ApiError, ErrorBody};
 use crate::store::UsageTotals;
@@ -83,16 +84,24 @@ pub struct ChatResponse {
     pub timestamp: DateTime<Utc>,
     /// Tokens and cost of this turn.
     pub usage: UsageTotals,
-    /// `end_turn`, `max_tokens`, `max_turns`, `max_budget` or `interrupted`.
+    /// `end_turn`, `max_tokens`, `max_turns`, `max_budget`, `interrupted`,
+    /// or for `/compact` and `/clear`: `compacted`, `cleared`.
     pub stop_reason: String,
     /// Model calls made in this turn.
     pub num_turns: u32,
     pub cost_usd: f64,
     pub duration_ms: u64,
+    /// The model that made the turn's last call.
+    pub model: String,
+    /// Whether the turn continued on `defaults.fallback_model` because the
+    /// configured model stayed overloaded.
+    pub fallback_model_used: bool,
+    /// Compactions of the conversation during the turn, oldest first.
+    pub compactions: Vec<Compaction>,
 }
 
 impl ChatResponse {
-    fn new(session_id: String, summary: TurnSummary) -> Self {
+    pub(super) fn new(session_id: String, summary: TurnSummary) -> Self {
         Self {
             session_id,
             text: summary.text,
@@ -103,6 +112,9 @@ impl ChatResponse {
             stop_reason: summary.stop_reason,
             num_turns: summary.num_turns,
             duration_ms: summary.duration_ms,
+            model: summary.model,
+            fallback_model_used: summary.fallback_model_used,
+            compactions: summary.compactions,
         }
     }
 }
@@ -200,6 +212,15 @@ fn frames(
 fn frame(event: TurnEvent) -> (Value, bool) {
     match event {
         TurnEvent::TextDelta(text) => (json!({"type": "text_delta", "text": text}), false),
+        TurnEvent::ThinkingDelta(thinking) => (
+            json!({"type": "thinking_delta", "thinking": thinking}),
+            false,
+        ),
+        TurnEvent::Compaction(compaction) => {
+            let mut frame = serde_json::to_value(&compaction).unwrap_or_else(|_| json!({}));
+            frame["type"] = json!("compaction");
+            (frame, false)
+        }
         TurnEvent::ToolUse { id, name, input } => (
             json!({"type": "tool_use", "tool_use_id": id, "tool_name": name, "tool_input": input}),
             false,
@@ -224,6 +245,9 @@ fn frame(event: TurnEvent) -> (Value, bool) {
                 "cost_usd": summary.usage.cost_usd,
                 "duration_ms": summary.duration_ms,
                 "tool_calls": summary.tool_calls,
+                "model": summary.model,
+                "fallback_model_used": summary.fallback_model_used,
+                "compactions": summary.compactions,
             }),
             true,
         ),

@@ -165,6 +165,7 @@ pub fn rfc3339<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error
         sessions::delete_session,
         sessions::resume_session,
         sessions::session_messages,
+        sessions::compact_session,
         chat::interrupt,
         chat::chat,
         chat::chat_stream,

@@ -9,7 +9,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
+use super::chat::ChatResponse;
 use super::{ApiJson, ApiQuery, AppState, SessionPath, rfc3339};
+use crate::agent::context::View;
+use crate::agent::turn::{TurnEvent, TurnRequest};
 use crate::domain::{SessionId, Subdir, UserId};
 use crate::error::{ApiError, ErrorBody};
 use crate::store::{Limits, NewSession, Session, StoredMessage, UsageTotals};
@@ -26,6 +29,10 @@ pub fn routes() -> Router<AppState> {
         .route(
             "/api/v1/sessions/{session_id}/messages",
             get(session_messages),
+        )
+        .route(
+            "/api/v1/sessions/{session_id}/compact",
+            post(compact_session),
         )
 }
 
@@ -277,9 +284,12 @@ pub async fn resume_session(
 pub struct MessageResponse {
     /// Position in the conversation, increasing.
     pub seq: i64,
-    /// `user` or `assistant` (tool results are user messages).
+    /// `user` or `assistant` (tool results are user messages); `system` for
+    /// a compaction point, whose one block (`type: compaction`) holds the
+    /// summary and where the model's view starts.
     pub role: String,
-    /// Messages API content blocks: text, thinking, tool_use, tool_result.
+    /// Messages API content blocks: text, thinking, tool_use, tool_result
+    /// (or the compaction block).
     #[schema(value_type = Vec<Object>)]
     pub content: Value,
     #[serde(serialize_with = "rfc3339")]
@@ -297,21 +307,45 @@ impl From<StoredMessage> for MessageResponse {
     }
 }
 
+/// Which messages `GET .../messages` returns.
+#[derive(Debug, Clone, Copy, Default, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum MessagesView {
+    /// Every stored message, compaction points included.
+    #[default]
+    Full,
+    /// What the model sees now: the latest summary (as a user message at
+    /// its compaction point's `seq`) and the messages after it.
+    Model,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct MessagesQuery {
+    /// `full` (default) or `model`.
+    #[param(value_type = Option<String>, example = "model")]
+    pub view: Option<MessagesView>,
+}
+
 /// Get a session's conversation
 ///
-/// Every stored message, oldest first, as the model sees it.
+/// Every stored message, oldest first. Compactions never delete anything:
+/// each one is a `system` message marking where the model's view starts;
+/// `?view=model` shows what the model sees instead.
 #[utoipa::path(
     get, path = "/api/v1/sessions/{session_id}/messages", tag = "sessions",
-    params(("session_id" = String, Path, description = "Session UUID")),
+    params(("session_id" = String, Path, description = "Session UUID"), MessagesQuery),
     responses(
         (status = 200, description = "The conversation", body = Vec<MessageResponse>),
         (status = 404, description = "Unknown, deleted or expired session", body = ErrorBody),
+        (status = 422, description = "Unknown view", body = ErrorBody),
         (status = 503, description = "Session store unavailable", body = ErrorBody),
     )
 )]
 pub async fn session_messages(
     State(state): State<AppState>,
     SessionPath(id): SessionPath,
+    ApiQuery(query): ApiQuery<MessagesQuery>,
 ) -> Result<Json<Vec<MessageResponse>>, ApiError> {
     state
         .store
@@ -319,5 +353,96 @@ pub async fn session_messages(
         .await?
         .ok_or(ApiError::SessionNotFound)?;
     let messages = state.store.messages(id).await?;
+    let messages = match query.view.unwrap_or_default() {
+        MessagesView::Full => messages,
+        MessagesView::Model => View::of(&messages).rows(&messages),
+    };
     Ok(Json(messages.into_iter().map(Into::into).collect()))
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CompactRequest {
+    /// What the summary should focus on, as in `/compact <instructions>`.
+    #[schema(max_length = 10000)]
+    pub instructions: Option<String>,
+    /// Seconds the compaction may take, 1 to 600 (default 120).
+    #[schema(minimum = 1, maximum = 600)]
+    pub timeout: Option<f64>,
+}
+
+/// Compact a session's conversation
+///
+/// Summarises the conversation so far, as the message `/compact` does: the
+/// model sees the summary from now on, and every message stays stored. The
+/// body is optional.
+#[utoipa::path(
+    post, path = "/api/v1/sessions/{session_id}/compact", tag = "sessions",
+    params(("session_id" = String, Path, description = "Session UUID")),
+    request_body(content = Option<CompactRequest>, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Compacted (or nothing to compact: `compactions` is empty)", body = ChatResponse),
+        (status = 404, description = "Unknown, deleted or expired session", body = ErrorBody),
+        (status = 422, description = "Instructions too long, timeout outside 1..600", body = ErrorBody),
+        (status = 429, description = "A turn is running in this session (session_busy)", body = ErrorBody),
+        (status = 502, description = "The model API failed", body = ErrorBody),
+        (status = 503, description = "No API key configured, or store unavailable", body = ErrorBody),
+    )
+)]
+pub async fn compact_session(
+    State(state): State<AppState>,
+    SessionPath(id): SessionPath,
+    request: axum::extract::Request,
+) -> Result<Json<ChatResponse>, ApiError> {
+    let empty = request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .is_some_and(|v| v.as_bytes() == b"0")
+        || (!request
+            .headers()
+            .contains_key(axum::http::header::CONTENT_TYPE)
+            && !request
+                .headers()
+                .contains_key(axum::http::header::TRANSFER_ENCODING));
+    let body = if empty {
+        CompactRequest::default()
+    } else {
+        use axum::extract::FromRequest;
+        ApiJson::<CompactRequest>::from_request(request, &state)
+            .await?
+            .0
+    };
+    let instructions = body.instructions.unwrap_or_default();
+    if instructions.chars().count() > 10_000 {
+        return Err(ApiError::validation(
+            "instructions",
+            "must be at most 10000 characters",
+        ));
+    }
+    let timeout = body.timeout.unwrap_or(120.0);
+    if !(1.0..=600.0).contains(&timeout) {
+        return Err(ApiError::validation(
+            "timeout",
+            "must be between 1 and 600 seconds",
+        ));
+    }
+    let message = format!("/compact {}", instructions.trim());
+    let turn = TurnRequest {
+        session_id: id,
+        message,
+        timeout: std::time::Duration::from_secs_f64(timeout),
+    };
+    let mut events = state.agent.start(turn).await?;
+    while let Some(event) = events.recv().await {
+        match event {
+            TurnEvent::Done(summary) => {
+                return Ok(Json(ChatResponse::new(id.to_string(), summary)));
+            }
+            TurnEvent::Failed(err) => return Err(err),
+            _ => {}
+        }
+    }
+    Err(ApiError::Internal(
+        "the compaction ended unexpectedly".into(),
+    ))
 }

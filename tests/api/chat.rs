@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use crate::helpers::*;
 
 /// An app whose model API is `fake`.
-async fn agent_app(
+pub async fn agent_app(
     storage: StorageKind,
     fake: &FakeAnthropic,
     adjust: impl FnOnce(&mut claude_agent_http::config::Settings),
@@ -185,7 +185,7 @@ async fn plain_answer(storage: StorageKind) {
     assert_eq!(request.body["model"], "claude-sonnet-4-6");
     assert_eq!(request.body["stream"], true);
     assert!(
-        request.body["system"]
+        request.body["system"][0]["text"]
             .as_str()
             .unwrap()
             .contains(session["cwd"].as_str().unwrap())

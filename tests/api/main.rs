@@ -4,6 +4,7 @@
 
 mod chat;
 mod connections;
+mod context;
 mod contract_errors;
 mod extensions;
 mod helpers;

@@ -1,0 +1,862 @@
+//! The turn loop: model calls and tool runs until the model ends its turn,
+//! every message persisted as it happens, the context kept inside the
+//! model's window (compaction, recovery from "prompt is too long"), and a
+//! fallback model when the configured one stays overloaded.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use super::context::{self, Compaction, Trigger, View};
+use super::draft::Draft;
+use super::history::{self, INTERRUPTED};
+use super::model::{ModelClient, ModelError};
+use super::running::{Cancel, Canceller, Registration};
+use super::turn::{Agent, ToolCall, TurnEvent, TurnSummary};
+use super::wire::{ContentBlock, Message, ModelEvent, ModelRequest, ModelResponse, Role};
+use crate::error::ApiError;
+use crate::store::{Session, UsageTotals};
+use crate::tools::{ToolContext, ToolOutput};
+use crate::workspace::Workspace;
+
+/// The system prompt when the configuration gives none.
+const DEFAULT_SYSTEM_PROMPT: &str = "You are Claude, a coding agent working in the user's project directory. \
+Use the tools to read, write and run code there; paths are relative to the working directory. \
+Be concise, and finish by telling the user what you did.";
+
+/// What a call that stopped at `max_tokens` inside a tool call gets back.
+const CUT_TOOL_CALL: &str = "Your reply reached the max_tokens limit while writing this tool call, so its input was cut off and the call was not run. Retry with a smaller input: for example write a large file in several parts (Write a first part, then Edit to append the rest).";
+
+/// Attempts to make one call fit after the upstream said it did not.
+const MAX_RECOVERIES: u32 = 3;
+/// Tokens kept free between a request's estimated size and the window.
+const WINDOW_MARGIN: u64 = 1_024;
+/// `max_tokens` is never lowered below this to fit the window; compaction
+/// makes room instead.
+const MIN_OUTPUT_TOKENS: u32 = 1_024;
+
+/// One turn in flight: everything its task needs.
+pub(super) struct Turn {
+    agent: Arc<Agent>,
+    model: Arc<dyn ModelClient>,
+    session: Session,
+    workspace: Workspace,
+    registration: Registration,
+    canceller: Canceller,
+    events: mpsc::UnboundedSender<TurnEvent>,
+    started: Instant,
+}
+
+/// How the loop ended when it did not end normally.
+pub(super) enum Stop {
+    Cancelled,
+    Failed(ApiError),
+}
+
+/// What the loop has done so far; kept when the loop stops early.
+#[derive(Default)]
+pub(super) struct Progress {
+    usage: UsageTotals,
+    tool_calls: Vec<ToolCall>,
+    num_turns: u32,
+    last_text: String,
+    model: String,
+    fallback_model_used: bool,
+    compactions: Vec<Compaction>,
+}
+
+/// What stays the same for every call of a turn.
+struct Prompt {
+    system: Vec<String>,
+    tools: Vec<Value>,
+}
+
+/// A built-in command the service answers itself.
+enum Builtin {
+    Compact(Option<String>),
+    Clear,
+}
+
+impl Builtin {
+    fn parse(message: &str) -> Option<Self> {
+        let message = message.trim();
+        let (word, rest) = message
+            .split_once(char::is_whitespace)
+            .unwrap_or((message, ""));
+        let rest = rest.trim();
+        match word {
+            "/compact" => Some(Self::Compact((!rest.is_empty()).then(|| rest.to_owned()))),
+            "/clear" => Some(Self::Clear),
+            _ => None,
+        }
+    }
+}
+
+impl Turn {
+    pub(super) fn new(
+        agent: Arc<Agent>,
+        model: Arc<dyn ModelClient>,
+        session: Session,
+        workspace: Workspace,
+        registration: Registration,
+        events: mpsc::UnboundedSender<TurnEvent>,
+    ) -> Self {
+        Self {
+            agent,
+            model,
+            session,
+            workspace,
+            canceller: registration.canceller.clone(),
+            registration,
+            events,
+            started: Instant::now(),
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(session_id = %self.session.id))]
+    pub(super) async fn run(self, message: String, timeout: Duration) {
+        let id = self.session.id;
+        let renew = self.agent.running.keep_lease(id, &self.registration);
+        let deadline = {
+            let canceller = self.canceller.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(timeout).await;
+                canceller.cancel(Cancel::TimedOut);
+            })
+        };
+
+        let mut progress = Progress {
+            model: self.agent.settings.defaults.model.clone(),
+            ..Progress::default()
+        };
+        let outcome = self.drive(message, &mut progress).await;
+        deadline.abort();
+        renew.abort();
+
+        let usage = progress.usage;
+        self.agent.running.release(id, &self.registration).await;
+
+        let summary = |stop_reason: String, text: String| TurnSummary {
+            text,
+            tool_calls: progress.tool_calls.clone(),
+            stop_reason,
+            num_turns: progress.num_turns,
+            usage,
+            duration_ms: u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            model: progress.model.clone(),
+            fallback_model_used: progress.fallback_model_used,
+            compactions: progress.compactions.clone(),
+        };
+        let event = match outcome {
+            Ok((stop_reason, text)) => TurnEvent::Done(summary(stop_reason, text)),
+            Err(Stop::Failed(err)) => TurnEvent::Failed(err),
+            Err(Stop::Cancelled) => match self.canceller.reason() {
+                Some(Cancel::TimedOut) => {
+                    TurnEvent::Failed(ApiError::TurnTimeout(timeout.as_secs()))
+                }
+                Some(Cancel::Shutdown) => TurnEvent::Failed(ApiError::ShuttingDown),
+                Some(Cancel::Interrupted) | None => {
+                    TurnEvent::Done(summary("interrupted".into(), progress.last_text.clone()))
+                }
+            },
+        };
+        match &event {
+            TurnEvent::Done(s) => tracing::info!(
+                stop_reason = %s.stop_reason,
+                num_turns = s.num_turns,
+                tool_calls = s.tool_calls.len(),
+                compactions = s.compactions.len(),
+                duration_ms = s.duration_ms,
+                "turn finished"
+            ),
+            TurnEvent::Failed(err) => tracing::info!(error = err.code(), "turn failed"),
+            _ => {}
+        }
+        let _ = self.events.send(event);
+        self.registration.finished();
+    }
+
+    fn emit(&self, event: TurnEvent) {
+        // A client that went away leaves no receiver; the turn goes on.
+        let _ = self.events.send(event);
+    }
+
+    /// Adds to the session's totals; a failure is logged, not fatal to the turn.
+    async fn record_usage(&self, usage: UsageTotals, user_messages: u64) {
+        if let Err(err) = self
+            .agent
+            .store
+            .record_usage(self.session.id, usage, user_messages)
+            .await
+        {
+            tracing::warn!(error = %err, "could not record usage");
+        }
+    }
+
+    /// Counts one call's usage in the turn and the session.
+    async fn count(&self, response: &ModelResponse, progress: &mut Progress) {
+        // Counted as soon as the call ends, so a crash later in the turn
+        // does not lose what was spent.
+        let call = UsageTotals {
+            input_tokens: response.usage.input_tokens,
+            output_tokens: response.usage.output_tokens,
+            cache_creation_input_tokens: response.usage.cache_creation_input_tokens,
+            cache_read_input_tokens: response.usage.cache_read_input_tokens,
+            cost_usd: self.agent.price(&response.model, &response.usage),
+        };
+        progress.usage += call;
+        self.record_usage(call, 0).await;
+    }
+
+    async fn persist(&self, message: &Message) -> Result<(), Stop> {
+        self.agent
+            .store
+            .append_messages(self.session.id, &[history::to_stored(message)])
+            .await
+            .map_err(|e| Stop::Failed(e.into()))
+    }
+
+    async fn stored_view(&self) -> Result<View, Stop> {
+        let rows = self
+            .agent
+            .store
+            .messages(self.session.id)
+            .await
+            .map_err(|e| Stop::Failed(e.into()))?;
+        Ok(View::of(&rows))
+    }
+
+    fn system_prompt(&self) -> Vec<String> {
+        let system = self
+            .agent
+            .settings
+            .defaults
+            .system_prompt
+            .clone()
+            .unwrap_or_else(|| DEFAULT_SYSTEM_PROMPT.to_owned());
+        vec![format!(
+            "{system}\n\nWorking directory: {}",
+            self.workspace.cwd().display()
+        )]
+    }
+
+    /// A request for `model` carrying `messages`, with caching, thinking and
+    /// a `max_tokens` that leaves the prompt room in the window.
+    fn request(
+        &self,
+        model: &str,
+        prompt: &Prompt,
+        messages: Vec<Message>,
+        ratio: f64,
+    ) -> ModelRequest {
+        let settings = &self.agent.settings;
+        let mut request = ModelRequest::new(model, settings.max_tokens_for(model), messages);
+        request.system = prompt.system.clone();
+        request.tools = prompt.tools.clone();
+        request.cache = settings
+            .anthropic
+            .prompt_caching
+            .then_some(settings.anthropic.cache_ttl);
+        let window = settings.limits_of(model).context_window;
+        let room = window.saturating_sub(context::estimate(&request.body(), ratio) + WINDOW_MARGIN);
+        let room = u32::try_from(room).unwrap_or(u32::MAX);
+        request.max_tokens = request.max_tokens.min(room).max(MIN_OUTPUT_TOKENS);
+        let budget = settings.defaults.thinking_budget_tokens;
+        if budget > 0 && budget < request.max_tokens {
+            request.thinking_budget = Some(budget);
+        }
+        request
+    }
+
+    /// The estimated prompt tokens past which the next call compacts first.
+    fn compact_threshold(&self, model: &str) -> u64 {
+        let settings = &self.agent.settings;
+        let window = settings.limits_of(model).context_window as f64;
+        (window * settings.context.auto_compact_at) as u64
+    }
+
+    /// The loop itself. Returns the stop reason and final text.
+    async fn drive(
+        &self,
+        message: String,
+        progress: &mut Progress,
+    ) -> Result<(String, String), Stop> {
+        let agent = &self.agent;
+        let settings = &agent.settings;
+
+        let _permit = tokio::select! {
+            permit = agent.permits.clone().acquire_owned() => permit.map_err(|_| Stop::Failed(ApiError::ShuttingDown))?,
+            () = self.canceller.token.cancelled() => return Err(Stop::Cancelled),
+        };
+
+        let tool_set = agent.tools.tool_set(&self.workspace, &agent.policy).await;
+        let prompt = Prompt {
+            system: self.system_prompt(),
+            tools: tool_set.definitions(),
+        };
+        if let Some(builtin) = Builtin::parse(&message) {
+            return self.builtin(builtin, &prompt, progress).await;
+        }
+
+        let view = self.stored_view().await?;
+        let user = Message::user_text(message);
+        self.persist(&user).await?;
+        self.record_usage(UsageTotals::default(), 1).await;
+        let mut conversation = view.conversation();
+        conversation.push(user);
+        let mut conversation = history::repair(conversation);
+
+        let tool_ctx = ToolContext {
+            workspace: self.workspace.clone(),
+            cancel: self.canceller.token.clone(),
+        };
+        let mut model_id = settings.defaults.model.clone();
+        // What the API counted over what the estimate said, for the last call.
+        let mut ratio = 1.0f64;
+        let mut compact_next = {
+            let request = self.request(&model_id, &prompt, conversation.clone(), ratio);
+            context::estimate(&request.body(), ratio) > self.compact_threshold(&model_id)
+        };
+
+        loop {
+            if compact_next
+                && let Some(compacted) = self
+                    .compact(Trigger::Auto, None, &prompt, &model_id, ratio, progress)
+                    .await?
+            {
+                conversation = compacted;
+            }
+            if progress.num_turns >= settings.defaults.max_turns {
+                return Ok(("max_turns".into(), progress.last_text.clone()));
+            }
+            progress.num_turns += 1;
+
+            let draft = Draft::start(agent.store.clone(), self.session.id);
+            let mut recoveries = 0;
+            let mut shrunk: Option<Vec<Message>> = None;
+            let (request, response) = loop {
+                let messages = shrunk.clone().unwrap_or_else(|| conversation.clone());
+                let request = self.request(&model_id, &prompt, messages, ratio);
+                let failure = match self.call_model(&request, &draft).await {
+                    Ok(response) => break (request, response),
+                    Err(failure) => failure,
+                };
+                let (error, partial_text) = match failure {
+                    CallFailure::Cancelled(partial_text) => {
+                        self.keep_partial(draft, partial_text, progress).await?;
+                        return Err(Stop::Cancelled);
+                    }
+                    CallFailure::Model(error, partial_text) => (error, partial_text),
+                };
+                if let Some(overflow) = as_overflow(&error)
+                    && recoveries < MAX_RECOVERIES
+                {
+                    recoveries += 1;
+                    if let Some(counted) = overflow.prompt_tokens {
+                        let estimated = context::estimate(&request.body(), 1.0).max(1);
+                        ratio = ratio.max(counted as f64 / estimated as f64);
+                    }
+                    tracing::warn!(recoveries, %error, "the request did not fit the context window");
+                    if recoveries == 1
+                        && let Some(compacted) = self
+                            .compact(Trigger::Recovery, None, &prompt, &model_id, ratio, progress)
+                            .await?
+                    {
+                        conversation = compacted;
+                        continue;
+                    }
+                    // Compaction could not make room: this request alone
+                    // carries less (the stored history is untouched).
+                    let window = overflow
+                        .window
+                        .unwrap_or(settings.limits_of(&model_id).context_window);
+                    let fixed = context::estimate(&prompt.system, ratio)
+                        + context::estimate(&prompt.tools, ratio);
+                    let budget = ((window / 2) >> (recoveries - 1))
+                        .saturating_sub(fixed)
+                        .max(1_000);
+                    shrunk = Some(context::shrink(conversation.clone(), budget, ratio));
+                    continue;
+                }
+                if is_overloaded(&error)
+                    && let Some(fallback) = settings.defaults.fallback_model.as_deref()
+                    && fallback != model_id
+                {
+                    tracing::warn!(from = %model_id, to = fallback, "the model stayed overloaded; continuing on the fallback model");
+                    model_id = fallback.to_owned();
+                    progress.model = model_id.clone();
+                    progress.fallback_model_used = true;
+                    continue;
+                }
+                self.keep_partial(draft, partial_text, progress).await?;
+                return Err(Stop::Failed(upstream_error(
+                    error,
+                    settings.anthropic.max_retries,
+                )));
+            };
+            self.count(&response, progress).await;
+            progress.model = response.model.clone();
+            let counted = response.usage.input_tokens
+                + response.usage.cache_creation_input_tokens
+                + response.usage.cache_read_input_tokens;
+            if counted > 0 {
+                ratio = counted as f64 / context::estimate(&request.body(), 1.0).max(1) as f64;
+            }
+            compact_next =
+                counted + response.usage.output_tokens > self.compact_threshold(&model_id);
+
+            let assistant = Message::assistant(response.content.clone());
+            progress.last_text = assistant.text();
+            if !assistant.content.is_empty() {
+                draft
+                    .finish(assistant.clone())
+                    .await
+                    .map_err(|e| Stop::Failed(e.into()))?;
+                conversation.push(assistant);
+            }
+
+            let calls: Vec<(String, String, Value)> = response
+                .tool_uses()
+                .map(|(id, name, input)| (id.to_owned(), name.to_owned(), input.clone()))
+                .collect();
+            if calls.is_empty() {
+                let stop_reason = response.stop_reason.unwrap_or_else(|| "end_turn".into());
+                return Ok((stop_reason, progress.last_text.clone()));
+            }
+            let cut_call = cut_tool_call(&response);
+
+            let mut results = Vec::with_capacity(calls.len());
+            for (id, name, input) in calls {
+                progress.tool_calls.push(ToolCall {
+                    tool: name.clone(),
+                    input: input.clone(),
+                });
+                let output = if self.canceller.token.is_cancelled() {
+                    ToolOutput::error(INTERRUPTED)
+                } else if cut_call.as_deref() == Some(id.as_str()) {
+                    ToolOutput::error(CUT_TOOL_CALL)
+                } else {
+                    tool_set.run(&name, input, &tool_ctx).await
+                };
+                let content =
+                    context::cap_tool_result(output.content, settings.tools.max_result_tokens);
+                self.emit(TurnEvent::ToolResult {
+                    id: id.clone(),
+                    name,
+                    content: content.clone(),
+                    is_error: output.is_error,
+                });
+                results.push(ContentBlock::ToolResult {
+                    tool_use_id: id,
+                    content,
+                    is_error: output.is_error,
+                });
+            }
+            let results = Message {
+                role: Role::User,
+                content: results,
+            };
+            self.persist(&results).await?;
+            conversation.push(results);
+
+            if self.canceller.token.is_cancelled() {
+                return Err(Stop::Cancelled);
+            }
+            if let Some(budget) = settings.defaults.max_budget_usd
+                && self.session.usage.cost_usd + progress.usage.cost_usd >= budget
+            {
+                return Ok(("max_budget".into(), progress.last_text.clone()));
+            }
+        }
+    }
+
+    /// Saves the text a failed or cancelled call had streamed.
+    async fn keep_partial(
+        &self,
+        draft: Draft,
+        partial_text: String,
+        progress: &mut Progress,
+    ) -> Result<(), Stop> {
+        // Whitespace alone is not a valid text block.
+        if !partial_text.trim().is_empty() {
+            let partial = Message::assistant(vec![ContentBlock::Text {
+                text: partial_text.clone(),
+            }]);
+            draft
+                .finish(partial)
+                .await
+                .map_err(|e| Stop::Failed(e.into()))?;
+            progress.last_text = partial_text;
+        }
+        Ok(())
+    }
+
+    /// `/compact` and `/clear`: answered without a model turn of their own.
+    async fn builtin(
+        &self,
+        builtin: Builtin,
+        prompt: &Prompt,
+        progress: &mut Progress,
+    ) -> Result<(String, String), Stop> {
+        match builtin {
+            Builtin::Compact(focus) => {
+                let model = self.agent.settings.defaults.model.clone();
+                let text = match self
+                    .compact(Trigger::Manual, focus, prompt, &model, 1.0, progress)
+                    .await?
+                {
+                    Some(_) => {
+                        let done = progress.compactions.last();
+                        format!(
+                            "Compacted the conversation: {} messages summarised, about {} tokens down to {}.",
+                            done.map_or(0, |c| c.messages_summarized),
+                            done.map_or(0, |c| c.tokens_before),
+                            done.map_or(0, |c| c.tokens_after),
+                        )
+                    }
+                    None => "There is nothing to compact yet.".to_owned(),
+                };
+                progress.last_text = text.clone();
+                Ok(("compacted".into(), text))
+            }
+            Builtin::Clear => {
+                let view = self.stored_view().await?;
+                let compaction = Compaction {
+                    trigger: Trigger::Clear,
+                    summary: None,
+                    keep_from_seq: None,
+                    messages_summarized: view.conversation().len(),
+                    tokens_before: context::estimate(&view.conversation(), 1.0),
+                    tokens_after: 0,
+                    focus: None,
+                };
+                self.save_marker(&compaction).await?;
+                progress.compactions.push(compaction.clone());
+                self.emit(TurnEvent::Compaction(compaction));
+                let text =
+                    "Started a fresh context; the earlier messages stay in the session's history."
+                        .to_owned();
+                progress.last_text = text.clone();
+                Ok(("cleared".into(), text))
+            }
+        }
+    }
+
+    async fn save_marker(&self, compaction: &Compaction) -> Result<(), Stop> {
+        self.agent
+            .store
+            .append_messages(self.session.id, &[compaction.to_stored()])
+            .await
+            .map_err(|e| Stop::Failed(e.into()))
+    }
+
+    /// Summarises the stored conversation and stores the compaction marker.
+    /// Automatic compactions keep the newest messages verbatim (up to
+    /// `context.keep_recent` of the window); `/compact` summarises all.
+    /// Returns the conversation the model sees from now on, or `None` when
+    /// there was nothing to summarise.
+    async fn compact(
+        &self,
+        trigger: Trigger,
+        focus: Option<String>,
+        prompt: &Prompt,
+        model: &str,
+        ratio: f64,
+        progress: &mut Progress,
+    ) -> Result<Option<Vec<Message>>, Stop> {
+        let settings = &self.agent.settings;
+        let view = self.stored_view().await?;
+        let limits = settings.limits_of(model);
+        let window = limits.context_window;
+        let cut = match trigger {
+            Trigger::Manual | Trigger::Clear => view.entries.len(),
+            Trigger::Auto | Trigger::Recovery => {
+                let keep = (window as f64 * settings.context.keep_recent) as u64;
+                context::keep_from(&view.entries, keep, ratio)
+            }
+        };
+        if cut == 0 && view.summary.is_none() {
+            return Ok(None);
+        }
+        let before = view.conversation();
+        let tokens_before = context::estimate(&before, ratio);
+        let mut summarised: Vec<Message> = view.summary.iter().cloned().collect();
+        summarised.extend(view.entries[..cut].iter().map(|(_, m)| m.clone()));
+        let summarised = history::repair(summarised);
+        let messages_summarized = summarised.len();
+
+        let summary = self
+            .summarise(summarised, focus.as_deref(), prompt, model, ratio, progress)
+            .await?;
+        let keep_from_seq = view.entries.get(cut).map(|(seq, _)| *seq);
+        let mut compaction = Compaction {
+            trigger,
+            summary: Some(summary),
+            keep_from_seq,
+            messages_summarized,
+            tokens_before,
+            tokens_after: 0,
+            focus,
+        };
+        let mut after: Vec<Message> = compaction.summary_message().into_iter().collect();
+        after.extend(view.entries[cut..].iter().map(|(_, m)| m.clone()));
+        let after = history::repair(after);
+        compaction.tokens_after = context::estimate(&after, ratio);
+        self.save_marker(&compaction).await?;
+        tracing::info!(
+            trigger = trigger.as_str(),
+            messages_summarized,
+            tokens_before,
+            tokens_after = compaction.tokens_after,
+            "conversation compacted"
+        );
+        progress.compactions.push(compaction.clone());
+        self.emit(TurnEvent::Compaction(compaction));
+        Ok(Some(after))
+    }
+
+    /// One summary call, shrinking what it carries until it fits.
+    async fn summarise(
+        &self,
+        messages: Vec<Message>,
+        focus: Option<&str>,
+        prompt: &Prompt,
+        model: &str,
+        mut ratio: f64,
+        progress: &mut Progress,
+    ) -> Result<String, Stop> {
+        let settings = &self.agent.settings;
+        let limits = settings.limits_of(model);
+        let max_tokens = settings
+            .context
+            .summary_max_tokens
+            .min(settings.max_tokens_for(model));
+        let fixed =
+            context::estimate(&prompt.system, ratio) + context::estimate(&prompt.tools, ratio);
+        let mut budget = limits
+            .context_window
+            .saturating_sub(u64::from(max_tokens) + fixed + WINDOW_MARGIN)
+            .max(1_000);
+        let instruction = context::summary_instruction(focus);
+        for _ in 0..=MAX_RECOVERIES {
+            let mut carried = context::shrink(messages.clone(), budget, ratio);
+            match carried.last_mut() {
+                Some(last) if last.role == Role::User => {
+                    last.content.push(ContentBlock::Text {
+                        text: instruction.clone(),
+                    });
+                }
+                _ => carried.push(Message::user_text(instruction.clone())),
+            }
+            let mut request = ModelRequest::new(model, max_tokens, carried);
+            request.system = prompt.system.clone();
+            request.tools = prompt.tools.clone();
+            request.cache = settings
+                .anthropic
+                .prompt_caching
+                .then_some(settings.anthropic.cache_ttl);
+            let (events, _ignored) = mpsc::unbounded_channel();
+            let result = tokio::select! {
+                biased;
+                () = self.canceller.token.cancelled() => return Err(Stop::Cancelled),
+                result = self.model.send(&request, &events) => result,
+            };
+            match result {
+                Ok(response) => {
+                    self.count(&response, progress).await;
+                    let text = response.text().trim().to_owned();
+                    if text.is_empty() {
+                        return Err(Stop::Failed(ApiError::Upstream(
+                            "The model wrote an empty summary while compacting the conversation; send the message again.".into(),
+                        )));
+                    }
+                    return Ok(text);
+                }
+                Err(error) => match as_overflow(&error) {
+                    Some(overflow) => {
+                        if let Some(counted) = overflow.prompt_tokens {
+                            let estimated = context::estimate(&request.body(), 1.0).max(1);
+                            ratio = ratio.max(counted as f64 / estimated as f64);
+                        }
+                        budget = (budget / 2).max(500);
+                    }
+                    None => {
+                        return Err(Stop::Failed(upstream_error(
+                            error,
+                            settings.anthropic.max_retries,
+                        )));
+                    }
+                },
+            }
+        }
+        Err(Stop::Failed(ApiError::Upstream(
+            "The conversation could not be made small enough to summarise for this model's context window.".into(),
+        )))
+    }
+
+    /// One model call, forwarding deltas as they arrive. On failure returns
+    /// the text that had arrived, so it can be kept.
+    async fn call_model(
+        &self,
+        request: &ModelRequest,
+        draft: &Draft,
+    ) -> Result<ModelResponse, CallFailure> {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let call = self.model.send(request, &tx);
+        tokio::pin!(call);
+        let result = loop {
+            tokio::select! {
+                biased;
+                () = self.canceller.token.cancelled() => return Err(CallFailure::Cancelled(draft.text())),
+                Some(event) = rx.recv() => self.forward(event, draft),
+                result = &mut call => break result,
+            }
+        };
+        while let Ok(event) = rx.try_recv() {
+            self.forward(event, draft);
+        }
+        result.map_err(|err| {
+            let partial_text = super::wire::blocks_text(err.partial());
+            let partial_text = if partial_text.is_empty() {
+                draft.text()
+            } else {
+                partial_text
+            };
+            CallFailure::Model(err, partial_text)
+        })
+    }
+
+    fn forward(&self, event: ModelEvent, draft: &Draft) {
+        match event {
+            ModelEvent::TextDelta(text) => {
+                draft.push(&text);
+                self.emit(TurnEvent::TextDelta(text));
+            }
+            ModelEvent::ToolUse { id, name, input } => {
+                self.emit(TurnEvent::ToolUse { id, name, input });
+            }
+            ModelEvent::ThinkingDelta(thinking) => self.emit(TurnEvent::ThinkingDelta(thinking)),
+        }
+    }
+}
+
+/// Why a call gave no response; both carry the text streamed so far.
+enum CallFailure {
+    Cancelled(String),
+    Model(ModelError, String),
+}
+
+fn as_overflow(error: &ModelError) -> Option<context::Overflow> {
+    match error {
+        ModelError::Status {
+            status, message, ..
+        } => context::overflow(*status, message),
+        _ => None,
+    }
+}
+
+fn is_overloaded(error: &ModelError) -> bool {
+    match error {
+        ModelError::Status {
+            status, error_type, ..
+        } => *status == 529 || error_type == "overloaded_error",
+        ModelError::Stream { message, partial } => {
+            partial.is_empty() && message.starts_with("overloaded_error")
+        }
+        _ => false,
+    }
+}
+
+/// The id of a tool call the reply was cut in (`max_tokens` reached while
+/// its input was written): the reply's last block, when it is a tool call.
+fn cut_tool_call(response: &ModelResponse) -> Option<String> {
+    if response.stop_reason.as_deref() != Some("max_tokens") {
+        return None;
+    }
+    match response.content.last() {
+        Some(ContentBlock::ToolUse { id, .. }) => Some(id.clone()),
+        _ => None,
+    }
+}
+
+/// Summarises a model failure for the client, without secrets.
+fn upstream_error(err: ModelError, max_retries: u32) -> ApiError {
+    match err {
+        ModelError::NotConfigured => ApiError::UpstreamNotConfigured,
+        ModelError::Unauthorized { message } => ApiError::Upstream(format!(
+            "The model API rejected the credentials ({message}); check ANTHROPIC_API_KEY or ANTHROPIC_AUTH_TOKEN."
+        )),
+        ModelError::Status {
+            status,
+            error_type,
+            message,
+        } if matches!(status, 408 | 409 | 429) || status >= 500 => ApiError::Upstream(format!(
+            "The model API failed after {max_retries} retries: {status} {error_type}: {message}"
+        )),
+        ModelError::Status {
+            status,
+            error_type,
+            message,
+        } => ApiError::Upstream(format!(
+            "The model API rejected the request: {status} {error_type}: {message}"
+        )),
+        ModelError::Connection(why) => {
+            ApiError::Upstream(format!("Could not reach the model API: {why}"))
+        }
+        ModelError::Timeout => ApiError::Upstream("The model API did not answer in time.".into()),
+        ModelError::Stream { message, .. } => ApiError::Upstream(format!(
+            "The model's answer broke off mid-stream ({message}); the partial answer is kept and you can send the next message."
+        )),
+        ModelError::Invalid(why) => {
+            ApiError::Upstream(format!("The model API sent an unreadable answer: {why}"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtins_are_recognised_only_as_whole_words() {
+        assert!(matches!(
+            Builtin::parse("/compact"),
+            Some(Builtin::Compact(None))
+        ));
+        assert!(matches!(
+            Builtin::parse("  /compact keep the API design \n"),
+            Some(Builtin::Compact(Some(focus))) if focus == "keep the API design"
+        ));
+        assert!(matches!(Builtin::parse("/clear"), Some(Builtin::Clear)));
+        assert!(Builtin::parse("/compaction please").is_none());
+        assert!(Builtin::parse("please /compact").is_none());
+    }
+
+    #[test]
+    fn a_rejected_request_is_not_reported_as_retried() {
+        let rejected = upstream_error(
+            ModelError::Status {
+                status: 400,
+                error_type: "invalid_request_error".into(),
+                message: "bad".into(),
+            },
+            2,
+        );
+        assert!(
+            !rejected.detail().contains("retries"),
+            "{}",
+            rejected.detail()
+        );
+        let overloaded = upstream_error(
+            ModelError::Status {
+                status: 529,
+                error_type: "overloaded_error".into(),
+                message: "Overloaded".into(),
+            },
+            2,
+        );
+        assert!(overloaded.detail().contains("after 2 retries"));
+    }
+}
