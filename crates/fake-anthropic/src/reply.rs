@@ -22,8 +22,17 @@ pub enum Reply {
         text: Option<String>,
         calls: Vec<(String, Value)>,
     },
-    /// A signed thinking block, then a text block.
+    /// A signed thinking block, then a text block. The block is sent even
+    /// when the request did not enable thinking, because the script asks
+    /// for it.
     Thinking { thinking: String, text: String },
+    /// A signed thinking block, then what `ToolUse` answers. The JSON form
+    /// is `tool_use` with a `thinking` field.
+    ThinkingToolUse {
+        thinking: String,
+        text: Option<String>,
+        calls: Vec<(String, Value)>,
+    },
     /// An HTTP error with the real error body, answered to the next `times`
     /// calls (at least one); `retry_after` becomes the `retry-after` header.
     Error {
@@ -92,6 +101,47 @@ impl Reply {
         }
     }
 
+    /// The same reply preceded by a signed thinking block with this text:
+    /// `Text` becomes `Thinking`, `ToolUse` becomes `ThinkingToolUse`, an
+    /// existing thinking text is replaced, and wrappers pass it to the
+    /// reply inside. Other replies are returned unchanged.
+    pub fn with_thinking(self, thinking: impl Into<String>) -> Reply {
+        let thinking = thinking.into();
+        match self {
+            Reply::Text(text) | Reply::Thinking { text, .. } => Reply::Thinking { thinking, text },
+            Reply::ToolUse { text, calls } | Reply::ThinkingToolUse { text, calls, .. } => {
+                Reply::ThinkingToolUse {
+                    thinking,
+                    text,
+                    calls,
+                }
+            }
+            Reply::Slow { reply, delay_ms } => Reply::Slow {
+                reply: Box::new(reply.with_thinking(thinking)),
+                delay_ms,
+            },
+            Reply::Cut {
+                reply,
+                after_events,
+            } => Reply::Cut {
+                reply: Box::new(reply.with_thinking(thinking)),
+                after_events,
+            },
+            Reply::StreamError {
+                reply,
+                after_events,
+                error_type,
+                message,
+            } => Reply::StreamError {
+                reply: Box::new(reply.with_thinking(thinking)),
+                after_events,
+                error_type,
+                message,
+            },
+            other @ (Reply::Error { .. } | Reply::MaxTokens(_)) => other,
+        }
+    }
+
     /// Wraps this reply in `Reply::Slow`.
     pub fn slow(self, delay_ms: u64) -> Reply {
         Reply::Slow {
@@ -128,6 +178,8 @@ enum ReplyRepr {
         text: String,
     },
     ToolUse {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        thinking: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         text: Option<String>,
         calls: Vec<CallRepr>,
@@ -209,14 +261,32 @@ fn string_or_number<'de, D: Deserializer<'de>>(de: D) -> Result<Option<String>, 
     })
 }
 
+fn calls_repr(calls: Vec<(String, Value)>) -> Vec<CallRepr> {
+    calls
+        .into_iter()
+        .map(|(name, input)| CallRepr { name, input })
+        .collect()
+}
+
 impl From<ReplyRepr> for Reply {
     fn from(repr: ReplyRepr) -> Reply {
         match repr {
             ReplyRepr::Text { text } => Reply::Text(text),
-            ReplyRepr::ToolUse { text, calls } => Reply::ToolUse {
+            ReplyRepr::ToolUse {
+                thinking,
                 text,
-                calls: calls.into_iter().map(|c| (c.name, c.input)).collect(),
-            },
+                calls,
+            } => {
+                let calls = calls.into_iter().map(|c| (c.name, c.input)).collect();
+                match thinking {
+                    Some(thinking) => Reply::ThinkingToolUse {
+                        thinking,
+                        text,
+                        calls,
+                    },
+                    None => Reply::ToolUse { text, calls },
+                }
+            }
             ReplyRepr::Thinking { thinking, text } => Reply::Thinking { thinking, text },
             ReplyRepr::Error {
                 status,
@@ -260,11 +330,18 @@ impl From<Reply> for ReplyRepr {
         match reply {
             Reply::Text(text) => ReplyRepr::Text { text },
             Reply::ToolUse { text, calls } => ReplyRepr::ToolUse {
+                thinking: None,
                 text,
-                calls: calls
-                    .into_iter()
-                    .map(|(name, input)| CallRepr { name, input })
-                    .collect(),
+                calls: calls_repr(calls),
+            },
+            Reply::ThinkingToolUse {
+                thinking,
+                text,
+                calls,
+            } => ReplyRepr::ToolUse {
+                thinking: Some(thinking),
+                text,
+                calls: calls_repr(calls),
             },
             Reply::Thinking { thinking, text } => ReplyRepr::Thinking { thinking, text },
             Reply::Error {
@@ -373,6 +450,36 @@ mod tests {
         assert_eq!(value["kind"], "cut");
         assert_eq!(value["reply"]["reply"]["calls"][0]["name"], "Read");
         assert_eq!(parse(value), reply);
+    }
+
+    #[test]
+    fn tool_use_may_carry_thinking() {
+        let reply =
+            parse(json!({"kind": "tool_use", "thinking": "plan", "calls": [{"name": "Bash"}]}));
+        assert_eq!(
+            reply,
+            Reply::ThinkingToolUse {
+                thinking: "plan".into(),
+                text: None,
+                calls: vec![("Bash".into(), json!({}))],
+            }
+        );
+        assert_eq!(
+            Reply::tool_use("Bash", json!({})).with_thinking("plan"),
+            reply
+        );
+        let value = serde_json::to_value(&reply).expect("serializable");
+        assert_eq!(value["kind"], "tool_use");
+        assert_eq!(value["thinking"], "plan");
+        assert_eq!(parse(value), reply);
+        assert_eq!(
+            Reply::text("x").slow(5).with_thinking("t"),
+            Reply::Thinking {
+                thinking: "t".into(),
+                text: "x".into()
+            }
+            .slow(5)
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::cache::CacheUsage;
 use crate::reply::Reply;
 use crate::validate::{ApiError, Checked};
 
@@ -12,10 +13,13 @@ use crate::validate::{ApiError, Checked};
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Block {
     Text(String),
+    /// `streamed` is the input JSON as streamed: all of `input`, or the
+    /// part that fitted before the output limit (then `input` is `{}`).
     ToolUse {
         id: String,
         name: String,
         input: Value,
+        streamed: String,
     },
     Thinking {
         thinking: String,
@@ -31,7 +35,7 @@ pub(crate) struct Answer {
     pub blocks: Vec<Block>,
     pub stop_reason: &'static str,
     pub stop_sequence: Option<String>,
-    pub input_tokens: u64,
+    pub usage: CacheUsage,
     pub output_tokens: u64,
 }
 
@@ -174,87 +178,202 @@ pub(crate) fn echo(request: &Checked) -> Reply {
     })
 }
 
-/// Builds the answer for a base (unwrapped, non-error) reply, applying the
-/// request's `max_tokens` and `stop_sequences` to plain text the way the
-/// model would.
-pub(crate) fn answer(base: &Reply, request: &Checked) -> Answer {
-    let mut stop_reason = "end_turn";
-    let mut stop_sequence = None;
-    let mut blocks = Vec::new();
-    let mut finish_text = |text: &str, blocks: &mut Vec<Block>| {
+/// The thinking text of the block the fake adds when the request enables
+/// thinking and the script gave none.
+pub const GENERATED_THINKING: &str = "Let me think about how best to answer this.";
+
+/// How much output the answer may have: `max_tokens`, or less when the
+/// context window leaves less room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Limit {
+    pub tokens: u64,
+    /// The window, not `max_tokens`, is the limit.
+    pub by_window: bool,
+}
+
+impl Limit {
+    /// `room` is what the context window leaves, when that is less than
+    /// `max_tokens`.
+    pub fn of(max_tokens: u64, room: Option<u64>) -> Limit {
+        match room {
+            Some(room) if room < max_tokens => Limit {
+                tokens: room,
+                by_window: true,
+            },
+            _ => Limit {
+                tokens: max_tokens,
+                by_window: false,
+            },
+        }
+    }
+
+    fn stop_reason(self) -> &'static str {
+        if self.by_window {
+            "model_context_window_exceeded"
+        } else {
+            "max_tokens"
+        }
+    }
+}
+
+/// The answer's blocks as they are generated: each consumes the output
+/// budget (four characters a token), and the first to overrun it is cut
+/// where the budget ends, as the model stops mid-token-stream.
+struct Output<'a> {
+    limit: Limit,
+    stop_sequences: &'a [String],
+    left: usize,
+    consumed: usize,
+    blocks: Vec<Block>,
+    stop: Option<(&'static str, Option<String>)>,
+}
+
+impl<'a> Output<'a> {
+    fn new(limit: Limit, stop_sequences: &'a [String]) -> Output<'a> {
+        Output {
+            limit,
+            stop_sequences,
+            left: usize::try_from(limit.tokens.saturating_mul(4)).unwrap_or(usize::MAX),
+            consumed: 0,
+            blocks: Vec::new(),
+            stop: None,
+        }
+    }
+
+    fn spend(&mut self, chars: usize) {
+        self.consumed += chars;
+        self.left = self.left.saturating_sub(chars);
+    }
+
+    /// Thinking is never cut; it only uses up budget.
+    fn thinking(&mut self, thinking: &str) {
+        self.spend(thinking.chars().count());
+        self.blocks.push(Block::Thinking {
+            thinking: thinking.to_owned(),
+            signature: thinking_signature(thinking),
+        });
+    }
+
+    fn text(&mut self, text: &str) {
+        if self.stop.is_some() {
+            return;
+        }
         let mut text = text.to_owned();
-        if let Some((at, seq)) = request
+        if let Some((at, seq)) = self
             .stop_sequences
             .iter()
             .filter_map(|seq| text.find(seq.as_str()).map(|at| (at, seq)))
             .min_by_key(|(at, _)| *at)
         {
             text.truncate(at);
-            stop_reason = "stop_sequence";
-            stop_sequence = Some(seq.clone());
+            self.stop = Some(("stop_sequence", Some(seq.clone())));
         }
-        let limit = usize::try_from(request.max_tokens.saturating_mul(4)).unwrap_or(usize::MAX);
-        if let Some((cut, _)) = text.char_indices().nth(limit) {
+        if let Some((cut, _)) = text.char_indices().nth(self.left) {
             text.truncate(cut);
-            stop_reason = "max_tokens";
-            stop_sequence = None;
+            self.stop = Some((self.limit.stop_reason(), None));
         }
+        self.spend(text.chars().count());
         if !text.is_empty() {
-            blocks.push(Block::Text(text));
+            self.blocks.push(Block::Text(text));
         }
-    };
-    match base {
-        Reply::Text(text) => finish_text(text, &mut blocks),
-        Reply::Thinking { thinking, text } => {
-            blocks.push(Block::Thinking {
-                thinking: thinking.clone(),
-                signature: thinking_signature(thinking),
-            });
-            finish_text(text, &mut blocks);
+    }
+
+    /// Text the script says was cut by `max_tokens`, kept whole.
+    fn cut_text(&mut self, text: &str) {
+        self.spend(text.chars().count());
+        if !text.is_empty() {
+            self.blocks.push(Block::Text(text.to_owned()));
         }
-        Reply::MaxTokens(text) => {
-            if !text.is_empty() {
-                blocks.push(Block::Text(text.clone()));
-            }
-            stop_reason = "max_tokens";
+        self.stop = Some(("max_tokens", None));
+    }
+
+    /// A tool call whose input does not fit streams the part that does and
+    /// stops there. The complete message then carries `{}` as the input:
+    /// what the real API returns for a cut call could not be confirmed, and
+    /// an empty input is what a client must not run.
+    fn tool(&mut self, name: &str, input: &Value) {
+        if self.stop.is_some() {
+            return;
         }
-        Reply::ToolUse { text, calls } => {
-            if let Some(text) = text.as_ref().filter(|t| !t.is_empty()) {
-                blocks.push(Block::Text(text.clone()));
+        let json = input.to_string();
+        self.consumed += name.len();
+        let (input, streamed) = match json.char_indices().nth(self.left) {
+            None => (input.clone(), json),
+            Some((cut, _)) => {
+                self.stop = Some((self.limit.stop_reason(), None));
+                let mut partial = json;
+                partial.truncate(cut);
+                (Value::Object(serde_json::Map::new()), partial)
             }
-            for (name, input) in calls {
-                blocks.push(Block::ToolUse {
-                    id: random_id("toolu"),
-                    name: name.clone(),
-                    input: input.clone(),
-                });
-            }
-            if !calls.is_empty() {
-                stop_reason = "tool_use";
-            }
-        }
+        };
+        self.spend(streamed.chars().count());
+        self.blocks.push(Block::ToolUse {
+            id: random_id("toolu"),
+            name: name.to_owned(),
+            input,
+            streamed,
+        });
+    }
+}
+
+/// Builds the answer for a base (unwrapped, non-error) reply: a thinking
+/// block first when the request enables thinking, then the reply's blocks,
+/// with `stop_sequences` and the output limit applied the way the model
+/// would apply them.
+pub(crate) fn answer(base: &Reply, request: &Checked, limit: Limit, usage: CacheUsage) -> Answer {
+    let none: &[(String, Value)] = &[];
+    let (thinking, text, calls) = match base {
+        Reply::Text(text) | Reply::MaxTokens(text) => (None, Some(text.as_str()), none),
+        Reply::Thinking { thinking, text } => (Some(thinking.as_str()), Some(text.as_str()), none),
+        Reply::ToolUse { text, calls } => (None, text.as_deref(), calls.as_slice()),
+        Reply::ThinkingToolUse {
+            thinking,
+            text,
+            calls,
+        } => (Some(thinking.as_str()), text.as_deref(), calls.as_slice()),
         // Wrappers and errors are peeled off before an answer is built.
         Reply::Error { .. }
         | Reply::Slow { .. }
         | Reply::Cut { .. }
-        | Reply::StreamError { .. } => {}
+        | Reply::StreamError { .. } => (None, None, none),
+    };
+    let mut out = Output::new(limit, &request.stop_sequences);
+    if let Some(thinking) = thinking.or(request.thinking.then_some(GENERATED_THINKING)) {
+        out.thinking(thinking);
     }
-    let output_chars = blocks
-        .iter()
-        .map(|b| match b {
-            Block::Text(t) => t.chars().count(),
-            Block::ToolUse { name, input, .. } => name.len() + input.to_string().chars().count(),
-            Block::Thinking { thinking, .. } => thinking.chars().count(),
-        })
-        .sum();
+    match (base, text) {
+        (Reply::MaxTokens(_), Some(text)) => out.cut_text(text),
+        (_, Some(text)) if !text.is_empty() => out.text(text),
+        _ => {}
+    }
+    for (name, input) in calls {
+        out.tool(name, input);
+    }
+    let (stop_reason, stop_sequence) = match out.stop.take() {
+        Some(stop) => stop,
+        None if out
+            .blocks
+            .iter()
+            .any(|b| matches!(b, Block::ToolUse { .. })) =>
+        {
+            ("tool_use", None)
+        }
+        None => ("end_turn", None),
+    };
+    let output_tokens =
+        if stop_reason == limit.stop_reason() && !matches!(base, Reply::MaxTokens(_)) {
+            limit.tokens.max(1)
+        } else {
+            estimate_tokens(out.consumed)
+        };
     Answer {
         id: random_id("msg"),
         model: request.model.clone(),
-        blocks,
+        blocks: out.blocks,
         stop_reason,
         stop_sequence,
-        input_tokens: request.input_tokens,
-        output_tokens: estimate_tokens(output_chars),
+        usage,
+        output_tokens,
     }
 }
 
@@ -263,22 +382,44 @@ pub(crate) fn answer(base: &Reply, request: &Checked) -> Answer {
 // sniff the raw text (`data: {"type":"message_stop"}`) must see the same bytes.
 
 #[derive(Serialize)]
+struct CacheCreation {
+    ephemeral_5m_input_tokens: u64,
+    ephemeral_1h_input_tokens: u64,
+}
+
+/// `usage` of the Message object and of `message_start`.
+#[derive(Serialize)]
 struct Usage {
     input_tokens: u64,
     cache_creation_input_tokens: u64,
     cache_read_input_tokens: u64,
+    cache_creation: CacheCreation,
     output_tokens: u64,
 }
 
 impl Usage {
-    fn new(input_tokens: u64, output_tokens: u64) -> Usage {
+    fn new(usage: &CacheUsage, output_tokens: u64) -> Usage {
         Usage {
-            input_tokens,
-            cache_creation_input_tokens: 0,
-            cache_read_input_tokens: 0,
+            input_tokens: usage.input_tokens,
+            cache_creation_input_tokens: usage.cache_creation_input_tokens,
+            cache_read_input_tokens: usage.cache_read_input_tokens,
+            cache_creation: CacheCreation {
+                ephemeral_5m_input_tokens: usage.ephemeral_5m_input_tokens,
+                ephemeral_1h_input_tokens: usage.ephemeral_1h_input_tokens,
+            },
             output_tokens,
         }
     }
+}
+
+/// `usage` of `message_delta`: cumulative counts, the input side repeated
+/// from `message_start` as the current API does.
+#[derive(Serialize)]
+struct DeltaUsage {
+    input_tokens: u64,
+    cache_creation_input_tokens: u64,
+    cache_read_input_tokens: u64,
+    output_tokens: u64,
 }
 
 #[derive(Serialize)]
@@ -302,7 +443,9 @@ impl<'a> From<&'a Block> for WireBlock<'a> {
     fn from(block: &'a Block) -> WireBlock<'a> {
         match block {
             Block::Text(text) => WireBlock::Text { text },
-            Block::ToolUse { id, name, input } => WireBlock::ToolUse { id, name, input },
+            Block::ToolUse {
+                id, name, input, ..
+            } => WireBlock::ToolUse { id, name, input },
             Block::Thinking {
                 thinking,
                 signature,
@@ -347,11 +490,6 @@ struct StopDelta<'a> {
 }
 
 #[derive(Serialize)]
-struct OutputUsage {
-    output_tokens: u64,
-}
-
-#[derive(Serialize)]
 struct WireError<'a> {
     #[serde(rename = "type")]
     kind: &'a str,
@@ -378,7 +516,7 @@ enum WireEvent<'a> {
     },
     MessageDelta {
         delta: StopDelta<'a>,
-        usage: OutputUsage,
+        usage: DeltaUsage,
     },
     MessageStop,
     Error {
@@ -411,8 +549,13 @@ pub(crate) fn message_json(answer: &Answer) -> String {
         content: answer.blocks.iter().map(WireBlock::from).collect(),
         stop_reason: Some(answer.stop_reason),
         stop_sequence: answer.stop_sequence.as_deref(),
-        usage: Usage::new(answer.input_tokens, answer.output_tokens),
+        usage: Usage::new(&answer.usage, answer.output_tokens),
     })
+}
+
+/// The final `usage` of an answer, as the Message object carries it.
+pub(crate) fn usage_value(answer: &Answer) -> Value {
+    serde_json::to_value(Usage::new(&answer.usage, answer.output_tokens)).unwrap_or(Value::Null)
 }
 
 /// One server-sent event, its data already serialized.
@@ -485,7 +628,7 @@ pub(crate) fn events(answer: &Answer) -> Vec<Event> {
                     content: Vec::new(),
                     stop_reason: None,
                     stop_sequence: None,
-                    usage: Usage::new(answer.input_tokens, 1),
+                    usage: Usage::new(&answer.usage, 1),
                 },
             },
         ),
@@ -524,9 +667,9 @@ pub(crate) fn events(answer: &Answer) -> Vec<Event> {
                     events.push(delta(WireDelta::Text { text: chunk }));
                 }
             }
-            Block::ToolUse { input, .. } => {
+            Block::ToolUse { streamed, .. } => {
                 events.push(delta(WireDelta::InputJson { partial_json: "" }));
-                for chunk in json_chunks(&input.to_string()) {
+                for chunk in json_chunks(streamed) {
                     events.push(delta(WireDelta::InputJson {
                         partial_json: &chunk,
                     }));
@@ -554,7 +697,10 @@ pub(crate) fn events(answer: &Answer) -> Vec<Event> {
                 stop_reason: answer.stop_reason,
                 stop_sequence: answer.stop_sequence.as_deref(),
             },
-            usage: OutputUsage {
+            usage: DeltaUsage {
+                input_tokens: answer.usage.input_tokens,
+                cache_creation_input_tokens: answer.usage.cache_creation_input_tokens,
+                cache_read_input_tokens: answer.usage.cache_read_input_tokens,
                 output_tokens: answer.output_tokens,
             },
         },
@@ -566,6 +712,7 @@ pub(crate) fn events(answer: &Answer) -> Vec<Event> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn request() -> Checked {
         Checked {
@@ -573,9 +720,19 @@ mod tests {
             max_tokens: 100,
             stream: true,
             stop_sequences: vec!["STOP".into()],
-            input_tokens: 3,
+            thinking: false,
+            prompt: crate::cache::Prompt::default(),
             last_user_text: "hi".into(),
         }
+    }
+
+    fn answer_to(reply: &Reply, request: &Checked) -> Answer {
+        answer(
+            reply,
+            request,
+            Limit::of(request.max_tokens, None),
+            CacheUsage::default(),
+        )
     }
 
     #[test]
@@ -604,16 +761,76 @@ mod tests {
 
     #[test]
     fn stop_sequences_and_max_tokens_cut_text() {
-        let a = answer(&Reply::text("say STOP now"), &request());
+        let a = answer_to(&Reply::text("say STOP now"), &request());
         assert_eq!(a.blocks, vec![Block::Text("say ".into())]);
         assert_eq!(a.stop_reason, "stop_sequence");
         assert_eq!(a.stop_sequence.as_deref(), Some("STOP"));
 
         let mut small = request();
         small.max_tokens = 1;
-        let a = answer(&Reply::text("abcdefgh"), &small);
+        let a = answer_to(&Reply::text("abcdefgh"), &small);
         assert_eq!(a.blocks, vec![Block::Text("abcd".into())]);
         assert_eq!(a.stop_reason, "max_tokens");
+        assert_eq!(a.output_tokens, 1);
+    }
+
+    #[test]
+    fn max_tokens_cuts_a_tool_call_and_drops_the_rest() {
+        let mut small = request();
+        small.max_tokens = 5;
+        let reply = Reply::ToolUse {
+            text: Some("ok ".into()),
+            calls: vec![
+                (
+                    "Bash".into(),
+                    json!({"command": "echo a long command line"}),
+                ),
+                ("Read".into(), json!({})),
+            ],
+        };
+        let a = answer_to(&reply, &small);
+        assert_eq!(a.stop_reason, "max_tokens");
+        assert_eq!(a.blocks.len(), 2);
+        let Block::ToolUse {
+            input, streamed, ..
+        } = &a.blocks[1]
+        else {
+            panic!("a tool_use block: {:?}", a.blocks);
+        };
+        assert_eq!(streamed, r#"{"command":"echo "#);
+        assert_eq!(input, &json!({}));
+        assert!(serde_json::from_str::<Value>(streamed).is_err());
+        assert_eq!(a.output_tokens, 5);
+    }
+
+    #[test]
+    fn the_window_limits_output_with_its_own_stop_reason() {
+        let limit = Limit::of(100, Some(1));
+        let a = answer(
+            &Reply::text("abcdefgh"),
+            &request(),
+            limit,
+            CacheUsage::default(),
+        );
+        assert_eq!(a.blocks, vec![Block::Text("abcd".into())]);
+        assert_eq!(a.stop_reason, "model_context_window_exceeded");
+    }
+
+    #[test]
+    fn thinking_requests_get_a_generated_thinking_block() {
+        let mut thinking = request();
+        thinking.thinking = true;
+        let a = answer_to(&Reply::text("hi"), &thinking);
+        assert_eq!(
+            a.blocks[0],
+            Block::Thinking {
+                thinking: GENERATED_THINKING.into(),
+                signature: thinking_signature(GENERATED_THINKING),
+            }
+        );
+        assert_eq!(a.blocks[1], Block::Text("hi".into()));
+        let a = answer_to(&Reply::text("hi"), &request());
+        assert_eq!(a.blocks, vec![Block::Text("hi".into())]);
     }
 
     #[test]
@@ -626,7 +843,7 @@ mod tests {
 
     #[test]
     fn wire_json_keeps_the_real_key_order() {
-        let a = answer(&Reply::text("hi"), &request());
+        let a = answer_to(&Reply::text("hi"), &request());
         assert!(message_json(&a).starts_with(r#"{"id":"msg_01"#));
         let events = events(&a);
         assert_eq!(

@@ -2,7 +2,7 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -10,12 +10,14 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::Recorded;
+use crate::cache::{self, CacheUsage, Prompt, PromptCache};
 use crate::reply::Reply;
-use crate::response::{self, Ending, Event, Plan};
-use crate::validate::{self, ApiError, Checked};
+use crate::response::{self, Answer, Ending, Event, Limit, Plan};
+use crate::validate::{self, ApiError};
+use crate::{Recorded, Settings};
 
 /// The real API's request size limit.
 const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
@@ -24,23 +26,37 @@ const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
 /// dropped; the cut must land after the events, not race them.
 const FLUSH_BEFORE_CUT: Duration = Duration::from_millis(20);
 
-#[derive(Default)]
 struct Inner {
     queue: VecDeque<Reply>,
     requests: Vec<Recorded>,
+    settings: Settings,
+    cache: PromptCache,
+    /// How far the fake's clock is ahead of real time.
+    clock_offset: Duration,
 }
 
 /// Shared between the server task and the [`crate::FakeAnthropic`] handle.
 pub(crate) struct Shared {
     api_key: Option<String>,
+    /// What `reset` goes back to.
+    initial: Settings,
+    started: Instant,
     inner: Mutex<Inner>,
 }
 
 impl Shared {
-    pub fn new(api_key: Option<String>) -> Shared {
+    pub fn new(api_key: Option<String>, settings: Settings) -> Shared {
         Shared {
             api_key,
-            inner: Mutex::new(Inner::default()),
+            initial: settings.clone(),
+            started: Instant::now(),
+            inner: Mutex::new(Inner {
+                queue: VecDeque::new(),
+                requests: Vec::new(),
+                settings,
+                cache: PromptCache::default(),
+                clock_offset: Duration::ZERO,
+            }),
         }
     }
 
@@ -61,10 +77,43 @@ impl Shared {
         self.lock().requests.clone()
     }
 
+    /// Clears the queue, the recorded requests and the prompt cache, and
+    /// puts the runtime settings back to how the fake was started.
     pub fn reset(&self) {
         let mut inner = self.lock();
         inner.queue.clear();
         inner.requests.clear();
+        inner.cache.clear();
+        inner.settings = self.initial.clone();
+    }
+
+    pub fn settings(&self) -> Settings {
+        self.lock().settings.clone()
+    }
+
+    pub fn update_settings(&self, change: impl FnOnce(&mut Settings)) -> Settings {
+        let mut inner = self.lock();
+        change(&mut inner.settings);
+        inner.settings.clone()
+    }
+
+    /// Moves the fake's clock forward (cache entries expire by it) and
+    /// returns how far ahead of real time it now is.
+    pub fn advance_clock(&self, by: Duration) -> Duration {
+        let mut inner = self.lock();
+        inner.clock_offset = inner.clock_offset.saturating_add(by);
+        inner.clock_offset
+    }
+
+    /// Runs the prompt through the cache as the request is answered.
+    fn process_prompt(&self, prompt: &Prompt, model: &str) -> CacheUsage {
+        let mut inner = self.lock();
+        let now = self.started.elapsed() + inner.clock_offset;
+        let min = inner
+            .settings
+            .min_cacheable_tokens
+            .unwrap_or_else(|| cache::min_cacheable_tokens(model));
+        inner.cache.process(prompt, min, now)
     }
 
     /// Takes the next scripted reply; an `Error` with `times > 1` stays at
@@ -92,7 +141,7 @@ impl Shared {
         Some(reply)
     }
 
-    fn record(&self, headers: &HeaderMap, body: Value, status: u16) {
+    fn record(&self, headers: &HeaderMap, body: Value, status: u16, usage: Option<Value>) {
         let headers = headers
             .iter()
             .map(|(name, value)| {
@@ -106,6 +155,7 @@ impl Shared {
             headers,
             body,
             status,
+            usage,
         });
     }
 }
@@ -117,6 +167,8 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/_fake/replies", post(push_replies))
         .route("/_fake/requests", get(list_requests))
         .route("/_fake/reset", post(reset))
+        .route("/_fake/config", get(get_config).post(set_config))
+        .route("/_fake/clock", post(advance_clock))
         .fallback(not_found)
         .with_state(shared)
 }
@@ -188,6 +240,85 @@ async fn reset(State(shared): State<Arc<Shared>>) -> Response {
     json_response(200, json!({"reset": true}).to_string())
 }
 
+/// The body of `POST /_fake/config`: each field present is set, `null`
+/// clears a limit.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigChange {
+    #[serde(default, deserialize_with = "present")]
+    context_window: Option<Option<u64>>,
+    #[serde(default, deserialize_with = "present")]
+    min_cacheable_tokens: Option<Option<u64>>,
+    #[serde(default)]
+    overloaded_models: Option<Vec<String>>,
+}
+
+/// Tells a field sent as `null` (`Some(None)`) from one not sent (`None`).
+fn present<'de, D, T>(de: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(de).map(Some)
+}
+
+fn parse_control<T: for<'de> Deserialize<'de>>(body: &Bytes) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::invalid(format!("body is not valid: {e}")))
+}
+
+async fn get_config(State(shared): State<Arc<Shared>>) -> Response {
+    json_response(200, json!(shared.settings()).to_string())
+}
+
+async fn set_config(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    let change: ConfigChange = match parse_control(&body) {
+        Ok(change) => change,
+        Err(error) => return error_response(&error),
+    };
+    let settings = shared.update_settings(|settings| {
+        if let Some(window) = change.context_window {
+            settings.context_window = window;
+        }
+        if let Some(min) = change.min_cacheable_tokens {
+            settings.min_cacheable_tokens = min;
+        }
+        if let Some(models) = change.overloaded_models {
+            settings.overloaded_models = models;
+        }
+    });
+    json_response(200, json!(settings).to_string())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClockChange {
+    advance_ms: u64,
+}
+
+async fn advance_clock(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    let change: ClockChange = match parse_control(&body) {
+        Ok(change) => change,
+        Err(error) => return error_response(&error),
+    };
+    let ahead = shared.advance_clock(Duration::from_millis(change.advance_ms));
+    let ahead_ms = u64::try_from(ahead.as_millis()).unwrap_or(u64::MAX);
+    json_response(200, json!({"ahead_ms": ahead_ms}).to_string())
+}
+
+/// Every `anthropic-beta` value, whether sent as several headers or as one
+/// comma-separated list.
+fn betas(headers: &HeaderMap) -> Vec<String> {
+    headers
+        .get_all("anthropic-beta")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
 /// Checks authentication and the version header, as the real API does before
 /// it looks at the body.
 fn check_headers(shared: &Shared, headers: &HeaderMap) -> Result<(), ApiError> {
@@ -221,7 +352,7 @@ async fn messages(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: B
                 error_type: "request_too_large".into(),
                 message: "Request exceeds the maximum allowed number of bytes.".into(),
             };
-            shared.record(&headers, Value::Null, error.status);
+            shared.record(&headers, Value::Null, error.status, None);
             return error_response(&error);
         }
     };
@@ -231,16 +362,32 @@ async fn messages(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: B
         Err(_) => Value::String(String::from_utf8_lossy(&bytes).into_owned()),
     };
 
-    let checked = check_headers(&shared, &headers).and_then(|()| match &parsed {
-        Ok(value) => validate::check_request(value, headers.contains_key("anthropic-beta")),
-        Err(e) => Err(ApiError::invalid(format!(
-            "There was an error parsing the body of your request: {e}"
-        ))),
-    });
-    let request = match checked {
-        Ok(request) => request,
+    let settings = shared.settings();
+    let checked = check_headers(&shared, &headers)
+        .and_then(|()| match &parsed {
+            Ok(value) => validate::check_request(value, &betas(&headers)),
+            Err(e) => Err(ApiError::invalid(format!(
+                "There was an error parsing the body of your request: {e}"
+            ))),
+        })
+        .and_then(|request| {
+            let room = validate::check_context(&request, settings.context_window)?;
+            Ok((request, room))
+        })
+        .and_then(|(request, room)| {
+            if settings.overloaded_models.contains(&request.model) {
+                return Err(ApiError {
+                    status: 529,
+                    error_type: "overloaded_error".into(),
+                    message: "Overloaded".into(),
+                });
+            }
+            Ok((request, room))
+        });
+    let (request, room) = match checked {
+        Ok(checked) => checked,
         Err(error) => {
-            shared.record(&headers, recorded_body, error.status);
+            shared.record(&headers, recorded_body, error.status, None);
             return error_response(&error);
         }
     };
@@ -249,12 +396,6 @@ async fn messages(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: B
         .next_reply()
         .unwrap_or_else(|| response::echo(&request));
     let plan = Plan::of(reply);
-    let status = match (&plan.base, &plan.ending, request.stream) {
-        (Reply::Error { status, .. }, _, _) => *status,
-        (_, Ending::Error { error, .. }, false) => error.status,
-        _ => 200,
-    };
-    shared.record(&headers, recorded_body, status);
 
     if let Reply::Error {
         status,
@@ -264,6 +405,7 @@ async fn messages(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: B
         ..
     } = &plan.base
     {
+        shared.record(&headers, recorded_body, *status, None);
         tokio::time::sleep(plan.delay).await;
         let error = ApiError {
             status: *status,
@@ -279,16 +421,35 @@ async fn messages(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: B
         }
         return response;
     }
+    if let (Ending::Error { error, .. }, false) = (&plan.ending, request.stream) {
+        shared.record(&headers, recorded_body, error.status, None);
+        tokio::time::sleep(plan.delay).await;
+        return error_response(error);
+    }
+
+    let usage = shared.process_prompt(&request.prompt, &request.model);
+    let answer = response::answer(
+        &plan.base,
+        &request,
+        Limit::of(request.max_tokens, room),
+        usage,
+    );
+    shared.record(
+        &headers,
+        recorded_body,
+        200,
+        Some(response::usage_value(&answer)),
+    );
 
     if request.stream {
-        stream_response(&plan, &request)
+        stream_response(&plan, answer)
     } else {
         tokio::time::sleep(plan.delay).await;
-        complete_response(&plan, &request)
+        complete_response(&plan, &answer)
     }
 }
 
-fn complete_response(plan: &Plan, request: &Checked) -> Response {
+fn complete_response(plan: &Plan, answer: &Answer) -> Response {
     match &plan.ending {
         Ending::Error { error, .. } => error_response(error),
         Ending::Cut(_) => {
@@ -303,15 +464,11 @@ fn complete_response(plan: &Plan, request: &Checked) -> Response {
             );
             response
         }
-        Ending::Complete => json_response(
-            200,
-            response::message_json(&response::answer(&plan.base, request)),
-        ),
+        Ending::Complete => json_response(200, response::message_json(answer)),
     }
 }
 
-fn stream_response(plan: &Plan, request: &Checked) -> Response {
-    let answer = response::answer(&plan.base, request);
+fn stream_response(plan: &Plan, answer: Answer) -> Response {
     let mut events = response::events(&answer);
     // Cuts and errors land before `message_stop` whatever the count, so a
     // scripted failure is always a failure.

@@ -10,7 +10,8 @@ use std::sync::LazyLock;
 use regex::Regex;
 use serde_json::{Map, Value};
 
-use crate::response::{estimate_tokens, thinking_signature};
+use crate::cache::{self, Prompt};
+use crate::response::thinking_signature;
 
 /// A rejected request: the HTTP status and the real error body's fields.
 #[derive(Debug, Clone, PartialEq)]
@@ -45,7 +46,10 @@ pub(crate) struct Checked {
     pub max_tokens: u64,
     pub stream: bool,
     pub stop_sequences: Vec<String>,
-    pub input_tokens: u64,
+    /// Extended thinking is on (`enabled` or `adaptive`).
+    pub thinking: bool,
+    /// The prompt laid out for the cache and the context window.
+    pub prompt: Prompt,
     /// The text the default reply echoes back.
     pub last_user_text: String,
 }
@@ -102,13 +106,18 @@ static TOOL_NAME: LazyLock<Regex> = LazyLock::new(|| {
 static TOOL_USE_ID: LazyLock<Regex> =
     LazyLock::new(|| Regex::new("^[a-zA-Z0-9_-]+$").expect("tool_use id pattern is a valid regex"));
 
-/// Checks a parsed `/v1/messages` body. `has_beta` relaxes the unknown-field
-/// check, because beta features add top-level fields.
-pub(crate) fn check_request(body: &Value, has_beta: bool) -> Check<Checked> {
+/// With this beta, a thinking budget covers every thinking block of the
+/// turn and may exceed `max_tokens`.
+const INTERLEAVED_THINKING_BETA: &str = "interleaved-thinking-2025-05-14";
+
+/// Checks a parsed `/v1/messages` body. `betas` are the `anthropic-beta`
+/// values; any beta relaxes the unknown-field check, because beta features
+/// add top-level fields.
+pub(crate) fn check_request(body: &Value, betas: &[String]) -> Check<Checked> {
     let obj = body
         .as_object()
         .ok_or_else(|| ApiError::invalid("Input should be a valid dictionary"))?;
-    if !has_beta {
+    if betas.is_empty() {
         reject_extra("", obj, TOP_LEVEL_FIELDS)?;
     }
 
@@ -149,10 +158,23 @@ pub(crate) fn check_request(body: &Value, has_beta: bool) -> Check<Checked> {
     if let Some(choice) = obj.get("tool_choice") {
         check_tool_choice(choice, &tool_names)?;
     }
+    let interleaved = betas.iter().any(|b| b == INTERLEAVED_THINKING_BETA);
     let thinking_enabled = match obj.get("thinking") {
-        Some(thinking) => check_thinking(thinking, max_tokens)?,
+        Some(thinking) => check_thinking(thinking, max_tokens, interleaved)?,
         None => false,
     };
+    if thinking_enabled
+        && matches!(
+            obj.get("tool_choice")
+                .and_then(|c| c.get("type"))
+                .and_then(Value::as_str),
+            Some("any" | "tool")
+        )
+    {
+        return Err(ApiError::invalid(
+            "Thinking may not be enabled when tool_choice forces tool use.",
+        ));
+    }
     check_sampling(obj, thinking_enabled)?;
     let stream = match obj.get("stream") {
         None | Some(Value::Null) => false,
@@ -175,21 +197,64 @@ pub(crate) fn check_request(body: &Value, has_beta: bool) -> Check<Checked> {
     }
 
     check_messages(messages, thinking_enabled)?;
-
-    let prompt_chars = [obj.get("system"), obj.get("messages"), obj.get("tools")]
-        .into_iter()
-        .flatten()
-        .map(|v| v.to_string().chars().count())
-        .sum::<usize>();
+    let prompt = cache::layout(obj, &model)?;
 
     Ok(Checked {
         model,
         max_tokens,
         stream,
         stop_sequences,
-        input_tokens: estimate_tokens(prompt_chars),
+        thinking: thinking_enabled,
+        prompt,
         last_user_text: last_user_text(messages),
     })
+}
+
+/// Whether the model predates the `model_context_window_exceeded` stop
+/// reason (Claude Sonnet 4.5 and later have it by default). For these the
+/// API rejects a request whose input plus `max_tokens` exceeds the window,
+/// a rule that has held since Claude 3.7 Sonnet.
+fn rejects_overlong_max_tokens(model: &str) -> bool {
+    if model.starts_with("claude-3") {
+        return true;
+    }
+    ["claude-sonnet-4", "claude-opus-4"].iter().any(|family| {
+        model.strip_prefix(family).is_some_and(|rest| {
+            // `claude-opus-4`, `-0`, `-1`, `-20250514`, `-1-20250805`.
+            let minor = rest.strip_prefix('-').and_then(|r| r.split('-').next());
+            match minor {
+                None => rest.is_empty(),
+                Some(m) => m == "0" || m == "1" || m.len() == 8,
+            }
+        })
+    })
+}
+
+/// Checks the prompt against the context window. Returns the room left
+/// for output when it is smaller than `max_tokens` (newer models then stop
+/// with `model_context_window_exceeded` instead of rejecting the request).
+pub(crate) fn check_context(request: &Checked, window: Option<u64>) -> Check<Option<u64>> {
+    let Some(window) = window else {
+        return Ok(None);
+    };
+    let prompt = request.prompt.total_tokens();
+    if prompt > window {
+        return Err(ApiError::invalid(format!(
+            "prompt is too long: {prompt} tokens > {window} maximum"
+        )));
+    }
+    let room = window - prompt;
+    if room >= request.max_tokens {
+        return Ok(None);
+    }
+    if rejects_overlong_max_tokens(&request.model) {
+        return Err(ApiError::invalid(format!(
+            "input length and `max_tokens` exceed context limit: {prompt} + {} > {window}, \
+             decrease input length or `max_tokens` and try again",
+            request.max_tokens
+        )));
+    }
+    Ok(Some(room))
 }
 
 fn reject_extra(path: &str, obj: &Map<String, Value>, allowed: &[&str]) -> Check {
@@ -243,6 +308,12 @@ fn check_system(system: &Value) -> Check {
 
 fn check_text_block(path: &str, obj: &Map<String, Value>) -> Check {
     reject_extra(path, obj, &["type", "text", "cache_control", "citations"])?;
+    if obj.contains_key("cache_control") && obj.get("text").and_then(Value::as_str) == Some("") {
+        return Err(ApiError::invalid(format!(
+            "{}: cache_control cannot be set for empty text blocks",
+            path.trim_end_matches('.')
+        )));
+    }
     match obj.get("text") {
         None => Err(ApiError::invalid(format!("{path}text: Field required"))),
         Some(Value::String(s)) if s.is_empty() => Err(ApiError::invalid(
@@ -361,7 +432,7 @@ fn check_tool_choice(choice: &Value, tool_names: &[String]) -> Check {
 }
 
 /// Returns whether extended thinking is on.
-fn check_thinking(thinking: &Value, max_tokens: u64) -> Check<bool> {
+fn check_thinking(thinking: &Value, max_tokens: u64, interleaved: bool) -> Check<bool> {
     let obj = thinking
         .as_object()
         .ok_or_else(|| ApiError::invalid("thinking: Input should be a valid dictionary"))?;
@@ -377,7 +448,7 @@ fn check_thinking(thinking: &Value, max_tokens: u64) -> Check<bool> {
                 }
                 Some(v) => positive_integer("thinking.enabled.budget_tokens", v, 1024)?,
             };
-            if budget >= max_tokens {
+            if budget >= max_tokens && !interleaved {
                 return Err(ApiError::invalid(
                     "`max_tokens` must be greater than `thinking.budget_tokens`. Please consult \
                      our documentation at https://docs.claude.com/en/docs/build-with-claude/\
@@ -413,6 +484,25 @@ fn check_sampling(obj: &Map<String, Value>, thinking_enabled: bool) -> Check {
     }
     if let Some(v) = obj.get("top_k") {
         positive_integer("top_k", v, 0)?;
+    }
+    if thinking_enabled && obj.get("top_k").is_some_and(|v| !v.is_null()) {
+        return Err(ApiError::invalid(
+            "`top_k` must be unset when thinking is enabled. Please consult our documentation \
+             at https://docs.claude.com/en/docs/build-with-claude/extended-thinking\
+             #important-considerations-when-using-extended-thinking",
+        ));
+    }
+    // The guide allows `top_p` from 0.95 to 1 with thinking; the API's
+    // message for a lower value could not be confirmed, so this one is ours.
+    if thinking_enabled
+        && let Some(p) = obj.get("top_p").and_then(Value::as_f64)
+        && p < 0.95
+    {
+        return Err(ApiError::invalid(
+            "`top_p` must be unset or between 0.95 and 1 when thinking is enabled. Please \
+             consult our documentation at https://docs.claude.com/en/docs/build-with-claude/\
+             extended-thinking#important-considerations-when-using-extended-thinking",
+        ));
     }
     if thinking_enabled
         && let Some(t) = obj.get("temperature").and_then(Value::as_f64)
@@ -882,7 +972,7 @@ mod tests {
     use serde_json::json;
 
     fn message_of(body: Value) -> String {
-        match check_request(&body, false) {
+        match check_request(&body, &[]) {
             Ok(_) => String::from("<accepted>"),
             Err(e) => e.message,
         }
@@ -894,10 +984,10 @@ mod tests {
 
     #[test]
     fn accepts_a_minimal_request() {
-        let checked = check_request(&base(), false).expect("valid");
+        let checked = check_request(&base(), &[]).expect("valid");
         assert_eq!(checked.model, "m");
         assert_eq!(checked.last_user_text, "hi");
-        assert!(checked.input_tokens >= 1);
+        assert!(checked.prompt.total_tokens() >= 1);
         assert!(!checked.stream);
     }
 
@@ -937,6 +1027,28 @@ mod tests {
             {"type": "tool_use", "id": "toolu_1", "name": "x", "input": {}},
         ]);
         assert_eq!(message_of(body), "<accepted>");
+    }
+
+    #[test]
+    fn models_before_sonnet_4_5_reject_overlong_max_tokens() {
+        for model in [
+            "claude-3-7-sonnet-20250219",
+            "claude-sonnet-4-20250514",
+            "claude-sonnet-4-0",
+            "claude-opus-4",
+            "claude-opus-4-1-20250805",
+        ] {
+            assert!(rejects_overlong_max_tokens(model), "{model}");
+        }
+        for model in [
+            "claude-sonnet-4-5-20250929",
+            "claude-sonnet-4-6",
+            "claude-opus-4-5",
+            "claude-haiku-4-5",
+            "claude-test",
+        ] {
+            assert!(!rejects_overlong_max_tokens(model), "{model}");
+        }
     }
 
     #[test]

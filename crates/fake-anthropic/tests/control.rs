@@ -190,3 +190,46 @@ async fn the_binary_exits_cleanly_on_an_immediate_sigint() {
     let status = signal_and_wait(child, "-INT").await;
     assert!(status.success(), "{status:?}");
 }
+
+#[tokio::test]
+async fn the_binary_takes_the_simulation_flags() {
+    let (child, line) = spawn_binary(&[
+        "--port",
+        "0",
+        "--context-window",
+        "10",
+        "--overloaded-model",
+        "claude-busy",
+    ])
+    .await;
+    let url = line
+        .trim()
+        .strip_prefix("fake-anthropic listening on ")
+        .unwrap_or_else(|| panic!("unexpected banner {line:?}"))
+        .to_owned();
+    let post = |body: Value| {
+        common::client()
+            .post(format!("{url}/v1/messages"))
+            .header("x-api-key", "k")
+            .header("anthropic-version", "2023-06-01")
+            .json(&body)
+            .send()
+    };
+    let response = post(simple(&"too long for ten tokens ".repeat(4)))
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.expect("json");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("prompt is too long: ") && m.ends_with(" > 10 maximum")),
+        "{body}"
+    );
+    let mut busy = simple("hi");
+    busy["model"] = json!("claude-busy");
+    assert_eq!(post(busy).await.expect("sent").status(), 529);
+
+    let status = signal_and_wait(child, "-TERM").await;
+    assert!(status.success(), "{status:?}");
+}

@@ -205,3 +205,29 @@ async fn non_streaming_cut_and_stream_error() {
     assert_eq!(status, 529);
     assert_eq!(body["error"]["type"], "overloaded_error");
 }
+
+#[tokio::test]
+async fn max_tokens_inside_a_tool_call_leaves_an_empty_input() {
+    let fake = FakeAnthropic::start().await;
+    fake.push(Reply::tool_use(
+        "Bash",
+        json!({"command": "a command that is far too long to fit"}),
+    ));
+    let mut body = simple("q");
+    body["max_tokens"] = json!(3);
+    let (status, answer) = send(&fake, body).await;
+    assert_eq!(status, 200);
+    assert_eq!(answer["stop_reason"], "max_tokens");
+    let content = answer["content"].as_array().expect("content");
+    assert_eq!(content.len(), 1);
+    assert_eq!(content[0]["type"], "tool_use");
+    assert_eq!(content[0]["name"], "Bash");
+    assert_eq!(content[0]["input"], json!({}));
+    assert_eq!(answer["usage"]["output_tokens"], 3);
+
+    // With room for the whole input the call is complete.
+    fake.push(Reply::tool_use("Bash", json!({"command": "ls"})));
+    let (_, answer) = send(&fake, simple("q")).await;
+    assert_eq!(answer["stop_reason"], "tool_use");
+    assert_eq!(answer["content"][0]["input"], json!({"command": "ls"}));
+}

@@ -228,3 +228,56 @@ async fn stream_error_sends_an_error_event_then_ends() {
     );
     assert_eq!(fake.requests()[0].status, 200);
 }
+
+#[tokio::test]
+async fn max_tokens_can_cut_a_tool_call_mid_input() {
+    let fake = FakeAnthropic::start().await;
+    let input = json!({"command": "find . -name '*.rs' -newer Cargo.toml -print"});
+    fake.push(Reply::ToolUse {
+        text: Some("Looking.".into()),
+        calls: vec![("Bash".into(), input.clone()), ("Read".into(), json!({}))],
+    });
+    let mut body = simple("find it");
+    // 8 characters of text, then 32 of the input's 56.
+    body["max_tokens"] = json!(10);
+    let streamed = stream(&fake, body).await;
+    assert!(streamed.transport_error.is_none());
+    assert_eq!(
+        streamed.names(),
+        vec![
+            "message_start",
+            "ping",
+            "content_block_start",
+            "content_block_delta",
+            "content_block_stop",
+            "content_block_start",
+            "content_block_delta",
+            "content_block_delta",
+            "content_block_delta",
+            "content_block_delta",
+            "content_block_delta",
+            "content_block_stop",
+            "message_delta",
+            "message_stop",
+        ]
+    );
+    let events = &streamed.events;
+    assert_eq!(events[5].data["content_block"]["name"], "Bash");
+    let partial: String = events
+        .iter()
+        .filter(|e| e.data["index"] == 1 && e.data["delta"]["type"] == "input_json_delta")
+        .map(|e| e.data["delta"]["partial_json"].as_str().expect("chunk"))
+        .collect();
+    let full = input.to_string();
+    assert_eq!(partial, full[..32]);
+    assert!(serde_json::from_str::<Value>(&partial).is_err());
+    assert_eq!(
+        events[12].data["delta"],
+        json!({"stop_reason": "max_tokens", "stop_sequence": null})
+    );
+    assert_eq!(events[12].data["usage"]["output_tokens"], 10);
+    assert!(
+        !events.iter().any(|e| e.data["index"] == 2),
+        "nothing is generated after the cut"
+    );
+}

@@ -147,3 +147,24 @@ pub async fn stream(fake: &FakeAnthropic, mut body: Value) -> Streamed {
     );
     read_stream(response).await
 }
+
+/// `(cache_read_input_tokens, cache_creation_input_tokens, input_tokens)`
+/// of a message's or an event's `usage`.
+pub fn split(usage: &Value) -> (u64, u64, u64) {
+    let field = |name: &str| {
+        usage[name]
+            .as_u64()
+            .unwrap_or_else(|| panic!("usage.{name} is a number: {usage}"))
+    };
+    (
+        field("cache_read_input_tokens"),
+        field("cache_creation_input_tokens"),
+        field("input_tokens"),
+    )
+}
+
+/// The whole prompt: what was read, written and sent uncached.
+pub fn prompt_tokens(usage: &Value) -> u64 {
+    let (read, written, input) = split(usage);
+    read + written + input
+}
