@@ -29,6 +29,9 @@ Be concise, and finish by telling the user what you did.";
 /// What a call that stopped at `max_tokens` inside a tool call gets back.
 const CUT_TOOL_CALL: &str = "Your reply reached the max_tokens limit while writing this tool call, so its input was cut off and the call was not run. Retry with a smaller input: for example write a large file in several parts (Write a first part, then Edit to append the rest).";
 
+/// The stop reason of a reply that ran out of context window.
+const WINDOW_EXCEEDED: &str = "model_context_window_exceeded";
+
 /// Attempts to make one call fit after the upstream said it did not.
 const MAX_RECOVERIES: u32 = 3;
 /// Tokens kept free between a request's estimated size and the window.
@@ -769,10 +772,14 @@ fn is_overloaded(error: &ModelError) -> bool {
     }
 }
 
-/// The id of a tool call the reply was cut in (`max_tokens` reached while
-/// its input was written): the reply's last block, when it is a tool call.
+/// The id of a tool call the reply was cut in (`max_tokens` or the window
+/// reached while its input was written): the reply's last block, when it
+/// is a tool call.
 fn cut_tool_call(response: &ModelResponse) -> Option<String> {
-    if response.stop_reason.as_deref() != Some("max_tokens") {
+    if !matches!(
+        response.stop_reason.as_deref(),
+        Some("max_tokens" | WINDOW_EXCEEDED)
+    ) {
         return None;
     }
     match response.content.last() {

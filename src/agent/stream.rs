@@ -209,7 +209,10 @@ impl StreamAssembler {
             }
             "message_stop" => {
                 if let Some(id) = self.unreadable_inputs.first()
-                    && self.stop_reason.as_deref() != Some("max_tokens")
+                    && !matches!(
+                        self.stop_reason.as_deref(),
+                        Some("max_tokens" | "model_context_window_exceeded")
+                    )
                 {
                     return Err(StreamFault::Invalid(format!(
                         "tool_use {id} input is not JSON"

@@ -403,3 +403,121 @@ async fn thinking_is_requested_streamed_and_sent_back_verbatim() {
         "thinking"
     );
 }
+
+/// Replies the turn's own calls take; compaction summaries pass them over
+/// and get the fake's echo.
+fn turn_reply(reply: Reply) -> Reply {
+    reply.unless("being compacted")
+}
+
+#[tokio::test]
+async fn a_tool_loop_reads_most_of_its_input_from_the_cache_and_the_cost_shows_it() {
+    let fake = FakeAnthropic::start().await;
+    // The test's prompt is shorter than Sonnet 4.6's minimum cacheable length.
+    fake.set_min_cacheable_tokens(Some(1_024));
+    let app = agent_app(StorageKind::Sqlite, &fake, |_| {}).await.unwrap();
+    let id = app.new_session_id("alice").await;
+    for step in 0..10 {
+        fake.push(Reply::tool_use(
+            "Bash",
+            json!({"command": format!("echo step {step}")}),
+        ));
+    }
+    fake.push(Reply::text("ten steps done"));
+    let body = chat_ok(&app, &id, "run ten steps").await;
+
+    let usage = &body["usage"];
+    let read = usage["cache_read_input_tokens"].as_u64().unwrap();
+    let written = usage["cache_creation_input_tokens"].as_u64().unwrap();
+    let fresh = usage["input_tokens"].as_u64().unwrap();
+    let total = read + written + fresh;
+    assert!(read as f64 / total as f64 > 0.8, "{usage}");
+    // What the fake counted is what the response reports.
+    let counted: u64 = fake
+        .requests()
+        .iter()
+        .map(|r| r.usage_tokens("cache_read_input_tokens"))
+        .sum();
+    assert_eq!(counted, read);
+    // Priced at Sonnet's rates: cache reads at a tenth of the input price.
+    let output = usage["output_tokens"].as_u64().unwrap();
+    let expected =
+        (fresh as f64 * 3.0 + written as f64 * 3.75 + read as f64 * 0.3 + output as f64 * 15.0)
+            / 1e6;
+    let cost = body["cost_usd"].as_f64().unwrap();
+    assert!((cost - expected).abs() < 1e-9, "{cost} vs {expected}");
+    let session: Value = app.get_session(&id).await.json().await.unwrap();
+    assert_eq!(session["usage"]["cache_read_input_tokens"], read);
+}
+
+#[tokio::test]
+async fn hundreds_of_tool_calls_under_a_small_window_never_fail_and_never_overflow() {
+    let fake = FakeAnthropic::start().await;
+    fake.set_context_window(Some(16_000));
+    let app = agent_app(StorageKind::Sqlite, &fake, |s| {
+        s.models.insert(
+            "claude-sonnet-4-6".into(),
+            ModelLimits {
+                context_window: 16_000,
+                max_output_tokens: 4_000,
+            },
+        );
+    })
+    .await
+    .unwrap();
+    let id = app.new_session_id("alice").await;
+    std::fs::write(
+        app.root.join("users/alice/big.txt"),
+        "a line of output that fills the window\n".repeat(200),
+    )
+    .unwrap();
+    let mut compactions = 0;
+    for turn in 0..15 {
+        for _ in 0..4 {
+            fake.push(turn_reply(Reply::tool_use(
+                "Bash",
+                json!({"command": "cat big.txt"}),
+            )));
+        }
+        fake.push(turn_reply(Reply::text(format!("turn {turn} done"))));
+        let body = chat_ok(&app, &id, &format!("turn {turn}: read big.txt four times")).await;
+        assert_eq!(body["text"], format!("turn {turn} done"));
+        compactions += body["compactions"].as_array().unwrap().len();
+        assert_eq!(fake.pending(), 0);
+    }
+    assert!(compactions >= 3, "{compactions}");
+    let failed: Vec<u16> = fake
+        .requests()
+        .iter()
+        .map(|r| r.status)
+        .filter(|s| *s != 200)
+        .collect();
+    assert!(failed.is_empty(), "requests over the window: {failed:?}");
+}
+
+#[tokio::test]
+async fn a_tool_call_cut_at_max_tokens_is_not_run_and_the_model_is_told() {
+    let fake = FakeAnthropic::start().await;
+    let app = agent_app(StorageKind::Sqlite, &fake, |s| {
+        s.anthropic.max_tokens = Some(1_024);
+    })
+    .await
+    .unwrap();
+    let id = app.new_session_id("alice").await;
+    fake.push(Reply::tool_use(
+        "Write",
+        json!({"file_path": "big.txt", "content": "z".repeat(20_000)}),
+    ));
+    fake.push(Reply::text("I will write it in parts."));
+    let body = chat_ok(&app, &id, "write a big file").await;
+    assert_eq!(body["text"], "I will write it in parts.");
+    assert!(!app.root.join("users/alice/big.txt").exists());
+    let second = &fake.requests()[1];
+    let result = &messages_of(second).last().unwrap()["content"][0];
+    assert_eq!(result["type"], "tool_result");
+    assert_eq!(result["is_error"], true);
+    assert!(
+        result["content"].as_str().unwrap().contains("max_tokens"),
+        "{result}"
+    );
+}

@@ -63,6 +63,11 @@ pub enum Reply {
     },
     /// `stop_reason: max_tokens` with one text block.
     MaxTokens(String),
+    /// `reply`, except that a request whose last user message contains
+    /// `contains` passes it over (and takes the next reply, or the echo).
+    /// Lets a script answer an agent's own side calls (summaries) apart
+    /// from its turn.
+    Unless { contains: String, reply: Box<Reply> },
 }
 
 impl Reply {
@@ -138,8 +143,25 @@ impl Reply {
                 error_type,
                 message,
             },
+            Reply::Unless { contains, reply } => Reply::Unless {
+                contains,
+                reply: Box::new(reply.with_thinking(thinking)),
+            },
             other @ (Reply::Error { .. } | Reply::MaxTokens(_)) => other,
         }
+    }
+
+    /// Wraps this reply in `Reply::Unless`.
+    pub fn unless(self, contains: impl Into<String>) -> Reply {
+        Reply::Unless {
+            contains: contains.into(),
+            reply: Box::new(self),
+        }
+    }
+
+    /// Whether a request whose last user text is `text` passes this over.
+    pub(crate) fn passed_over_by(&self, text: &str) -> bool {
+        matches!(self, Reply::Unless { contains, .. } if text.contains(contains.as_str()))
     }
 
     /// Wraps this reply in `Reply::Slow`.
@@ -219,6 +241,10 @@ enum ReplyRepr {
     },
     MaxTokens {
         text: String,
+    },
+    Unless {
+        contains: String,
+        reply: Box<Reply>,
     },
 }
 
@@ -321,6 +347,7 @@ impl From<ReplyRepr> for Reply {
                 message,
             },
             ReplyRepr::MaxTokens { text } => Reply::MaxTokens(text),
+            ReplyRepr::Unless { contains, reply } => Reply::Unless { contains, reply },
         }
     }
 }
@@ -377,6 +404,7 @@ impl From<Reply> for ReplyRepr {
                 message,
             },
             Reply::MaxTokens(text) => ReplyRepr::MaxTokens { text },
+            Reply::Unless { contains, reply } => ReplyRepr::Unless { contains, reply },
         }
     }
 }

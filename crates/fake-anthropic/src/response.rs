@@ -335,7 +335,8 @@ pub(crate) fn answer(base: &Reply, request: &Checked, limit: Limit, usage: Cache
         Reply::Error { .. }
         | Reply::Slow { .. }
         | Reply::Cut { .. }
-        | Reply::StreamError { .. } => (None, None, none),
+        | Reply::StreamError { .. }
+        | Reply::Unless { .. } => (None, None, none),
     };
     let mut out = Output::new(limit, &request.stop_sequences);
     if let Some(thinking) = thinking.or(request.thinking.then_some(GENERATED_THINKING)) {

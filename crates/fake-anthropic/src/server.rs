@@ -118,9 +118,19 @@ impl Shared {
 
     /// Takes the next scripted reply; an `Error` with `times > 1` stays at
     /// the front with one use less.
-    fn next_reply(&self) -> Option<Reply> {
+    fn next_reply(&self, last_user_text: &str) -> Option<Reply> {
         let mut inner = self.lock();
-        let reply = inner.queue.pop_front()?;
+        let at = inner
+            .queue
+            .iter()
+            .position(|reply| !reply.passed_over_by(last_user_text))?;
+        let mut reply = inner.queue.remove(at)?;
+        if let Reply::Unless {
+            reply: inner_reply, ..
+        } = reply
+        {
+            reply = *inner_reply;
+        }
         if let Reply::Error {
             status,
             error_type,
@@ -130,13 +140,16 @@ impl Shared {
         } = &reply
             && *times > 1
         {
-            inner.queue.push_front(Reply::Error {
-                status: *status,
-                error_type: error_type.clone(),
-                message: message.clone(),
-                times: times - 1,
-                retry_after: retry_after.clone(),
-            });
+            inner.queue.insert(
+                at,
+                Reply::Error {
+                    status: *status,
+                    error_type: error_type.clone(),
+                    message: message.clone(),
+                    times: times - 1,
+                    retry_after: retry_after.clone(),
+                },
+            );
         }
         Some(reply)
     }
@@ -393,7 +406,7 @@ async fn messages(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: B
     };
 
     let reply = shared
-        .next_reply()
+        .next_reply(&request.last_user_text)
         .unwrap_or_else(|| response::echo(&request));
     let plan = Plan::of(reply);
 

@@ -231,3 +231,36 @@ async fn max_tokens_inside_a_tool_call_leaves_an_empty_input() {
     assert_eq!(answer["stop_reason"], "tool_use");
     assert_eq!(answer["content"][0]["input"], json!({"command": "ls"}));
 }
+
+#[tokio::test]
+async fn an_unless_reply_is_passed_over_by_requests_that_contain_its_text() {
+    let fake = FakeAnthropic::start().await;
+    fake.push(Reply::text("for the turn").unless("summarise"));
+    let client = reqwest::Client::new();
+    let ask = |text: &'static str| {
+        let client = client.clone();
+        let url = format!("{}/v1/messages", fake.url());
+        async move {
+            let body: serde_json::Value = client
+                .post(url)
+                .header("x-api-key", "k")
+                .header("anthropic-version", "2023-06-01")
+                .json(&serde_json::json!({"model": "m", "max_tokens": 100,
+                    "messages": [{"role": "user", "content": text}]}))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            body["content"][0]["text"].as_str().unwrap().to_owned()
+        }
+    };
+    assert_eq!(
+        ask("please summarise this").await,
+        "Echo: please summarise this"
+    );
+    assert_eq!(fake.pending(), 1);
+    assert_eq!(ask("go on").await, "for the turn");
+    assert_eq!(fake.pending(), 0);
+}
