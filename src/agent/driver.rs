@@ -74,6 +74,24 @@ pub(super) struct Progress {
 struct Prompt {
     system: Vec<String>,
     tools: Vec<Value>,
+    /// Estimated tokens of `system` and `tools` (at a ratio of 1).
+    fixed_tokens: u64,
+}
+
+impl Prompt {
+    fn new(system: Vec<String>, tools: Vec<Value>) -> Self {
+        let fixed_tokens = context::estimate(&system, 1.0) + context::estimate(&tools, 1.0);
+        Self {
+            system,
+            tools,
+            fixed_tokens,
+        }
+    }
+
+    /// Estimated tokens of a request carrying `messages`, at a ratio of 1.
+    fn tokens_with(&self, messages: &[Message]) -> u64 {
+        self.fixed_tokens + context::estimate(&messages, 1.0)
+    }
 }
 
 /// A built-in command the service answers itself.
@@ -246,15 +264,17 @@ impl Turn {
     }
 
     /// A request for `model` carrying `messages`, with caching, thinking and
-    /// a `max_tokens` that leaves the prompt room in the window.
+    /// a `max_tokens` that leaves the prompt room in the window; and its
+    /// estimated size in tokens (at a ratio of 1).
     fn request(
         &self,
         model: &str,
         prompt: &Prompt,
         messages: Vec<Message>,
         ratio: f64,
-    ) -> ModelRequest {
+    ) -> (ModelRequest, u64) {
         let settings = &self.agent.settings;
+        let estimated = prompt.tokens_with(&messages);
         let mut request = ModelRequest::new(model, settings.max_tokens_for(model), messages);
         request.system = prompt.system.clone();
         request.tools = prompt.tools.clone();
@@ -263,14 +283,14 @@ impl Turn {
             .prompt_caching
             .then_some(settings.anthropic.cache_ttl);
         let window = settings.limits_of(model).context_window;
-        let room = window.saturating_sub(context::estimate(&request.body(), ratio) + WINDOW_MARGIN);
+        let room = window.saturating_sub((estimated as f64 * ratio) as u64 + WINDOW_MARGIN);
         let room = u32::try_from(room).unwrap_or(u32::MAX);
         request.max_tokens = request.max_tokens.min(room).max(MIN_OUTPUT_TOKENS);
         let budget = settings.defaults.thinking_budget_tokens;
         if budget > 0 && budget < request.max_tokens {
             request.thinking_budget = Some(budget);
         }
-        request
+        (request, estimated)
     }
 
     /// The estimated prompt tokens past which the next call compacts first.
@@ -295,10 +315,7 @@ impl Turn {
         };
 
         let tool_set = agent.tools.tool_set(&self.workspace, &agent.policy).await;
-        let prompt = Prompt {
-            system: self.system_prompt(),
-            tools: tool_set.definitions(),
-        };
+        let prompt = Prompt::new(self.system_prompt(), tool_set.definitions());
         if let Some(builtin) = Builtin::parse(&message) {
             return self.builtin(builtin, &prompt, progress).await;
         }
@@ -319,8 +336,8 @@ impl Turn {
         // What the API counted over what the estimate said, for the last call.
         let mut ratio = 1.0f64;
         let mut compact_next = {
-            let request = self.request(&model_id, &prompt, conversation.clone(), ratio);
-            context::estimate(&request.body(), ratio) > self.compact_threshold(&model_id)
+            (prompt.tokens_with(&conversation) as f64 * ratio) as u64
+                > self.compact_threshold(&model_id)
         };
 
         loop {
@@ -339,11 +356,11 @@ impl Turn {
             let draft = Draft::start(agent.store.clone(), self.session.id);
             let mut recoveries = 0;
             let mut shrunk: Option<Vec<Message>> = None;
-            let (request, response) = loop {
+            let (estimated, response) = loop {
                 let messages = shrunk.clone().unwrap_or_else(|| conversation.clone());
-                let request = self.request(&model_id, &prompt, messages, ratio);
+                let (request, estimated) = self.request(&model_id, &prompt, messages, ratio);
                 let failure = match self.call_model(&request, &draft).await {
-                    Ok(response) => break (request, response),
+                    Ok(response) => break (estimated, response),
                     Err(failure) => failure,
                 };
                 let (error, partial_text) = match failure {
@@ -358,8 +375,7 @@ impl Turn {
                 {
                     recoveries += 1;
                     if let Some(counted) = overflow.prompt_tokens {
-                        let estimated = context::estimate(&request.body(), 1.0).max(1);
-                        ratio = ratio.max(counted as f64 / estimated as f64);
+                        ratio = ratio.max(counted as f64 / estimated.max(1) as f64);
                     }
                     tracing::warn!(recoveries, %error, "the request did not fit the context window");
                     if recoveries == 1
@@ -375,8 +391,7 @@ impl Turn {
                     let window = overflow
                         .window
                         .unwrap_or(settings.limits_of(&model_id).context_window);
-                    let fixed = context::estimate(&prompt.system, ratio)
-                        + context::estimate(&prompt.tools, ratio);
+                    let fixed = (prompt.fixed_tokens as f64 * ratio) as u64;
                     let budget = ((window / 2) >> (recoveries - 1))
                         .saturating_sub(fixed)
                         .max(1_000);
@@ -405,7 +420,7 @@ impl Turn {
                 + response.usage.cache_creation_input_tokens
                 + response.usage.cache_read_input_tokens;
             if counted > 0 {
-                ratio = counted as f64 / context::estimate(&request.body(), 1.0).max(1) as f64;
+                ratio = counted as f64 / estimated.max(1) as f64;
             }
             compact_next =
                 counted + response.usage.output_tokens > self.compact_threshold(&model_id);
