@@ -9,9 +9,11 @@ use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::{Semaphore, mpsc};
 
+use super::commands::{self, Builtin, Invocation};
 use super::draft::Draft;
 use super::history::{self, INTERRUPTED};
 use super::model::{ModelClient, ModelError};
+use super::prompt::SystemPrompts;
 use super::running::{Cancel, Canceller, Registration, RunningTurns};
 use super::wire::{ContentBlock, Message, ModelEvent, ModelRequest, Role, Usage};
 use crate::config::Settings;
@@ -22,11 +24,6 @@ use crate::tools::{ToolContext, ToolPolicy, ToolRegistry};
 use crate::workspace::Workspace;
 
 pub use super::running::InterruptOutcome;
-
-/// The system prompt when the configuration gives none.
-const DEFAULT_SYSTEM_PROMPT: &str = "You are Claude, a coding agent working in the user's project directory. \
-Use the tools to read, write and run code there; paths are relative to the working directory. \
-Be concise, and finish by telling the user what you did.";
 
 /// What a turn reports, in order: deltas and tool activity, then exactly one
 /// `Done` or `Failed`.
@@ -79,6 +76,7 @@ pub struct Agent {
     policy: ToolPolicy,
     permits: Arc<Semaphore>,
     running: RunningTurns,
+    prompts: SystemPrompts,
 }
 
 impl Agent {
@@ -92,6 +90,7 @@ impl Agent {
         Self {
             permits: Arc::new(Semaphore::new(settings.api.max_concurrent_requests)),
             running: RunningTurns::new(store.clone()),
+            prompts: SystemPrompts::new(),
             store,
             settings,
             model,
@@ -307,12 +306,29 @@ impl Turn {
             () = self.canceller.token.cancelled() => return Err(Stop::Cancelled),
         };
 
+        let prompt = match commands::prepare(settings, &self.workspace, &message).await {
+            Invocation::Prompt(prompt) => prompt,
+            Invocation::Builtin(builtin) => {
+                // Compact and Clear are the context work's to carry out.
+                let text = match &builtin {
+                    Builtin::Help(text) => text.clone(),
+                    Builtin::Compact(_) | Builtin::Clear => commands::not_available(&builtin),
+                };
+                self.persist(&Message::user_text(message)).await?;
+                self.record_usage(UsageTotals::default(), 1).await;
+                let reply = Message::assistant(vec![ContentBlock::Text { text: text.clone() }]);
+                self.persist(&reply).await?;
+                self.emit(TurnEvent::TextDelta(text.clone()));
+                progress.last_text = text.clone();
+                return Ok(("end_turn".into(), text));
+            }
+        };
         let stored = agent
             .store
             .messages(self.session.id)
             .await
             .map_err(|e| Stop::Failed(e.into()))?;
-        let user = Message::user_text(message);
+        let user = Message::user_text(prompt.text.clone());
         self.persist(&user).await?;
         self.record_usage(UsageTotals::default(), 1).await;
         let mut conversation = history::from_stored(&stored);
@@ -325,16 +341,18 @@ impl Turn {
             workspace: self.workspace.clone(),
             cancel: self.canceller.token.clone(),
         };
-        let model_id = settings.defaults.model.clone();
-        let system = settings
-            .defaults
-            .system_prompt
+        // A command's `model` holds for this turn; its `allowed_tools` are
+        // for the permission engine.
+        let model_id = prompt
+            .model
             .clone()
-            .unwrap_or_else(|| DEFAULT_SYSTEM_PROMPT.to_owned());
-        let system = format!(
-            "{system}\n\nWorking directory: {}",
-            self.workspace.cwd().display()
-        );
+            .unwrap_or_else(|| settings.defaults.model.clone());
+        // Blocks, stable first; joined until `system` is sent as blocks.
+        let system = agent
+            .prompts
+            .build(settings, self.session.id, &self.workspace, &model_id)
+            .await
+            .joined();
 
         loop {
             if progress.num_turns >= settings.defaults.max_turns {
