@@ -161,6 +161,9 @@ impl<'de> Deserialize<'de> for Secret {
 pub struct UserSettings {
     pub base_dir: PathBuf,
     pub auto_create_dir: bool,
+    /// The service's own Claude directory, read by the `user` setting
+    /// source (`CLAUDE.md`, `commands/`); `$HOME/.claude` when unset.
+    pub claude_home: Option<PathBuf>,
 }
 
 impl Default for UserSettings {
@@ -168,7 +171,17 @@ impl Default for UserSettings {
         Self {
             base_dir: PathBuf::from("./data/claude-users"),
             auto_create_dir: true,
+            claude_home: None,
         }
+    }
+}
+
+impl UserSettings {
+    /// `user.claude_home`, or `$HOME/.claude`; `None` without either.
+    pub fn claude_home(&self) -> Option<PathBuf> {
+        self.claude_home
+            .clone()
+            .or_else(|| crate::skills::home_dir().map(|home| home.join(".claude")))
     }
 }
 
@@ -314,10 +327,69 @@ impl AnthropicSettings {
     }
 }
 
+/// `defaults.system_prompt`: a string replaces the service's default prompt;
+/// `{preset: claude_code, append: "..."}` keeps it and adds the text (the
+/// Agent SDK's `{type: preset, ...}` spelling is accepted too).
+#[derive(Debug, Clone, PartialEq)]
+pub enum SystemPromptConfig {
+    Replace(String),
+    Preset { append: Option<String> },
+}
+
+/// The one preset there is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum PromptPreset {
+    ClaudeCode,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum PromptKind {
+    Preset,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PresetPrompt {
+    #[serde(rename = "type", default)]
+    _kind: Option<PromptKind>,
+    #[serde(rename = "preset")]
+    _preset: PromptPreset,
+    #[serde(default)]
+    append: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for SystemPromptConfig {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = SystemPromptConfig;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a prompt (a string) or {preset: claude_code, append: \"...\"}")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(SystemPromptConfig::Replace(v.to_owned()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let preset =
+                    PresetPrompt::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(SystemPromptConfig::Preset {
+                    append: preset.append.filter(|a| !a.trim().is_empty()),
+                })
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct AgentDefaults {
-    pub system_prompt: Option<String>,
+    pub system_prompt: Option<SystemPromptConfig>,
     pub permission_mode: String,
     pub allowed_tools: Vec<String>,
     pub disallowed_tools: Vec<String>,
@@ -610,12 +682,20 @@ enum Kind {
     Storage,
     Sandbox,
     Network,
+    /// Text added to the default system prompt (`defaults.system_prompt`
+    /// becomes `{preset: claude_code, append: <text>}`).
+    AppendPrompt,
 }
 
 /// Environment variable → settings key. Later rows win over earlier ones
 /// (`CLAUDE_AGENT_API_PORT` over `API_PORT`).
 const ENV_KEYS: &[(&str, &str, Kind)] = &[
     ("CLAUDE_AGENT_USER_BASE_DIR", "user.base_dir", Kind::Text),
+    (
+        "CLAUDE_AGENT_USER_CLAUDE_HOME",
+        "user.claude_home",
+        Kind::Text,
+    ),
     (
         "CLAUDE_AGENT_USER_AUTO_CREATE_DIR",
         "user.auto_create_dir",
@@ -704,6 +784,16 @@ const ENV_KEYS: &[(&str, &str, Kind)] = &[
     ("ANTHROPIC_AUTH_TOKEN", "anthropic.auth_token", Kind::Text),
     ("ANTHROPIC_BASE_URL", "anthropic.base_url", Kind::Text),
     ("ANTHROPIC_MODEL", "defaults.model", Kind::Text),
+    (
+        "CLAUDE_AGENT_SYSTEM_PROMPT",
+        "defaults.system_prompt",
+        Kind::Text,
+    ),
+    (
+        "CLAUDE_AGENT_APPEND_SYSTEM_PROMPT",
+        "defaults.system_prompt",
+        Kind::AppendPrompt,
+    ),
     ("CLAUDE_AGENT_TOOLS_SANDBOX", "tools.sandbox", Kind::Sandbox),
     ("CLAUDE_AGENT_TOOLS_NETWORK", "tools.network", Kind::Network),
     (
@@ -986,6 +1076,13 @@ fn apply_env(
             raw.parse::<NetworkMode>().map_err(|e: String| bad(&e))?;
             builder.set_override(key, raw.trim().to_ascii_lowercase())
         }
+        Kind::AppendPrompt => {
+            let preset = config::Map::from([
+                ("preset".to_owned(), config::Value::from("claude_code")),
+                ("append".to_owned(), config::Value::from(raw.clone())),
+            ]);
+            builder.set_override(key, preset)
+        }
     };
     result.map_err(|e| bad(&e.to_string()))
 }
@@ -1200,6 +1297,93 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("api.idle_timeout_secs"), "{err}");
+    }
+
+    #[test]
+    fn system_prompt_is_a_string_or_the_preset_with_appended_text() {
+        assert_eq!(load(None, &[]).unwrap().defaults.system_prompt, None);
+        assert_eq!(
+            load(Some("defaults:\n  system_prompt: null\n"), &[])
+                .unwrap()
+                .defaults
+                .system_prompt,
+            None
+        );
+        let s = load(Some("defaults:\n  system_prompt: Be terse.\n"), &[]).unwrap();
+        assert_eq!(
+            s.defaults.system_prompt,
+            Some(SystemPromptConfig::Replace("Be terse.".into()))
+        );
+        for yaml in [
+            "defaults:\n  system_prompt: {preset: claude_code, append: Answer in French.}\n",
+            "defaults:\n  system_prompt:\n    type: preset\n    preset: claude_code\n    append: Answer in French.\n",
+        ] {
+            let s = load(Some(yaml), &[]).unwrap();
+            assert_eq!(
+                s.defaults.system_prompt,
+                Some(SystemPromptConfig::Preset {
+                    append: Some("Answer in French.".into())
+                }),
+                "{yaml}"
+            );
+        }
+        let s = load(
+            Some("defaults:\n  system_prompt: {preset: claude_code}\n"),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            s.defaults.system_prompt,
+            Some(SystemPromptConfig::Preset { append: None })
+        );
+        for bad in [
+            "defaults:\n  system_prompt: {preset: other}\n",
+            "defaults:\n  system_prompt: {preset: claude_code, appendix: x}\n",
+            "defaults:\n  system_prompt: [a, b]\n",
+        ] {
+            let err = load(Some(bad), &[]).unwrap_err().to_string();
+            assert!(
+                err.contains("system_prompt") || err.contains("preset"),
+                "{bad}: {err}"
+            );
+        }
+
+        // The environment wins over the file, in either form.
+        let file = Some("defaults:\n  system_prompt: {preset: claude_code, append: from file}\n");
+        let s = load(file, &[("CLAUDE_AGENT_SYSTEM_PROMPT", "From env.")]).unwrap();
+        assert_eq!(
+            s.defaults.system_prompt,
+            Some(SystemPromptConfig::Replace("From env.".into()))
+        );
+        let s = load(
+            Some("defaults:\n  system_prompt: Replaced.\n"),
+            &[("CLAUDE_AGENT_APPEND_SYSTEM_PROMPT", "Also this.")],
+        )
+        .unwrap();
+        assert_eq!(
+            s.defaults.system_prompt,
+            Some(SystemPromptConfig::Preset {
+                append: Some("Also this.".into())
+            })
+        );
+    }
+
+    #[test]
+    fn claude_home_defaults_to_home_dot_claude_and_env_sets_it() {
+        let s = load(None, &[]).unwrap();
+        assert_eq!(s.user.claude_home, None);
+        if let Some(home) = crate::skills::home_dir() {
+            assert_eq!(s.user.claude_home(), Some(home.join(".claude")));
+        }
+        let s = load(
+            Some("user:\n  claude_home: /srv/claude\n"),
+            &[("CLAUDE_AGENT_USER_CLAUDE_HOME", "/etc/claude-agent")],
+        )
+        .unwrap();
+        assert_eq!(
+            s.user.claude_home(),
+            Some(PathBuf::from("/etc/claude-agent"))
+        );
     }
 
     #[test]

@@ -27,12 +27,15 @@ const MAX_NAME_CHARS: usize = 64;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SettingSource {
-    /// `$HOME/.claude/skills` of the service process.
+    /// The service process's own: `$HOME/.claude/skills`, and in the Claude
+    /// home (`user.claude_home`) `CLAUDE.md` and `commands/`.
     User,
-    /// `{cwd}/.claude/skills` of the session.
+    /// The session's: `{cwd}/.claude/skills`, `{cwd}/.claude/commands`, and
+    /// `CLAUDE.md` / `.claude/CLAUDE.md` of the session's directory and its
+    /// parents up to the user's directory.
     Project,
-    /// `.claude/settings.local.json` in Claude Code; it holds no skills, so
-    /// it is accepted and contributes nothing here.
+    /// Personal files a repository keeps out of git: `CLAUDE.local.md` in
+    /// the same directories as the project's CLAUDE.md. It holds no skills.
     Local,
 }
 
@@ -43,6 +46,8 @@ pub struct Skill {
     pub description: String,
     /// `user`, `project` or `plugin:<plugin name>`.
     pub source: String,
+    /// `argument-hint` front matter: what to type after `/name`.
+    pub argument_hint: Option<String>,
     /// The skill's folder, where its bundled files live.
     pub dir: PathBuf,
     /// The instructions after the front matter. Left out of listings: it is
@@ -55,6 +60,22 @@ pub struct Skill {
 struct FrontMatter {
     name: String,
     description: String,
+    #[serde(rename = "argument-hint", default)]
+    argument_hint: Option<serde_yaml::Value>,
+}
+
+impl Skill {
+    /// What the model reads when the skill is invoked with `args` (by the
+    /// Skill tool, or by a user typing `/name args`): the skill's folder,
+    /// then its instructions with the arguments substituted as in a command.
+    pub fn instructions(&self, args: &str) -> String {
+        let body = crate::agent::commands::substitute(&self.body, args, &[]);
+        format!(
+            "Base directory for this skill: {}\n\n{}",
+            self.dir.display(),
+            body.trim_end()
+        )
+    }
 }
 
 /// Finds every skill a session working in `workspace` would see.
@@ -176,17 +197,23 @@ fn load(dir: &Path, source: &str, jail: Option<&Workspace>) -> Result<Option<Ski
         name: front.name,
         description: front.description,
         source: source.to_owned(),
+        argument_hint: front
+            .argument_hint
+            .as_ref()
+            .and_then(crate::agent::commands::hint_text),
         dir,
         body,
     }))
 }
 
-/// Splits `---`-delimited YAML front matter from the body and checks it.
-fn parse(text: &str) -> Result<(FrontMatter, String), String> {
+/// Splits `---`-delimited front matter from the body of a Markdown file
+/// (a skill's `SKILL.md`, a command's `.md`): `Ok((None, text))` when the
+/// file has none, an error when it opens one and never closes it.
+pub(crate) fn split_front_matter(text: &str) -> Result<(Option<String>, String), String> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut lines = text.split_inclusive('\n');
     if lines.next().map(str::trim_end) != Some("---") {
-        return Err("no front matter (the file must start with a '---' line)".into());
+        return Ok((None, text.to_owned()));
     }
     let mut yaml = String::new();
     let mut closed = false;
@@ -200,7 +227,14 @@ fn parse(text: &str) -> Result<(FrontMatter, String), String> {
     if !closed {
         return Err("front matter is not closed by a '---' line".into());
     }
-    let body: String = lines.collect();
+    Ok((Some(yaml), lines.collect()))
+}
+
+/// Splits `---`-delimited YAML front matter from the body and checks it.
+fn parse(text: &str) -> Result<(FrontMatter, String), String> {
+    let (Some(yaml), body) = split_front_matter(text)? else {
+        return Err("no front matter (the file must start with a '---' line)".into());
+    };
     let mut front: FrontMatter =
         serde_yaml::from_str(&yaml).map_err(|e| format!("front matter: {e}"))?;
     front.name = front.name.trim().to_owned();
@@ -356,19 +390,7 @@ impl Tool for SkillTool {
             .and_then(Value::as_str)
             .map(str::trim)
             .unwrap_or("");
-        let mut body = skill.body.clone();
-        // Claude Code's convention: a skill may place its arguments with
-        // $ARGUMENTS; otherwise they follow the instructions.
-        if body.contains("$ARGUMENTS") {
-            body = body.replace("$ARGUMENTS", args);
-        } else if !args.is_empty() {
-            body = format!("{}\n\nARGUMENTS: {args}", body.trim_end());
-        }
-        ToolOutput::ok(format!(
-            "Base directory for this skill: {}\n\n{}",
-            skill.dir.display(),
-            body.trim_end()
-        ))
+        ToolOutput::ok(skill.instructions(args))
     }
 }
 
@@ -578,6 +600,7 @@ mod tests {
                 name: "a".into(),
                 description: "A".into(),
                 source: "user".into(),
+                argument_hint: None,
                 dir: PathBuf::from("/x/a"),
                 body: String::new(),
             },
@@ -585,6 +608,7 @@ mod tests {
                 name: "b".into(),
                 description: "B".into(),
                 source: "user".into(),
+                argument_hint: None,
                 dir: PathBuf::from("/x/b"),
                 body: String::new(),
             },

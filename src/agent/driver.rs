@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tokio::sync::mpsc;
 
+use super::commands::{self, Builtin, Invocation};
 use super::context::{self, Compaction, Trigger, View};
 use super::draft::Draft;
 use super::history::{self, INTERRUPTED};
@@ -20,11 +21,6 @@ use crate::error::ApiError;
 use crate::store::{Session, UsageTotals};
 use crate::tools::{ToolContext, ToolOutput};
 use crate::workspace::Workspace;
-
-/// The system prompt when the configuration gives none.
-const DEFAULT_SYSTEM_PROMPT: &str = "You are Claude, a coding agent working in the user's project directory. \
-Use the tools to read, write and run code there; paths are relative to the working directory. \
-Be concise, and finish by telling the user what you did.";
 
 /// What a call that stopped at `max_tokens` inside a tool call gets back.
 const CUT_TOOL_CALL: &str = "Your reply reached the max_tokens limit while writing this tool call, so its input was cut off and the call was not run. Retry with a smaller input: for example write a large file in several parts (Write a first part, then Edit to append the rest).";
@@ -91,27 +87,6 @@ impl Prompt {
     /// Estimated tokens of a request carrying `messages`, at a ratio of 1.
     fn tokens_with(&self, messages: &[Message]) -> u64 {
         self.fixed_tokens + context::estimate(&messages, 1.0)
-    }
-}
-
-/// A built-in command the service answers itself.
-enum Builtin {
-    Compact(Option<String>),
-    Clear,
-}
-
-impl Builtin {
-    fn parse(message: &str) -> Option<Self> {
-        let message = message.trim();
-        let (word, rest) = message
-            .split_once(char::is_whitespace)
-            .unwrap_or((message, ""));
-        let rest = rest.trim();
-        match word {
-            "/compact" => Some(Self::Compact((!rest.is_empty()).then(|| rest.to_owned()))),
-            "/clear" => Some(Self::Clear),
-            _ => None,
-        }
     }
 }
 
@@ -249,20 +224,6 @@ impl Turn {
         Ok(View::of(&rows))
     }
 
-    fn system_prompt(&self) -> Vec<String> {
-        let system = self
-            .agent
-            .settings
-            .defaults
-            .system_prompt
-            .clone()
-            .unwrap_or_else(|| DEFAULT_SYSTEM_PROMPT.to_owned());
-        vec![format!(
-            "{system}\n\nWorking directory: {}",
-            self.workspace.cwd().display()
-        )]
-    }
-
     /// A request for `model` carrying `messages`, with caching, thinking and
     /// a `max_tokens` that leaves the prompt room in the window; and its
     /// estimated size in tokens (at a ratio of 1).
@@ -315,13 +276,34 @@ impl Turn {
         };
 
         let tool_set = agent.tools.tool_set(&self.workspace, &agent.policy).await;
-        let prompt = Prompt::new(self.system_prompt(), tool_set.definitions());
-        if let Some(builtin) = Builtin::parse(&message) {
-            return self.builtin(builtin, &prompt, progress).await;
-        }
+        let expansion = match commands::prepare(settings, &self.workspace, &message).await {
+            Invocation::Prompt(expansion) => expansion,
+            Invocation::Builtin(Builtin::Help(text)) => {
+                self.persist(&Message::user_text(message)).await?;
+                self.record_usage(UsageTotals::default(), 1).await;
+                let reply = Message::assistant(vec![ContentBlock::Text { text: text.clone() }]);
+                self.persist(&reply).await?;
+                self.emit(TurnEvent::TextDelta(text.clone()));
+                progress.last_text = text.clone();
+                return Ok(("end_turn".into(), text));
+            }
+            Invocation::Builtin(builtin) => {
+                let prompt = self
+                    .prompt(&settings.defaults.model, tool_set.definitions())
+                    .await;
+                return self.builtin(builtin, &prompt, progress).await;
+            }
+        };
+        // A command's `model` holds for this turn.
+        let mut model_id = expansion
+            .model
+            .clone()
+            .unwrap_or_else(|| settings.defaults.model.clone());
+        progress.model = model_id.clone();
+        let prompt = self.prompt(&model_id, tool_set.definitions()).await;
 
         let view = self.stored_view().await?;
-        let user = Message::user_text(message);
+        let user = Message::user_text(expansion.text);
         self.persist(&user).await?;
         self.record_usage(UsageTotals::default(), 1).await;
         let mut conversation = view.conversation();
@@ -332,7 +314,6 @@ impl Turn {
             workspace: self.workspace.clone(),
             cancel: self.canceller.token.clone(),
         };
-        let mut model_id = settings.defaults.model.clone();
         // What the API counted over what the estimate said, for the last call.
         let mut ratio = 1.0f64;
         let mut compact_next = {
@@ -511,6 +492,17 @@ impl Turn {
         Ok(())
     }
 
+    /// The system prompt (blocks, stable first) and tool definitions of the
+    /// turn's calls to `model`.
+    async fn prompt(&self, model: &str, tools: Vec<Value>) -> Prompt {
+        let agent = &self.agent;
+        let system = agent
+            .prompts
+            .build(&agent.settings, self.session.id, &self.workspace, model)
+            .await;
+        Prompt::new(system.blocks, tools)
+    }
+
     /// `/compact` and `/clear`: answered without a model turn of their own.
     async fn builtin(
         &self,
@@ -539,6 +531,7 @@ impl Turn {
                 progress.last_text = text.clone();
                 Ok(("compacted".into(), text))
             }
+            Builtin::Help(text) => Ok(("end_turn".into(), text)),
             Builtin::Clear => {
                 let view = self.stored_view().await?;
                 let compaction = Compaction {
@@ -840,21 +833,6 @@ fn upstream_error(err: ModelError, max_retries: u32) -> ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn builtins_are_recognised_only_as_whole_words() {
-        assert!(matches!(
-            Builtin::parse("/compact"),
-            Some(Builtin::Compact(None))
-        ));
-        assert!(matches!(
-            Builtin::parse("  /compact keep the API design \n"),
-            Some(Builtin::Compact(Some(focus))) if focus == "keep the API design"
-        ));
-        assert!(matches!(Builtin::parse("/clear"), Some(Builtin::Clear)));
-        assert!(Builtin::parse("/compaction please").is_none());
-        assert!(Builtin::parse("please /compact").is_none());
-    }
 
     #[test]
     fn a_rejected_request_is_not_reported_as_retried() {

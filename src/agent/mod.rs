@@ -1,12 +1,17 @@
 //! The agent: the turn loop, the conversation history it keeps valid, the
-//! Messages API wire types and the model client (`ModelClient`, Anthropic).
+//! Messages API wire types, the model client (`ModelClient`, Anthropic), and
+//! what a turn starts from: its system prompt, the project's memory and
+//! slash commands.
 
 pub mod anthropic;
+pub mod commands;
 pub mod context;
 mod draft;
 mod driver;
 pub mod history;
+pub mod memory;
 pub mod model;
+pub mod prompt;
 mod running;
 mod stream;
 pub mod turn;

@@ -13,6 +13,7 @@ use tokio::sync::{Semaphore, mpsc};
 use super::context::Compaction;
 use super::driver::Turn;
 use super::model::ModelClient;
+use super::prompt::SystemPrompts;
 use super::running::RunningTurns;
 use super::wire::Usage;
 use crate::config::Settings;
@@ -85,6 +86,7 @@ pub struct Agent {
     pub(super) policy: ToolPolicy,
     pub(super) permits: Arc<Semaphore>,
     pub(super) running: RunningTurns,
+    pub(super) prompts: SystemPrompts,
 }
 
 impl Agent {
@@ -98,6 +100,7 @@ impl Agent {
         Self {
             permits: Arc::new(Semaphore::new(settings.api.max_concurrent_requests)),
             running: RunningTurns::new(store.clone()),
+            prompts: SystemPrompts::new(),
             store,
             settings,
             model,

@@ -2,6 +2,7 @@
 //! the contract's errors, the router and the OpenAPI document.
 
 pub mod chat;
+pub mod commands;
 pub mod health;
 pub mod sessions;
 pub mod skills;
@@ -170,11 +171,12 @@ pub fn rfc3339<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error
         chat::chat,
         chat::chat_stream,
         skills::list_skills,
+        commands::list_commands,
     ),
     components(schemas(ErrorBody, FieldProblem)),
     tags(
         (name = "sessions", description = "Create, inspect, resume and delete sessions"),
-        (name = "skills", description = "Skills a session would see"),
+        (name = "skills", description = "Skills and slash commands a session would see"),
         (name = "chat", description = "Talk to the agent: one turn per message"),
         (name = "service", description = "Service information and health")
     )
@@ -192,6 +194,7 @@ pub fn router(state: AppState) -> Router {
         .merge(sessions::routes())
         .merge(chat::routes())
         .merge(skills::routes())
+        .merge(commands::routes())
         .with_state(state)
         .merge(
             Router::new()

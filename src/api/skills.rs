@@ -59,22 +59,9 @@ pub async fn list_skills(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<SkillsQuery>,
 ) -> Result<Json<Vec<SkillInfo>>, ApiError> {
-    let user = UserId::parse(&query.user_id).map_err(|e| ApiError::validation("user_id", e.0))?;
-    let subdir = query
-        .subdir
-        .as_deref()
-        .filter(|s| !s.is_empty())
-        .map(Subdir::parse)
-        .transpose()
-        .map_err(|e| ApiError::validation("subdir", e.0))?;
-    let base = state.settings.user.base_dir.clone();
-    let opened =
-        tokio::task::spawn_blocking(move || Workspace::open(&base, &user, subdir.as_ref(), false))
-            .await
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
-    let skills = match opened {
-        Ok(workspace) => state.skills.list(&workspace).await,
-        Err(WorkspaceError::Missing(_)) => {
+    let skills = match lookup_directory(&state, &query).await? {
+        Directory::Session(workspace) => state.skills.list(&workspace).await,
+        Directory::Missing(scratch) => {
             // Nothing on disk yet: only the skills that do not live in it.
             let sources: Vec<SettingSource> = state
                 .settings
@@ -89,10 +76,8 @@ pub async fn list_skills(
                 sources,
                 state.settings.plugins.clone(),
             );
-            let scratch = base_workspace(&state)?;
             elsewhere.list(&scratch).await
         }
-        Err(other) => return Err(other.into()),
     };
     Ok(Json(
         skills
@@ -107,8 +92,41 @@ pub async fn list_skills(
     ))
 }
 
-/// A workspace over the base directory, for discovery that never reads the
-/// project (its project source is filtered out).
+/// The directory a listing for `user_id` and `subdir` looks in.
+pub(super) enum Directory {
+    /// The session's directory, as a session there would open it.
+    Session(Workspace),
+    /// It does not exist yet: a workspace over the base directory, for
+    /// discovery that must not read the project (its project source is
+    /// filtered out).
+    Missing(Workspace),
+}
+
+/// Parses the query and opens the directory without creating it.
+pub(super) async fn lookup_directory(
+    state: &AppState,
+    query: &SkillsQuery,
+) -> Result<Directory, ApiError> {
+    let user = UserId::parse(&query.user_id).map_err(|e| ApiError::validation("user_id", e.0))?;
+    let subdir = query
+        .subdir
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .map(Subdir::parse)
+        .transpose()
+        .map_err(|e| ApiError::validation("subdir", e.0))?;
+    let base = state.settings.user.base_dir.clone();
+    let opened =
+        tokio::task::spawn_blocking(move || Workspace::open(&base, &user, subdir.as_ref(), false))
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+    match opened {
+        Ok(workspace) => Ok(Directory::Session(workspace)),
+        Err(WorkspaceError::Missing(_)) => Ok(Directory::Missing(base_workspace(state)?)),
+        Err(other) => Err(other.into()),
+    }
+}
+
 fn base_workspace(state: &AppState) -> Result<Workspace, ApiError> {
     let base = &state.settings.user.base_dir;
     std::fs::create_dir_all(base).map_err(|e| ApiError::Internal(e.to_string()))?;

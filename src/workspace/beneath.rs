@@ -127,6 +127,45 @@ pub fn open_file(
     })
 }
 
+/// One entry of a directory listed beneath a root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirEntry {
+    pub name: String,
+    /// A directory, as the entry itself says. Anything else (a file, a
+    /// symlink, a type the filesystem does not report) is for an open
+    /// beneath the root to judge.
+    pub is_dir: bool,
+}
+
+/// Lists the directory `rel` beneath `root`, without `.` and `..`, sorted by
+/// name. Names that are not UTF-8 are left out.
+pub fn list_dir(root: impl AsFd, rel: &Path, shown: &str) -> Result<Vec<DirEntry>, FileError> {
+    let fd = openat2_retrying(
+        root.as_fd(),
+        rel,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+        shown,
+    )?;
+    let dir = rustix::fs::Dir::new(fd).map_err(|e| io_error(shown, e))?;
+    let mut entries = Vec::new();
+    for entry in dir {
+        let entry = entry.map_err(|e| io_error(shown, e))?;
+        let Ok(name) = entry.file_name().to_str() else {
+            continue;
+        };
+        if name == "." || name == ".." {
+            continue;
+        }
+        entries.push(DirEntry {
+            name: name.to_owned(),
+            is_dir: entry.file_type() == FileType::Directory,
+        });
+    }
+    entries.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(entries)
+}
+
 /// Creates `rel` and its missing parents beneath `root`, one component at a
 /// time, each relative to a handle of its parent resolved beneath `root`.
 pub fn create_dirs(root: impl AsFd, rel: &Path, shown: &str) -> Result<(), FileError> {

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use crate::domain::{Subdir, UserId};
 
-pub use beneath::{Access, FileError, OpenFile};
+pub use beneath::{Access, DirEntry, FileError, OpenFile};
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkspaceError {
@@ -42,6 +42,10 @@ pub struct Workspace {
     root: Root,
     cwd: PathBuf,
     extra_roots: Vec<Root>,
+    /// `{base_dir}/{user_id}`, the session's root or an ancestor of it. Only
+    /// project memory is read from it (the CLAUDE.md files of the session's
+    /// parent directories and their imports); tools never reach it.
+    user_dir: Root,
 }
 
 /// A directory the session may touch: its canonical path, for showing and
@@ -91,6 +95,7 @@ impl Workspace {
                     root: user_root.clone(),
                     cwd: user_root.path.clone(),
                     extra_roots: Vec::new(),
+                    user_dir: user_root.clone(),
                 };
                 let target = probe.resolve_within(&wanted, sub.as_str())?;
                 let rel = target
@@ -131,15 +136,20 @@ impl Workspace {
             },
             cwd,
             extra_roots: Vec::new(),
+            user_dir: Root {
+                path: root,
+                handle: Arc::new(user_root),
+            },
         })
     }
 
     /// A workspace over an existing directory (its own root), for tools and tests.
     pub fn at(dir: &Path) -> Result<Self, WorkspaceError> {
-        let root = dir.canonicalize()?;
+        let root = Root::open(dir.canonicalize()?)?;
         Ok(Self {
-            cwd: root.clone(),
-            root: Root::open(root)?,
+            cwd: root.path.clone(),
+            user_dir: root.clone(),
+            root,
             extra_roots: Vec::new(),
         })
     }
@@ -169,6 +179,32 @@ impl Workspace {
     /// The additional directories the session may touch, canonical.
     pub fn extra_roots(&self) -> impl Iterator<Item = &Path> {
         self.extra_roots.iter().map(|r| r.path.as_path())
+    }
+
+    /// The user's directory, `{base_dir}/{user_id}`: the session's directory
+    /// or one of its ancestors (for [`Workspace::at`], its own directory).
+    pub fn user_dir(&self) -> &Path {
+        &self.user_dir.path
+    }
+
+    /// Opens the regular file at `path` for reading, beneath the user's
+    /// directory rather than the session's: for project memory, which may
+    /// live in the session's parent directories. `path` is absolute; `..` in
+    /// it is folded first, and the kernel refuses any symlink leading out.
+    pub fn open_in_user_dir(&self, path: &Path) -> Result<OpenFile, FileError> {
+        let shown = path.display().to_string();
+        let normal = lexical_normalize(path);
+        let rel = normal
+            .strip_prefix(&self.user_dir.path)
+            .map_err(|_| FileError::Escape(shown.clone()))?;
+        beneath::open_file(self.user_dir.handle.as_ref(), rel, Access::Read, &shown)
+    }
+
+    /// Lists the directory `path` (absolute) beneath the root it lies in.
+    pub fn list_dir(&self, path: &Path) -> Result<Vec<DirEntry>, FileError> {
+        let shown = path.display().to_string();
+        let (root, rel) = self.locate(path, &shown)?;
+        beneath::list_dir(root.handle.as_ref(), rel, &shown)
     }
 
     /// Resolves a tool's path (relative to the cwd, or absolute) to a canonical
@@ -306,7 +342,7 @@ pub fn open_trusted_file(canonical: &Path) -> Result<OpenFile, FileError> {
 /// Removes `.` and folds `..` without touching the disk. Symlinks are
 /// handled afterwards by canonicalising the existing prefix, so a `..` that
 /// follows a symlink is still caught by the containment check.
-fn lexical_normalize(path: &Path) -> PathBuf {
+pub fn lexical_normalize(path: &Path) -> PathBuf {
     let mut out = PathBuf::new();
     for component in path.components() {
         match component {
@@ -347,6 +383,75 @@ mod tests {
         let err = Workspace::open(tmp.path(), &user("bob"), Some(&sub), true).unwrap_err();
         assert!(matches!(err, WorkspaceError::Escape(_)), "{err:?}");
         assert!(!outside.path().join("deeper").exists());
+    }
+
+    #[test]
+    fn the_users_directory_is_readable_above_the_session_and_nothing_beyond_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let sub = Subdir::parse("proj/deep").unwrap();
+        let ws = Workspace::open(tmp.path(), &user("frank"), Some(&sub), true).unwrap();
+        let user_dir = tmp.path().join("frank").canonicalize().unwrap();
+        assert_eq!(ws.user_dir(), user_dir);
+        std::fs::write(user_dir.join("CLAUDE.md"), "top").unwrap();
+        std::fs::write(tmp.path().join("above.md"), "no").unwrap();
+        std::fs::create_dir_all(tmp.path().join("grace")).unwrap();
+        std::fs::write(tmp.path().join("grace/secret"), "no").unwrap();
+        std::os::unix::fs::symlink("../../grace/secret", user_dir.join("proj/link")).unwrap();
+
+        let mut text = String::new();
+        std::io::Read::read_to_string(
+            &mut ws
+                .open_in_user_dir(&ws.cwd().join("../../CLAUDE.md"))
+                .unwrap()
+                .file,
+            &mut text,
+        )
+        .unwrap();
+        assert_eq!(text, "top");
+        for outside in [
+            ws.cwd().join("../../../above.md"),
+            ws.cwd().join("../../../grace/secret"),
+            user_dir.join("proj/link"),
+            tmp.path().canonicalize().unwrap().join("above.md"),
+        ] {
+            let err = ws.open_in_user_dir(&outside).err().unwrap();
+            assert!(matches!(err, FileError::Escape(_)), "{outside:?}: {err:?}");
+        }
+        // Tools stay confined to the session's own directory.
+        assert!(ws.resolve("../../CLAUDE.md").is_err());
+    }
+
+    #[test]
+    fn list_dir_lists_beneath_the_root_only() {
+        let tmp = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let ws = Workspace::open(tmp.path(), &user("heidi"), None, true).unwrap();
+        std::fs::create_dir_all(ws.cwd().join("d/sub")).unwrap();
+        std::fs::write(ws.cwd().join("d/b.md"), "").unwrap();
+        std::fs::write(ws.cwd().join("d/a.md"), "").unwrap();
+        let names: Vec<(String, bool)> = ws
+            .list_dir(&ws.cwd().join("d"))
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.name, e.is_dir))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("a.md".to_owned(), false),
+                ("b.md".to_owned(), false),
+                ("sub".to_owned(), true)
+            ]
+        );
+        std::os::unix::fs::symlink(outside.path(), ws.cwd().join("out")).unwrap();
+        assert!(matches!(
+            ws.list_dir(&ws.cwd().join("out")),
+            Err(FileError::Escape(_))
+        ));
+        assert!(matches!(
+            ws.list_dir(&ws.cwd().join("missing")),
+            Err(FileError::NotFound(_))
+        ));
     }
 
     #[test]

@@ -173,8 +173,17 @@ async fn plain_answer(storage: StorageKind) {
     assert_eq!(body["tool_calls"], json!([]));
     assert_eq!(body["stop_reason"], "end_turn");
     assert_eq!(body["num_turns"], 1);
-    assert!(body["usage"]["input_tokens"].as_u64().unwrap() > 0);
-    assert!(body["usage"]["output_tokens"].as_u64().unwrap() > 0);
+    let usage = &body["usage"];
+    let input = [
+        "input_tokens",
+        "cache_creation_input_tokens",
+        "cache_read_input_tokens",
+    ]
+    .iter()
+    .map(|field| usage[field].as_u64().unwrap())
+    .sum::<u64>();
+    assert!(input > 0, "{usage}");
+    assert!(usage["output_tokens"].as_u64().unwrap() > 0);
     assert!(body["cost_usd"].as_f64().unwrap() > 0.0);
     assert!(chrono::DateTime::parse_from_rfc3339(body["timestamp"].as_str().unwrap()).is_ok());
 

@@ -9,6 +9,7 @@ mod contract_errors;
 mod extensions;
 mod helpers;
 mod mcp_leaks;
+mod memory;
 mod nul_bytes;
 mod pg_outage;
 mod process;

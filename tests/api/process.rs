@@ -185,7 +185,15 @@ async fn text_a_client_saw_and_spent_usage_survive_a_sigkill() {
     let session = service.get(&format!("/api/v1/sessions/{id}")).await;
     assert_eq!(session["message_count"], 1, "{session}");
     let usage = &session["usage"];
-    assert!(usage["input_tokens"].as_u64().unwrap() > 0, "{session}");
+    let input = [
+        "input_tokens",
+        "cache_creation_input_tokens",
+        "cache_read_input_tokens",
+    ]
+    .iter()
+    .map(|field| usage[field].as_u64().unwrap())
+    .sum::<u64>();
+    assert!(input > 0, "{session}");
     assert!(usage["output_tokens"].as_u64().unwrap() > 0, "{session}");
     assert!(usage["cost_usd"].as_f64().unwrap() > 0.0, "{session}");
 }

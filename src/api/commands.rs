@@ -1,0 +1,42 @@
+//! `GET /api/v1/commands`: the slash commands a session in a given directory
+//! would understand, built-in and custom.
+
+use axum::extract::State;
+use axum::routing::get;
+use axum::{Json, Router};
+
+use super::skills::{Directory, SkillsQuery, lookup_directory};
+use super::{ApiQuery, AppState};
+use crate::agent::commands::{self, CommandInfo, CommandSources};
+use crate::error::{ApiError, ErrorBody};
+
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/api/v1/commands", get(list_commands))
+}
+
+/// List commands
+///
+/// What a message may start with in a session for `user_id` and `subdir`:
+/// the built-in commands, then custom commands (`.claude/commands/*.md` of
+/// the project, `commands/*.md` of the service's Claude directory) and
+/// skills, by name. A skill shadows a command of the same name. A directory
+/// that does not exist yet has no project commands.
+#[utoipa::path(
+    get, path = "/api/v1/commands", tag = "skills",
+    params(SkillsQuery),
+    responses(
+        (status = 200, description = "Commands: built-in first, then the rest by name", body = Vec<CommandInfo>),
+        (status = 422, description = "Bad user_id or subdir", body = ErrorBody),
+    )
+)]
+pub async fn list_commands(
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<SkillsQuery>,
+) -> Result<Json<Vec<CommandInfo>>, ApiError> {
+    let sources = CommandSources::from_settings(&state.settings);
+    let listed = match lookup_directory(&state, &query).await? {
+        Directory::Session(workspace) => commands::list(sources, &workspace).await,
+        Directory::Missing(scratch) => commands::list(sources.without_project(), &scratch).await,
+    };
+    Ok(Json(listed))
+}
