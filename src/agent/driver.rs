@@ -18,7 +18,7 @@ use super::running::{Cancel, Canceller, Registration};
 use super::turn::{Agent, ToolCall, TurnEvent, TurnSummary};
 use super::wire::{ContentBlock, Message, ModelEvent, ModelRequest, ModelResponse, Role};
 use crate::error::ApiError;
-use crate::store::{Session, UsageTotals};
+use crate::store::{Session, UsageTotals, micro_usd};
 use crate::tools::{ToolContext, ToolOutput};
 use crate::workspace::Workspace;
 
@@ -161,13 +161,29 @@ impl Turn {
         match &event {
             TurnEvent::Done(s) => tracing::info!(
                 stop_reason = %s.stop_reason,
+                model = %s.model,
                 num_turns = s.num_turns,
                 tool_calls = s.tool_calls.len(),
+                input_tokens = s.usage.input_tokens,
+                cache_read_tokens = s.usage.cache_read_input_tokens,
+                cache_write_tokens = s.usage.cache_creation_input_tokens,
+                output_tokens = s.usage.output_tokens,
+                cost_usd = micro_usd(s.usage.cost_usd),
                 compactions = s.compactions.len(),
                 duration_ms = s.duration_ms,
                 "turn finished"
             ),
-            TurnEvent::Failed(err) => tracing::info!(error = err.code(), "turn failed"),
+            TurnEvent::Failed(err) => tracing::info!(
+                error = err.code(),
+                num_turns = progress.num_turns,
+                tool_calls = progress.tool_calls.len(),
+                input_tokens = usage.input_tokens,
+                cache_read_tokens = usage.cache_read_input_tokens,
+                cache_write_tokens = usage.cache_creation_input_tokens,
+                output_tokens = usage.output_tokens,
+                cost_usd = micro_usd(usage.cost_usd),
+                "turn failed"
+            ),
             _ => {}
         }
         let _ = self.events.send(event);
@@ -428,19 +444,22 @@ impl Turn {
 
             let mut results = Vec::with_capacity(calls.len());
             for (id, name, input) in calls {
-                progress.tool_calls.push(ToolCall {
-                    tool: name.clone(),
-                    input: input.clone(),
-                });
                 let output = if self.canceller.token.is_cancelled() {
                     ToolOutput::error(INTERRUPTED)
                 } else if cut_call.as_deref() == Some(id.as_str()) {
                     ToolOutput::error(CUT_TOOL_CALL)
                 } else {
-                    tool_set.run(&name, input, &tool_ctx).await
+                    tool_set.run(&name, input.clone(), &tool_ctx).await
                 };
                 let content =
                     context::cap_tool_result(output.content, settings.tools.max_result_tokens);
+                progress.tool_calls.push(ToolCall::new(
+                    id.clone(),
+                    name.clone(),
+                    input,
+                    &content,
+                    output.is_error,
+                ));
                 self.emit(TurnEvent::ToolResult {
                     id: id.clone(),
                     name,

@@ -48,11 +48,56 @@ pub enum TurnEvent {
     Failed(ApiError),
 }
 
+/// Characters of a tool's result kept in `ToolCall::output`.
+pub const OUTPUT_PREVIEW_CHARS: usize = 200;
+
+/// One tool call of a turn, as the chat response and the `done` frame list
+/// it. The tool is named twice, as the reference's chat response does
+/// (`tool`, `input`) and as its stream frames do (`tool_name`, `tool_input`).
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ToolCall {
+    /// The model's id of the call (`toolu_...`), as in the stream's
+    /// `tool_use` and `tool_result` frames.
+    pub id: String,
+    #[schema(example = "Bash")]
     pub tool: String,
-    #[schema(value_type = Object)]
+    #[schema(value_type = Object, example = json!({"command": "ls"}))]
     pub input: Value,
+    /// The same as `tool`.
+    #[schema(example = "Bash")]
+    pub tool_name: String,
+    /// The same as `input`.
+    #[schema(value_type = Object, example = json!({"command": "ls"}))]
+    pub tool_input: Value,
+    /// Whether the call failed or was refused.
+    pub is_error: bool,
+    /// The start of what the tool returned: its first 200 characters, with
+    /// `…` appended when there was more.
+    #[schema(example = "hello.py\nREADME.md")]
+    pub output: String,
+}
+
+impl ToolCall {
+    pub fn new(id: String, name: String, input: Value, output: &str, is_error: bool) -> Self {
+        Self {
+            id,
+            tool_name: name.clone(),
+            tool: name,
+            tool_input: input.clone(),
+            input,
+            is_error,
+            output: preview(output, OUTPUT_PREVIEW_CHARS),
+        }
+    }
+}
+
+/// The first `max` characters of `text` (never a split character), `…`
+/// appended when some were left out.
+fn preview(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        None => text.to_owned(),
+        Some((end, _)) => format!("{}…", &text[..end]),
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -191,5 +236,30 @@ impl Agent {
                 + usage.cache_read_input_tokens as f64 * p.cache_read)
                 / 1_000_000.0
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_output_preview_is_cut_on_a_character_boundary() {
+        assert_eq!(preview("short", 200), "short");
+        let long = "é".repeat(250);
+        let cut = preview(&long, 200);
+        assert_eq!(cut.chars().count(), 201);
+        assert!(cut.ends_with("é…"));
+        let call = ToolCall::new(
+            "toolu_1".into(),
+            "Bash".into(),
+            json!({"command": "ls"}),
+            &long,
+            false,
+        );
+        assert_eq!(call.tool_name, "Bash");
+        assert_eq!(call.tool_input, call.input);
+        assert_eq!(call.output, cut);
     }
 }

@@ -16,12 +16,13 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use utoipa::ToSchema;
 
+use super::frames::{REFERENCE_KEYS, StreamFrame};
 use super::sessions::parse_session_id;
 use super::{ApiJson, AppState, SessionPath, rfc3339};
 use crate::agent::context::Compaction;
 use crate::agent::turn::{InterruptOutcome, ToolCall, TurnEvent, TurnRequest, TurnSummary};
 use crate::error::{ApiError, ErrorBody};
-use crate::store::UsageTotals;
+use crate::store::{UsageTotals, micro_usd, serialize_micro_usd};
 
 const MAX_MESSAGE_CHARS: usize = 100_000;
 const DEFAULT_TIMEOUT_SECS: f64 = 120.0;
@@ -35,6 +36,11 @@ pub fn routes() -> Router<AppState> {
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[schema(example = json!({
+    "session_id": "9f0c2d4e-8a1b-4c3d-9e5f-6a7b8c9d0e1f",
+    "message": "Write hello.py that prints hi, then run it",
+    "timeout": 120
+}))]
 pub struct ChatRequest {
     #[schema(format = Uuid)]
     pub session_id: String,
@@ -89,6 +95,8 @@ pub struct ChatResponse {
     pub stop_reason: String,
     /// Model calls made in this turn.
     pub num_turns: u32,
+    /// US dollars, rounded to micro-dollars (the same as `usage.cost_usd`).
+    #[serde(serialize_with = "serialize_micro_usd")]
     pub cost_usd: f64,
     pub duration_ms: u64,
     /// The model that made the turn's last call.
@@ -160,15 +168,17 @@ pub async fn chat(
 
 /// Run one agent turn, streamed
 ///
-/// Server-Sent Events, each `data: <json>`: `text_delta` as the model writes,
-/// `tool_use` when it decides a call, `tool_result` after each run, then one
-/// `done` (with usage, stop_reason, num_turns) or `error`. Keep-alive comments
-/// every 15 s. Errors known before streaming starts are plain HTTP errors.
+/// Server-Sent Events, each `data: <json>` (a `StreamFrame`): `text_delta` as
+/// the model writes, `tool_use` when it decides a call, `tool_result` after
+/// each run, `thinking_delta` and `compaction` when they happen, then one
+/// `done` (with usage, stop_reason, num_turns, tool_calls) or `error`.
+/// Keep-alive comments every 15 s. Errors known before streaming starts are
+/// plain HTTP errors.
 #[utoipa::path(
     post, path = "/api/v1/chat/stream", tag = "chat",
     request_body = ChatRequest,
     responses(
-        (status = 200, description = "text/event-stream of turn events", content_type = "text/event-stream", body = String),
+        (status = 200, description = "text/event-stream of turn events: `id: <n>` and `data: <StreamFrame>` per event", content_type = "text/event-stream", body = StreamFrame),
         (status = 400, description = "Body is not a JSON object", body = ErrorBody),
         (status = 402, description = "Session budget spent (budget_exceeded)", body = ErrorBody),
         (status = 404, description = "Unknown, deleted or expired session", body = ErrorBody),
@@ -204,7 +214,9 @@ fn frames(
                 true,
             ),
         };
-        let event = Event::default().id(n.to_string()).data(frame.to_string());
+        let event = Event::default()
+            .id(n.to_string())
+            .data(with_reference_keys(frame).to_string());
         Some((Ok(event), (events, n + 1, last)))
     })
 }
@@ -222,7 +234,8 @@ fn frame(event: TurnEvent) -> (Value, bool) {
             (frame, false)
         }
         TurnEvent::ToolUse { id, name, input } => (
-            json!({"type": "tool_use", "tool_use_id": id, "tool_name": name, "tool_input": input}),
+            json!({"type": "tool_use", "tool_use_id": id, "tool_name": name, "tool_input": input,
+                   "tool": name, "input": input}),
             false,
         ),
         TurnEvent::ToolResult {
@@ -231,7 +244,7 @@ fn frame(event: TurnEvent) -> (Value, bool) {
             content,
             is_error,
         } => (
-            json!({"type": "tool_result", "tool_use_id": id, "tool_name": name,
+            json!({"type": "tool_result", "tool_use_id": id, "tool_name": name, "tool": name,
                    "content": content, "is_error": is_error}),
             false,
         ),
@@ -242,7 +255,7 @@ fn frame(event: TurnEvent) -> (Value, bool) {
                 "stop_reason": summary.stop_reason,
                 "num_turns": summary.num_turns,
                 "usage": summary.usage,
-                "cost_usd": summary.usage.cost_usd,
+                "cost_usd": micro_usd(summary.usage.cost_usd),
                 "duration_ms": summary.duration_ms,
                 "tool_calls": summary.tool_calls,
                 "model": summary.model,
@@ -263,6 +276,17 @@ fn frame(event: TurnEvent) -> (Value, bool) {
     }
 }
 
+/// The reference service's keys a frame does not use, added as `null`: its
+/// clients read every frame for all five.
+fn with_reference_keys(mut frame: Value) -> Value {
+    if let Value::Object(fields) = &mut frame {
+        for key in REFERENCE_KEYS {
+            fields.entry(key).or_insert(Value::Null);
+        }
+    }
+    frame
+}
+
 /// Interrupt the running turn
 ///
 /// Cancels the session's running turn, on this instance or on another one
@@ -275,6 +299,7 @@ fn frame(event: TurnEvent) -> (Value, bool) {
         (status = 200, description = "The turn was cancelled", body = InterruptOutcome),
         (status = 404, description = "Unknown, deleted or expired session", body = ErrorBody),
         (status = 409, description = "No turn is running in this session (no_turn_running)", body = ErrorBody),
+        (status = 503, description = "Session store unavailable (store_unavailable)", body = ErrorBody),
     )
 )]
 pub async fn interrupt(
@@ -282,4 +307,143 @@ pub async fn interrupt(
     SessionPath(id): SessionPath,
 ) -> Result<Json<InterruptOutcome>, ApiError> {
     Ok(Json(state.agent.interrupt(id).await?))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use utoipa::{PartialSchema, ToSchema};
+
+    use super::*;
+    use crate::agent::context::Trigger;
+
+    /// The schemas `StreamFrame` documents, by name, as JSON.
+    fn documented() -> serde_json::Map<String, Value> {
+        let mut schemas = Vec::new();
+        StreamFrame::schemas(&mut schemas);
+        schemas
+            .into_iter()
+            .map(|(name, schema)| (name, serde_json::to_value(schema).unwrap()))
+            .collect()
+    }
+
+    /// Property names of a schema, and the required ones, following `allOf`
+    /// and `$ref`s into `schemas`.
+    fn keys(
+        schema: &Value,
+        schemas: &serde_json::Map<String, Value>,
+    ) -> (BTreeSet<String>, BTreeSet<String>) {
+        if let Some(reference) = schema["$ref"].as_str() {
+            let name = reference.rsplit('/').next().unwrap();
+            return keys(&schemas[name], schemas);
+        }
+        let (mut all, mut required) = (BTreeSet::new(), BTreeSet::new());
+        for part in schema["allOf"].as_array().into_iter().flatten() {
+            let (a, r) = keys(part, schemas);
+            all.extend(a);
+            required.extend(r);
+        }
+        if let Some(properties) = schema["properties"].as_object() {
+            all.extend(properties.keys().cloned());
+        }
+        for name in schema["required"].as_array().into_iter().flatten() {
+            required.insert(name.as_str().unwrap().to_owned());
+        }
+        (all, required)
+    }
+
+    fn summary() -> TurnSummary {
+        TurnSummary {
+            text: "Listed your files.".into(),
+            tool_calls: vec![ToolCall::new(
+                "toolu_1".into(),
+                "Bash".into(),
+                json!({"command": "ls"}),
+                "a.txt",
+                false,
+            )],
+            stop_reason: "end_turn".into(),
+            num_turns: 2,
+            usage: UsageTotals {
+                cost_usd: 0.009788999999999999,
+                ..UsageTotals::default()
+            },
+            duration_ms: 12,
+            model: "claude-sonnet-4-6".into(),
+            fallback_model_used: false,
+            compactions: vec![],
+        }
+    }
+
+    #[test]
+    fn every_frame_matches_its_documented_schema() {
+        let schemas = documented();
+        let one_of = serde_json::to_value(StreamFrame::schema()).unwrap();
+        let mapping = one_of["discriminator"]["mapping"].as_object().unwrap();
+        let events = vec![
+            TurnEvent::TextDelta("Hel".into()),
+            TurnEvent::ThinkingDelta("Let me".into()),
+            TurnEvent::Compaction(Compaction {
+                trigger: Trigger::Auto,
+                summary: Some("summary".into()),
+                keep_from_seq: Some(3),
+                messages_summarized: 2,
+                tokens_before: 100,
+                tokens_after: 10,
+                focus: None,
+            }),
+            TurnEvent::ToolUse {
+                id: "toolu_1".into(),
+                name: "Bash".into(),
+                input: json!({"command": "ls"}),
+            },
+            TurnEvent::ToolResult {
+                id: "toolu_1".into(),
+                name: "Bash".into(),
+                content: "a.txt".into(),
+                is_error: false,
+            },
+            TurnEvent::Done(summary()),
+            TurnEvent::Failed(ApiError::TurnTimeout(120)),
+        ];
+        let mut seen = BTreeSet::new();
+        for event in events {
+            let (frame, _) = frame(event);
+            let frame = with_reference_keys(frame);
+            let kind = frame["type"].as_str().unwrap().to_owned();
+            let name = mapping[&kind].as_str().unwrap().rsplit('/').next().unwrap();
+            let (all, required) = keys(&schemas[name], &schemas);
+            let present: BTreeSet<String> = frame.as_object().unwrap().keys().cloned().collect();
+            assert!(
+                present.is_subset(&all),
+                "{kind}: undocumented {:?}",
+                present.difference(&all).collect::<Vec<_>>()
+            );
+            assert!(
+                required.is_subset(&present),
+                "{kind}: missing {:?}",
+                required.difference(&present).collect::<Vec<_>>()
+            );
+            for key in REFERENCE_KEYS {
+                assert!(present.contains(key), "{kind} lacks {key}");
+            }
+            seen.insert(kind);
+        }
+        let documented: BTreeSet<String> = mapping.keys().cloned().collect();
+        assert_eq!(seen, documented, "every documented frame type is checked");
+    }
+
+    #[test]
+    fn costs_are_shown_in_micro_dollars() {
+        let (done, last) = frame(TurnEvent::Done(summary()));
+        assert!(last);
+        assert_eq!(done["cost_usd"].to_string(), "0.009789");
+        assert_eq!(done["usage"]["cost_usd"].to_string(), "0.009789");
+        let response = serde_json::to_value(ChatResponse::new("s".into(), summary())).unwrap();
+        assert_eq!(response["cost_usd"].to_string(), "0.009789");
+        assert_eq!(response["usage"]["cost_usd"].to_string(), "0.009789");
+        assert_eq!(response["tool_calls"][0]["tool_name"], "Bash");
+        assert_eq!(response["tool_calls"][0]["output"], "a.txt");
+    }
 }

@@ -26,7 +26,8 @@ pub fn routes() -> Router<AppState> {
     params(SkillsQuery),
     responses(
         (status = 200, description = "Commands: built-in first, then the rest by name", body = Vec<CommandInfo>),
-        (status = 422, description = "Bad user_id or subdir", body = ErrorBody),
+        (status = 422, description = "Bad user_id or subdir, or a subdir that leads outside the user's directory through a symlink (validation_failed)", body = ErrorBody),
+        (status = 500, description = "The directory could not be read (internal; details in the log)", body = ErrorBody),
     )
 )]
 pub async fn list_commands(

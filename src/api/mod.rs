@@ -3,6 +3,7 @@
 
 pub mod chat;
 pub mod commands;
+mod frames;
 pub mod health;
 pub mod sessions;
 pub mod skills;

@@ -37,6 +37,7 @@ pub fn routes() -> Router<AppState> {
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[schema(example = json!({"user_id": "alice", "subdir": "my-project", "metadata": {"team": "web"}}))]
 pub struct CreateSessionRequest {
     /// 1 to 64 characters of A-Z, a-z, 0-9, `_` or `-`.
     #[schema(value_type = String, example = "alice", pattern = "^[A-Za-z0-9_-]{1,64}$",
@@ -362,6 +363,7 @@ pub async fn session_messages(
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"instructions": "Keep the decisions about the database schema", "timeout": 120}))]
 pub struct CompactRequest {
     /// What the summary should focus on, as in `/compact <instructions>`.
     #[schema(max_length = 10000)]

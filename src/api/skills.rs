@@ -52,7 +52,8 @@ pub struct SkillInfo {
     params(SkillsQuery),
     responses(
         (status = 200, description = "Skills, by name", body = Vec<SkillInfo>),
-        (status = 422, description = "Bad user_id or subdir", body = ErrorBody),
+        (status = 422, description = "Bad user_id or subdir, or a subdir that leads outside the user's directory through a symlink (validation_failed)", body = ErrorBody),
+        (status = 500, description = "The directory could not be read (internal; details in the log)", body = ErrorBody),
     )
 )]
 pub async fn list_skills(

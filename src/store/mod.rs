@@ -94,7 +94,19 @@ pub struct UsageTotals {
     pub output_tokens: u64,
     pub cache_creation_input_tokens: u64,
     pub cache_read_input_tokens: u64,
+    /// US dollars, rounded to micro-dollars (6 decimals) when shown; summed
+    /// unrounded.
+    #[serde(serialize_with = "serialize_micro_usd")]
     pub cost_usd: f64,
+}
+
+/// `usd` rounded to micro-dollars, as responses and logs show costs.
+pub fn micro_usd(usd: f64) -> f64 {
+    (usd * 1_000_000.0).round() / 1_000_000.0
+}
+
+pub fn serialize_micro_usd<S: serde::Serializer>(usd: &f64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(micro_usd(*usd))
 }
 
 impl std::ops::AddAssign for UsageTotals {

@@ -259,10 +259,20 @@ async fn tool_call_then_answer(storage: StorageKind) {
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["text"], "I wrote hello.py.");
     assert_eq!(body["num_turns"], 2);
-    assert_eq!(
-        body["tool_calls"],
-        json!([{"tool": "Write", "input": {"file_path": "hello.py", "content": "print('hi')\n"}}])
+    let input = json!({"file_path": "hello.py", "content": "print('hi')\n"});
+    let calls = body["tool_calls"].as_array().unwrap();
+    assert_eq!(calls.len(), 1);
+    let call = &calls[0];
+    assert_eq!(call["tool"], "Write");
+    assert_eq!(call["input"], input);
+    assert_eq!(call["tool_name"], "Write");
+    assert_eq!(call["tool_input"], input);
+    assert_eq!(call["is_error"], false);
+    assert!(
+        call["id"].as_str().is_some_and(|id| !id.is_empty()),
+        "{call}"
     );
+    assert!(call["output"].as_str().is_some(), "{call}");
     assert_eq!(
         std::fs::read_to_string(cwd.join("hello.py")).unwrap(),
         "print('hi')\n"
@@ -327,6 +337,11 @@ async fn several_tool_calls_in_one_message_run_in_order() {
         .map(|c| c["tool"].as_str().unwrap())
         .collect();
     assert_eq!(tools, ["Write", "Bash", "Read"]);
+    // The chat response tells what each call gave back, in short.
+    let bash = &body["tool_calls"][1];
+    assert_eq!(bash["tool_name"], "Bash");
+    assert_eq!(bash["is_error"], false);
+    assert!(bash["output"].as_str().unwrap().contains("one"), "{bash}");
     let sent = messages_of(&fake.requests()[1]);
     let results = sent[2]["content"].as_array().unwrap();
     assert_eq!(results.len(), 3);
@@ -335,6 +350,40 @@ async fn several_tool_calls_in_one_message_run_in_order() {
         results[2]["content"].as_str().unwrap().contains("one two"),
         "Read ran after Bash"
     );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn tool_calls_say_how_each_call_ended_in_short() {
+    let fake = FakeAnthropic::start().await;
+    let app = agent_app(StorageKind::Memory, &fake, |_| {}).await.unwrap();
+    let id = app.new_session_id("alice").await;
+    fake.push(Reply::ToolUse {
+        text: None,
+        calls: vec![
+            ("Bash".into(), json!({"command": "seq 1 1000"})),
+            ("Read".into(), json!({"file_path": "missing.txt"})),
+        ],
+    });
+    fake.push(Reply::text("Done."));
+    let body: Value = app.chat(&id, "go").await.json().await.unwrap();
+    let calls = body["tool_calls"].as_array().unwrap();
+    assert_eq!(calls.len(), 2, "{body}");
+    let long = calls[0]["output"].as_str().unwrap();
+    assert!(long.starts_with("1\n2\n3\n"), "{long}");
+    assert!(long.ends_with('…') && long.chars().count() == 201, "{long}");
+    assert_eq!(calls[0]["is_error"], false);
+    assert_eq!(calls[1]["is_error"], true);
+    assert!(!calls[1]["output"].as_str().unwrap().is_empty());
+    assert_ne!(calls[0]["id"], calls[1]["id"]);
+    // Costs are shown in micro-dollars, never with float noise.
+    for cost in [&body["cost_usd"], &body["usage"]["cost_usd"]] {
+        let shown = cost.to_string();
+        assert!(
+            shown.split('.').nth(1).is_none_or(|d| d.len() <= 6),
+            "{shown}"
+        );
+    }
     app.stop().await;
 }
 
@@ -582,7 +631,19 @@ async fn stream_frames_arrive_in_order_and_incrementally() {
     assert_eq!(kinds.last(), Some(&"done"));
     assert_eq!(seen[0]["tool_name"], "Bash");
     assert_eq!(seen[0]["tool_input"]["command"], "echo tool-output");
+    // Named as the chat response names them, too.
+    assert_eq!(seen[0]["tool"], "Bash");
+    assert_eq!(seen[0]["input"]["command"], "echo tool-output");
     assert!(seen[1]["content"].as_str().unwrap().contains("tool-output"));
+    assert_eq!(seen[1]["tool_use_id"], seen[0]["tool_use_id"]);
+    // Every frame carries the reference's five keys, null where unused.
+    for frame in &seen {
+        for key in ["type", "text", "tool_name", "tool_input", "error"] {
+            assert!(frame.get(key).is_some(), "{key} missing in {frame}");
+        }
+    }
+    assert_eq!(seen[0]["text"], Value::Null);
+    assert_eq!(seen.last().unwrap()["error"], Value::Null);
     let text: String = seen
         .iter()
         .filter(|f| f["type"] == "text_delta")
@@ -593,6 +654,11 @@ async fn stream_frames_arrive_in_order_and_incrementally() {
     assert_eq!(done["stop_reason"], "end_turn");
     assert_eq!(done["num_turns"], 2);
     assert!(done["usage"]["output_tokens"].as_u64().unwrap() > 0);
+    let call = &done["tool_calls"][0];
+    assert_eq!(call["id"], seen[0]["tool_use_id"]);
+    assert_eq!(call["tool_name"], "Bash");
+    assert_eq!(call["is_error"], false);
+    assert!(call["output"].as_str().unwrap().contains("tool-output"));
     // The fake spaces its events 150 ms apart, so a stream that was buffered
     // to the end would deliver the first delta together with `done`.
     let first = first_delta_at.unwrap();
