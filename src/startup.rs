@@ -130,6 +130,7 @@ impl Application {
             max_connections = limits.max_connections,
             "listening"
         );
+        warn_unless_loopback(&self.listener);
         let server = Server::start(self.listener, self.router, limits);
         shutdown.await;
         server.close();
@@ -153,6 +154,21 @@ impl Application {
         self.state.mcp.shutdown().await;
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// There is no authentication yet: whoever reaches the port can read every
+/// session and run commands in every user's directory, so listening beyond
+/// loopback must be a choice someone sees.
+fn warn_unless_loopback(listener: &TcpListener) {
+    let Ok(addr) = listener.local_addr() else {
+        return;
+    };
+    if !addr.ip().is_loopback() {
+        tracing::warn!(
+            address = %addr,
+            "LISTENING BEYOND LOOPBACK WITHOUT AUTHENTICATION: anyone who can reach this port can read every session and run commands as this service's user; set api.host (CLAUDE_AGENT_API_HOST) to 127.0.0.1, or keep the port behind a firewall or an authenticating gateway"
+        );
     }
 }
 
