@@ -6,24 +6,32 @@
 #
 #   bash scripts/docker-check.sh          (as root; CI runs exactly this)
 #
-# It installs what it needs (the Debian packages podman, runc, mmdebstrap,
-# curl and ShellCheck; podman-compose from PyPI), makes the base images when they
-# are missing (scripts/docker-base-images.sh), then:
+# It installs what it needs when it is missing: the Debian packages podman,
+# runc, mmdebstrap, shellcheck, uidmap, fuse-overlayfs,
+# containernetworking-plugins, iptables and curl (apt-get, system-wide), and
+# podman-compose 1.6.0 from PyPI into a virtual environment of its own,
+# target/docker-check-venv (never a global pip install). It makes the base
+# images when they are missing (scripts/docker-base-images.sh), then:
 #   1. lints: shellcheck on every shell script; compose config in all modes
 #   2. builds the image from the Dockerfile
 #   3. runs mode 1 (named volumes), mode 2 (bind mounts owned by a non-1000
-#      user) and mode 3 (PostgreSQL), each: /health, create a session, its
-#      directory owned by UID 1000, restart, session still there, process
-#      runs as claudeuser; plus the entrypoint's non-root and APP_UID paths
-#      and docker-start.sh
-#   4. reports image size and cold start time, and records them in
-#      bench/RESULTS.md ("Docker image" section)
+#      user) and mode 3 (PostgreSQL, through docker-compose.postgres.yml), each:
+#      /health, create a session, its directory owned by UID 1000, restart,
+#      session still there, process runs as claudeuser; in mode 3 also the
+#      guide's PostgreSQL commands (ps, exec postgres pg_isready, logs
+#      postgres, exec postgres psql with \dt); plus the entrypoint's non-root
+#      and APP_UID paths and docker-start.sh
+#   4. reports image size and cold start time in a "Docker image" section for
+#      bench/RESULTS.md: written to target/docker-check/RESULTS.md (a copy),
+#      and to bench/RESULTS.md itself only with DOCKER_CHECK_RECORD=1, so a CI
+#      run leaves the tracked tree as it was
 # Containers, pods, volumes and temp files it made are removed on exit. It
 # exits non-zero when any check fails.
 #
 # Environment knobs: DOCKER_CHECK_KEEP=1 keeps containers for debugging;
-# DOCKER_CHECK_SKIP_INSTALL=1 skips apt/pip; DOCKER_CHECK_NO_RESULTS=1 leaves
-# bench/RESULTS.md alone.
+# DOCKER_CHECK_SKIP_INSTALL=1 skips apt/pip (podman-compose then comes from
+# PATH); DOCKER_CHECK_RECORD=1 records the figures in bench/RESULTS.md;
+# DOCKER_CHECK_NO_RESULTS=1 writes no results at all.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -77,7 +85,11 @@ show_tail() {
 }
 
 # ---------------------------------------------------------------- cleanup
-pc() { timeout 300 podman-compose "$@"; }
+# podman-compose from the check's own virtual environment, else from PATH.
+VENV="$ROOT/target/docker-check-venv"
+PODMAN_COMPOSE=podman-compose
+if [ -x "$VENV/bin/podman-compose" ]; then PODMAN_COMPOSE="$VENV/bin/podman-compose"; fi
+pc() { timeout 300 "$PODMAN_COMPOSE" "$@"; }
 
 cleanup_projects() {
     local p
@@ -228,29 +240,24 @@ if [ "${DOCKER_CHECK_SKIP_INSTALL:-0}" != 1 ]; then
             exit 1
         fi
     fi
-    if ! command -v podman-compose >/dev/null 2>&1; then
-        note "installing podman-compose from PyPI"
-        if ! python3 -m pip --version >/dev/null 2>&1; then
-            DEBIAN_FRONTEND=noninteractive timeout 600 apt-get install -y -qq --no-install-recommends python3-pip >"$TMP/pip.log" 2>&1 || true
-        fi
-        pip_args=(install --quiet --disable-pip-version-check 'podman-compose==1.6.0')
-        # Debian's own python3 refuses plain `pip install` (PEP 668).
-        if ! timeout 300 python3 -m pip "${pip_args[@]}" >>"$TMP/pip.log" 2>&1 &&
-            ! timeout 300 python3 -m pip "${pip_args[@]}" --break-system-packages >>"$TMP/pip.log" 2>&1; then
+    if [ ! -x "$VENV/bin/podman-compose" ]; then
+        note "installing podman-compose 1.6.0 from PyPI into $VENV"
+        if ! { [ -x "$VENV/bin/pip" ] || python3 -m venv "$VENV"; } >"$TMP/pip.log" 2>&1 ||
+            ! timeout 300 "$VENV/bin/pip" install --quiet --disable-pip-version-check 'podman-compose==1.6.0' >>"$TMP/pip.log" 2>&1; then
             show_tail "$TMP/pip.log"
-            echo "docker-check: pip install podman-compose failed" >&2
+            echo "docker-check: could not install podman-compose into $VENV (python3-venv missing?)" >&2
             exit 1
         fi
-        if command -v pyenv >/dev/null 2>&1; then pyenv rehash >/dev/null 2>&1 || true; fi
+        PODMAN_COMPOSE="$VENV/bin/podman-compose"
     fi
 fi
-for tool in podman runc mmdebstrap shellcheck curl podman-compose python3; do
+for tool in podman runc mmdebstrap shellcheck curl "$PODMAN_COMPOSE" python3; do
     command -v "$tool" >/dev/null 2>&1 || {
         echo "docker-check: $tool not found" >&2
         exit 1
     }
 done
-note "$(podman --version); runc $(runc --version | awk 'NR==1{print $3}'); $(podman-compose version 2>/dev/null | grep -m1 podman-compose); $(shellcheck --version | awk '/^version/{print "shellcheck " $2}')"
+note "$(podman --version); runc $(runc --version | awk 'NR==1{print $3}'); $("$PODMAN_COMPOSE" version 2>/dev/null | grep -m1 podman-compose); $(shellcheck --version | awk '/^version/{print "shellcheck " $2}')"
 cleanup_projects
 for name in claude-agent-http claude-agent-postgres; do
     if podman container exists "$name"; then
@@ -368,7 +375,19 @@ config_ok "mode 3 (postgres profile)" \
     'CLAUDE_AGENT_SESSION_STORAGE: postgresql' 'container_name: claude-agent-postgres' \
     'postgres_data:/var/lib/postgresql/data' 'pg_isready' 'POSTGRES_PASSWORD: s3cret' -- \
     --env-file "$TMP/lint3.env" -f docker-compose.yml --profile postgres
-check "docker-start.sh --help" bash -c './docker-start.sh --help | grep -q -- --bind-mounts'
+# The override needs no profile flag and sets the storage itself.
+write_env "$TMP/lint4.env" CLAUDE_AGENT_SESSION_PG_PASSWORD=s3cret
+config_ok "mode 3 (docker-compose.postgres.yml, no profile flag)" \
+    'CLAUDE_AGENT_SESSION_STORAGE: postgresql' 'container_name: claude-agent-postgres' \
+    'postgres_data:/var/lib/postgresql/data' 'POSTGRES_PASSWORD: s3cret' -- \
+    --env-file "$TMP/lint4.env" -f docker-compose.yml -f docker-compose.postgres.yml
+if grep -q 'container_name: claude-agent-postgres' "$TMP/config-mode 1 (named volumes).yml"; then
+    fail "compose config: mode 1 leaves postgres out" "the postgres service is in mode 1"
+else
+    pass "compose config: mode 1 leaves postgres out"
+fi
+check "docker-start.sh --help shows the usage and nothing of the script" bash -c \
+    './docker-start.sh --help >"$1" && grep -q -- --bind-mounts "$1" && ! grep -q "set -euo" "$1"' _ "$TMP/start-help.txt"
 
 # ================================================================ 2. build
 say "2. base images and build"
@@ -514,16 +533,42 @@ if [ -n "$POSTGRES_IMAGE" ]; then
         "CLAUDE_AGENT_SESSION_PG_PASSWORD=$PG_PASS"
     m3_users() { podman volume inspect --format '{{.Mountpoint}}' cah-check-m3_claude-users; }
     LAST_SID=
-    run_mode 3 "PostgreSQL (compose postgres service, $POSTGRES_IMAGE)" postgresql m3_users \
-        -f docker-compose.yml -f "$CI_OVERRIDE" --profile postgres
+    # The .env of this mode leaves the storage at sqlite: the override file
+    # alone makes it mode 3, as DOCKER.md says.
+    sed -i 's/^CLAUDE_AGENT_SESSION_STORAGE=.*/CLAUDE_AGENT_SESSION_STORAGE=sqlite/' "$TMP/m3.env"
+    m3=(-p cah-check-m3 --env-file "$TMP/m3.env" -f docker-compose.yml -f docker-compose.postgres.yml -f "$CI_OVERRIDE")
+    run_mode 3 "PostgreSQL (docker-compose.postgres.yml, $POSTGRES_IMAGE)" postgresql m3_users \
+        -f docker-compose.yml -f docker-compose.postgres.yml -f "$CI_OVERRIDE"
     check "mode 3: postgres container healthcheck (pg_isready)" \
         timeout 30 podman healthcheck run claude-agent-postgres
+    # The guide's PostgreSQL troubleshooting commands, as written there
+    # (plus this check's project, .env and host-network override).
+    # shows PATTERN COMMAND...: the command succeeds and its output has PATTERN.
+    shows() {
+        local pattern=$1 out
+        shift
+        out=$("$@" </dev/null 2>&1) || {
+            note "$* failed: $(tail -n 5 <<<"$out")"
+            return 1
+        }
+        grep -q -- "$pattern" <<<"$out" || {
+            note "$* printed no /$pattern/: $(tail -n 5 <<<"$out")"
+            return 1
+        }
+    }
+    m3_ps() { shows claude-agent-postgres pc "${m3[@]}" ps; }
+    m3_ready() { shows "accepting connections" pc "${m3[@]}" exec postgres pg_isready -U postgres; }
+    m3_logs() { shows "ready to accept connections" pc "${m3[@]}" logs postgres; }
+    m3_tables() { shows ' sessions ' pc "${m3[@]}" exec postgres psql -U postgres -d "$PG_DB" -c '\dt'; }
+    check "mode 3: compose ps lists the postgres service" m3_ps
+    check "mode 3: compose exec postgres pg_isready -U postgres" m3_ready
+    check "mode 3: compose logs postgres shows it ready" m3_logs
+    check "mode 3: compose exec postgres psql, \\dt lists the sessions table" m3_tables
     if [ -n "$LAST_SID" ]; then
         check "mode 3: session row in PostgreSQL database $PG_DB" bash -c \
             "[ \"\$(podman exec claude-agent-postgres psql -U postgres -d '$PG_DB' -Atc \"SELECT count(*) FROM sessions WHERE id = '$LAST_SID'\")\" = 1 ]"
     fi
-    pc -p cah-check-m3 --env-file "$TMP/m3.env" -f docker-compose.yml -f "$CI_OVERRIDE" --profile postgres \
-        down -v >/dev/null 2>&1 || true
+    pc "${m3[@]}" down -v >/dev/null 2>&1 || true
 else
     blocked "mode 3 with the compose postgres service" "no PostgreSQL image could be made (see $TMP/base.log); using the host's server"
     if pg_isready -h 127.0.0.1 -p 5432 -q; then
@@ -583,7 +628,7 @@ say "3.5 docker-start.sh (mode 1, podman-compose)"
 if [ ! -f .env ]; then
     STARTED_ENV=1
 fi
-if COMPOSE="podman-compose -p cah-check-start -f docker-compose.yml -f $CI_OVERRIDE" \
+if COMPOSE="$PODMAN_COMPOSE -p cah-check-start -f docker-compose.yml -f $CI_OVERRIDE" \
     APP_IMAGE="$IMAGE" API_PORT="$APP_PORT" CLAUDE_AGENT_API_PORT="$APP_PORT" HEALTH_TIMEOUT=90 \
     timeout 300 ./docker-start.sh >"$TMP/start.log" 2>&1 &&
     grep -q "Docs:    http://localhost:$APP_PORT/docs" "$TMP/start.log" &&
@@ -593,7 +638,7 @@ else
     show_tail "$TMP/start.log"
     fail "docker-start.sh start"
 fi
-if COMPOSE="podman-compose -p cah-check-start -f docker-compose.yml -f $CI_OVERRIDE" \
+if COMPOSE="$PODMAN_COMPOSE -p cah-check-start -f docker-compose.yml -f $CI_OVERRIDE" \
     timeout 120 ./docker-start.sh --down >>"$TMP/start.log" 2>&1 &&
     ! podman container exists claude-agent-http; then
     pass "docker-start.sh --down removes the container"
@@ -604,7 +649,14 @@ fi
 
 # ================================================================ 4. results
 if [ "${DOCKER_CHECK_NO_RESULTS:-0}" != 1 ]; then
-    mkdir -p bench
+    # CI leaves the tracked tree alone: the figures go to a copy unless asked.
+    if [ "${DOCKER_CHECK_RECORD:-0}" = 1 ]; then
+        results=bench/RESULTS.md
+    else
+        results=target/docker-check/RESULTS.md
+        mkdir -p target/docker-check
+        cp bench/RESULTS.md "$results" 2>/dev/null || printf '# Results\n' >"$results"
+    fi
     machine="$(nproc) cores, $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(. /etc/os-release && echo "$PRETTY_NAME"), kernel $(uname -r), $(podman --version) + runc, no Docker engine"
     section=$(
         cat <<EOF
@@ -619,13 +671,13 @@ Result of that run: $((${#SUMMARY[@]} - FAILED - BLOCKED)) checks passed, $FAILE
 | image build, $cache_state | ${FIG[build]:-n/a} | \`podman build --format docker --pull=never --build-arg RUST_IMAGE=$RUST_IMAGE -t $IMAGE .\` (the cargo registry and target dir are build cache mounts: warm caches rebuild only the workspace crates) |
 | cold start to healthy, mode 1 (SQLite, named volumes) | ${FIG[start_m1]:-n/a} | \`podman-compose up -d\` until \`GET /health\` answers 200 healthy (new volumes) |
 | cold start to healthy, mode 2 (SQLite, bind mounts) | ${FIG[start_m2]:-n/a} | same, including the entrypoint's ownership fix of the bind mounts |
-| cold start to healthy, mode 3 (PostgreSQL) | ${FIG[start_m3]:-n/a} | \`podman-compose --profile postgres up -d\`, including initdb of a new PostgreSQL volume |
+| cold start to healthy, mode 3 (PostgreSQL) | ${FIG[start_m3]:-n/a} | \`podman-compose -f docker-compose.yml -f docker-compose.postgres.yml up -d\`, including initdb of a new PostgreSQL volume |
 | restart to healthy, mode 1 | ${FIG[restart_m1]:-n/a} | \`podman-compose restart app\` until healthy |
 EOF
     )
-    python3 - "$section" <<'PY'
+    python3 - "$section" "$results" <<'PY'
 import re, sys, pathlib
-path = pathlib.Path("bench/RESULTS.md")
+path = pathlib.Path(sys.argv[2])
 section = sys.argv[1].rstrip() + "\n"
 text = path.read_text() if path.exists() else "# Results\n"
 pattern = re.compile(r"^## Docker image\n.*?(?=^## |\Z)", re.S | re.M)
@@ -652,5 +704,5 @@ else:
     text = text.rstrip() + "\n\n" + section
 path.write_text(text)
 PY
-    note "figures written to bench/RESULTS.md (section \"Docker image\")"
+    note "figures written to $results (section \"Docker image\"; DOCKER_CHECK_RECORD=1 writes bench/RESULTS.md)"
 fi
