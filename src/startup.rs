@@ -124,13 +124,18 @@ impl Application {
     ) -> anyhow::Result<()> {
         let sweeper = tokio::spawn(sweep_expired(self.state.clone()));
         let limits = ConnectionLimits::from_settings(&self.state.settings.api);
+        warn_unless_loopback(&self.listener);
+        let address = self
+            .listener
+            .local_addr()
+            .map_or_else(|_| format!("port {}", self.port), |a| a.to_string());
         tracing::info!(
+            %address,
             port = self.port,
             storage = self.state.store.kind().as_str(),
             max_connections = limits.max_connections,
             "listening"
         );
-        warn_unless_loopback(&self.listener);
         let server = Server::start(self.listener, self.router, limits);
         shutdown.await;
         server.close();

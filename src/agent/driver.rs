@@ -111,7 +111,7 @@ impl Turn {
         }
     }
 
-    #[tracing::instrument(skip_all, fields(session_id = %self.session.id))]
+    #[tracing::instrument(name = "turn", skip_all, fields(session_id = %self.session.id))]
     pub(super) async fn run(self, message: String, timeout: Duration) {
         let id = self.session.id;
         let renew = self.agent.running.keep_lease(id, &self.registration);

@@ -9,6 +9,7 @@ mod contract_errors;
 mod examples;
 mod extensions;
 mod helpers;
+mod listen_warning;
 mod mcp_leaks;
 mod memory;
 mod nul_bytes;
