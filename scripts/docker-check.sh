@@ -386,8 +386,11 @@ if grep -q 'container_name: claude-agent-postgres' "$TMP/config-mode 1 (named vo
 else
     pass "compose config: mode 1 leaves postgres out"
 fi
-check "docker-start.sh --help shows the usage and nothing of the script" bash -c \
-    './docker-start.sh --help >"$1" && grep -q -- --bind-mounts "$1" && ! grep -q "set -euo" "$1"' _ "$TMP/start-help.txt"
+start_help() {
+    ./docker-start.sh --help >"$TMP/start-help.txt" &&
+        grep -q -- --bind-mounts "$TMP/start-help.txt" && ! grep -q "set -euo" "$TMP/start-help.txt"
+}
+check "docker-start.sh --help shows the usage and nothing of the script" start_help
 
 # ================================================================ 2. build
 say "2. base images and build"
@@ -559,7 +562,8 @@ if [ -n "$POSTGRES_IMAGE" ]; then
     m3_ps() { shows claude-agent-postgres pc "${m3[@]}" ps; }
     m3_ready() { shows "accepting connections" pc "${m3[@]}" exec postgres pg_isready -U postgres; }
     m3_logs() { shows "ready to accept connections" pc "${m3[@]}" logs postgres; }
-    m3_tables() { shows ' sessions ' pc "${m3[@]}" exec postgres psql -U postgres -d "$PG_DB" -c '\dt'; }
+    # Without a pager: the guide's interactive psql pages \dt's table.
+    m3_tables() { shows ' sessions ' pc "${m3[@]}" exec postgres psql -U postgres -d "$PG_DB" -P pager=off -c '\dt'; }
     check "mode 3: compose ps lists the postgres service" m3_ps
     check "mode 3: compose exec postgres pg_isready -U postgres" m3_ready
     check "mode 3: compose logs postgres shows it ready" m3_logs
