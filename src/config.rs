@@ -161,6 +161,9 @@ impl<'de> Deserialize<'de> for Secret {
 pub struct UserSettings {
     pub base_dir: PathBuf,
     pub auto_create_dir: bool,
+    /// The service user's Claude directory (`~/.claude`), where the `user`
+    /// setting source reads `settings.json`; see [`UserSettings::claude_home`].
+    pub claude_home: Option<PathBuf>,
 }
 
 impl Default for UserSettings {
@@ -168,7 +171,20 @@ impl Default for UserSettings {
         Self {
             base_dir: PathBuf::from("./data/claude-users"),
             auto_create_dir: true,
+            claude_home: None,
         }
+    }
+}
+
+impl UserSettings {
+    /// `user.claude_home`, else `$CLAUDE_CONFIG_DIR` (Claude Code's own
+    /// override), else `$HOME/.claude` of the service's process.
+    pub fn claude_home(&self) -> Option<PathBuf> {
+        let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+        self.claude_home
+            .clone()
+            .or_else(|| var("CLAUDE_CONFIG_DIR").map(PathBuf::from))
+            .or_else(|| var("HOME").map(|home| PathBuf::from(home).join(".claude")))
     }
 }
 
@@ -291,7 +307,13 @@ impl AnthropicSettings {
 pub struct AgentDefaults {
     pub system_prompt: Option<String>,
     pub permission_mode: String,
+    /// Permission rules (Claude Code syntax) that approve calls; a
+    /// non-empty list also limits the tools offered to those it names.
     pub allowed_tools: Vec<String>,
+    /// Rules whose calls need a person's approval (refused until the
+    /// service can ask).
+    pub ask_tools: Vec<String>,
+    /// Rules whose calls are refused; a bare tool name hides the tool.
     pub disallowed_tools: Vec<String>,
     pub setting_sources: Vec<SettingSource>,
     pub model: String,
@@ -305,6 +327,7 @@ impl Default for AgentDefaults {
             system_prompt: None,
             permission_mode: "bypassPermissions".into(),
             allowed_tools: Vec::new(),
+            ask_tools: Vec::new(),
             disallowed_tools: Vec::new(),
             setting_sources: vec![SettingSource::User, SettingSource::Project],
             model: "claude-sonnet-4-6".into(),
@@ -699,10 +722,14 @@ impl Settings {
             .parse::<crate::tools::PermissionMode>()
             .is_err()
         {
+            let names: Vec<&str> = crate::tools::PermissionMode::ALL
+                .iter()
+                .map(|m| m.as_str())
+                .collect();
             return Err(ConfigError::invalid(
                 "defaults.permission_mode",
                 &self.defaults.permission_mode,
-                "expected one of default, acceptEdits, bypassPermissions, plan",
+                format!("expected one of {}", names.join(", ")),
             ));
         }
         if url::Url::parse(&self.anthropic.base_url).is_err() {

@@ -9,6 +9,7 @@ pub mod domain;
 pub mod error;
 pub mod healthcheck;
 pub mod mcp;
+pub mod permissions;
 pub mod plugins;
 pub mod sandbox;
 pub mod serve;

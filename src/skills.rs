@@ -27,12 +27,13 @@ const MAX_NAME_CHARS: usize = 64;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SettingSource {
-    /// `$HOME/.claude/skills` of the service process.
+    /// `$HOME/.claude/skills` and `~/.claude/settings.json` of the service
+    /// process.
     User,
-    /// `{cwd}/.claude/skills` of the session.
+    /// `{cwd}/.claude/skills` and `{cwd}/.claude/settings.json` of the session.
     Project,
-    /// `.claude/settings.local.json` in Claude Code; it holds no skills, so
-    /// it is accepted and contributes nothing here.
+    /// `{cwd}/.claude/settings.local.json` of the session (permission
+    /// rules and hooks); it holds no skills.
     Local,
 }
 

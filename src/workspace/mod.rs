@@ -306,7 +306,7 @@ pub fn open_trusted_file(canonical: &Path) -> Result<OpenFile, FileError> {
 /// Removes `.` and folds `..` without touching the disk. Symlinks are
 /// handled afterwards by canonicalising the existing prefix, so a `..` that
 /// follows a symlink is still caught by the containment check.
-fn lexical_normalize(path: &Path) -> PathBuf {
+pub(crate) fn lexical_normalize(path: &Path) -> PathBuf {
     let mut out = PathBuf::new();
     for component in path.components() {
         match component {
