@@ -1031,6 +1031,26 @@ mod tests {
     }
 
     #[test]
+    fn rule_lists_and_the_claude_home_load_from_the_file() {
+        let yaml = "user:\n  claude_home: /srv/claude\ndefaults:\n  ask_tools: [\"Bash(git push:*)\"]\n  disallowed_tools: [\"Bash(rm:*)\"]\n  setting_sources: [project, local]\n";
+        let s = load(Some(yaml), &[]).unwrap();
+        assert_eq!(s.defaults.ask_tools, ["Bash(git push:*)"]);
+        assert_eq!(s.defaults.disallowed_tools, ["Bash(rm:*)"]);
+        assert_eq!(
+            s.defaults.setting_sources,
+            [SettingSource::Project, SettingSource::Local]
+        );
+        assert_eq!(s.user.claude_home(), Some(PathBuf::from("/srv/claude")));
+        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.yaml");
+        let s = Settings::load_from(Some(&shipped), |_| None).unwrap();
+        assert!(s.defaults.ask_tools.is_empty() && s.user.claude_home.is_none());
+        let err = load(Some("defaults:\n  permission_mode: auto\n"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("dontAsk"), "{err}");
+    }
+
+    #[test]
     fn price_uses_longest_prefix() {
         let s = Settings::default();
         assert_eq!(s.price_of("claude-opus-4-5-20251101").unwrap().input, 5.0);

@@ -654,11 +654,7 @@ pub fn unquote(word: &str) -> String {
 
 /// Peels assignments and wrappers off `words` one layer at a time, showing
 /// each form (the first as written) to `seen`; returns the innermost.
-fn peel(
-    mut words: &[String],
-    for_allow: bool,
-    mut seen: impl FnMut(&[String]),
-) -> &[String] {
+fn peel(mut words: &[String], for_allow: bool, mut seen: impl FnMut(&[String])) -> &[String] {
     seen(words);
     for _ in 0..16 {
         let bare = strip_assignments(words, for_allow);

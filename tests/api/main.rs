@@ -9,6 +9,7 @@ mod extensions;
 mod helpers;
 mod mcp_leaks;
 mod nul_bytes;
+mod permissions;
 mod pg_outage;
 mod process;
 mod sessions;
