@@ -8,6 +8,7 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod healthcheck;
+pub mod hooks;
 pub mod mcp;
 pub mod permissions;
 pub mod plugins;

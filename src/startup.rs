@@ -74,6 +74,7 @@ impl Application {
             &settings.plugins,
         ));
         let sandbox = Sandbox::from_settings(&settings).await?;
+        let policy = tool_policy(&settings)?.with_hook_sandbox(sandbox.clone());
         let tools = ToolRegistry::with_builtin_tools(BuiltinTools::with_sandbox(
             sandbox,
             settings.tools.max_file_bytes,
@@ -85,7 +86,7 @@ impl Application {
             settings.clone(),
             model_client(&settings)?,
             Arc::new(tools),
-            tool_policy(&settings)?,
+            policy,
         ));
         let state = AppState {
             settings,

@@ -165,6 +165,18 @@ impl Permissions {
         input: &Value,
         workspace: &Workspace,
     ) -> Result<(), String> {
+        self.check_with(tool, input, workspace, false)
+    }
+
+    /// [`Permissions::check`], where `approved` says a `PreToolUse` hook
+    /// allowed the call: deny and ask rules still apply, the mode does not.
+    pub fn check_with(
+        &self,
+        tool: &dyn Tool,
+        input: &Value,
+        workspace: &Workspace,
+        approved: bool,
+    ) -> Result<(), String> {
         if let Some(why) = self.hidden(tool) {
             return Err(why);
         }
@@ -181,6 +193,9 @@ impl Permissions {
                     _ => ask_refusal(&call, &active.rule, what.as_deref()),
                 });
             }
+        }
+        if approved {
+            return Ok(());
         }
         match self.mode {
             PermissionMode::AcceptEdits | PermissionMode::BypassPermissions => Ok(()),
@@ -313,6 +328,19 @@ impl Permissions {
              bypassPermissions mode, would let it run.{closing}"
         )
     }
+}
+
+/// Whether `rule` matches a call the way a deny rule would: for a hook's
+/// `if`. A command that cannot be parsed counts as matching, so a guard
+/// hook still runs for it.
+pub fn rule_matches(rule: &Rule, tool: &str, input: &Value, workspace: &Workspace) -> bool {
+    let permissions = Permissions::new(PermissionMode::BypassPermissions, workspace, None);
+    let active = permissions.activate(rule.clone());
+    let call = Call::new(tool, input, workspace, workspace.cwd());
+    if rule.tool().covers(tool) && call.command.as_ref().is_some_and(|c| !c.complete) {
+        return true;
+    }
+    active.matches_any(&call).is_some()
 }
 
 /// What allow rules leave uncovered in a call.

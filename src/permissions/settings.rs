@@ -32,6 +32,8 @@ pub struct SettingsFile {
     pub default_mode: Option<String>,
     /// `hooks`, as written.
     pub hooks: Option<Value>,
+    /// `disableAllHooks`.
+    pub disable_all_hooks: bool,
 }
 
 /// The files of `sources` that exist, lowest precedence first (user,
@@ -134,6 +136,14 @@ pub fn parse(text: &str) -> Result<(SettingsFile, Vec<String>), String> {
         hooks: top.get("hooks").cloned(),
         ..SettingsFile::default()
     };
+    match top.get("disableAllHooks") {
+        None | Some(Value::Null) => {}
+        Some(Value::Bool(b)) => file.disable_all_hooks = *b,
+        Some(other) => problems.push(format!(
+            "disableAllHooks is {}, not a boolean; it is ignored",
+            kind(other)
+        )),
+    }
     match top.get("permissions") {
         None | Some(Value::Null) => {}
         Some(Value::Object(permissions)) => {

@@ -8,8 +8,10 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::config::AgentDefaults;
+use crate::hooks::Hooks;
 use crate::permissions::rule::settings_file;
 use crate::permissions::{Behavior, Permissions, Rule, RuleSource, settings};
+use crate::sandbox::Sandbox;
 use crate::skills::SettingSource;
 use crate::workspace::Workspace;
 
@@ -117,6 +119,8 @@ pub struct ToolPolicy {
     rules: Vec<Rule>,
     sources: Vec<SettingSource>,
     claude_home: Option<PathBuf>,
+    /// Where the settings files' hooks run: Bash's sandbox.
+    hook_sandbox: Sandbox,
 }
 
 impl ToolPolicy {
@@ -166,19 +170,31 @@ impl ToolPolicy {
         self
     }
 
+    /// Runs the settings files' hooks through `sandbox` (Bash's).
+    pub fn with_hook_sandbox(mut self, sandbox: Sandbox) -> Self {
+        self.hook_sandbox = sandbox;
+        self
+    }
+
     pub fn mode(&self) -> PermissionMode {
         self.mode
     }
 
-    /// The permissions of one turn in `workspace`: the configured rules
-    /// and those of the settings files as they are now. Reads files; call
-    /// it off the async workers.
+    /// The permissions of one turn in `workspace` (see [`ToolPolicy::for_turn`]).
     pub fn permissions(&self, workspace: &Workspace) -> Permissions {
+        self.for_turn(workspace).0
+    }
+
+    /// The permissions and hooks of one turn in `workspace`: the
+    /// configured rules and what the settings files say now. Reads files;
+    /// call it off the async workers.
+    pub fn for_turn(&self, workspace: &Workspace) -> (Permissions, Hooks) {
         let mut permissions = Permissions::new(self.mode, workspace, self.claude_home.clone());
         permissions.add(self.rules.iter().cloned());
         let files = settings::load(&self.sources, self.claude_home.as_deref(), workspace);
         let mut chosen = None;
-        for (scope, file) in files {
+        for (scope, file) in &files {
+            let scope = *scope;
             let parse = |list: &[String], behavior: Behavior| -> Vec<Rule> {
                 list.iter()
                     .filter_map(|text| {
@@ -221,7 +237,37 @@ impl ToolPolicy {
                 "permissions.defaultMode may only lower the configured mode; ignored"
             );
         }
-        permissions
+        let hooks = self.hooks(&files, permissions.mode());
+        (permissions, hooks)
+    }
+
+    /// The files' hooks. A project's hooks run commands of its own
+    /// choosing, so they run only in modes that would run any command
+    /// anyway (acceptEdits, bypassPermissions): in the others a file the
+    /// agent wrote would get it what its mode refuses. The user settings'
+    /// hooks always run; `disableAllHooks` in any file turns all off.
+    fn hooks(
+        &self,
+        files: &[(SettingSource, settings::SettingsFile)],
+        mode: PermissionMode,
+    ) -> Hooks {
+        if files.iter().any(|(_, f)| f.disable_all_hooks) {
+            return Hooks::default();
+        }
+        let runs_anything = mode.runs_mutating_tools();
+        let chosen = files.iter().filter_map(|(scope, file)| {
+            let hooks = file.hooks.as_ref()?;
+            if *scope != SettingSource::User && !runs_anything {
+                tracing::info!(
+                    settings = settings_file(*scope),
+                    %mode,
+                    "project hooks are not run in this permission mode"
+                );
+                return None;
+            }
+            Some((*scope, hooks))
+        });
+        Hooks::from_settings(chosen, self.hook_sandbox.clone())
     }
 }
 

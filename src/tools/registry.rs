@@ -11,6 +11,7 @@ use serde_json::Value;
 use super::builtin::BuiltinTools;
 use super::policy::ToolPolicy;
 use super::{Tool, ToolContext, ToolOutput, ToolSource, definition};
+use crate::hooks::{HookDecision, Hooks, ToolEvent};
 use crate::permissions::Permissions;
 use crate::workspace::Workspace;
 
@@ -46,16 +47,17 @@ impl ToolRegistry {
     /// The tools a turn may use in `workspace` under `policy`, with the
     /// settings files' rules as they are at the start of the turn.
     pub async fn tool_set(&self, workspace: &Workspace, policy: &ToolPolicy) -> ToolSet {
-        let permissions = {
+        let (permissions, hooks) = {
             let policy = policy.clone();
             let ws = workspace.clone();
             // Settings files are read from disk; keep that off the workers.
-            match tokio::task::spawn_blocking(move || policy.permissions(&ws)).await {
-                Ok(permissions) => permissions,
+            match tokio::task::spawn_blocking(move || policy.for_turn(&ws)).await {
+                Ok(turn) => turn,
                 Err(e) => {
                     tracing::error!(error = %e, "reading the settings files failed");
                     // Without the files' deny rules nothing may run unchecked.
-                    Permissions::new(crate::tools::PermissionMode::Plan, workspace, None)
+                    let plan = crate::tools::PermissionMode::Plan;
+                    (Permissions::new(plan, workspace, None), Hooks::default())
                 }
             }
         };
@@ -70,7 +72,7 @@ impl ToolRegistry {
                 }
             }
         }
-        ToolSet::new(tools, permissions)
+        ToolSet::with_hooks(tools, permissions, hooks)
     }
 }
 
@@ -90,11 +92,18 @@ struct ToolSetInner {
     definitions: Vec<Value>,
     offered: Vec<String>,
     permissions: Permissions,
+    hooks: Hooks,
 }
 
 impl ToolSet {
     /// A set over `tools` (already de-duplicated) filtered by `permissions`.
     pub fn new(tools: Vec<Arc<dyn Tool>>, permissions: Permissions) -> Self {
+        Self::with_hooks(tools, permissions, Hooks::default())
+    }
+
+    /// [`ToolSet::new`], with `PreToolUse` and `PostToolUse` hooks around
+    /// each call.
+    pub fn with_hooks(tools: Vec<Arc<dyn Tool>>, permissions: Permissions, hooks: Hooks) -> Self {
         let offered_tools: Vec<&Arc<dyn Tool>> = tools
             .iter()
             .filter(|t| permissions.offers(t.as_ref()))
@@ -114,6 +123,7 @@ impl ToolSet {
                 definitions,
                 offered,
                 permissions,
+                hooks,
             }),
         }
     }
@@ -133,6 +143,11 @@ impl ToolSet {
         &self.inner.permissions
     }
 
+    /// This turn's hooks; the turn loop runs `UserPromptSubmit` and `Stop`.
+    pub fn hooks(&self) -> &Hooks {
+        &self.inner.hooks
+    }
+
     /// Runs a tool call from the model. Every refusal and failure, a panic
     /// inside a tool included, is an `is_error` result, never an `Err`.
     pub async fn run(&self, name: &str, input: Value, ctx: &ToolContext) -> ToolOutput {
@@ -140,14 +155,50 @@ impl ToolSet {
             return ToolOutput::error(format!("No such tool available: {name}"));
         };
         let summary = input_summary(&input);
-        if let Err(why) = self
-            .inner
-            .permissions
-            .check(tool.as_ref(), &input, &ctx.workspace)
-        {
+        let refused = |why: String| {
             tracing::info!(tool = name, input = %summary, outcome = "refused", "tool call");
-            return ToolOutput::error(why);
+            ToolOutput::error(why)
+        };
+        let permissions = &self.inner.permissions;
+        if let Some(why) = permissions.hidden(tool.as_ref()) {
+            return refused(why);
         }
+        let mode = permissions.mode();
+        let hooks = &self.inner.hooks;
+        let pre = hooks
+            .pre_tool_use(&ToolEvent {
+                tool: name,
+                input: &input,
+                mode,
+                workspace: &ctx.workspace,
+                cancel: &ctx.cancel,
+            })
+            .await;
+        let approved = match pre.decision {
+            Some(HookDecision::Deny(reason)) => {
+                return refused(format!(
+                    "A PreToolUse hook blocked this call: {reason}. The call was not run."
+                ));
+            }
+            Some(HookDecision::Ask(reason)) => {
+                let reason = if reason.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({reason})")
+                };
+                return refused(format!(
+                    "This call needs a person's approval: a PreToolUse hook asks for it{reason}. \
+                     This service cannot ask anyone for approval yet, so the call was not run."
+                ));
+            }
+            Some(HookDecision::Allow) => true,
+            None => false,
+        };
+        let input = pre.updated_input.unwrap_or(input);
+        if let Err(why) = permissions.check_with(tool.as_ref(), &input, &ctx.workspace, approved) {
+            return refused(why);
+        }
+        let hook_input = (!hooks.is_empty()).then(|| input.clone());
         let started = std::time::Instant::now();
         let output = match AssertUnwindSafe(tool.call(input, ctx)).catch_unwind().await {
             Ok(output) => output,
@@ -156,6 +207,24 @@ impl ToolSet {
                 ToolOutput::error(format!("The tool {name} failed unexpectedly."))
             }
         };
+        let mut output = output;
+        if let Some(input) = hook_input {
+            let event = ToolEvent {
+                tool: name,
+                input: &input,
+                mode,
+                workspace: &ctx.workspace,
+                cancel: &ctx.cancel,
+            };
+            let (mut notes, replaced) = hooks.post_tool_use(&event, &output).await;
+            if let Some(replaced) = replaced {
+                output.content = replaced;
+            }
+            notes.splice(0..0, pre.context);
+            for note in notes {
+                output.content.push_str(&format!("\n\n[hook] {note}"));
+            }
+        }
         // One line per call says what the agent did; never file contents or
         // output, only what it acted on.
         tracing::info!(

@@ -7,6 +7,7 @@ mod connections;
 mod contract_errors;
 mod extensions;
 mod helpers;
+mod hooks;
 mod mcp_leaks;
 mod nul_bytes;
 mod permissions;
