@@ -95,7 +95,19 @@ impl Part {
 
     fn forms(&self, for_allow: bool) -> (Vec<String>, bool) {
         let mut forms = Vec::new();
-        let words = peel(&self.words, for_allow, |w| forms.push(w.join(" ")));
+        let words = peel(&self.words, for_allow, |w| {
+            forms.push(w.join(" "));
+            // `\rm`, `'rm'` and `/bin/rm` run rm too; a deny rule sees that.
+            if !for_allow && let Some(first) = w.first() {
+                let bare = unquote(first);
+                let program = bare.rsplit('/').next().unwrap_or(&bare);
+                if program != first && !program.is_empty() {
+                    let mut plain = vec![program.to_owned()];
+                    plain.extend(w[1..].iter().cloned());
+                    forms.push(plain.join(" "));
+                }
+            }
+        });
         let restricted = runs_other_program(words);
         forms.dedup();
         (forms, restricted)
@@ -1007,6 +1019,19 @@ mod tests {
         assert_eq!(part("env A=1 rm x").allow_forms().0, ["env A=1 rm x"]);
         assert!(part("watch -n1 make").allow_forms().1);
         assert!(part("find . -name x -delete").allow_forms().1);
+        for spelled in ["\\rm -rf x", "'rm' -rf x", "/bin/rm -rf x"] {
+            assert!(
+                part(spelled).deny_forms().contains(&"rm -rf x".to_owned()),
+                "{spelled}"
+            );
+            assert!(
+                !part(spelled)
+                    .allow_forms()
+                    .0
+                    .contains(&"rm -rf x".to_owned()),
+                "{spelled}"
+            );
+        }
         assert!(!part("find . -name x").allow_forms().1);
     }
 
