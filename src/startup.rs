@@ -24,7 +24,7 @@ use crate::sandbox::Sandbox;
 use crate::serve::{ConnectionLimits, Server};
 use crate::skills::{self, SkillSource};
 use crate::store::{self, DynStore};
-use crate::tools::{BuiltinTools, PermissionMode, ToolPolicy, ToolRegistry};
+use crate::tools::{BuiltinTools, ToolPolicy, ToolRegistry};
 
 /// After the turns have ended at shutdown, how long their connections get to
 /// send what is left before they are dropped.
@@ -74,6 +74,7 @@ impl Application {
             &settings.plugins,
         ));
         let sandbox = Sandbox::from_settings(&settings).await?;
+        let policy = tool_policy(&settings)?.with_hook_sandbox(sandbox.clone());
         let tools = ToolRegistry::with_builtin_tools(BuiltinTools::with_sandbox(
             sandbox,
             settings.tools.max_file_bytes,
@@ -85,7 +86,7 @@ impl Application {
             settings.clone(),
             model_client(&settings)?,
             Arc::new(tools),
-            tool_policy(&settings)?,
+            policy,
         ));
         let state = AppState {
             settings,
@@ -179,17 +180,9 @@ fn model_client(settings: &Settings) -> anyhow::Result<Option<Arc<dyn ModelClien
 }
 
 fn tool_policy(settings: &Settings) -> anyhow::Result<ToolPolicy> {
-    let defaults = &settings.defaults;
     // Settings::validate has already checked the mode.
-    let mode: PermissionMode = defaults
-        .permission_mode
-        .parse()
-        .map_err(|e| anyhow::anyhow!("defaults.permission_mode: {e}"))?;
-    Ok(ToolPolicy {
-        allowed_tools: defaults.allowed_tools.clone(),
-        disallowed_tools: defaults.disallowed_tools.clone(),
-        mode,
-    })
+    ToolPolicy::from_config(&settings.defaults, settings.user.claude_home())
+        .map_err(|e| anyhow::anyhow!("defaults.permission_mode: {e}"))
 }
 
 fn with_middleware(router: Router, settings: &Settings) -> Router {

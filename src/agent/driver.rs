@@ -18,6 +18,7 @@ use super::running::{Cancel, Canceller, Registration};
 use super::turn::{Agent, ToolCall, TurnEvent, TurnSummary};
 use super::wire::{ContentBlock, Message, ModelEvent, ModelRequest, ModelResponse, Role};
 use crate::error::ApiError;
+use crate::hooks::MAX_STOP_CONTINUATIONS;
 use crate::store::{Session, UsageTotals};
 use crate::tools::{ToolContext, ToolOutput};
 use crate::workspace::Workspace;
@@ -302,8 +303,31 @@ impl Turn {
         progress.model = model_id.clone();
         let prompt = self.prompt(&model_id, tool_set.definitions()).await;
 
+        let mode = tool_set.permissions().mode();
+        let check = tool_set
+            .hooks()
+            .user_prompt_submit(
+                &expansion.text,
+                mode,
+                &self.workspace,
+                &self.canceller.token,
+            )
+            .await;
+        if let Some(reason) = check.blocked {
+            // The prompt never reaches the model nor the history.
+            let text = format!("A UserPromptSubmit hook blocked this message: {reason}");
+            self.emit(TurnEvent::TextDelta(text.clone()));
+            progress.last_text = text.clone();
+            return Ok(("blocked".into(), text));
+        }
         let view = self.stored_view().await?;
-        let user = Message::user_text(expansion.text);
+        let mut user = Message::user_text(expansion.text);
+        user.content.extend(
+            check
+                .context
+                .into_iter()
+                .map(|text| ContentBlock::Text { text }),
+        );
         self.persist(&user).await?;
         self.record_usage(UsageTotals::default(), 1).await;
         let mut conversation = view.conversation();
@@ -314,6 +338,7 @@ impl Turn {
             workspace: self.workspace.clone(),
             cancel: self.canceller.token.clone(),
         };
+        let mut continuations = 0;
         // What the API counted over what the estimate said, for the last call.
         let mut ratio = 1.0f64;
         let mut compact_next = {
@@ -421,6 +446,26 @@ impl Turn {
                 .map(|(id, name, input)| (id.to_owned(), name.to_owned(), input.clone()))
                 .collect();
             if calls.is_empty() {
+                if continuations < MAX_STOP_CONTINUATIONS
+                    && let Some(reason) = tool_set
+                        .hooks()
+                        .stop(
+                            &progress.last_text,
+                            continuations > 0,
+                            mode,
+                            &self.workspace,
+                            &self.canceller.token,
+                        )
+                        .await
+                {
+                    // A Stop hook wants more: its reason is the next prompt.
+                    continuations += 1;
+                    let next = Message::user_text(format!("Stop hook feedback: {reason}"));
+                    self.persist(&next).await?;
+                    conversation.push(next);
+                    conversation = history::repair(conversation);
+                    continue;
+                }
                 let stop_reason = response.stop_reason.unwrap_or_else(|| "end_turn".into());
                 return Ok((stop_reason, progress.last_text.clone()));
             }

@@ -136,7 +136,7 @@ struct Shell {
 
 /// How long a supervisor asked to stop may take to kill what the command
 /// started before its process group is killed outright.
-const SUPERVISOR_GRACE: Duration = Duration::from_secs(10);
+pub(crate) const SUPERVISOR_GRACE: Duration = Duration::from_secs(10);
 
 /// Runs `command` with `shell`, in its own process group.
 async fn run(shell: Shell, command: &str, timeout: Duration, ctx: &ToolContext) -> ToolOutput {
@@ -290,7 +290,7 @@ fn output_pipe() -> std::io::Result<((Stdio, Stdio), pipe::Receiver)> {
 /// The command's whole environment: the basics from `parent` (the service's
 /// own environment, which holds API keys and database passwords a user's
 /// command must never see), then HOME and PWD pointing into the workspace.
-fn child_env(
+pub(crate) fn child_env(
     parent: impl IntoIterator<Item = (String, String)>,
     home: &Path,
     cwd: &Path,
@@ -313,14 +313,14 @@ fn child_env(
 
 /// Stops the command when dropped, so a turn that is abandoned mid-call
 /// (its future dropped) leaves no processes behind.
-struct GroupGuard {
+pub(crate) struct GroupGuard {
     /// The shell's (or its supervisor's) pid, which is also its group's id.
     pgid: Option<Pid>,
     supervised: bool,
 }
 
 impl GroupGuard {
-    fn new(pid: u32, supervised: bool) -> Self {
+    pub(crate) fn new(pid: u32, supervised: bool) -> Self {
         Self {
             pgid: i32::try_from(pid).ok().map(Pid::from_raw),
             supervised,
@@ -329,7 +329,7 @@ impl GroupGuard {
 
     /// Asks a supervisor to kill everything the command started (it finds
     /// processes that left the group too), or kills the group outright.
-    fn stop(&self) {
+    pub(crate) fn stop(&self) {
         match self.pgid {
             Some(pid) if self.supervised => {
                 let _ = nix::sys::signal::kill(pid, Signal::SIGTERM);
@@ -338,7 +338,7 @@ impl GroupGuard {
         }
     }
 
-    fn kill(&self) {
+    pub(crate) fn kill(&self) {
         if let Some(pgid) = self.pgid {
             // ESRCH (the group is already empty) is the common, fine case.
             let _ = killpg(pgid, Signal::SIGKILL);
@@ -347,7 +347,7 @@ impl GroupGuard {
 
     /// After the group is killed and the shell reaped, a later kill could
     /// only hit an unrelated group that reused the id.
-    fn disarm(mut self) {
+    pub(crate) fn disarm(mut self) {
         self.pgid = None;
     }
 }
