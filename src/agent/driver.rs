@@ -276,7 +276,6 @@ impl Turn {
             () = self.canceller.token.cancelled() => return Err(Stop::Cancelled),
         };
 
-        let tool_set = agent.tools.tool_set(&self.workspace, &agent.policy).await;
         let expansion = match commands::prepare(settings, &self.workspace, &message).await {
             Invocation::Prompt(expansion) => expansion,
             Invocation::Builtin(Builtin::Help(text)) => {
@@ -289,6 +288,7 @@ impl Turn {
                 return Ok(("end_turn".into(), text));
             }
             Invocation::Builtin(builtin) => {
+                let tool_set = agent.tools.tool_set(&self.workspace, &agent.policy).await;
                 let prompt = self
                     .prompt(&settings.defaults.model, tool_set.definitions())
                     .await;
@@ -301,6 +301,11 @@ impl Turn {
             .clone()
             .unwrap_or_else(|| settings.defaults.model.clone());
         progress.model = model_id.clone();
+        // Its `allowed-tools` are allow rules until the next user message.
+        let tool_set = agent
+            .tools
+            .tool_set_granting(&self.workspace, &agent.policy, &expansion.allowed_tools)
+            .await;
         let prompt = self.prompt(&model_id, tool_set.definitions()).await;
 
         let mode = tool_set.permissions().mode();

@@ -625,6 +625,7 @@ fn rule_file(source: RuleSource) -> &'static str {
     match source {
         RuleSource::Settings(scope, _) => settings_file(scope),
         RuleSource::Config(_) => "the service's configuration",
+        RuleSource::Command => "the slash command's front matter",
     }
 }
 

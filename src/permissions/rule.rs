@@ -40,6 +40,9 @@ pub enum RuleSource {
     Config(Behavior),
     /// `permissions.allow`, `ask` or `deny` of a settings file.
     Settings(SettingSource, Behavior),
+    /// `allowed-tools` of the slash command the user invoked: allow rules
+    /// for that turn only.
+    Command,
 }
 
 impl RuleSource {
@@ -52,6 +55,7 @@ impl RuleSource {
             Self::Settings(_, Behavior::Allow) => "permissions.allow",
             Self::Settings(_, Behavior::Ask) => "permissions.ask",
             Self::Settings(_, Behavior::Deny) => "permissions.deny",
+            Self::Command => "allowed-tools",
         }
     }
 }
@@ -61,6 +65,7 @@ impl fmt::Display for RuleSource {
         match self {
             Self::Config(_) => write!(f, "{} in the service's configuration", self.key()),
             Self::Settings(scope, _) => write!(f, "{} in {}", self.key(), settings_file(*scope)),
+            Self::Command => write!(f, "allowed-tools of the invoked slash command"),
         }
     }
 }
@@ -149,6 +154,7 @@ impl Rule {
         };
         let behavior = match source {
             RuleSource::Config(b) | RuleSource::Settings(_, b) => b,
+            RuleSource::Command => Behavior::Allow,
         };
         let trimmed = text.trim();
         if trimmed.is_empty() {
@@ -207,6 +213,7 @@ impl Rule {
     pub fn behavior(&self) -> Behavior {
         match self.source {
             RuleSource::Config(b) | RuleSource::Settings(_, b) => b,
+            RuleSource::Command => Behavior::Allow,
         }
     }
 

@@ -13,6 +13,7 @@ use super::policy::ToolPolicy;
 use super::{Tool, ToolContext, ToolOutput, ToolSource, definition};
 use crate::hooks::{HookDecision, Hooks, ToolEvent};
 use crate::permissions::Permissions;
+use crate::permissions::rule::{Rule, RuleSource};
 use crate::workspace::Workspace;
 
 /// Where tools come from: built-ins, skills, MCP servers. Sources are asked
@@ -47,7 +48,18 @@ impl ToolRegistry {
     /// The tools a turn may use in `workspace` under `policy`, with the
     /// settings files' rules as they are at the start of the turn.
     pub async fn tool_set(&self, workspace: &Workspace, policy: &ToolPolicy) -> ToolSet {
-        let (permissions, hooks) = {
+        self.tool_set_granting(workspace, policy, &[]).await
+    }
+
+    /// [`ToolRegistry::tool_set`] with `grants` as allow rules for this turn
+    /// only (a slash command's `allowed-tools`); deny and ask rules still win.
+    pub async fn tool_set_granting(
+        &self,
+        workspace: &Workspace,
+        policy: &ToolPolicy,
+        grants: &[String],
+    ) -> ToolSet {
+        let (mut permissions, hooks) = {
             let policy = policy.clone();
             let ws = workspace.clone();
             // Settings files are read from disk; keep that off the workers.
@@ -61,6 +73,11 @@ impl ToolRegistry {
                 }
             }
         };
+        permissions.add(grants.iter().filter_map(|text| {
+            Rule::parse(text, RuleSource::Command)
+                .map_err(|e| tracing::warn!(error = %e, "slash command rule ignored"))
+                .ok()
+        }));
         let mut tools: Vec<Arc<dyn Tool>> = Vec::new();
         let mut seen: HashSet<String> = HashSet::new();
         for source in &self.sources {
