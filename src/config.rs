@@ -411,6 +411,9 @@ pub struct AgentDefaults {
     pub thinking_budget_tokens: u32,
     /// The model a turn continues on when `model` stays overloaded.
     pub fallback_model: Option<String>,
+    /// A small, fast model for side work (`WebFetch` answers its prompt
+    /// over a page with it); unset, such tools return their raw material.
+    pub small_model: Option<String>,
 }
 
 impl Default for AgentDefaults {
@@ -427,6 +430,7 @@ impl Default for AgentDefaults {
             max_budget_usd: None,
             thinking_budget_tokens: 0,
             fallback_model: None,
+            small_model: None,
         }
     }
 }
@@ -627,6 +631,38 @@ pub struct ToolSettings {
     /// A tool result longer than this many tokens (about four characters
     /// each) is cut, with a note telling the model how to read the rest.
     pub max_result_tokens: u64,
+    pub web_fetch: WebFetchSettings,
+}
+
+/// The `WebFetch` tool (`tools.web_fetch`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct WebFetchSettings {
+    pub enabled: bool,
+    /// Lets pages on loopback, private, link-local and cloud-metadata
+    /// addresses be fetched (off: the service's own network stays out of
+    /// the model's reach).
+    pub allow_private_networks: bool,
+    /// When not empty, only these domains (and their subdomains).
+    pub allowed_domains: Vec<String>,
+    /// Never these domains (and their subdomains).
+    pub blocked_domains: Vec<String>,
+    /// Largest response body read, in bytes.
+    pub max_bytes: u64,
+    pub timeout_secs: u64,
+}
+
+impl Default for WebFetchSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            allow_private_networks: false,
+            allowed_domains: Vec::new(),
+            blocked_domains: Vec::new(),
+            max_bytes: 10 * 1024 * 1024,
+            timeout_secs: 30,
+        }
+    }
 }
 
 impl Default for ToolSettings {
@@ -639,6 +675,7 @@ impl Default for ToolSettings {
             limits: CommandLimits::default(),
             sandbox_read_paths: Vec::new(),
             max_result_tokens: 25_000,
+            web_fetch: WebFetchSettings::default(),
         }
     }
 }
@@ -807,6 +844,11 @@ const ENV_KEYS: &[(&str, &str, Kind)] = &[
     ),
     ("CLAUDE_AGENT_TOOLS_SANDBOX", "tools.sandbox", Kind::Sandbox),
     ("CLAUDE_AGENT_TOOLS_NETWORK", "tools.network", Kind::Network),
+    (
+        "CLAUDE_AGENT_TOOLS_WEB_FETCH_ALLOW_PRIVATE_NETWORKS",
+        "tools.web_fetch.allow_private_networks",
+        Kind::Bool,
+    ),
     (
         "CLAUDE_AGENT_TOOLS_MAX_FILE_BYTES",
         "tools.max_file_bytes",

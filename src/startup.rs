@@ -24,6 +24,7 @@ use crate::sandbox::Sandbox;
 use crate::serve::{ConnectionLimits, Server};
 use crate::skills::{self, SkillSource};
 use crate::store::{self, DynStore};
+use crate::tools::web_fetch::WebTools;
 use crate::tools::{BuiltinTools, ToolPolicy, ToolRegistry};
 
 /// After the turns have ended at shutdown, how long their connections get to
@@ -74,17 +75,19 @@ impl Application {
             &settings.plugins,
         ));
         let sandbox = Sandbox::from_settings(&settings).await?;
+        let model = model_client(&settings)?;
         let policy = tool_policy(&settings)?.with_hook_sandbox(sandbox.clone());
         let tools = ToolRegistry::with_builtin_tools(BuiltinTools::with_sandbox(
             sandbox,
             settings.tools.max_file_bytes,
         ))
+        .with_source(Arc::new(WebTools::new(&settings, model.clone())))
         .with_source(skills.clone())
         .with_source(mcp.clone());
         let agent = Arc::new(Agent::new(
             store.clone(),
             settings.clone(),
-            model_client(&settings)?,
+            model,
             Arc::new(tools),
             policy,
         ));

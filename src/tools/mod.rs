@@ -12,6 +12,7 @@ pub mod read;
 pub mod registry;
 mod text;
 mod walk;
+pub mod web_fetch;
 pub mod write;
 
 use std::sync::Arc;

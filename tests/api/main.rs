@@ -19,3 +19,4 @@ mod sessions;
 mod starvation;
 mod store_full;
 mod tools;
+mod web_fetch;
