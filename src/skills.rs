@@ -432,10 +432,7 @@ mod tests {
     }
 
     fn ctx(ws: &Workspace) -> ToolContext {
-        ToolContext {
-            workspace: ws.clone(),
-            cancel: CancellationToken::new(),
-        }
+        ToolContext::new(ws.clone(), CancellationToken::new())
     }
 
     #[test]

@@ -74,10 +74,10 @@ impl Application {
             &settings.plugins,
         ));
         let sandbox = Sandbox::from_settings(&settings).await?;
-        let tools = ToolRegistry::with_builtin_tools(BuiltinTools::with_sandbox(
-            sandbox,
-            settings.tools.max_file_bytes,
-        ))
+        let tools = ToolRegistry::with_builtin_tools(
+            BuiltinTools::with_sandbox(sandbox, settings.tools.max_file_bytes)
+                .with_todos(store.clone()),
+        )
         .with_source(skills.clone())
         .with_source(mcp.clone());
         let agent = Arc::new(Agent::new(

@@ -259,10 +259,7 @@ mod tests {
     fn fixture() -> Fixture {
         let tmp = tempfile::tempdir().unwrap();
         std::fs::write(tmp.path().join("f.txt"), "hello\n").unwrap();
-        let ctx = ToolContext {
-            workspace: Workspace::at(tmp.path()).unwrap(),
-            cancel: CancellationToken::new(),
-        };
+        let ctx = ToolContext::new(Workspace::at(tmp.path()).unwrap(), CancellationToken::new());
         let registry = ToolRegistry::with_builtins().with_source(Arc::new(FakeMcp));
         Fixture {
             _tmp: tmp,
@@ -282,7 +279,15 @@ mod tests {
             .collect()
     }
 
-    const BUILTINS: [&str; 6] = ["Bash", "Read", "Write", "Edit", "Glob", "Grep"];
+    const BUILTINS: [&str; 7] = [
+        "Bash",
+        "Read",
+        "Write",
+        "Edit",
+        "Glob",
+        "Grep",
+        "NotebookEdit",
+    ];
 
     #[test]
     fn the_log_summary_is_the_first_line_of_what_a_call_acted_on() {
