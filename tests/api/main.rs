@@ -13,6 +13,7 @@ mod memory;
 mod nul_bytes;
 mod pg_outage;
 mod process;
+mod session_tools;
 mod sessions;
 mod starvation;
 mod store_full;
