@@ -434,10 +434,7 @@ mod tests {
     }
 
     fn ctx(ws: &Workspace) -> ToolContext {
-        ToolContext {
-            workspace: ws.clone(),
-            cancel: CancellationToken::new(),
-        }
+        ToolContext::new(ws.clone(), CancellationToken::new())
     }
 
     #[test]

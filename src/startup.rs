@@ -77,10 +77,10 @@ impl Application {
         let sandbox = Sandbox::from_settings(&settings).await?;
         let model = model_client(&settings)?;
         let policy = tool_policy(&settings)?.with_hook_sandbox(sandbox.clone());
-        let tools = ToolRegistry::with_builtin_tools(BuiltinTools::with_sandbox(
-            sandbox,
-            settings.tools.max_file_bytes,
-        ))
+        let tools = ToolRegistry::with_builtin_tools(
+            BuiltinTools::with_sandbox(sandbox, settings.tools.max_file_bytes)
+                .with_todos(store.clone()),
+        )
         .with_source(Arc::new(WebTools::new(&settings, model.clone())))
         .with_source(skills.clone())
         .with_source(mcp.clone());

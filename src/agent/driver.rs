@@ -339,10 +339,11 @@ impl Turn {
         conversation.push(user);
         let mut conversation = history::repair(conversation);
 
-        let tool_ctx = ToolContext {
-            workspace: self.workspace.clone(),
-            cancel: self.canceller.token.clone(),
-        };
+        let tool_ctx = ToolContext::new(self.workspace.clone(), self.canceller.token.clone())
+            .in_session(
+                agent.tool_sessions.get(self.session.id),
+                super::turn::tool_events(&self.events),
+            );
         let mut continuations = 0;
         // What the API counted over what the estimate said, for the last call.
         let mut ratio = 1.0f64;

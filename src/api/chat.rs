@@ -162,7 +162,8 @@ pub async fn chat(
 ///
 /// Server-Sent Events, each `data: <json>`: `text_delta` as the model writes,
 /// `tool_use` when it decides a call, `tool_result` after each run, then one
-/// `done` (with usage, stop_reason, num_turns) or `error`. Keep-alive comments
+/// `done` (with usage, stop_reason, num_turns) or `error`. `todos` carries
+/// the whole todo list each time TodoWrite changes it. Keep-alive comments
 /// every 15 s. Errors known before streaming starts are plain HTTP errors.
 #[utoipa::path(
     post, path = "/api/v1/chat/stream", tag = "chat",
@@ -235,6 +236,7 @@ fn frame(event: TurnEvent) -> (Value, bool) {
                    "content": content, "is_error": is_error}),
             false,
         ),
+        TurnEvent::Todos(todos) => (json!({"type": "todos", "todos": todos}), false),
         TurnEvent::Done(summary) => (
             json!({
                 "type": "done",

@@ -362,10 +362,7 @@ mod tests {
     fn fixture() -> Fixture {
         let tmp = tempfile::tempdir().unwrap();
         std::fs::write(tmp.path().join("f.txt"), "hello\n").unwrap();
-        let ctx = ToolContext {
-            workspace: Workspace::at(tmp.path()).unwrap(),
-            cancel: CancellationToken::new(),
-        };
+        let ctx = ToolContext::new(Workspace::at(tmp.path()).unwrap(), CancellationToken::new());
         let registry = ToolRegistry::with_builtins().with_source(Arc::new(FakeMcp));
         Fixture {
             _tmp: tmp,
@@ -385,7 +382,15 @@ mod tests {
             .collect()
     }
 
-    const BUILTINS: [&str; 6] = ["Bash", "Read", "Write", "Edit", "Glob", "Grep"];
+    const BUILTINS: [&str; 7] = [
+        "Bash",
+        "Read",
+        "Write",
+        "Edit",
+        "Glob",
+        "Grep",
+        "NotebookEdit",
+    ];
 
     #[test]
     fn the_log_summary_is_the_first_line_of_what_a_call_acted_on() {
@@ -545,7 +550,7 @@ mod tests {
             .with_rules(Behavior::Allow, &["Bash(touch *)", "Edit(notes/**)"]);
         let tools = set(&f, policy).await;
         // The config allow list also limits what is offered.
-        assert_eq!(names(&tools), ["Bash", "Write", "Edit"]);
+        assert_eq!(names(&tools), ["Bash", "Write", "Edit", "NotebookEdit"]);
         let cwd = f.ctx.workspace.cwd().to_path_buf();
         let run = |command: &'static str| tools.run("Bash", json!({"command": command}), &f.ctx);
         assert!(!run("touch a").await.is_error);

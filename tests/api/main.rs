@@ -15,6 +15,7 @@ mod nul_bytes;
 mod permissions;
 mod pg_outage;
 mod process;
+mod session_tools;
 mod sessions;
 mod starvation;
 mod store_full;
