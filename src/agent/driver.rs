@@ -478,31 +478,55 @@ impl Turn {
             let cut_call = cut_tool_call(&response);
 
             let mut results = Vec::with_capacity(calls.len());
-            for (id, name, input) in calls {
-                progress.tool_calls.push(ToolCall {
-                    tool: name.clone(),
-                    input: input.clone(),
-                });
-                let output = if self.canceller.token.is_cancelled() {
-                    ToolOutput::error(INTERRUPTED)
-                } else if cut_call.as_deref() == Some(id.as_str()) {
-                    ToolOutput::error(CUT_TOOL_CALL)
-                } else {
-                    tool_set.run(&name, input, &tool_ctx).await
-                };
-                let content =
-                    context::cap_tool_result(output.content, settings.tools.max_result_tokens);
-                self.emit(TurnEvent::ToolResult {
-                    id: id.clone(),
-                    name,
-                    content: content.clone(),
-                    is_error: output.is_error,
-                });
-                results.push(ContentBlock::ToolResult {
-                    tool_use_id: id,
-                    content,
-                    is_error: output.is_error,
-                });
+            let run = |id: &str, name: &str, input: &Value| {
+                let cut = cut_call.as_deref() == Some(id);
+                let (name, input) = (name.to_owned(), input.clone());
+                let (tool_set, tool_ctx) = (&tool_set, &tool_ctx);
+                async move {
+                    if self.canceller.token.is_cancelled() {
+                        ToolOutput::error(INTERRUPTED)
+                    } else if cut {
+                        ToolOutput::error(CUT_TOOL_CALL)
+                    } else {
+                        tool_set.run(&name, input, tool_ctx).await
+                    }
+                }
+            };
+            // Calls that change nothing run side by side in runs of such
+            // calls; every other call runs alone, in the model's order.
+            let mut start = 0;
+            while start < calls.len() {
+                let mut end = start + 1;
+                if tool_set.runs_alongside(&calls[start].1) {
+                    while end < calls.len() && tool_set.runs_alongside(&calls[end].1) {
+                        end += 1;
+                    }
+                }
+                let batch = &calls[start..end];
+                let outputs = futures::future::join_all(
+                    batch.iter().map(|(id, name, input)| run(id, name, input)),
+                )
+                .await;
+                for ((id, name, input), output) in batch.iter().zip(outputs) {
+                    progress.tool_calls.push(ToolCall {
+                        tool: name.clone(),
+                        input: input.clone(),
+                    });
+                    let content =
+                        context::cap_tool_result(output.content, settings.tools.max_result_tokens);
+                    self.emit(TurnEvent::ToolResult {
+                        id: id.clone(),
+                        name: name.clone(),
+                        content: content.clone(),
+                        is_error: output.is_error,
+                    });
+                    results.push(ContentBlock::ToolResult {
+                        tool_use_id: id.clone(),
+                        content,
+                        is_error: output.is_error,
+                    });
+                }
+                start = end;
             }
             let results = Message {
                 role: Role::User,

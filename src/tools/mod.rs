@@ -121,6 +121,11 @@ pub trait Tool: Send + Sync {
     fn input_schema(&self) -> Value;
     /// Read-only tools may run in `plan` and `default` permission modes.
     fn read_only(&self) -> bool;
+    /// Whether calls may run at the same time as other such calls of one
+    /// model reply: tools that change nothing, unless they say otherwise.
+    fn runs_alongside(&self) -> bool {
+        self.read_only()
+    }
     /// Runs the call. Failures are `ToolOutput::error`, never a panic.
     async fn call(&self, input: Value, ctx: &ToolContext) -> ToolOutput;
 }

@@ -155,6 +155,15 @@ impl ToolSet {
         &self.inner.offered
     }
 
+    /// Whether calls to `name` may run side by side with other such calls
+    /// of one reply; unknown names may not.
+    pub fn runs_alongside(&self, name: &str) -> bool {
+        self.inner
+            .all
+            .get(name)
+            .is_some_and(|tool| tool.runs_alongside())
+    }
+
     /// The rules and mode this turn's calls are checked against.
     pub fn permissions(&self) -> &Permissions {
         &self.inner.permissions

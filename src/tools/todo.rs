@@ -76,6 +76,11 @@ impl Tool for TodoWriteTool {
         true
     }
 
+    /// Two lists written at once would race for the session's one list.
+    fn runs_alongside(&self) -> bool {
+        false
+    }
+
     async fn call(&self, input: Value, ctx: &ToolContext) -> ToolOutput {
         let todos = match parse(&input) {
             Ok(todos) => todos,

@@ -186,3 +186,50 @@ async fn a_domain_rule_refuses_the_call() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn read_only_calls_of_one_reply_run_side_by_side() {
+    // Each page answers only once both requests have arrived: run one after
+    // the other, the first would wait out its timeout.
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(2));
+    let app_router = Router::new().route(
+        "/together",
+        get(move || {
+            let barrier = barrier.clone();
+            async move {
+                barrier.wait().await;
+                ([(header::CONTENT_TYPE, "text/plain")], "arrived together")
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let web = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app_router).await.unwrap() });
+
+    let fake = FakeAnthropic::start().await;
+    let app = agent_app(StorageKind::Sqlite, &fake, |s| {
+        s.tools.web_fetch.allow_private_networks = true;
+        s.tools.web_fetch.timeout_secs = 5;
+    })
+    .await
+    .unwrap();
+    let id = app.new_session_id("alice").await;
+    let call = |n: u32| {
+        (
+            "WebFetch".to_owned(),
+            json!({"url": format!("{web}/together?n={n}"), "prompt": "what?"}),
+        )
+    };
+    fake.push(Reply::ToolUse {
+        text: None,
+        calls: vec![call(1), call(2)],
+    });
+    fake.push(Reply::text("both read"));
+    let response = app.chat(&id, "read both").await;
+    assert_eq!(response.status(), reqwest::StatusCode::OK);
+    let results = results(&fake);
+    assert_eq!(results.len(), 2);
+    for (error, text) in results {
+        assert!(!error && text.contains("arrived together"), "{text}");
+    }
+}
