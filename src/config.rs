@@ -161,8 +161,9 @@ impl<'de> Deserialize<'de> for Secret {
 pub struct UserSettings {
     pub base_dir: PathBuf,
     pub auto_create_dir: bool,
-    /// The service's own Claude directory, read by the `user` setting
-    /// source (`CLAUDE.md`, `commands/`); `$HOME/.claude` when unset.
+    /// The service user's Claude directory (`~/.claude`): `CLAUDE.md`,
+    /// `commands/` and `settings.json` of the `user` setting source; see
+    /// [`UserSettings::claude_home`].
     pub claude_home: Option<PathBuf>,
 }
 
@@ -177,11 +178,14 @@ impl Default for UserSettings {
 }
 
 impl UserSettings {
-    /// `user.claude_home`, or `$HOME/.claude`; `None` without either.
+    /// `user.claude_home`, else `$CLAUDE_CONFIG_DIR` (Claude Code's own
+    /// override), else `$HOME/.claude` of the service's process.
     pub fn claude_home(&self) -> Option<PathBuf> {
+        let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
         self.claude_home
             .clone()
-            .or_else(|| crate::skills::home_dir().map(|home| home.join(".claude")))
+            .or_else(|| var("CLAUDE_CONFIG_DIR").map(PathBuf::from))
+            .or_else(|| var("HOME").map(|home| PathBuf::from(home).join(".claude")))
     }
 }
 
@@ -391,7 +395,13 @@ impl<'de> Deserialize<'de> for SystemPromptConfig {
 pub struct AgentDefaults {
     pub system_prompt: Option<SystemPromptConfig>,
     pub permission_mode: String,
+    /// Permission rules (Claude Code syntax) that approve calls; a
+    /// non-empty list also limits the tools offered to those it names.
     pub allowed_tools: Vec<String>,
+    /// Rules whose calls need a person's approval (refused until the
+    /// service can ask).
+    pub ask_tools: Vec<String>,
+    /// Rules whose calls are refused; a bare tool name hides the tool.
     pub disallowed_tools: Vec<String>,
     pub setting_sources: Vec<SettingSource>,
     pub model: String,
@@ -401,6 +411,9 @@ pub struct AgentDefaults {
     pub thinking_budget_tokens: u32,
     /// The model a turn continues on when `model` stays overloaded.
     pub fallback_model: Option<String>,
+    /// A small, fast model for side work (`WebFetch` answers its prompt
+    /// over a page with it); unset, such tools return their raw material.
+    pub small_model: Option<String>,
 }
 
 impl Default for AgentDefaults {
@@ -409,6 +422,7 @@ impl Default for AgentDefaults {
             system_prompt: None,
             permission_mode: "bypassPermissions".into(),
             allowed_tools: Vec::new(),
+            ask_tools: Vec::new(),
             disallowed_tools: Vec::new(),
             setting_sources: vec![SettingSource::User, SettingSource::Project],
             model: "claude-sonnet-4-6".into(),
@@ -416,6 +430,7 @@ impl Default for AgentDefaults {
             max_budget_usd: None,
             thinking_budget_tokens: 0,
             fallback_model: None,
+            small_model: None,
         }
     }
 }
@@ -616,6 +631,38 @@ pub struct ToolSettings {
     /// A tool result longer than this many tokens (about four characters
     /// each) is cut, with a note telling the model how to read the rest.
     pub max_result_tokens: u64,
+    pub web_fetch: WebFetchSettings,
+}
+
+/// The `WebFetch` tool (`tools.web_fetch`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct WebFetchSettings {
+    pub enabled: bool,
+    /// Lets pages on loopback, private, link-local and cloud-metadata
+    /// addresses be fetched (off: the service's own network stays out of
+    /// the model's reach).
+    pub allow_private_networks: bool,
+    /// When not empty, only these domains (and their subdomains).
+    pub allowed_domains: Vec<String>,
+    /// Never these domains (and their subdomains).
+    pub blocked_domains: Vec<String>,
+    /// Largest response body read, in bytes.
+    pub max_bytes: u64,
+    pub timeout_secs: u64,
+}
+
+impl Default for WebFetchSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            allow_private_networks: false,
+            allowed_domains: Vec::new(),
+            blocked_domains: Vec::new(),
+            max_bytes: 10 * 1024 * 1024,
+            timeout_secs: 30,
+        }
+    }
 }
 
 impl Default for ToolSettings {
@@ -628,6 +675,7 @@ impl Default for ToolSettings {
             limits: CommandLimits::default(),
             sandbox_read_paths: Vec::new(),
             max_result_tokens: 25_000,
+            web_fetch: WebFetchSettings::default(),
         }
     }
 }
@@ -797,6 +845,11 @@ const ENV_KEYS: &[(&str, &str, Kind)] = &[
     ("CLAUDE_AGENT_TOOLS_SANDBOX", "tools.sandbox", Kind::Sandbox),
     ("CLAUDE_AGENT_TOOLS_NETWORK", "tools.network", Kind::Network),
     (
+        "CLAUDE_AGENT_TOOLS_WEB_FETCH_ALLOW_PRIVATE_NETWORKS",
+        "tools.web_fetch.allow_private_networks",
+        Kind::Bool,
+    ),
+    (
         "CLAUDE_AGENT_TOOLS_MAX_FILE_BYTES",
         "tools.max_file_bytes",
         Kind::Int,
@@ -914,10 +967,14 @@ impl Settings {
             .parse::<crate::tools::PermissionMode>()
             .is_err()
         {
+            let names: Vec<&str> = crate::tools::PermissionMode::ALL
+                .iter()
+                .map(|m| m.as_str())
+                .collect();
             return Err(ConfigError::invalid(
                 "defaults.permission_mode",
                 &self.defaults.permission_mode,
-                "expected one of default, acceptEdits, bypassPermissions, plan",
+                format!("expected one of {}", names.join(", ")),
             ));
         }
         if url::Url::parse(&self.anthropic.base_url).is_err() {
@@ -1384,6 +1441,26 @@ mod tests {
             s.user.claude_home(),
             Some(PathBuf::from("/etc/claude-agent"))
         );
+    }
+
+    #[test]
+    fn rule_lists_and_the_claude_home_load_from_the_file() {
+        let yaml = "user:\n  claude_home: /srv/claude\ndefaults:\n  ask_tools: [\"Bash(git push:*)\"]\n  disallowed_tools: [\"Bash(rm:*)\"]\n  setting_sources: [project, local]\n";
+        let s = load(Some(yaml), &[]).unwrap();
+        assert_eq!(s.defaults.ask_tools, ["Bash(git push:*)"]);
+        assert_eq!(s.defaults.disallowed_tools, ["Bash(rm:*)"]);
+        assert_eq!(
+            s.defaults.setting_sources,
+            [SettingSource::Project, SettingSource::Local]
+        );
+        assert_eq!(s.user.claude_home(), Some(PathBuf::from("/srv/claude")));
+        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.yaml");
+        let s = Settings::load_from(Some(&shipped), |_| None).unwrap();
+        assert!(s.defaults.ask_tools.is_empty() && s.user.claude_home.is_none());
+        let err = load(Some("defaults:\n  permission_mode: auto\n"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("dontAsk"), "{err}");
     }
 
     #[test]

@@ -28,14 +28,16 @@ const MAX_NAME_CHARS: usize = 64;
 #[serde(rename_all = "lowercase")]
 pub enum SettingSource {
     /// The service process's own: `$HOME/.claude/skills`, and in the Claude
-    /// home (`user.claude_home`) `CLAUDE.md` and `commands/`.
+    /// home (`user.claude_home`) `CLAUDE.md`, `commands/` and `settings.json`.
     User,
-    /// The session's: `{cwd}/.claude/skills`, `{cwd}/.claude/commands`, and
-    /// `CLAUDE.md` / `.claude/CLAUDE.md` of the session's directory and its
-    /// parents up to the user's directory.
+    /// The session's: `{cwd}/.claude/skills`, `{cwd}/.claude/commands`,
+    /// `{cwd}/.claude/settings.json`, and `CLAUDE.md` / `.claude/CLAUDE.md`
+    /// of the session's directory and its parents up to the user's directory.
     Project,
     /// Personal files a repository keeps out of git: `CLAUDE.local.md` in
-    /// the same directories as the project's CLAUDE.md. It holds no skills.
+    /// the same directories as the project's CLAUDE.md, and
+    /// `{cwd}/.claude/settings.local.json` (permission rules and hooks). It
+    /// holds no skills.
     Local,
 }
 
@@ -432,10 +434,7 @@ mod tests {
     }
 
     fn ctx(ws: &Workspace) -> ToolContext {
-        ToolContext {
-            workspace: ws.clone(),
-            cancel: CancellationToken::new(),
-        }
+        ToolContext::new(ws.clone(), CancellationToken::new())
     }
 
     #[test]

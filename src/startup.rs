@@ -24,7 +24,8 @@ use crate::sandbox::Sandbox;
 use crate::serve::{ConnectionLimits, Server};
 use crate::skills::{self, SkillSource};
 use crate::store::{self, DynStore};
-use crate::tools::{BuiltinTools, PermissionMode, ToolPolicy, ToolRegistry};
+use crate::tools::web_fetch::WebTools;
+use crate::tools::{BuiltinTools, ToolPolicy, ToolRegistry};
 
 /// After the turns have ended at shutdown, how long their connections get to
 /// send what is left before they are dropped.
@@ -74,18 +75,21 @@ impl Application {
             &settings.plugins,
         ));
         let sandbox = Sandbox::from_settings(&settings).await?;
-        let tools = ToolRegistry::with_builtin_tools(BuiltinTools::with_sandbox(
-            sandbox,
-            settings.tools.max_file_bytes,
-        ))
+        let model = model_client(&settings)?;
+        let policy = tool_policy(&settings)?.with_hook_sandbox(sandbox.clone());
+        let tools = ToolRegistry::with_builtin_tools(
+            BuiltinTools::with_sandbox(sandbox, settings.tools.max_file_bytes)
+                .with_todos(store.clone()),
+        )
+        .with_source(Arc::new(WebTools::new(&settings, model.clone())))
         .with_source(skills.clone())
         .with_source(mcp.clone());
         let agent = Arc::new(Agent::new(
             store.clone(),
             settings.clone(),
-            model_client(&settings)?,
+            model,
             Arc::new(tools),
-            tool_policy(&settings)?,
+            policy,
         ));
         let state = AppState {
             settings,
@@ -200,17 +204,9 @@ fn model_client(settings: &Settings) -> anyhow::Result<Option<Arc<dyn ModelClien
 }
 
 fn tool_policy(settings: &Settings) -> anyhow::Result<ToolPolicy> {
-    let defaults = &settings.defaults;
     // Settings::validate has already checked the mode.
-    let mode: PermissionMode = defaults
-        .permission_mode
-        .parse()
-        .map_err(|e| anyhow::anyhow!("defaults.permission_mode: {e}"))?;
-    Ok(ToolPolicy {
-        allowed_tools: defaults.allowed_tools.clone(),
-        disallowed_tools: defaults.disallowed_tools.clone(),
-        mode,
-    })
+    ToolPolicy::from_config(&settings.defaults, settings.user.claude_home())
+        .map_err(|e| anyhow::anyhow!("defaults.permission_mode: {e}"))
 }
 
 fn with_middleware(router: Router, settings: &Settings) -> Router {

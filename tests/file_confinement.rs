@@ -34,10 +34,7 @@ fn workspace(base: &Path, user: &str) -> Workspace {
 }
 
 fn ctx(ws: &Workspace) -> ToolContext {
-    ToolContext {
-        workspace: ws.clone(),
-        cancel: CancellationToken::new(),
-    }
+    ToolContext::new(ws.clone(), CancellationToken::new())
 }
 
 async fn call(tool: &dyn Tool, ctx: &ToolContext, input: Value) -> ToolOutput {

@@ -51,10 +51,7 @@ async fn huge_files_do_not_fill_the_services_memory() {
     let sparse = std::fs::File::create(ws.root().join("sparse.bin")).unwrap();
     sparse.set_len(4 * HUGE).unwrap();
     let before = peak_rss();
-    let c = ToolContext {
-        workspace: ws.clone(),
-        cancel: CancellationToken::new(),
-    };
+    let c = ToolContext::new(ws.clone(), CancellationToken::new());
 
     let out = call(
         &ReadTool,

@@ -212,10 +212,7 @@ async fn confined_bash(sandbox: Sandbox, workspace: &Workspace) -> Arc<dyn Tool>
 }
 
 async fn bash(tool: &dyn Tool, workspace: &Workspace, command: &str) -> ToolOutput {
-    let ctx = ToolContext {
-        workspace: workspace.clone(),
-        cancel: CancellationToken::new(),
-    };
+    let ctx = ToolContext::new(workspace.clone(), CancellationToken::new());
     tool.call(json!({ "command": command }), &ctx).await
 }
 
@@ -298,10 +295,7 @@ async fn a_confined_command_is_still_killed_whole_on_timeout_and_interrupt() {
 
     // `$$` is bash, below the supervisor the tool watches.
     let started = Instant::now();
-    let ctx = ToolContext {
-        workspace: alice.clone(),
-        cancel: CancellationToken::new(),
-    };
+    let ctx = ToolContext::new(alice.clone(), CancellationToken::new());
     let out = tool
         .call(
             json!({"command": "echo $$ > sh.pid; sleep 300 & echo $! > bg.pid; sleep 200", "timeout": 700}),
@@ -315,10 +309,7 @@ async fn a_confined_command_is_still_killed_whole_on_timeout_and_interrupt() {
         assert!(gone(pid).await, "{file} {pid} survived the timeout");
     }
 
-    let ctx = ToolContext {
-        workspace: alice.clone(),
-        cancel: CancellationToken::new(),
-    };
+    let ctx = ToolContext::new(alice.clone(), CancellationToken::new());
     let cancel = ctx.cancel.clone();
     let call = tokio::spawn({
         let tool = tool.clone();
@@ -348,10 +339,7 @@ async fn processes_that_leave_the_group_do_not_outlive_the_call() {
     let users = Users::new();
     let tool = confined_bash(Sandbox::with_launcher(EXE.into()), &users.alice).await;
     let alice = users.alice.clone();
-    let ctx = ToolContext {
-        workspace: alice.clone(),
-        cancel: CancellationToken::new(),
-    };
+    let ctx = ToolContext::new(alice.clone(), CancellationToken::new());
     // A new session (setsid), a forked-off daemon (setsid -f) and a plain
     // background job: the command itself returns at once.
     let out = tool

@@ -9,7 +9,8 @@ use std::time::Duration;
 use claude_agent_http::config::{Settings, StorageKind};
 use claude_agent_http::domain::{SessionId, UserId};
 use claude_agent_http::store::{
-    self, DynStore, LeaseOutcome, Limits, NewMessage, NewSession, Renewal, UsageTotals,
+    self, DynStore, LeaseOutcome, Limits, NewMessage, NewSession, Renewal, StoreError, Todo,
+    TodoStatus, UsageTotals,
 };
 use serde_json::json;
 
@@ -74,6 +75,7 @@ contract!(
     limits_hold_under_concurrency,
     touch_moves_last_active,
     nul_bytes_round_trip,
+    todos_are_replaced_whole_and_go_with_the_session,
 );
 
 async fn create_get_list_delete(storage: StorageKind) {
@@ -460,4 +462,63 @@ async fn nul_bytes_round_trip(storage: StorageKind) {
     let got: Vec<_> = history.iter().map(|m| (&m.role, &m.content)).collect();
     let sent: Vec<_> = conversation.iter().map(|m| (&m.role, &m.content)).collect();
     assert_eq!(got, sent);
+}
+
+fn todo(content: &str, status: TodoStatus) -> Todo {
+    Todo {
+        content: content.into(),
+        status,
+        active_form: format!("Doing: {content}"),
+    }
+}
+
+async fn todos_are_replaced_whole_and_go_with_the_session(storage: StorageKind) {
+    let Some(f) = open(storage, 0).await else {
+        return;
+    };
+    let a = f
+        .store
+        .create(new_session("alice"), Limits::default())
+        .await
+        .unwrap();
+    let b = f
+        .store
+        .create(new_session("bob"), Limits::default())
+        .await
+        .unwrap();
+    assert!(a.todos.is_empty());
+    assert!(f.store.get(a.id).await.unwrap().unwrap().todos.is_empty());
+
+    let plan = vec![
+        todo("Write the parser", TodoStatus::Completed),
+        todo("Run the tests \u{0} (with a NUL) ✓", TodoStatus::InProgress),
+        todo("Ship \\0", TodoStatus::Pending),
+    ];
+    f.store.set_todos(a.id, &plan).await.unwrap();
+    assert_eq!(f.store.get(a.id).await.unwrap().unwrap().todos, plan);
+    assert!(
+        f.store.get(b.id).await.unwrap().unwrap().todos.is_empty(),
+        "another session's list is its own"
+    );
+    let shorter = vec![todo("Only this", TodoStatus::Pending)];
+    f.store.set_todos(a.id, &shorter).await.unwrap();
+    assert_eq!(f.store.get(a.id).await.unwrap().unwrap().todos, shorter);
+    // Other writes to the session leave the list alone.
+    f.store
+        .record_usage(a.id, UsageTotals::default(), 1)
+        .await
+        .unwrap();
+    assert_eq!(f.store.touch(a.id).await.unwrap().unwrap().todos, shorter);
+    f.store.set_todos(a.id, &[]).await.unwrap();
+    assert!(f.store.get(a.id).await.unwrap().unwrap().todos.is_empty());
+
+    assert!(matches!(
+        f.store.set_todos(SessionId::new(), &plan).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(f.store.delete(a.id).await.unwrap());
+    assert!(matches!(
+        f.store.set_todos(a.id, &plan).await,
+        Err(StoreError::NotFound)
+    ));
 }

@@ -76,7 +76,7 @@ pub struct Expansion {
     pub model: Option<String>,
     /// `allowed-tools` front matter, in Claude Code's rule syntax (`Read`,
     /// `Bash(git diff:*)`): tools the command may use without asking during
-    /// this turn. Not enforced here; for the permission engine.
+    /// this turn: allow rules of the turn's tool set.
     pub allowed_tools: Vec<String>,
 }
 

@@ -18,6 +18,7 @@ use super::running::{Cancel, Canceller, Registration};
 use super::turn::{Agent, ToolCall, TurnEvent, TurnSummary};
 use super::wire::{ContentBlock, Message, ModelEvent, ModelRequest, ModelResponse, Role};
 use crate::error::ApiError;
+use crate::hooks::MAX_STOP_CONTINUATIONS;
 use crate::store::{Session, UsageTotals, micro_usd};
 use crate::tools::{ToolContext, ToolOutput};
 use crate::workspace::Workspace;
@@ -291,7 +292,6 @@ impl Turn {
             () = self.canceller.token.cancelled() => return Err(Stop::Cancelled),
         };
 
-        let tool_set = agent.tools.tool_set(&self.workspace, &agent.policy).await;
         let expansion = match commands::prepare(settings, &self.workspace, &message).await {
             Invocation::Prompt(expansion) => expansion,
             Invocation::Builtin(Builtin::Help(text)) => {
@@ -304,6 +304,7 @@ impl Turn {
                 return Ok(("end_turn".into(), text));
             }
             Invocation::Builtin(builtin) => {
+                let tool_set = agent.tools.tool_set(&self.workspace, &agent.policy).await;
                 let prompt = self
                     .prompt(&settings.defaults.model, tool_set.definitions())
                     .await;
@@ -316,20 +317,50 @@ impl Turn {
             .clone()
             .unwrap_or_else(|| settings.defaults.model.clone());
         progress.model = model_id.clone();
+        // Its `allowed-tools` are allow rules until the next user message.
+        let tool_set = agent
+            .tools
+            .tool_set_granting(&self.workspace, &agent.policy, &expansion.allowed_tools)
+            .await;
         let prompt = self.prompt(&model_id, tool_set.definitions()).await;
 
+        let mode = tool_set.permissions().mode();
+        let check = tool_set
+            .hooks()
+            .user_prompt_submit(
+                &expansion.text,
+                mode,
+                &self.workspace,
+                &self.canceller.token,
+            )
+            .await;
+        if let Some(reason) = check.blocked {
+            // The prompt never reaches the model nor the history.
+            let text = format!("A UserPromptSubmit hook blocked this message: {reason}");
+            self.emit(TurnEvent::TextDelta(text.clone()));
+            progress.last_text = text.clone();
+            return Ok(("blocked".into(), text));
+        }
         let view = self.stored_view().await?;
-        let user = Message::user_text(expansion.text);
+        let mut user = Message::user_text(expansion.text);
+        user.content.extend(
+            check
+                .context
+                .into_iter()
+                .map(|text| ContentBlock::Text { text }),
+        );
         self.persist(&user).await?;
         self.record_usage(UsageTotals::default(), 1).await;
         let mut conversation = view.conversation();
         conversation.push(user);
         let mut conversation = history::repair(conversation);
 
-        let tool_ctx = ToolContext {
-            workspace: self.workspace.clone(),
-            cancel: self.canceller.token.clone(),
-        };
+        let tool_ctx = ToolContext::new(self.workspace.clone(), self.canceller.token.clone())
+            .in_session(
+                agent.tool_sessions.get(self.session.id),
+                super::turn::tool_events(&self.events),
+            );
+        let mut continuations = 0;
         // What the API counted over what the estimate said, for the last call.
         let mut ratio = 1.0f64;
         let mut compact_next = {
@@ -437,40 +468,84 @@ impl Turn {
                 .map(|(id, name, input)| (id.to_owned(), name.to_owned(), input.clone()))
                 .collect();
             if calls.is_empty() {
+                if continuations < MAX_STOP_CONTINUATIONS
+                    && let Some(reason) = tool_set
+                        .hooks()
+                        .stop(
+                            &progress.last_text,
+                            continuations > 0,
+                            mode,
+                            &self.workspace,
+                            &self.canceller.token,
+                        )
+                        .await
+                {
+                    // A Stop hook wants more: its reason is the next prompt.
+                    continuations += 1;
+                    let next = Message::user_text(format!("Stop hook feedback: {reason}"));
+                    self.persist(&next).await?;
+                    conversation.push(next);
+                    conversation = history::repair(conversation);
+                    continue;
+                }
                 let stop_reason = response.stop_reason.unwrap_or_else(|| "end_turn".into());
                 return Ok((stop_reason, progress.last_text.clone()));
             }
             let cut_call = cut_tool_call(&response);
 
             let mut results = Vec::with_capacity(calls.len());
-            for (id, name, input) in calls {
-                let output = if self.canceller.token.is_cancelled() {
-                    ToolOutput::error(INTERRUPTED)
-                } else if cut_call.as_deref() == Some(id.as_str()) {
-                    ToolOutput::error(CUT_TOOL_CALL)
-                } else {
-                    tool_set.run(&name, input.clone(), &tool_ctx).await
-                };
-                let content =
-                    context::cap_tool_result(output.content, settings.tools.max_result_tokens);
-                progress.tool_calls.push(ToolCall::new(
-                    id.clone(),
-                    name.clone(),
-                    input,
-                    &content,
-                    output.is_error,
-                ));
-                self.emit(TurnEvent::ToolResult {
-                    id: id.clone(),
-                    name,
-                    content: content.clone(),
-                    is_error: output.is_error,
-                });
-                results.push(ContentBlock::ToolResult {
-                    tool_use_id: id,
-                    content,
-                    is_error: output.is_error,
-                });
+            let run = |id: &str, name: &str, input: &Value| {
+                let cut = cut_call.as_deref() == Some(id);
+                let (name, input) = (name.to_owned(), input.clone());
+                let (tool_set, tool_ctx) = (&tool_set, &tool_ctx);
+                async move {
+                    if self.canceller.token.is_cancelled() {
+                        ToolOutput::error(INTERRUPTED)
+                    } else if cut {
+                        ToolOutput::error(CUT_TOOL_CALL)
+                    } else {
+                        tool_set.run(&name, input, tool_ctx).await
+                    }
+                }
+            };
+            // Calls that change nothing run side by side in runs of such
+            // calls; every other call runs alone, in the model's order.
+            let mut start = 0;
+            while start < calls.len() {
+                let mut end = start + 1;
+                if tool_set.runs_alongside(&calls[start].1) {
+                    while end < calls.len() && tool_set.runs_alongside(&calls[end].1) {
+                        end += 1;
+                    }
+                }
+                let batch = &calls[start..end];
+                let outputs = futures::future::join_all(
+                    batch.iter().map(|(id, name, input)| run(id, name, input)),
+                )
+                .await;
+                for ((id, name, input), output) in batch.iter().zip(outputs) {
+                    let content =
+                        context::cap_tool_result(output.content, settings.tools.max_result_tokens);
+                    progress.tool_calls.push(ToolCall::new(
+                        id.clone(),
+                        name.clone(),
+                        input.clone(),
+                        &content,
+                        output.is_error,
+                    ));
+                    self.emit(TurnEvent::ToolResult {
+                        id: id.clone(),
+                        name: name.clone(),
+                        content: content.clone(),
+                        is_error: output.is_error,
+                    });
+                    results.push(ContentBlock::ToolResult {
+                        tool_use_id: id.clone(),
+                        content,
+                        is_error: output.is_error,
+                    });
+                }
+                start = end;
             }
             let results = Message {
                 role: Role::User,

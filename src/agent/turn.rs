@@ -19,8 +19,8 @@ use super::wire::Usage;
 use crate::config::Settings;
 use crate::domain::{SessionId, Subdir};
 use crate::error::ApiError;
-use crate::store::{DynStore, Session, UsageTotals};
-use crate::tools::{ToolPolicy, ToolRegistry};
+use crate::store::{DynStore, Session, Todo, UsageTotals};
+use crate::tools::{ToolEvent, ToolEvents, ToolPolicy, ToolRegistry, ToolSessions};
 use crate::workspace::Workspace;
 
 pub use super::running::InterruptOutcome;
@@ -44,6 +44,8 @@ pub enum TurnEvent {
         content: String,
         is_error: bool,
     },
+    /// TodoWrite set the session's todo list to this.
+    Todos(Vec<Todo>),
     Done(TurnSummary),
     Failed(ApiError),
 }
@@ -132,6 +134,25 @@ pub struct Agent {
     pub(super) permits: Arc<Semaphore>,
     pub(super) running: RunningTurns,
     pub(super) prompts: SystemPrompts,
+    /// What tools remember about each session between calls and turns.
+    pub(super) tool_sessions: ToolSessions,
+}
+
+impl From<ToolEvent> for TurnEvent {
+    fn from(event: ToolEvent) -> Self {
+        match event {
+            ToolEvent::Todos(todos) => Self::Todos(todos),
+        }
+    }
+}
+
+/// Tool events as turn events on `events`, in the order tools report them.
+pub(super) fn tool_events(events: &mpsc::UnboundedSender<TurnEvent>) -> ToolEvents {
+    let events = events.clone();
+    ToolEvents::new(move |event| {
+        // A client that went away leaves no receiver; the turn goes on.
+        let _ = events.send(TurnEvent::from(event));
+    })
 }
 
 impl Agent {
@@ -146,6 +167,7 @@ impl Agent {
             permits: Arc::new(Semaphore::new(settings.api.max_concurrent_requests)),
             running: RunningTurns::new(store.clone()),
             prompts: SystemPrompts::new(),
+            tool_sessions: ToolSessions::default(),
             store,
             settings,
             model,
@@ -201,6 +223,7 @@ impl Agent {
     /// Stops the session's turn if it runs here (the session is being deleted).
     pub fn cancel_local(&self, id: SessionId) {
         self.running.cancel_local(id);
+        self.tool_sessions.forget(id);
     }
 
     /// Lets running turns finish for up to `grace`, then cancels the rest and

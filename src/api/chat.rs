@@ -170,10 +170,10 @@ pub async fn chat(
 ///
 /// Server-Sent Events, each `data: <json>` (a `StreamFrame`): `text_delta` as
 /// the model writes, `tool_use` when it decides a call, `tool_result` after
-/// each run, `thinking_delta` and `compaction` when they happen, then one
-/// `done` (with usage, stop_reason, num_turns, tool_calls) or `error`.
-/// Keep-alive comments every 15 s. Errors known before streaming starts are
-/// plain HTTP errors.
+/// each run, `thinking_delta` and `compaction` when they happen, `todos` (the
+/// whole todo list) each time TodoWrite changes it, then one `done` (with
+/// usage, stop_reason, num_turns, tool_calls) or `error`. Keep-alive comments
+/// every 15 s. Errors known before streaming starts are plain HTTP errors.
 #[utoipa::path(
     post, path = "/api/v1/chat/stream", tag = "chat",
     request_body = ChatRequest,
@@ -248,6 +248,7 @@ fn frame(event: TurnEvent) -> (Value, bool) {
                    "content": content, "is_error": is_error}),
             false,
         ),
+        TurnEvent::Todos(todos) => (json!({"type": "todos", "todos": todos}), false),
         TurnEvent::Done(summary) => (
             json!({
                 "type": "done",
@@ -404,6 +405,11 @@ mod tests {
                 content: "a.txt".into(),
                 is_error: false,
             },
+            TurnEvent::Todos(vec![crate::store::Todo {
+                content: "Run the tests".into(),
+                status: crate::store::TodoStatus::InProgress,
+                active_form: "Running the tests".into(),
+            }]),
             TurnEvent::Done(summary()),
             TurnEvent::Failed(ApiError::TurnTimeout(120)),
         ];

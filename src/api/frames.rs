@@ -15,7 +15,7 @@ use utoipa::{PartialSchema, ToSchema};
 
 use crate::agent::context::Compaction;
 use crate::agent::turn::ToolCall;
-use crate::store::UsageTotals;
+use crate::store::{Todo, UsageTotals};
 
 /// The keys every frame carries, as the reference service's frames do;
 /// `null` where a frame type does not use one.
@@ -78,6 +78,18 @@ fn frame_types() -> Vec<(&'static str, &'static str, &'static str, Vec<Property>
                     true,
                 ),
             ],
+        ),
+        (
+            "todos",
+            "TodosFrame",
+            "TodoWrite changed the session's todo list: the whole list, in order.",
+            vec![(
+                "todos",
+                ArrayBuilder::new()
+                    .items(Ref::from_schema_name(Todo::name()))
+                    .into(),
+                true,
+            )],
         ),
         (
             "compaction",
@@ -277,5 +289,7 @@ impl ToSchema for StreamFrame {
         schemas.push((ToolCall::name().into_owned(), ToolCall::schema()));
         schemas.push((Compaction::name().into_owned(), Compaction::schema()));
         <Compaction as ToSchema>::schemas(schemas);
+        schemas.push((Todo::name().into_owned(), Todo::schema()));
+        <Todo as ToSchema>::schemas(schemas);
     }
 }

@@ -15,7 +15,7 @@ use crate::agent::context::View;
 use crate::agent::turn::{TurnEvent, TurnRequest};
 use crate::domain::{SessionId, Subdir, UserId};
 use crate::error::{ApiError, ErrorBody};
-use crate::store::{Limits, NewSession, Session, StoredMessage, UsageTotals};
+use crate::store::{Limits, NewSession, Session, StoredMessage, Todo, UsageTotals};
 use crate::workspace::Workspace;
 
 pub fn routes() -> Router<AppState> {
@@ -83,6 +83,8 @@ pub struct SessionResponse {
     pub turn: TurnState,
     /// Tokens and cost spent in this session so far.
     pub usage: UsageTotals,
+    /// The todo list the agent keeps with TodoWrite, in its order.
+    pub todos: Vec<Todo>,
 }
 
 impl From<Session> for SessionResponse {
@@ -107,6 +109,7 @@ impl From<Session> for SessionResponse {
                 TurnState::Idle
             },
             usage: s.usage,
+            todos: s.todos,
         }
     }
 }

@@ -133,6 +133,8 @@ pub struct Session {
     pub usage: UsageTotals,
     /// Whether a turn holds the session's lease right now.
     pub turn_running: bool,
+    /// The todo list TodoWrite last set, in the model's order.
+    pub todos: Vec<Todo>,
 }
 
 impl Session {
@@ -149,8 +151,45 @@ impl Session {
             message_count: 0,
             usage: UsageTotals::default(),
             turn_running: false,
+            todos: Vec::new(),
         }
     }
+}
+
+/// One item of a session's todo list, with Claude Code's field names.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct Todo {
+    /// What is to be done, in the imperative ("Run the tests").
+    pub content: String,
+    pub status: TodoStatus,
+    /// The same task as it is being done ("Running the tests").
+    #[serde(rename = "activeForm")]
+    pub active_form: String,
+}
+
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum TodoStatus {
+    Pending,
+    InProgress,
+    Completed,
+}
+
+impl TodoStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::InProgress => "in_progress",
+            Self::Completed => "completed",
+        }
+    }
+}
+
+/// A stored todo list back as values; anything else is corrupt data.
+fn todos_from_json(value: Value) -> Result<Vec<Todo>, StoreError> {
+    serde_json::from_value(value).map_err(|e| StoreError::Internal(format!("stored todos: {e}")))
 }
 
 #[derive(Debug, Clone)]
@@ -287,6 +326,10 @@ pub trait SessionStore: Send + Sync {
     async fn request_interrupt(&self, id: SessionId) -> Result<bool, StoreError>;
 
     async fn release_turn(&self, id: SessionId, holder: Uuid) -> Result<(), StoreError>;
+
+    /// Replaces a live session's todo list; `NotFound` when there is no
+    /// such session (deleted or expired).
+    async fn set_todos(&self, id: SessionId, todos: &[Todo]) -> Result<(), StoreError>;
 }
 
 pub type DynStore = Arc<dyn SessionStore>;

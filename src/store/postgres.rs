@@ -11,7 +11,8 @@ use uuid::Uuid;
 
 use super::{
     LeaseOutcome, Limits, NewMessage, NewSession, Renewal, Session, SessionStore, StoreError,
-    StoredMessage, UsageTotals, describe_limit, expiry_cutoff, lease_until, write_probe_row,
+    StoredMessage, Todo, UsageTotals, describe_limit, expiry_cutoff, lease_until, todos_from_json,
+    write_probe_row,
 };
 use crate::config::{SessionSettings, StorageKind};
 use crate::domain::{SessionId, UserId};
@@ -28,7 +29,7 @@ pub struct PostgresStore {
 
 const SESSION_COLUMNS: &str = "id, user_id, subdir, cwd, metadata, metadata_escaped, \
      created_at, last_active_at, message_count, input_tokens, output_tokens, cache_creation_tokens, cache_read_tokens, \
-     cost_usd, turn_holder, turn_expires_at";
+     cost_usd, turn_holder, turn_expires_at, todos, todos_escaped";
 
 impl PostgresStore {
     /// Connects with the settings' host, port, user and password, creating the
@@ -188,6 +189,10 @@ fn session_from_row(row: &PgRow, now: DateTime<Utc>) -> Result<Session, StoreErr
             cost_usd: row.try_get("cost_usd")?,
         },
         turn_running: holder.is_some() && expires.is_some_and(|e| e > now),
+        todos: todos_from_json(nul::decode(
+            row.try_get("todos")?,
+            row.try_get("todos_escaped")?,
+        )?)?,
     })
 }
 
@@ -523,6 +528,26 @@ impl SessionStore for PostgresStore {
         .bind(holder)
         .execute(&self.pool)
         .await?;
+        Ok(())
+    }
+
+    async fn set_todos(&self, id: SessionId, todos: &[Todo]) -> Result<(), StoreError> {
+        let value = serde_json::to_value(todos).map_err(|e| StoreError::Internal(e.to_string()))?;
+        let (value, escaped) = nul::encode(&value);
+        let updated = sqlx::query(
+            "UPDATE sessions SET todos = $1, todos_escaped = $2
+             WHERE id = $3 AND last_active_at >= $4",
+        )
+        .bind(value.as_ref())
+        .bind(escaped)
+        .bind(id.0)
+        .bind(self.cutoff(Utc::now()))
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        if updated == 0 {
+            return Err(StoreError::NotFound);
+        }
         Ok(())
     }
 }

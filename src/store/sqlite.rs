@@ -16,7 +16,8 @@ use uuid::Uuid;
 
 use super::{
     LeaseOutcome, Limits, NewMessage, NewSession, Renewal, Session, SessionStore, StoreError,
-    StoredMessage, UsageTotals, describe_limit, expiry_cutoff, lease_until, write_probe_row,
+    StoredMessage, Todo, UsageTotals, describe_limit, expiry_cutoff, lease_until, todos_from_json,
+    write_probe_row,
 };
 use crate::config::StorageKind;
 use crate::domain::{SessionId, UserId};
@@ -31,7 +32,7 @@ pub struct SqliteStore {
 
 const SESSION_COLUMNS: &str = "id, user_id, subdir, cwd, metadata, created_at, last_active_at, \
      message_count, input_tokens, output_tokens, cache_creation_tokens, cache_read_tokens, \
-     cost_usd, turn_holder, turn_expires_at";
+     cost_usd, turn_holder, turn_expires_at, todos";
 
 impl SqliteStore {
     /// Opens (creating when missing) the database file and migrates it.
@@ -147,6 +148,9 @@ fn session_from_row(row: &SqliteRow, now: DateTime<Utc>) -> Result<Session, Stor
     let metadata: String = row.try_get("metadata")?;
     let holder: Option<String> = row.try_get("turn_holder")?;
     let expires: Option<i64> = row.try_get("turn_expires_at")?;
+    let todos: String = row.try_get("todos")?;
+    let todos: serde_json::Value =
+        serde_json::from_str(&todos).map_err(|e| StoreError::Internal(e.to_string()))?;
     Ok(Session {
         id: SessionId::parse(&id).ok_or_else(|| StoreError::Internal(format!("bad id {id}")))?,
         user_id: UserId::parse(&user).map_err(|e| StoreError::Internal(e.to_string()))?,
@@ -165,6 +169,7 @@ fn session_from_row(row: &SqliteRow, now: DateTime<Utc>) -> Result<Session, Stor
             cost_usd: row.try_get("cost_usd")?,
         },
         turn_running: holder.is_some() && expires.is_some_and(|e| e > now.timestamp_millis()),
+        todos: todos_from_json(todos)?,
     })
 }
 
@@ -506,6 +511,22 @@ impl SessionStore for SqliteStore {
         .bind(holder.to_string())
         .execute(&self.pool)
         .await?;
+        Ok(())
+    }
+
+    async fn set_todos(&self, id: SessionId, todos: &[Todo]) -> Result<(), StoreError> {
+        let json = serde_json::to_string(todos).map_err(|e| StoreError::Internal(e.to_string()))?;
+        let updated =
+            sqlx::query("UPDATE sessions SET todos = ? WHERE id = ? AND last_active_at >= ?")
+                .bind(json)
+                .bind(id.to_string())
+                .bind(self.cutoff(Utc::now()))
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+        if updated == 0 {
+            return Err(StoreError::NotFound);
+        }
         Ok(())
     }
 }

@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::{
     DynStore, LeaseOutcome, Limits, NewMessage, NewSession, Renewal, Session, SessionStore,
-    StoreError, StoredMessage, UsageTotals,
+    StoreError, StoredMessage, Todo, UsageTotals,
 };
 use crate::config::StorageKind;
 use crate::domain::{SessionId, UserId};
@@ -147,5 +147,9 @@ impl SessionStore for WriteTracked {
 
     async fn release_turn(&self, id: SessionId, holder: Uuid) -> Result<(), StoreError> {
         self.observe(self.inner.release_turn(id, holder).await)
+    }
+
+    async fn set_todos(&self, id: SessionId, todos: &[Todo]) -> Result<(), StoreError> {
+        self.observe(self.inner.set_todos(id, todos).await)
     }
 }

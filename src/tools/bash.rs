@@ -58,9 +58,12 @@ impl Tool for BashTool {
             ""
         };
         format!(
-            "Runs a bash command in the working directory and returns its combined stdout and \
-             stderr. Each call starts a fresh shell (no state is kept between calls) with a \
-             minimal environment; HOME is the working directory.{confined} The command is killed, \
+            "Runs a bash command and returns its combined stdout and stderr. Each call starts a \
+             fresh shell with a minimal environment; HOME is the session's directory. The \
+             working directory carries over from one call to the next (a `cd` holds) while it \
+             stays inside the session's directory; when it leaves it, or the directory is gone, \
+             the next command starts in the session's directory again and the result says so. \
+             Environment variables, aliases and functions do not carry over.{confined} The command is killed, \
              with every process it started, after the timeout (default {DEFAULT_TIMEOUT_MS} ms, \
              at most {MAX_TIMEOUT_MS} ms); background processes do not outlive the call. Output \
              beyond {MAX_OUTPUT_CHARS} characters is cut in the middle. Prefer Read, Glob and \
@@ -109,13 +112,151 @@ impl Tool for BashTool {
                 ));
             }
         };
+        // A confined command can write only to its TMPDIR (and the user's
+        // files); without one its directory is not carried over.
+        let report_dir = match &tmpdir {
+            Some(dir) => Some(dir.clone()),
+            None if self.sandbox.is_confined() => None,
+            None => Some(std::env::temp_dir()),
+        };
+        let report = report_dir.map(|dir| {
+            dir.join(format!(
+                ".claude-agent-cwd-{}",
+                uuid::Uuid::new_v4().simple()
+            ))
+        });
+        let (start, vanished) = start_dir(ctx).await;
         let shell = Shell {
             command: self.sandbox.command(&ctx.workspace, "bash"),
             supervised: self.sandbox.is_supervised(),
             tmpdir,
+            start,
+            report,
         };
-        run(shell, &command, Duration::from_millis(timeout_ms), ctx).await
+        let report = shell.report.clone();
+        let output = run(shell, &command, Duration::from_millis(timeout_ms), ctx).await;
+        let moved = match report {
+            Some(report) => settle_dir(ctx, report).await,
+            None => None,
+        };
+        match vanished
+            .into_iter()
+            .chain(moved)
+            .reduce(|a, b| format!("{a}\n{b}"))
+        {
+            Some(note) => ToolOutput {
+                content: with_note(output.content, &note),
+                is_error: output.is_error,
+            },
+            None => output,
+        }
     }
+}
+
+/// Runs the model's command (`$2`) through `eval` in a shell that, when it
+/// exits, writes its working directory to the file `$1`: the side channel
+/// that carries `cd` over to the next call. The command itself sees no
+/// positional parameters. A command that replaces the shell (`exec`) or the
+/// EXIT trap leaves no report, and the next call starts where this one did.
+const WRAPPER: &str = "__cah_report=$1; __cah_command=$2; set --\n\
+     trap 'pwd -P 2>/dev/null >| \"$__cah_report\"' EXIT\n\
+     eval \"$__cah_command\"";
+
+/// Where the session's next command starts: where the last one ended while
+/// that is still a directory inside the session's roots (checked beneath
+/// their handles), else the session's directory, with a note saying why.
+async fn start_dir(ctx: &ToolContext) -> (std::path::PathBuf, Option<String>) {
+    let home = ctx.workspace.cwd().to_path_buf();
+    let Some(last) = ctx.session.bash_cwd() else {
+        return (home, None);
+    };
+    let workspace = ctx.workspace.clone();
+    let checked = last.clone();
+    let still_there = tokio::task::spawn_blocking(move || {
+        directory_inside(&workspace, &checked.display().to_string())
+    })
+    .await
+    .ok()
+    .flatten();
+    match still_there {
+        Some(dir) => (dir, None),
+        None => {
+            ctx.session.set_bash_cwd(None);
+            let note = format!(
+                "The working directory {} no longer exists, so this command ran in {}.",
+                last.display(),
+                home.display()
+            );
+            (home, Some(note))
+        }
+    }
+}
+
+/// Reads where the command's shell ended, keeps it for the next call when
+/// it is inside the session's roots, and otherwise goes back to the
+/// session's directory, returning a note for the model.
+async fn settle_dir(ctx: &ToolContext, report: std::path::PathBuf) -> Option<String> {
+    let workspace = ctx.workspace.clone();
+    let settled = tokio::task::spawn_blocking(move || {
+        let reported = read_report(&report);
+        let _ = std::fs::remove_file(&report);
+        reported.map(|raw| {
+            let dir = directory_inside(&workspace, &raw);
+            (raw, dir)
+        })
+    })
+    .await
+    .ok()
+    .flatten();
+    let home = ctx.workspace.cwd();
+    match settled {
+        // No report: the shell was killed or replaced; it stays where it started.
+        None => None,
+        Some((_, Some(dir))) => {
+            ctx.session
+                .set_bash_cwd((dir.as_path() != home).then_some(dir));
+            None
+        }
+        Some((raw, None)) => {
+            ctx.session.set_bash_cwd(None);
+            Some(if raw.is_empty() {
+                format!(
+                    "The shell's working directory no longer exists; the next command starts in {}.",
+                    home.display()
+                )
+            } else {
+                format!(
+                    "The shell's working directory {raw} is outside the session's directory; the \
+                     next command starts in {} again.",
+                    home.display()
+                )
+            })
+        }
+    }
+}
+
+/// The directory the shell reported, as written (the command may have
+/// written anything there); `None` when it wrote nothing.
+fn read_report(report: &Path) -> Option<String> {
+    use std::io::Read as _;
+    let opened = crate::workspace::open_trusted_file(report).ok()?;
+    let mut bytes = Vec::new();
+    opened.file.take(16 * 1024).read_to_end(&mut bytes).ok()?;
+    let text = String::from_utf8_lossy(&bytes);
+    Some(text.strip_suffix('\n').unwrap_or(&text).to_owned())
+}
+
+/// `raw` as a canonical directory inside the session's roots, opened beneath
+/// their handles to be sure; `None` for anything else.
+fn directory_inside(
+    workspace: &crate::workspace::Workspace,
+    raw: &str,
+) -> Option<std::path::PathBuf> {
+    if !Path::new(raw).is_absolute() || raw.contains('\n') {
+        return None;
+    }
+    let dir = workspace.resolve(raw).ok()?;
+    workspace.is_dir(&dir).then_some(dir)
 }
 
 /// How the shell's run ended.
@@ -132,11 +273,16 @@ struct Shell {
     supervised: bool,
     /// The session's private `TMPDIR`, when it has one.
     tmpdir: Option<std::path::PathBuf>,
+    /// The directory the command starts in.
+    start: std::path::PathBuf,
+    /// Where the shell writes its working directory when it exits, when
+    /// it can write one.
+    report: Option<std::path::PathBuf>,
 }
 
 /// How long a supervisor asked to stop may take to kill what the command
 /// started before its process group is killed outright.
-const SUPERVISOR_GRACE: Duration = Duration::from_secs(10);
+pub(crate) const SUPERVISOR_GRACE: Duration = Duration::from_secs(10);
 
 /// Runs `command` with `shell`, in its own process group.
 async fn run(shell: Shell, command: &str, timeout: Duration, ctx: &ToolContext) -> ToolOutput {
@@ -156,15 +302,18 @@ async fn run(shell: Shell, command: &str, timeout: Duration, ctx: &ToolContext) 
             std::env::vars_os()
                 .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))),
             ctx.workspace.root(),
-            ctx.workspace.cwd(),
+            &shell.start,
         );
         if let Some(dir) = &shell.tmpdir {
             env.retain(|(k, _)| k != "TMPDIR");
             env.push(("TMPDIR".to_owned(), dir.display().to_string()));
         }
-        cmd.arg("-c")
-            .arg(command)
-            .current_dir(ctx.workspace.cwd())
+        match &shell.report {
+            Some(report) => cmd.arg("-c").arg(WRAPPER).arg("bash").arg(report),
+            None => cmd.arg("-c"),
+        };
+        cmd.arg(command)
+            .current_dir(&shell.start)
             .env_clear()
             .envs(env)
             .stdin(Stdio::null())
@@ -290,7 +439,7 @@ fn output_pipe() -> std::io::Result<((Stdio, Stdio), pipe::Receiver)> {
 /// The command's whole environment: the basics from `parent` (the service's
 /// own environment, which holds API keys and database passwords a user's
 /// command must never see), then HOME and PWD pointing into the workspace.
-fn child_env(
+pub(crate) fn child_env(
     parent: impl IntoIterator<Item = (String, String)>,
     home: &Path,
     cwd: &Path,
@@ -313,14 +462,14 @@ fn child_env(
 
 /// Stops the command when dropped, so a turn that is abandoned mid-call
 /// (its future dropped) leaves no processes behind.
-struct GroupGuard {
+pub(crate) struct GroupGuard {
     /// The shell's (or its supervisor's) pid, which is also its group's id.
     pgid: Option<Pid>,
     supervised: bool,
 }
 
 impl GroupGuard {
-    fn new(pid: u32, supervised: bool) -> Self {
+    pub(crate) fn new(pid: u32, supervised: bool) -> Self {
         Self {
             pgid: i32::try_from(pid).ok().map(Pid::from_raw),
             supervised,
@@ -329,7 +478,7 @@ impl GroupGuard {
 
     /// Asks a supervisor to kill everything the command started (it finds
     /// processes that left the group too), or kills the group outright.
-    fn stop(&self) {
+    pub(crate) fn stop(&self) {
         match self.pgid {
             Some(pid) if self.supervised => {
                 let _ = nix::sys::signal::kill(pid, Signal::SIGTERM);
@@ -338,7 +487,7 @@ impl GroupGuard {
         }
     }
 
-    fn kill(&self) {
+    pub(crate) fn kill(&self) {
         if let Some(pgid) = self.pgid {
             // ESRCH (the group is already empty) is the common, fine case.
             let _ = killpg(pgid, Signal::SIGKILL);
@@ -347,7 +496,7 @@ impl GroupGuard {
 
     /// After the group is killed and the shell reaped, a later kill could
     /// only hit an unrelated group that reused the id.
-    fn disarm(mut self) {
+    pub(crate) fn disarm(mut self) {
         self.pgid = None;
     }
 }
@@ -422,20 +571,17 @@ mod tests {
     use tokio_util::sync::CancellationToken;
 
     fn ctx(dir: &Path) -> ToolContext {
-        ToolContext {
-            workspace: Workspace::at(dir).unwrap(),
-            cancel: CancellationToken::new(),
-        }
+        ToolContext::new(Workspace::at(dir).unwrap(), CancellationToken::new())
     }
 
     /// A session in `{base}/alice/proj/app`, so HOME and PWD differ.
     fn subdir_ctx(base: &Path) -> ToolContext {
         let user = crate::domain::UserId::parse("alice").unwrap();
         let sub = crate::domain::Subdir::parse("proj/app").unwrap();
-        ToolContext {
-            workspace: Workspace::open(base, &user, Some(&sub), true).unwrap(),
-            cancel: CancellationToken::new(),
-        }
+        ToolContext::new(
+            Workspace::open(base, &user, Some(&sub), true).unwrap(),
+            CancellationToken::new(),
+        )
     }
 
     async fn bash(ctx: &ToolContext, input: Value) -> ToolOutput {
@@ -482,6 +628,56 @@ mod tests {
         assert!(!out.is_error, "{out:?}");
         let cwd = c.workspace.cwd().display().to_string();
         assert_eq!(out.content, format!("{cwd}\nout\nerr\n"));
+    }
+
+    #[tokio::test]
+    async fn cd_carries_over_inside_the_session_and_resets_outside() {
+        let tmp = tempfile::tempdir().unwrap();
+        let c = subdir_ctx(tmp.path());
+        let home = c.workspace.cwd().to_path_buf();
+        let out = bash(
+            &c,
+            json!({"command": "mkdir -p a/b && cd a/b && export KEPT=1; exit 3"}),
+        )
+        .await;
+        assert_eq!(
+            out,
+            ToolOutput::error("Exit code 3"),
+            "the exit code survives the wrapper"
+        );
+        let out = bash(
+            &c,
+            json!({"command": "pwd; echo \"$PWD\" \"KEPT=$KEPT\" \"$#\""}),
+        )
+        .await;
+        let sub = home.join("a/b").display().to_string();
+        assert_eq!(out.content, format!("{sub}\n{sub} KEPT= 0\n"), "{out:?}");
+
+        let out = bash(&c, json!({"command": "cd / && pwd"})).await;
+        assert!(!out.is_error, "{out:?}");
+        assert!(out.content.starts_with("/\n"), "{out:?}");
+        assert!(
+            out.content.contains("outside the session's directory"),
+            "{out:?}"
+        );
+        let out = bash(&c, json!({"command": "pwd"})).await;
+        assert_eq!(out.content, format!("{}\n", home.display()));
+
+        // The directory it was left in is removed before the next call.
+        bash(&c, json!({"command": "cd a/b"})).await;
+        std::fs::remove_dir_all(home.join("a")).unwrap();
+        let out = bash(&c, json!({"command": "pwd"})).await;
+        assert!(
+            out.content.starts_with(&format!("{}\n", home.display())),
+            "{out:?}"
+        );
+        assert!(out.content.contains("no longer exists"), "{out:?}");
+        // Another session starts at home.
+        std::fs::create_dir(home.join("x")).unwrap();
+        bash(&c, json!({"command": "cd x"})).await;
+        let other = ToolContext::new(c.workspace.clone(), CancellationToken::new());
+        let out = bash(&other, json!({"command": "pwd"})).await;
+        assert_eq!(out.content, format!("{}\n", home.display()));
     }
 
     #[tokio::test]

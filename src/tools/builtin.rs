@@ -9,14 +9,18 @@ use super::bash::BashTool;
 use super::edit::EditTool;
 use super::glob::GlobTool;
 use super::grep::GrepTool;
+use super::notebook::NotebookEditTool;
 use super::read::ReadTool;
+use super::todo::TodoWriteTool;
 use super::write::WriteTool;
 use super::{Tool, ToolSource};
 use crate::config::DEFAULT_MAX_FILE_BYTES;
 use crate::sandbox::Sandbox;
+use crate::store::DynStore;
 use crate::workspace::Workspace;
 
-/// Bash, Read, Write, Edit, Glob and Grep, in that (stable) order.
+/// Bash, Read, Write, Edit, Glob, Grep and NotebookEdit, in that (stable)
+/// order, then TodoWrite when a store keeps the lists.
 #[derive(Clone)]
 pub struct BuiltinTools {
     tools: Vec<Arc<dyn Tool>>,
@@ -39,8 +43,15 @@ impl BuiltinTools {
                 Arc::new(EditTool::new(max_file_bytes)),
                 Arc::new(GlobTool),
                 Arc::new(GrepTool),
+                Arc::new(NotebookEditTool::new(max_file_bytes)),
             ],
         }
+    }
+
+    /// Adds TodoWrite, keeping each session's list in `store`.
+    pub fn with_todos(mut self, store: DynStore) -> Self {
+        self.tools.push(Arc::new(TodoWriteTool::new(store)));
+        self
     }
 }
 

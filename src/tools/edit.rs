@@ -8,6 +8,8 @@ use async_trait::async_trait;
 use serde_json::{Value, json};
 
 use super::args::Args;
+use super::reads::{self, Stamp};
+use super::session::SessionTools;
 use super::write::{create_parent_dirs, write_all};
 use super::{
     Tool, ToolContext, ToolOutput, file_error, open_in_workspace, resolve_path, run_blocking,
@@ -40,8 +42,9 @@ impl Tool for EditTool {
     fn description(&self) -> String {
         "Replaces exact text in a file. old_string must match the file's text exactly, \
          whitespace and indentation included, and must occur exactly once unless \
-         replace_all is true; add surrounding lines to old_string to make it unique. Read \
-         the file first. An empty old_string creates a file that does not exist yet."
+         replace_all is true; add surrounding lines to old_string to make it unique. The file \
+         must have been read in this session (with Read) and be unchanged since, or the edit \
+         is refused. An empty old_string creates a file that does not exist yet."
             .to_owned()
     }
 
@@ -92,21 +95,28 @@ impl Tool for EditTool {
             Err(out) => return out,
         };
         let workspace = ctx.workspace.clone();
+        let session = ctx.session.clone();
         let limit = self.max_file_bytes;
         run_blocking(&ctx.cancel, move || {
-            edit_file(&workspace, &path, &request, limit)
+            edit_file(&workspace, &session, &path, &request, limit)
         })
         .await
     }
 }
 
-fn edit_file(workspace: &Workspace, path: &Path, request: &EditRequest, limit: u64) -> ToolOutput {
+fn edit_file(
+    workspace: &Workspace,
+    session: &SessionTools,
+    path: &Path,
+    request: &EditRequest,
+    limit: u64,
+) -> ToolOutput {
     let shown = path.display();
     let opened = match workspace.open_file(path, Access::Update) {
         Ok(f) => f,
         Err(FileError::NotFound(_)) => {
             if request.old.is_empty() {
-                return create_file(workspace, path, &request.new, limit);
+                return create_file(workspace, session, path, &request.new, limit);
             }
             return ToolOutput::error(format!(
                 "File does not exist: {shown}. Use Write to create it."
@@ -127,6 +137,14 @@ fn edit_file(workspace: &Workspace, path: &Path, request: &EditRequest, limit: u
     if let Err(e) = (&mut file).take(limit + 1).read_to_end(&mut content) {
         return ToolOutput::error(format!("Cannot read {shown}: {e}"));
     }
+    match Stamp::of_content(&file, &content) {
+        Ok(now) => {
+            if let Err(unseen) = reads::check(session, path, &now) {
+                return unseen.output(&shown.to_string());
+            }
+        }
+        Err(e) => return ToolOutput::error(format!("Cannot read {shown}: {e}")),
+    }
     let Ok(content) = String::from_utf8(content) else {
         return ToolOutput::error(format!(
             "{shown} is not UTF-8 text, so it cannot be edited by string replacement."
@@ -134,7 +152,7 @@ fn edit_file(workspace: &Workspace, path: &Path, request: &EditRequest, limit: u
     };
     if request.old.is_empty() {
         if content.is_empty() {
-            return write_back(file, path, &request.new, 1, limit);
+            return write_back(&file, session, path, &request.new, 1, limit);
         }
         return ToolOutput::error(format!(
             "old_string is empty but {shown} already has content. Give the text to replace, \
@@ -159,11 +177,12 @@ fn edit_file(workspace: &Workspace, path: &Path, request: &EditRequest, limit: u
     } else {
         content.replacen(request.old.as_str(), &request.new, 1)
     };
-    write_back(file, path, &updated, count, limit)
+    write_back(&file, session, path, &updated, count, limit)
 }
 
 fn write_back(
-    file: std::fs::File,
+    file: &std::fs::File,
+    session: &SessionTools,
     path: &Path,
     content: &str,
     replacements: usize,
@@ -177,6 +196,9 @@ fn write_back(
     }
     match write_all(file, content.as_bytes()) {
         Ok(()) => {
+            if let Ok(stamp) = Stamp::of_content(file, content.as_bytes()) {
+                session.saw(path, stamp);
+            }
             let noun = if replacements == 1 {
                 "occurrence"
             } else {
@@ -191,7 +213,13 @@ fn write_back(
     }
 }
 
-fn create_file(workspace: &Workspace, path: &Path, content: &str, limit: u64) -> ToolOutput {
+fn create_file(
+    workspace: &Workspace,
+    session: &SessionTools,
+    path: &Path,
+    content: &str,
+    limit: u64,
+) -> ToolOutput {
     if content.len() as u64 > limit {
         return ToolOutput::error(format!(
             "The new file would be {} bytes, over the {limit}-byte limit.",
@@ -205,12 +233,17 @@ fn create_file(workspace: &Workspace, path: &Path, content: &str, limit: u64) ->
         Ok(f) => f,
         Err(out) => return out,
     };
-    match write_all(opened.file, content.as_bytes()) {
-        Ok(()) => ToolOutput::ok(format!(
-            "Created {} ({} bytes).",
-            path.display(),
-            content.len()
-        )),
+    match write_all(&opened.file, content.as_bytes()) {
+        Ok(()) => {
+            if let Ok(stamp) = Stamp::of_content(&opened.file, content.as_bytes()) {
+                session.saw(path, stamp);
+            }
+            ToolOutput::ok(format!(
+                "Created {} ({} bytes).",
+                path.display(),
+                content.len()
+            ))
+        }
         Err(e) => ToolOutput::error(format!("Cannot write {}: {e}", path.display())),
     }
 }
@@ -221,14 +254,72 @@ mod tests {
     use tokio_util::sync::CancellationToken;
 
     fn ctx(dir: &Path) -> ToolContext {
-        ToolContext {
-            workspace: Workspace::at(dir).unwrap(),
-            cancel: CancellationToken::new(),
-        }
+        ToolContext::new(Workspace::at(dir).unwrap(), CancellationToken::new())
     }
 
+    /// An edit in a fresh session that has just read the file.
     async fn edit(dir: &Path, input: Value) -> ToolOutput {
-        EditTool::new(1 << 20).call(input, &ctx(dir)).await
+        let c = ctx(dir);
+        crate::tools::read::ReadTool
+            .call(json!({"file_path": input["file_path"]}), &c)
+            .await;
+        EditTool::new(1 << 20).call(input, &c).await
+    }
+
+    #[tokio::test]
+    async fn an_unread_or_changed_file_is_refused_until_read() {
+        let tmp = tempfile::tempdir().unwrap();
+        let f = tmp.path().join("a.txt");
+        std::fs::write(&f, "one\n").unwrap();
+        let c = ctx(tmp.path());
+        let tool = EditTool::new(1 << 20);
+        let change = json!({"file_path": "a.txt", "old_string": "one", "new_string": "two"});
+        let out = tool.call(change.clone(), &c).await;
+        assert!(
+            out.is_error && out.content.contains("has not been read"),
+            "{out:?}"
+        );
+        assert_eq!(std::fs::read_to_string(&f).unwrap(), "one\n");
+
+        crate::tools::read::ReadTool
+            .call(json!({"file_path": "a.txt"}), &c)
+            .await;
+        let out = tool.call(change, &c).await;
+        assert!(!out.is_error, "{out:?}");
+        // Its own edit counts as seen: a second edit needs no new Read.
+        let out = tool
+            .call(
+                json!({"file_path": "a.txt", "old_string": "two", "new_string": "three"}),
+                &c,
+            )
+            .await;
+        assert!(!out.is_error, "{out:?}");
+
+        // Same size, new content: changed on disk, so refused.
+        std::fs::write(&f, "other\n").unwrap();
+        let out = tool
+            .call(
+                json!({"file_path": "a.txt", "old_string": "other", "new_string": "x"}),
+                &c,
+            )
+            .await;
+        assert!(
+            out.is_error && out.content.contains("changed on disk"),
+            "{out:?}"
+        );
+        assert_eq!(std::fs::read_to_string(&f).unwrap(), "other\n");
+        // Another session has read nothing.
+        let other = ctx(tmp.path());
+        let out = tool
+            .call(
+                json!({"file_path": "a.txt", "old_string": "other", "new_string": "x"}),
+                &other,
+            )
+            .await;
+        assert!(
+            out.is_error && out.content.contains("has not been read"),
+            "{out:?}"
+        );
     }
 
     #[tokio::test]

@@ -150,10 +150,7 @@ mod tests {
     use std::time::Duration;
 
     fn ctx(dir: &Path) -> ToolContext {
-        ToolContext {
-            workspace: Workspace::at(dir).unwrap(),
-            cancel: CancellationToken::new(),
-        }
+        ToolContext::new(Workspace::at(dir).unwrap(), CancellationToken::new())
     }
 
     fn touch(path: &Path, secs: u64) {

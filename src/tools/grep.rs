@@ -505,10 +505,7 @@ mod tests {
         write(&root, ".gitignore", "ignored/\n", 1);
         write(&root, "ignored/x.rs", "fn hello() {}\n", 5);
         std::fs::write(root.join("blob.bin"), b"hello\0\x01\x02").unwrap();
-        let ctx = ToolContext {
-            workspace: Workspace::at(&root).unwrap(),
-            cancel: CancellationToken::new(),
-        };
+        let ctx = ToolContext::new(Workspace::at(&root).unwrap(), CancellationToken::new());
         Fixture {
             _tmp: tmp,
             root,

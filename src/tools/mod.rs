@@ -7,11 +7,16 @@ pub mod builtin;
 pub mod edit;
 pub mod glob;
 pub mod grep;
+pub mod notebook;
 pub mod policy;
 pub mod read;
+mod reads;
 pub mod registry;
+pub mod session;
 mod text;
+pub mod todo;
 mod walk;
+pub mod web_fetch;
 pub mod write;
 
 use std::sync::Arc;
@@ -25,6 +30,7 @@ use crate::workspace::Workspace;
 pub use builtin::BuiltinTools;
 pub use policy::{PermissionMode, ToolPolicy, UnknownPermissionMode};
 pub use registry::{ToolRegistry, ToolSet};
+pub use session::{SessionTools, ToolSessions};
 
 /// Everything a tool call may use. Paths go through `workspace`; long work
 /// watches `cancel`, which fires on interrupt and turn timeout.
@@ -32,6 +38,55 @@ pub use registry::{ToolRegistry, ToolSet};
 pub struct ToolContext {
     pub workspace: Workspace,
     pub cancel: CancellationToken,
+    /// The session the call belongs to, and what its tools remember between
+    /// calls (files read, Bash's working directory).
+    pub session: SessionTools,
+    /// Where a tool reports a change the client should see as it happens.
+    pub events: ToolEvents,
+}
+
+impl ToolContext {
+    /// A context with state of its own, shared by its clones only, and no
+    /// one listening to events: for calls outside a stored session.
+    pub fn new(workspace: Workspace, cancel: CancellationToken) -> Self {
+        Self {
+            workspace,
+            cancel,
+            session: SessionTools::detached(),
+            events: ToolEvents::default(),
+        }
+    }
+
+    /// The same context for calls of a stored session, reporting to `events`.
+    pub fn in_session(mut self, session: SessionTools, events: ToolEvents) -> Self {
+        self.session = session;
+        self.events = events;
+        self
+    }
+}
+
+/// A change a tool made that the client should see, beside the result the
+/// model gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ToolEvent {
+    /// The session's todo list, whole, as TodoWrite just set it.
+    Todos(Vec<crate::store::Todo>),
+}
+
+/// Delivers tool events to whoever runs the turn; silent when nobody does.
+#[derive(Clone, Default)]
+pub struct ToolEvents(Option<Arc<dyn Fn(ToolEvent) + Send + Sync>>);
+
+impl ToolEvents {
+    pub fn new(deliver: impl Fn(ToolEvent) + Send + Sync + 'static) -> Self {
+        Self(Some(Arc::new(deliver)))
+    }
+
+    pub fn emit(&self, event: ToolEvent) {
+        if let Some(deliver) = &self.0 {
+            deliver(event);
+        }
+    }
 }
 
 /// What goes back to the model as a `tool_result`.
@@ -66,6 +121,11 @@ pub trait Tool: Send + Sync {
     fn input_schema(&self) -> Value;
     /// Read-only tools may run in `plan` and `default` permission modes.
     fn read_only(&self) -> bool;
+    /// Whether calls may run at the same time as other such calls of one
+    /// model reply: tools that change nothing, unless they say otherwise.
+    fn runs_alongside(&self) -> bool {
+        self.read_only()
+    }
     /// Runs the call. Failures are `ToolOutput::error`, never a panic.
     async fn call(&self, input: Value, ctx: &ToolContext) -> ToolOutput;
 }

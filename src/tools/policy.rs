@@ -1,47 +1,55 @@
-//! Which tools a session is offered and which of those it may run: the
-//! allow/deny lists and the permission mode, decided without any prompt.
+//! The permission mode and the service-wide tool policy: the rules from
+//! the configuration and which settings files add theirs each turn.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use super::Tool;
+use crate::config::AgentDefaults;
+use crate::hooks::Hooks;
+use crate::permissions::rule::settings_file;
+use crate::permissions::{Behavior, Permissions, Rule, RuleSource, settings};
+use crate::sandbox::Sandbox;
+use crate::skills::SettingSource;
+use crate::workspace::Workspace;
 
-/// How far a session's agent may act on its own. There is no one to ask for
-/// approval in an HTTP service, so each mode decides up front:
+/// How far a session's agent may act on its own, for the calls no deny or
+/// ask rule decides. There is no one to ask for approval in an HTTP
+/// service, so each mode decides up front:
 ///
-/// | Mode                | Tools offered to the model                 | Tools that run                                                                |
-/// |---------------------|--------------------------------------------|-------------------------------------------------------------------------------|
-/// | `default`           | every allowed tool                         | read-only tools only (Read, Glob, Grep, Skill); others return an error result |
-/// | `acceptEdits`       | every allowed tool                         | every offered tool                                                            |
-/// | `bypassPermissions` | every allowed tool                         | every offered tool                                                            |
-/// | `plan`              | read-only allowed tools only               | every offered tool (all read-only)                                            |
+/// | Mode                | Tools offered to the model  | Calls that run                                            |
+/// |---------------------|-----------------------------|-----------------------------------------------------------|
+/// | `default`           | every allowed tool          | read-only tools, and calls an allow rule approves          |
+/// | `dontAsk`           | every allowed tool          | the same; the refusal says denied, not "needs approval"   |
+/// | `acceptEdits`       | every allowed tool          | every call                                                |
+/// | `bypassPermissions` | every allowed tool          | every call                                                |
+/// | `plan`              | read-only tools only        | every offered call (all read-only)                        |
 ///
-/// "Allowed" means: not matched by `disallowed_tools`, and matched by
-/// `allowed_tools` when that list is not empty. A disallowed tool is never
-/// offered and never run, whatever the mode. In `default` mode the model
-/// still sees Bash, Write and Edit, and a call to one of them comes back as
-/// an error saying that the session's permission mode does not allow it and
-/// that `acceptEdits` or `bypassPermissions` would.
+/// Deny and ask rules apply in every mode. `manual` is accepted as another
+/// name for `default`, as in Claude Code.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, utoipa::ToSchema,
 )]
 #[serde(rename_all = "camelCase")]
 pub enum PermissionMode {
     #[default]
+    #[serde(alias = "manual")]
     Default,
     AcceptEdits,
     BypassPermissions,
     Plan,
+    DontAsk,
 }
 
 impl PermissionMode {
-    pub const ALL: [PermissionMode; 4] = [
+    pub const ALL: [PermissionMode; 5] = [
         Self::Default,
         Self::AcceptEdits,
         Self::BypassPermissions,
         Self::Plan,
+        Self::DontAsk,
     ];
 
     /// The name used in configuration and the API.
@@ -51,6 +59,18 @@ impl PermissionMode {
             Self::AcceptEdits => "acceptEdits",
             Self::BypassPermissions => "bypassPermissions",
             Self::Plan => "plan",
+            Self::DontAsk => "dontAsk",
+        }
+    }
+
+    /// How much the mode runs without a person, for comparing modes: a
+    /// settings file may lower the configured mode, never raise it.
+    pub fn rank(self) -> u8 {
+        match self {
+            Self::Plan => 0,
+            Self::Default | Self::DontAsk => 1,
+            Self::AcceptEdits => 2,
+            Self::BypassPermissions => 3,
         }
     }
 
@@ -66,10 +86,10 @@ impl fmt::Display for PermissionMode {
     }
 }
 
-/// A permission mode name that is none of the four.
+/// A permission mode name that is none of the known ones.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown permission mode '{0}': expected one of default, acceptEdits, bypassPermissions, plan"
+    "unknown permission mode '{0}': expected one of default, acceptEdits, bypassPermissions, plan, dontAsk"
 )]
 pub struct UnknownPermissionMode(pub String);
 
@@ -77,6 +97,9 @@ impl FromStr for PermissionMode {
     type Err = UnknownPermissionMode;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == "manual" {
+            return Ok(Self::Default);
+        }
         Self::ALL
             .into_iter()
             .find(|mode| mode.as_str() == s)
@@ -84,97 +107,168 @@ impl FromStr for PermissionMode {
     }
 }
 
-/// A session's tool rules. Rules are tool names (`Read`), an MCP server
-/// prefix (`mcp__github` matches every `mcp__github__*` tool, as does
-/// `mcp__github__*`), or Claude Code's specifier form (`Bash(git:*)`), which
-/// here matches the whole tool: specifiers are not enforced per call, so an
-/// allowed `Bash(git:*)` offers all of Bash and a disallowed `Bash(rm:*)`
-/// removes all of Bash.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// The service-wide part of every session's permissions: the configured
+/// mode and rules, and which settings files add rules each turn.
+///
+/// A non-empty `defaults.allowed_tools` keeps its older meaning too: only
+/// the tools it names are offered (`Bash(git:*)` offers Bash). Its rules
+/// then approve calls as Claude Code's `allowedTools` do.
+#[derive(Debug, Clone, Default)]
 pub struct ToolPolicy {
-    #[serde(default)]
-    pub allowed_tools: Vec<String>,
-    #[serde(default)]
-    pub disallowed_tools: Vec<String>,
-    #[serde(default)]
-    pub mode: PermissionMode,
+    mode: PermissionMode,
+    rules: Vec<Rule>,
+    sources: Vec<SettingSource>,
+    claude_home: Option<PathBuf>,
+    /// Where the settings files' hooks run: Bash's sandbox.
+    hook_sandbox: Sandbox,
 }
 
 impl ToolPolicy {
-    /// A policy with no allow/deny lists in the given mode.
+    /// A policy with no rules and no settings files, in `mode`.
     pub fn new(mode: PermissionMode) -> Self {
         Self {
-            allowed_tools: Vec::new(),
-            disallowed_tools: Vec::new(),
             mode,
+            ..Self::default()
         }
     }
 
-    /// Whether `name` passes the allow/deny lists, whatever the mode.
-    pub fn allows_name(&self, name: &str) -> bool {
-        let denied = self.disallowed_tools.iter().any(|r| rule_matches(r, name));
-        let listed = self.allowed_tools.is_empty()
-            || self.allowed_tools.iter().any(|r| rule_matches(r, name));
-        !denied && listed
+    /// The configured policy: `defaults.permission_mode`, the three rule
+    /// lists and `defaults.setting_sources`, with `claude_home` standing
+    /// for `~/.claude`. Unusable rules are logged and skipped.
+    pub fn from_config(
+        defaults: &AgentDefaults,
+        claude_home: Option<PathBuf>,
+    ) -> Result<Self, UnknownPermissionMode> {
+        let mode: PermissionMode = defaults.permission_mode.parse()?;
+        Ok(Self::new(mode)
+            .with_rules(Behavior::Allow, &defaults.allowed_tools)
+            .with_rules(Behavior::Ask, &defaults.ask_tools)
+            .with_rules(Behavior::Deny, &defaults.disallowed_tools)
+            .with_settings(defaults.setting_sources.clone(), claude_home))
     }
 
-    /// Whether the model is shown this tool at all.
-    pub fn offers(&self, tool: &dyn Tool) -> bool {
-        self.allows_name(tool.name()) && (self.mode != PermissionMode::Plan || tool.read_only())
-    }
-
-    /// Whether an offered tool may run now; the error is the tool result
-    /// the model gets instead.
-    pub fn check_run(&self, tool: &dyn Tool) -> Result<(), String> {
-        if !self.allows_name(tool.name()) {
-            return Err(format!(
-                "The tool {} is not allowed in this session.",
-                tool.name()
-            ));
+    /// Adds configuration rules of one kind; unusable ones are logged.
+    pub fn with_rules(mut self, behavior: Behavior, rules: &[impl AsRef<str>]) -> Self {
+        for text in rules {
+            match Rule::parse(text.as_ref(), RuleSource::Config(behavior)) {
+                Ok(rule) => self.rules.push(rule),
+                Err(e) => tracing::warn!("{e}"),
+            }
         }
-        if tool.read_only() || self.mode.runs_mutating_tools() {
-            return Ok(());
-        }
-        Err(match self.mode {
-            PermissionMode::Plan => format!(
-                "The tool {} is not available in plan mode, which only allows read-only tools. \
-                 Present the plan instead of making changes.",
-                tool.name()
-            ),
-            _ => format!(
-                "The tool {} was not run: this session's permission mode ({}) only allows \
-                 read-only tools such as Read, Glob and Grep. Running commands and editing files needs \
-                 the acceptEdits or bypassPermissions mode; ask the user to change the \
-                 session's permission mode, or continue with read-only tools.",
-                tool.name(),
-                self.mode
-            ),
-        })
+        self
     }
-}
 
-/// Whether one rule names the tool `name`.
-fn rule_matches(rule: &str, name: &str) -> bool {
-    let rule = rule.trim();
-    // `Bash(git:*)` → `Bash`: the specifier narrows a call, not the tool.
-    let base = match rule.find('(') {
-        Some(open) if rule.ends_with(')') => rule[..open].trim_end(),
-        _ => rule,
-    };
-    if base == name {
-        return true;
+    /// Reads the settings files of `sources` at the start of each turn;
+    /// `claude_home` is where the `user` source's `settings.json` lives.
+    pub fn with_settings(
+        mut self,
+        sources: Vec<SettingSource>,
+        claude_home: Option<PathBuf>,
+    ) -> Self {
+        self.sources = sources;
+        self.claude_home = claude_home;
+        self
     }
-    let Some(server) = base.strip_prefix("mcp__") else {
-        return false;
-    };
-    // `mcp__server__*` and bare `mcp__server` both cover the server's tools.
-    let server = server.strip_suffix("__*").unwrap_or(server);
-    !server.is_empty()
-        && !server.contains("__")
-        && name
-            .strip_prefix("mcp__")
-            .and_then(|rest| rest.strip_prefix(server))
-            .is_some_and(|rest| rest.starts_with("__") && rest.len() > 2)
+
+    /// Runs the settings files' hooks through `sandbox` (Bash's).
+    pub fn with_hook_sandbox(mut self, sandbox: Sandbox) -> Self {
+        self.hook_sandbox = sandbox;
+        self
+    }
+
+    pub fn mode(&self) -> PermissionMode {
+        self.mode
+    }
+
+    /// The permissions of one turn in `workspace` (see [`ToolPolicy::for_turn`]).
+    pub fn permissions(&self, workspace: &Workspace) -> Permissions {
+        self.for_turn(workspace).0
+    }
+
+    /// The permissions and hooks of one turn in `workspace`: the
+    /// configured rules and what the settings files say now. Reads files;
+    /// call it off the async workers.
+    pub fn for_turn(&self, workspace: &Workspace) -> (Permissions, Hooks) {
+        let mut permissions = Permissions::new(self.mode, workspace, self.claude_home.clone());
+        permissions.add(self.rules.iter().cloned());
+        let files = settings::load(&self.sources, self.claude_home.as_deref(), workspace);
+        let mut chosen = None;
+        for (scope, file) in &files {
+            let scope = *scope;
+            let parse = |list: &[String], behavior: Behavior| -> Vec<Rule> {
+                list.iter()
+                    .filter_map(|text| {
+                        Rule::parse(text, RuleSource::Settings(scope, behavior))
+                            .map_err(|e| tracing::warn!(cwd = %workspace.cwd().display(), "{e}"))
+                            .ok()
+                    })
+                    .collect()
+            };
+            permissions.add(parse(&file.deny, Behavior::Deny));
+            permissions.add(parse(&file.ask, Behavior::Ask));
+            let allow = parse(&file.allow, Behavior::Allow);
+            // The agent can write the project's files; an allow rule there
+            // would let it approve its own next calls (as Claude Code does
+            // not honour them without a trust prompt). Deny and ask rules
+            // only ever take away, so they always apply.
+            if scope == SettingSource::User {
+                permissions.add(allow);
+            } else {
+                permissions.add_unhonoured(allow);
+            }
+            // The most specific file that names a valid mode decides.
+            if let Some(mode) = &file.default_mode {
+                match mode.parse::<PermissionMode>() {
+                    Ok(mode) => chosen = Some((mode, scope)),
+                    Err(e) => tracing::warn!(
+                        settings = settings_file(scope),
+                        "permissions.defaultMode ignored: {e}"
+                    ),
+                }
+            }
+        }
+        if let Some((mode, scope)) = chosen
+            && !permissions.lower_mode(mode, scope)
+        {
+            tracing::warn!(
+                settings = settings_file(scope),
+                requested = %mode,
+                configured = %self.mode,
+                "permissions.defaultMode may only lower the configured mode; ignored"
+            );
+        }
+        let hooks = self.hooks(&files, permissions.mode());
+        (permissions, hooks)
+    }
+
+    /// The files' hooks. A project's hooks run commands of its own
+    /// choosing, so they run only in modes that would run any command
+    /// anyway (acceptEdits, bypassPermissions): in the others a file the
+    /// agent wrote would get it what its mode refuses. The user settings'
+    /// hooks always run; `disableAllHooks` in any file turns all off.
+    fn hooks(
+        &self,
+        files: &[(SettingSource, settings::SettingsFile)],
+        mode: PermissionMode,
+    ) -> Hooks {
+        if files.iter().any(|(_, f)| f.disable_all_hooks) {
+            return Hooks::default();
+        }
+        let runs_anything = mode.runs_mutating_tools();
+        let chosen = files.iter().filter_map(|(scope, file)| {
+            let hooks = file.hooks.as_ref()?;
+            if *scope != SettingSource::User && !runs_anything {
+                tracing::info!(
+                    settings = settings_file(*scope),
+                    %mode,
+                    "project hooks are not run in this permission mode"
+                );
+                return None;
+            }
+            Some((*scope, hooks))
+        });
+        Hooks::from_settings(chosen, self.hook_sandbox.clone())
+    }
 }
 
 #[cfg(test)]
@@ -193,46 +287,32 @@ mod tests {
         assert!(err.to_string().contains("'yolo'") && err.to_string().contains("acceptEdits"));
         assert!(serde_json::from_str::<PermissionMode>("\"accept_edits\"").is_err());
         assert_eq!(PermissionMode::default(), PermissionMode::Default);
+        assert_eq!(
+            "manual".parse::<PermissionMode>(),
+            Ok(PermissionMode::Default)
+        );
+        assert_eq!(
+            serde_json::from_str::<PermissionMode>("\"manual\"").unwrap(),
+            PermissionMode::Default
+        );
+        assert!("auto".parse::<PermissionMode>().is_err());
     }
 
     #[test]
-    fn rules_match_names_servers_and_specifiers() {
-        assert!(rule_matches("Read", "Read"));
-        assert!(!rule_matches("Read", "ReadMore"));
-        assert!(rule_matches("Bash(git:*)", "Bash"));
-        assert!(rule_matches("Bash(npm run test)", "Bash"));
-        assert!(rule_matches("mcp__github", "mcp__github__create_issue"));
-        assert!(rule_matches("mcp__github__*", "mcp__github__create_issue"));
-        assert!(rule_matches(
-            "mcp__github__create_issue",
-            "mcp__github__create_issue"
-        ));
-        assert!(!rule_matches("mcp__github", "mcp__githubx__create_issue"));
-        assert!(!rule_matches("mcp__github", "mcp__github__"));
-        assert!(!rule_matches(
-            "mcp__github__create",
-            "mcp__github__create_issue"
-        ));
-        assert!(!rule_matches("mcp__", "mcp__github__x"));
+    fn modes_rank_from_plan_to_bypass() {
+        use PermissionMode::*;
+        assert!(Plan.rank() < Default.rank());
+        assert_eq!(Default.rank(), DontAsk.rank());
+        assert!(Default.rank() < AcceptEdits.rank());
+        assert!(AcceptEdits.rank() < BypassPermissions.rank());
     }
 
     #[test]
-    fn allow_and_deny_lists() {
-        let policy = ToolPolicy {
-            allowed_tools: vec!["Read".into(), "mcp__fs".into(), "Bash(git:*)".into()],
-            disallowed_tools: vec!["mcp__fs__delete".into()],
-            mode: PermissionMode::BypassPermissions,
-        };
-        assert!(policy.allows_name("Read"));
-        assert!(policy.allows_name("Bash"));
-        assert!(policy.allows_name("mcp__fs__read"));
-        assert!(!policy.allows_name("mcp__fs__delete"));
-        assert!(!policy.allows_name("Write"));
-        let deny_only = ToolPolicy {
-            disallowed_tools: vec!["Bash(rm:*)".into()],
-            ..ToolPolicy::default()
-        };
-        assert!(!deny_only.allows_name("Bash"));
-        assert!(deny_only.allows_name("Write"));
+    fn unusable_config_rules_are_skipped() {
+        let policy = ToolPolicy::new(PermissionMode::Default)
+            .with_rules(Behavior::Deny, &["Bash(rm:*)", "Bash(", "WebSearch(x)"])
+            .with_rules(Behavior::Allow, &["Read"]);
+        let texts: Vec<&str> = policy.rules.iter().map(Rule::text).collect();
+        assert_eq!(texts, ["Bash(rm:*)", "Read"]);
     }
 }

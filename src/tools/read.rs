@@ -8,6 +8,9 @@ use async_trait::async_trait;
 use serde_json::{Value, json};
 
 use super::args::Args;
+use super::notebook;
+use super::reads::Stamp;
+use super::session::SessionTools;
 use super::text::{looks_binary, truncate_line};
 use super::{Tool, ToolContext, ToolOutput, open_in_workspace, resolve_path, run_blocking};
 use crate::workspace::{Access, Workspace};
@@ -33,7 +36,9 @@ impl Tool for ReadTool {
              relative to the working directory. Returns up to {DEFAULT_LINE_LIMIT} lines by \
              default, numbered like `cat -n` (line number, tab, text); use offset (1-based line \
              to start at) and limit for long files. Lines longer than {MAX_LINE_CHARS} \
-             characters are cut. Directories cannot be read: use Glob or `ls` through Bash."
+             characters are cut. A Jupyter notebook (.ipynb) is shown as its cells, with their \
+             ids and text outputs. Reading a file is what allows Edit and Write to change it \
+             afterwards. Directories cannot be read: use Glob or `ls` through Bash."
         )
     }
 
@@ -80,8 +85,9 @@ impl Tool for ReadTool {
             usize::try_from(l).unwrap_or(usize::MAX)
         });
         let workspace = ctx.workspace.clone();
+        let session = ctx.session.clone();
         run_blocking(&ctx.cancel, move || {
-            read_window(&workspace, &path, start, limit)
+            read_window(&workspace, &session, &path, start, limit)
         })
         .await
     }
@@ -96,12 +102,32 @@ const MAX_LINE_BYTES: usize = (MAX_LINE_CHARS + 1) * 4;
 /// and says where to continue, as a partial view.
 pub const MAX_READ_BYTES: usize = 256 * 1024;
 
-fn read_window(workspace: &Workspace, path: &Path, start: usize, limit: usize) -> ToolOutput {
+/// Largest notebook shown as cells; a larger one is read as text.
+const MAX_NOTEBOOK_BYTES: u64 = crate::config::DEFAULT_MAX_FILE_BYTES;
+
+fn read_window(
+    workspace: &Workspace,
+    session: &SessionTools,
+    path: &Path,
+    start: usize,
+    limit: usize,
+) -> ToolOutput {
     let shown = path.display();
     let opened = match open_in_workspace(workspace, path, Access::Read) {
         Ok(f) => f,
         Err(out) => return out,
     };
+    // What the model is shown now is what Edit and Write compare against.
+    match Stamp::measure(&opened.file) {
+        Ok(stamp) => session.saw(path, stamp),
+        Err(e) => return ToolOutput::error(format!("Cannot read {shown}: {e}")),
+    }
+    if notebook::is_notebook(path)
+        && opened.len <= MAX_NOTEBOOK_BYTES
+        && let Some(shown_cells) = read_notebook(&opened.file, opened.len)
+    {
+        return shown_cells;
+    }
     if opened.len == 0 {
         return ToolOutput::ok(format!("The file {shown} exists but is empty."));
     }
@@ -172,6 +198,27 @@ fn read_window(workspace: &Workspace, path: &Path, start: usize, limit: usize) -
     ToolOutput::ok(out)
 }
 
+/// A notebook's cells, or `None` when the file does not parse as one (it
+/// is then read as text).
+fn read_notebook(file: &std::fs::File, len: u64) -> Option<ToolOutput> {
+    use std::io::Read as _;
+    let mut bytes = Vec::new();
+    file.take(len).read_to_end(&mut bytes).ok()?;
+    let mut text = notebook::render(&bytes)?;
+    if text.len() > MAX_READ_BYTES {
+        let mut cut = MAX_READ_BYTES;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.push_str(&format!(
+            "\n\n(PARTIAL view: the notebook's cells were cut at {MAX_READ_BYTES} bytes. Read \
+             single cells with Bash, for example with jq or python.)\n"
+        ));
+    }
+    Some(ToolOutput::ok(text))
+}
+
 /// Reads one line into `line`, keeping at most `keep` bytes of it and
 /// streaming past the rest, so memory stays bounded whatever the file holds.
 /// Returns false at the end of the file.
@@ -212,10 +259,7 @@ mod tests {
     use tokio_util::sync::CancellationToken;
 
     fn ctx(dir: &Path) -> ToolContext {
-        ToolContext {
-            workspace: Workspace::at(dir).unwrap(),
-            cancel: CancellationToken::new(),
-        }
+        ToolContext::new(Workspace::at(dir).unwrap(), CancellationToken::new())
     }
 
     async fn read(ctx: &ToolContext, input: Value) -> ToolOutput {

@@ -1,5 +1,5 @@
 //! The per-turn tool set: every source's tools gathered for a workspace,
-//! filtered by the session's policy, and the one door tool calls go through.
+//! filtered by the turn's permissions, and the one door tool calls go through.
 
 use std::collections::{HashMap, HashSet};
 use std::panic::AssertUnwindSafe;
@@ -11,6 +11,9 @@ use serde_json::Value;
 use super::builtin::BuiltinTools;
 use super::policy::ToolPolicy;
 use super::{Tool, ToolContext, ToolOutput, ToolSource, definition};
+use crate::hooks::{HookDecision, Hooks, ToolEvent};
+use crate::permissions::Permissions;
+use crate::permissions::rule::{Rule, RuleSource};
 use crate::workspace::Workspace;
 
 /// Where tools come from: built-ins, skills, MCP servers. Sources are asked
@@ -42,8 +45,39 @@ impl ToolRegistry {
         self
     }
 
-    /// The tools a turn may use in `workspace` under `policy`.
+    /// The tools a turn may use in `workspace` under `policy`, with the
+    /// settings files' rules as they are at the start of the turn.
     pub async fn tool_set(&self, workspace: &Workspace, policy: &ToolPolicy) -> ToolSet {
+        self.tool_set_granting(workspace, policy, &[]).await
+    }
+
+    /// [`ToolRegistry::tool_set`] with `grants` as allow rules for this turn
+    /// only (a slash command's `allowed-tools`); deny and ask rules still win.
+    pub async fn tool_set_granting(
+        &self,
+        workspace: &Workspace,
+        policy: &ToolPolicy,
+        grants: &[String],
+    ) -> ToolSet {
+        let (mut permissions, hooks) = {
+            let policy = policy.clone();
+            let ws = workspace.clone();
+            // Settings files are read from disk; keep that off the workers.
+            match tokio::task::spawn_blocking(move || policy.for_turn(&ws)).await {
+                Ok(turn) => turn,
+                Err(e) => {
+                    tracing::error!(error = %e, "reading the settings files failed");
+                    // Without the files' deny rules nothing may run unchecked.
+                    let plan = crate::tools::PermissionMode::Plan;
+                    (Permissions::new(plan, workspace, None), Hooks::default())
+                }
+            }
+        };
+        permissions.add(grants.iter().filter_map(|text| {
+            Rule::parse(text, RuleSource::Command)
+                .map_err(|e| tracing::warn!(error = %e, "slash command rule ignored"))
+                .ok()
+        }));
         let mut tools: Vec<Arc<dyn Tool>> = Vec::new();
         let mut seen: HashSet<String> = HashSet::new();
         for source in &self.sources {
@@ -55,7 +89,7 @@ impl ToolRegistry {
                 }
             }
         }
-        ToolSet::new(tools, policy.clone())
+        ToolSet::with_hooks(tools, permissions, hooks)
     }
 }
 
@@ -74,14 +108,23 @@ struct ToolSetInner {
     /// the prompt prefix stays cacheable).
     definitions: Vec<Value>,
     offered: Vec<String>,
-    policy: ToolPolicy,
+    permissions: Permissions,
+    hooks: Hooks,
 }
 
 impl ToolSet {
-    /// A set over `tools` (already de-duplicated) filtered by `policy`.
-    pub fn new(tools: Vec<Arc<dyn Tool>>, policy: ToolPolicy) -> Self {
-        let offered_tools: Vec<&Arc<dyn Tool>> =
-            tools.iter().filter(|t| policy.offers(t.as_ref())).collect();
+    /// A set over `tools` (already de-duplicated) filtered by `permissions`.
+    pub fn new(tools: Vec<Arc<dyn Tool>>, permissions: Permissions) -> Self {
+        Self::with_hooks(tools, permissions, Hooks::default())
+    }
+
+    /// [`ToolSet::new`], with `PreToolUse` and `PostToolUse` hooks around
+    /// each call.
+    pub fn with_hooks(tools: Vec<Arc<dyn Tool>>, permissions: Permissions, hooks: Hooks) -> Self {
+        let offered_tools: Vec<&Arc<dyn Tool>> = tools
+            .iter()
+            .filter(|t| permissions.offers(t.as_ref()))
+            .collect();
         let definitions = offered_tools
             .iter()
             .map(|t| definition(t.as_ref()))
@@ -96,7 +139,8 @@ impl ToolSet {
                 all,
                 definitions,
                 offered,
-                policy,
+                permissions,
+                hooks,
             }),
         }
     }
@@ -111,8 +155,23 @@ impl ToolSet {
         &self.inner.offered
     }
 
-    pub fn policy(&self) -> &ToolPolicy {
-        &self.inner.policy
+    /// Whether calls to `name` may run side by side with other such calls
+    /// of one reply; unknown names may not.
+    pub fn runs_alongside(&self, name: &str) -> bool {
+        self.inner
+            .all
+            .get(name)
+            .is_some_and(|tool| tool.runs_alongside())
+    }
+
+    /// The rules and mode this turn's calls are checked against.
+    pub fn permissions(&self) -> &Permissions {
+        &self.inner.permissions
+    }
+
+    /// This turn's hooks; the turn loop runs `UserPromptSubmit` and `Stop`.
+    pub fn hooks(&self) -> &Hooks {
+        &self.inner.hooks
     }
 
     /// Runs a tool call from the model. Every refusal and failure, a panic
@@ -121,17 +180,51 @@ impl ToolSet {
         let Some(tool) = self.inner.all.get(name) else {
             return ToolOutput::error(format!("No such tool available: {name}"));
         };
-        let policy = &self.inner.policy;
-        if !policy.offers(tool.as_ref()) {
-            return ToolOutput::error(match policy.check_run(tool.as_ref()) {
-                Err(why) => why,
-                Ok(()) => format!("No such tool available: {name}"),
-            });
-        }
-        if let Err(why) = policy.check_run(tool.as_ref()) {
-            return ToolOutput::error(why);
-        }
         let summary = input_summary(&input);
+        let refused = |why: String| {
+            tracing::info!(tool = name, input = %summary, outcome = "refused", "tool call");
+            ToolOutput::error(why)
+        };
+        let permissions = &self.inner.permissions;
+        if let Some(why) = permissions.hidden(tool.as_ref()) {
+            return refused(why);
+        }
+        let mode = permissions.mode();
+        let hooks = &self.inner.hooks;
+        let pre = hooks
+            .pre_tool_use(&ToolEvent {
+                tool: name,
+                input: &input,
+                mode,
+                workspace: &ctx.workspace,
+                cancel: &ctx.cancel,
+            })
+            .await;
+        let approved = match pre.decision {
+            Some(HookDecision::Deny(reason)) => {
+                return refused(format!(
+                    "A PreToolUse hook blocked this call: {reason}. The call was not run."
+                ));
+            }
+            Some(HookDecision::Ask(reason)) => {
+                let reason = if reason.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({reason})")
+                };
+                return refused(format!(
+                    "This call needs a person's approval: a PreToolUse hook asks for it{reason}. \
+                     This service cannot ask anyone for approval yet, so the call was not run."
+                ));
+            }
+            Some(HookDecision::Allow) => true,
+            None => false,
+        };
+        let input = pre.updated_input.unwrap_or(input);
+        if let Err(why) = permissions.check_with(tool.as_ref(), &input, &ctx.workspace, approved) {
+            return refused(why);
+        }
+        let hook_input = (!hooks.is_empty()).then(|| input.clone());
         let started = std::time::Instant::now();
         let output = match AssertUnwindSafe(tool.call(input, ctx)).catch_unwind().await {
             Ok(output) => output,
@@ -140,6 +233,24 @@ impl ToolSet {
                 ToolOutput::error(format!("The tool {name} failed unexpectedly."))
             }
         };
+        let mut output = output;
+        if let Some(input) = hook_input {
+            let event = ToolEvent {
+                tool: name,
+                input: &input,
+                mode,
+                workspace: &ctx.workspace,
+                cancel: &ctx.cancel,
+            };
+            let (mut notes, replaced) = hooks.post_tool_use(&event, &output).await;
+            if let Some(replaced) = replaced {
+                output.content = replaced;
+            }
+            notes.splice(0..0, pre.context);
+            for note in notes {
+                output.content.push_str(&format!("\n\n[hook] {note}"));
+            }
+        }
         // One line per call says what the agent did; never file contents or
         // output, only what it acted on.
         tracing::info!(
@@ -186,6 +297,7 @@ fn input_summary(input: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::permissions::Behavior;
     use crate::tools::policy::PermissionMode;
     use async_trait::async_trait;
     use serde_json::json;
@@ -259,10 +371,7 @@ mod tests {
     fn fixture() -> Fixture {
         let tmp = tempfile::tempdir().unwrap();
         std::fs::write(tmp.path().join("f.txt"), "hello\n").unwrap();
-        let ctx = ToolContext {
-            workspace: Workspace::at(tmp.path()).unwrap(),
-            cancel: CancellationToken::new(),
-        };
+        let ctx = ToolContext::new(Workspace::at(tmp.path()).unwrap(), CancellationToken::new());
         let registry = ToolRegistry::with_builtins().with_source(Arc::new(FakeMcp));
         Fixture {
             _tmp: tmp,
@@ -282,7 +391,15 @@ mod tests {
             .collect()
     }
 
-    const BUILTINS: [&str; 6] = ["Bash", "Read", "Write", "Edit", "Glob", "Grep"];
+    const BUILTINS: [&str; 7] = [
+        "Bash",
+        "Read",
+        "Write",
+        "Edit",
+        "Glob",
+        "Grep",
+        "NotebookEdit",
+    ];
 
     #[test]
     fn the_log_summary_is_the_first_line_of_what_a_call_acted_on() {
@@ -341,7 +458,10 @@ mod tests {
             .run("Bash", json!({"command": "touch made"}), &f.ctx)
             .await;
         assert!(out.is_error, "{out:?}");
-        assert!(out.content.contains("permission mode (default)"), "{out:?}");
+        assert!(
+            out.content.contains("permission mode is default"),
+            "{out:?}"
+        );
         assert!(out.content.contains("acceptEdits"), "{out:?}");
         assert!(!f.ctx.workspace.cwd().join("made").exists());
         let out = tools
@@ -373,49 +493,126 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn disallowed_tools_are_neither_offered_nor_run() {
+    async fn a_bare_deny_hides_a_tool_and_a_scoped_one_refuses_matching_calls() {
         let f = fixture();
-        let policy = ToolPolicy {
-            allowed_tools: vec![],
-            disallowed_tools: vec!["Bash(rm:*)".into(), "mcp__fs".into()],
-            mode: PermissionMode::BypassPermissions,
-        };
+        let policy = ToolPolicy::new(PermissionMode::BypassPermissions)
+            .with_rules(Behavior::Deny, &["Bash(rm:*)", "mcp__fs"]);
         let tools = set(&f, policy).await;
         let offered = names(&tools);
+        assert!(offered.contains(&"Bash".to_owned()), "{offered:?}");
         assert!(
-            !offered
-                .iter()
-                .any(|n| n == "Bash" || n.starts_with("mcp__fs__"))
+            !offered.iter().any(|n| n.starts_with("mcp__fs__")),
+            "{offered:?}"
         );
         assert!(offered.contains(&"mcp__web__fetch".to_owned()));
+        std::fs::write(f.ctx.workspace.cwd().join("x"), "keep").unwrap();
+        let out = tools
+            .run("Bash", json!({"command": "touch made && rm x"}), &f.ctx)
+            .await;
+        assert!(
+            out.is_error && out.content.contains("`Bash(rm:*)`"),
+            "{out:?}"
+        );
+        assert!(out.content.contains("defaults.disallowed_tools"), "{out:?}");
+        assert!(!f.ctx.workspace.cwd().join("made").exists());
+        assert!(f.ctx.workspace.cwd().join("x").exists());
         let out = tools
             .run("Bash", json!({"command": "touch made"}), &f.ctx)
             .await;
+        assert!(!out.is_error, "{out:?}");
+        assert!(f.ctx.workspace.cwd().join("made").exists());
+        let out = tools.run("mcp__fs__delete", json!({}), &f.ctx).await;
         assert!(
-            out.is_error && out.content.contains("not allowed"),
+            out.is_error && out.content.contains("the deny rule `mcp__fs`"),
             "{out:?}"
         );
-        assert!(!f.ctx.workspace.cwd().join("made").exists());
-        let out = tools.run("mcp__fs__delete", json!({}), &f.ctx).await;
-        assert!(out.is_error, "{out:?}");
     }
 
     #[tokio::test]
     async fn allow_list_with_server_prefix_and_specifier() {
         let f = fixture();
-        let policy = ToolPolicy {
-            allowed_tools: vec!["Read".into(), "Bash(git:*)".into(), "mcp__fs".into()],
-            disallowed_tools: vec![],
-            mode: PermissionMode::AcceptEdits,
-        };
+        let policy = ToolPolicy::new(PermissionMode::AcceptEdits)
+            .with_rules(Behavior::Allow, &["Read", "Bash(git:*)", "mcp__fs"]);
         let tools = set(&f, policy).await;
         assert_eq!(
             names(&tools),
-            ["Bash", "Read", "mcp__fs__read", "mcp__fs__delete"]
+            [
+                "Bash",
+                "Read",
+                "Glob",
+                "Grep",
+                "mcp__fs__read",
+                "mcp__fs__delete"
+            ]
         );
         let out = tools.run("Write", json!({}), &f.ctx).await;
         assert!(
-            out.is_error && out.content.contains("not allowed"),
+            out.is_error && out.content.contains("does not list it"),
+            "{out:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn allow_rules_approve_calls_the_default_mode_would_refuse() {
+        let f = fixture();
+        let policy = ToolPolicy::new(PermissionMode::Default)
+            .with_rules(Behavior::Allow, &["Bash(touch *)", "Edit(notes/**)"]);
+        let tools = set(&f, policy).await;
+        // The config allow list also limits what is offered.
+        assert_eq!(names(&tools), ["Bash", "Write", "Edit", "NotebookEdit"]);
+        let cwd = f.ctx.workspace.cwd().to_path_buf();
+        let run = |command: &'static str| tools.run("Bash", json!({"command": command}), &f.ctx);
+        assert!(!run("touch a").await.is_error);
+        assert!(cwd.join("a").exists());
+        let out = run("touch b && rm a").await;
+        assert!(out.is_error && out.content.contains("`rm a`"), "{out:?}");
+        assert!(!cwd.join("b").exists() && cwd.join("a").exists());
+        let out = run("touch c > log.txt").await;
+        assert!(out.is_error && out.content.contains("`log.txt`"), "{out:?}");
+        std::fs::create_dir_all(cwd.join("notes")).unwrap();
+        let out = run("touch d > notes/log.txt").await;
+        assert!(!out.is_error, "{out:?}");
+        assert!(cwd.join("notes/log.txt").exists());
+        let out = tools
+            .run(
+                "Write",
+                json!({"file_path": "notes/n.md", "content": "x"}),
+                &f.ctx,
+            )
+            .await;
+        assert!(!out.is_error, "{out:?}");
+        let out = tools
+            .run(
+                "Write",
+                json!({"file_path": "src/n.md", "content": "x"}),
+                &f.ctx,
+            )
+            .await;
+        assert!(
+            out.is_error && out.content.contains("Edit(src/n.md)"),
+            "{out:?}"
+        );
+        assert!(!cwd.join("src/n.md").exists());
+    }
+
+    #[tokio::test]
+    async fn ask_rules_refuse_in_every_mode_and_deny_wins_over_ask() {
+        let f = fixture();
+        let policy = ToolPolicy::new(PermissionMode::BypassPermissions)
+            .with_rules(Behavior::Ask, &["Bash(git push:*)", "Bash(rm *)"])
+            .with_rules(Behavior::Deny, &["Bash(rm -rf *)"]);
+        let tools = set(&f, policy).await;
+        let out = tools
+            .run("Bash", json!({"command": "git push origin main"}), &f.ctx)
+            .await;
+        assert!(out.is_error && out.content.contains("approval"), "{out:?}");
+        assert!(out.content.contains("`Bash(git push:*)`"), "{out:?}");
+        assert!(out.content.contains("defaults.ask_tools"), "{out:?}");
+        let out = tools
+            .run("Bash", json!({"command": "rm -rf x"}), &f.ctx)
+            .await;
+        assert!(
+            out.is_error && out.content.contains("the deny rule `Bash(rm -rf *)`"),
             "{out:?}"
         );
     }

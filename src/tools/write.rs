@@ -7,9 +7,9 @@ use async_trait::async_trait;
 use serde_json::{Value, json};
 
 use super::args::Args;
-use super::{
-    Tool, ToolContext, ToolOutput, file_error, open_in_workspace, resolve_path, run_blocking,
-};
+use super::reads::{self, Stamp};
+use super::session::SessionTools;
+use super::{Tool, ToolContext, ToolOutput, file_error, resolve_path, run_blocking};
 use crate::workspace::{Access, FileError, Workspace};
 
 /// Writes whole files, refusing content over `max_file_bytes`.
@@ -32,7 +32,9 @@ impl Tool for WriteTool {
     fn description(&self) -> String {
         "Writes a file in the working directory, replacing it if it exists and creating \
          missing parent directories. file_path may be absolute or relative to the working \
-         directory. Prefer Edit for changing part of an existing file."
+         directory. An existing file must have been read in this session (with Read) and be \
+         unchanged since, or the write is refused; a new file needs no Read. Prefer Edit for \
+         changing part of an existing file."
             .to_owned()
     }
 
@@ -74,23 +76,55 @@ impl Tool for WriteTool {
             ));
         }
         let workspace = ctx.workspace.clone();
-        run_blocking(&ctx.cancel, move || write_file(&workspace, &path, &content)).await
+        let session = ctx.session.clone();
+        run_blocking(&ctx.cancel, move || {
+            write_file(&workspace, &session, &path, &content)
+        })
+        .await
     }
 }
 
-fn write_file(workspace: &Workspace, path: &Path, content: &str) -> ToolOutput {
-    let shown = path.display();
-    let existed = workspace.still_inside(path);
+fn write_file(
+    workspace: &Workspace,
+    session: &SessionTools,
+    path: &Path,
+    content: &str,
+) -> ToolOutput {
+    let shown = path.display().to_string();
     if let Err(output) = create_parent_dirs(workspace, path) {
         return output;
     }
-    let opened = match open_in_workspace(workspace, path, Access::Write) {
-        Ok(f) => f,
-        Err(out) => return out,
+    // An existing file is opened as it is and checked before a byte of it
+    // is lost; a new one is created exclusively, so a file that appears
+    // meanwhile is not overwritten unseen either.
+    let (file, existed) = match workspace.open_file(path, Access::Update) {
+        Ok(opened) => {
+            let now = match Stamp::measure(&opened.file) {
+                Ok(stamp) => stamp,
+                Err(e) => return ToolOutput::error(format!("Cannot read {shown}: {e}")),
+            };
+            if let Err(unseen) = reads::check(session, path, &now) {
+                return unseen.output(&shown);
+            }
+            (opened.file, true)
+        }
+        Err(FileError::NotFound(_)) => match workspace.open_file(path, Access::CreateNew) {
+            Ok(opened) => (opened.file, false),
+            Err(FileError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::AlreadyExists =>
+            {
+                return reads::Unseen::NeverRead.output(&shown);
+            }
+            Err(e) => return file_error(&e),
+        },
+        Err(e) => return file_error(&e),
     };
-    // Truncated only now that the open proved it is a regular file inside.
-    if let Err(e) = write_all(opened.file, content.as_bytes()) {
+    if let Err(e) = write_all(&file, content.as_bytes()) {
         return ToolOutput::error(format!("Cannot write {shown}: {e}"));
+    }
+    // What the agent wrote itself it has seen.
+    if let Ok(stamp) = Stamp::of_content(&file, content.as_bytes()) {
+        session.saw(path, stamp);
     }
     let lines = content.lines().count();
     let verb = if existed { "Updated" } else { "Created" };
@@ -101,7 +135,7 @@ fn write_file(workspace: &Workspace, path: &Path, content: &str) -> ToolOutput {
 }
 
 /// Replaces an open file's content with `bytes`.
-pub(super) fn write_all(mut file: std::fs::File, bytes: &[u8]) -> std::io::Result<()> {
+pub(super) fn write_all(mut file: &std::fs::File, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::{Seek, Write};
     file.set_len(0)?;
     file.rewind()?;
@@ -129,10 +163,7 @@ mod tests {
     use tokio_util::sync::CancellationToken;
 
     fn ctx(dir: &Path) -> ToolContext {
-        ToolContext {
-            workspace: Workspace::at(dir).unwrap(),
-            cancel: CancellationToken::new(),
-        }
+        ToolContext::new(Workspace::at(dir).unwrap(), CancellationToken::new())
     }
 
     #[tokio::test]
@@ -155,6 +186,41 @@ mod tests {
         assert_eq!(
             std::fs::read_to_string(tmp.path().join("a/b/c.txt")).unwrap(),
             ""
+        );
+    }
+
+    #[tokio::test]
+    async fn overwriting_needs_a_read_of_the_current_content() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(tmp.path().join("a.txt"), "theirs\n").unwrap();
+        let c = ctx(tmp.path());
+        let write = WriteTool::new(1 << 20);
+        let input = json!({"file_path": "a.txt", "content": "mine\n"});
+        let out = write.call(input.clone(), &c).await;
+        assert!(
+            out.is_error && out.content.contains("has not been read"),
+            "{out:?}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(tmp.path().join("a.txt")).unwrap(),
+            "theirs\n"
+        );
+        crate::tools::read::ReadTool
+            .call(json!({"file_path": "a.txt"}), &c)
+            .await;
+        let out = write.call(input, &c).await;
+        assert!(out.content.starts_with("Updated"), "{out:?}");
+        std::fs::write(tmp.path().join("a.txt"), "theirs again\n").unwrap();
+        let out = write
+            .call(json!({"file_path": "a.txt", "content": "x"}), &c)
+            .await;
+        assert!(
+            out.is_error && out.content.contains("changed on disk"),
+            "{out:?}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(tmp.path().join("a.txt")).unwrap(),
+            "theirs again\n"
         );
     }
 

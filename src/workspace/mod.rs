@@ -249,6 +249,14 @@ impl Workspace {
             .is_ok_and(|(root, rel)| beneath::exists_beneath(root.handle.as_ref(), rel))
     }
 
+    /// Whether `path` (absolute) is a directory beneath one of the roots
+    /// right now, symlinks on the way resolved by the kernel beneath it.
+    pub fn is_dir(&self, path: &Path) -> bool {
+        self.locate(path, "").is_ok_and(|(root, rel)| {
+            beneath::open_dir_beneath(root.handle.as_ref(), rel, "").is_ok()
+        })
+    }
+
     fn locate<'p>(&self, path: &'p Path, shown: &str) -> Result<(&Root, &'p Path), FileError> {
         self.root_of(path)
             .and_then(|root| Some((root, path.strip_prefix(&root.path).ok()?)))

@@ -99,6 +99,8 @@ pub fn test_settings(root: &std::path::Path, storage: StorageKind) -> Settings {
         settings.tools.sandbox = SandboxMode::On;
     }
     settings.user.base_dir = root.join("users");
+    // Never the developer's own ~/.claude/settings.json.
+    settings.user.claude_home = Some(root.join("claude-home"));
     settings.session.storage = storage;
     settings.session.sqlite_path = root.join("db/sessions.db");
     if storage == StorageKind::Postgresql {

@@ -427,3 +427,33 @@ async fn memory_commands_are_listed_for_a_session_directory() {
     assert_error(bad, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
     app.stop().await;
 }
+
+#[tokio::test]
+async fn memory_a_commands_allowed_tools_hold_for_its_turn_only() {
+    let fake = FakeAnthropic::start().await;
+    let app = app_with(&fake, |s| s.defaults.permission_mode = "default".into()).await;
+    let (id, cwd) = session_in(&app, "alice", "proj").await;
+    write(
+        &cwd.join(".claude/commands/stamp.md"),
+        "---\nallowed-tools: Bash(touch stamped)\n---\nCreate the stamp file.\n",
+    );
+    fake.push(Reply::tool_use("Bash", json!({"command": "touch stamped"})));
+    fake.push(Reply::text("stamped"));
+    let response = app.chat(&id, "/stamp").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(
+        cwd.join("stamped").exists(),
+        "the command's grant let the call run"
+    );
+
+    // The next message is no command: default mode refuses the same call.
+    std::fs::remove_file(cwd.join("stamped")).unwrap();
+    fake.push(Reply::tool_use("Bash", json!({"command": "touch stamped"})));
+    fake.push(Reply::text("refused"));
+    let response = app.chat(&id, "do it again").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(!cwd.join("stamped").exists());
+    let last = fake.requests().pop().unwrap();
+    let result = last.body["messages"].as_array().unwrap().last().unwrap()["content"][0].clone();
+    assert_eq!(result["is_error"], true, "{result}");
+}

@@ -111,6 +111,7 @@ async fn tool_errors_reach_the_model_as_is_error() {
     let cwd = std::path::PathBuf::from(session["cwd"].as_str().unwrap());
     std::fs::write(cwd.join("dup.txt"), "x = 1\nx = 1\n").unwrap();
 
+    fake.push(Reply::tool_use("Read", json!({"file_path": "dup.txt"})));
     fake.push(Reply::tool_use(
         "Edit",
         json!({"file_path": "dup.txt", "old_string": "x = 1", "new_string": "x = 2"}),
@@ -128,9 +129,10 @@ async fn tool_errors_reach_the_model_as_is_error() {
     let body: Value = app.chat(id, "edit").await.json().await.unwrap();
     assert_eq!(body["text"], "I could not do that.");
 
-    let results = results_in(&fake, 4);
-    assert_eq!(results.len(), 4);
-    for result in &results {
+    let results = results_in(&fake, 5);
+    assert_eq!(results.len(), 5);
+    let results = &results[1..];
+    for result in results {
         assert_eq!(result["is_error"], true, "{result}");
     }
     let edit = results[0]["content"].as_str().unwrap();

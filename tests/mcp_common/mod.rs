@@ -44,10 +44,7 @@ pub fn workspace() -> (tempfile::TempDir, Workspace) {
 }
 
 pub fn ctx(ws: &Workspace) -> ToolContext {
-    ToolContext {
-        workspace: ws.clone(),
-        cancel: CancellationToken::new(),
-    }
+    ToolContext::new(ws.clone(), CancellationToken::new())
 }
 
 pub async fn tool(hub: &McpHub, ws: &Workspace, name: &str) -> Arc<dyn Tool> {
