@@ -286,7 +286,8 @@ fn input_summary(input: &Value) -> String {
     else {
         return String::new();
     };
-    let first = text.lines().next().unwrap_or("");
+    let first = redact(text.lines().next().unwrap_or(""));
+    let first = first.as_str();
     let mut cut: String = first.chars().take(SUMMARY_CHARS).collect();
     if cut.len() < first.len() || text.lines().nth(1).is_some() {
         cut.push_str(" …");
@@ -294,10 +295,78 @@ fn input_summary(input: &Value) -> String {
     cut
 }
 
+/// Hides what looks like a secret in a command line before it is logged:
+/// values of variables named like keys, tokens and passwords, bearer
+/// tokens and API-key headers, and passwords in URLs.
+fn redact(line: &str) -> String {
+    const SECRET_NAMES: [&str; 7] = [
+        "KEY",
+        "TOKEN",
+        "SECRET",
+        "PASSWORD",
+        "PASSWD",
+        "AUTH",
+        "CREDENTIAL",
+    ];
+    let mut out = Vec::new();
+    let mut hide_next = false;
+    for word in line.split(' ') {
+        if hide_next && !word.is_empty() {
+            out.push("***".to_owned());
+            hide_next = false;
+            continue;
+        }
+        let lower = word.to_ascii_lowercase();
+        if lower.ends_with("bearer") || lower.ends_with("api-key:") || lower.ends_with("token:") {
+            hide_next = true;
+            out.push(word.to_owned());
+            continue;
+        }
+        let bare = word.trim_start_matches(['-', '\'', '"']);
+        if let Some((name, _)) = bare.split_once('=')
+            && !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            && SECRET_NAMES
+                .iter()
+                .any(|secret| name.to_ascii_uppercase().contains(secret))
+        {
+            let keep = word.len() - bare.len() + name.len() + 1;
+            out.push(format!("{}***", &word[..keep]));
+            continue;
+        }
+        if let Some(at) = word.find('@')
+            && let Some(scheme) = word.find("://")
+            && scheme < at
+            && let Some(colon) = word[scheme + 3..at].find(':')
+        {
+            let colon = scheme + 3 + colon;
+            out.push(format!("{}:***{}", &word[..colon], &word[at..]));
+            continue;
+        }
+        out.push(word.to_owned());
+    }
+    out.join(" ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::permissions::Behavior;
+
+    #[test]
+    fn logged_command_lines_hide_what_looks_like_a_secret() {
+        assert_eq!(
+            redact("GITHUB_TOKEN=ghp_abc make deploy --api_key=sk-1 user=bob"),
+            "GITHUB_TOKEN=*** make deploy --api_key=*** user=bob"
+        );
+        assert_eq!(
+            redact("curl -H 'Authorization: Bearer abc.def' https://u:pw@example.com/x"),
+            "curl -H 'Authorization: Bearer *** https://u:***@example.com/x"
+        );
+        assert_eq!(redact("ls -la src"), "ls -la src");
+    }
     use crate::tools::policy::PermissionMode;
     use async_trait::async_trait;
     use serde_json::json;
