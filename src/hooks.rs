@@ -203,6 +203,11 @@ impl Run {
 }
 
 impl Hooks {
+    /// The sandbox hooks (and other confined side commands) run in.
+    pub(crate) fn sandbox(&self) -> &Sandbox {
+        &self.inner.sandbox
+    }
+
     /// Reads the `hooks` objects of settings files (lowest precedence
     /// first). What cannot be used is logged and skipped.
     pub fn from_settings<'a>(
@@ -692,6 +697,27 @@ fn handler(value: &Value, event: HookEvent, scope: SettingSource) -> Result<Hand
 
 /// Runs one hook command in the sandbox, in the session's directory,
 /// with `stdin`; killed with everything it started at `timeout`.
+/// Runs `program` with `args` confined exactly like a Bash command (same
+/// sandbox, environment and process-group handling), killed at `timeout`;
+/// its stdout when it exits 0.
+pub(crate) async fn confined_stdout(
+    sandbox: &Sandbox,
+    workspace: &Workspace,
+    program: &str,
+    args: &[&str],
+    timeout: Duration,
+) -> Option<String> {
+    let handler = Handler {
+        command: program.to_owned(),
+        args: Some(args.iter().map(|a| (*a).to_owned()).collect()),
+        timeout: Some(timeout),
+        condition: None,
+    };
+    let cancel = CancellationToken::new();
+    let run = run_command(sandbox, &handler, "", timeout, workspace, &cancel).await;
+    (run.code == Some(0)).then_some(run.stdout)
+}
+
 async fn run_command(
     sandbox: &Sandbox,
     handler: &Handler,

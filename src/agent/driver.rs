@@ -20,7 +20,7 @@ use super::wire::{ContentBlock, Message, ModelEvent, ModelRequest, ModelResponse
 use crate::error::ApiError;
 use crate::hooks::MAX_STOP_CONTINUATIONS;
 use crate::store::{Session, UsageTotals, micro_usd};
-use crate::tools::{ToolContext, ToolOutput};
+use crate::tools::{ToolContext, ToolOutput, ToolSet};
 use crate::workspace::Workspace;
 
 /// What a call that stopped at `max_tokens` inside a tool call gets back.
@@ -305,9 +305,7 @@ impl Turn {
             }
             Invocation::Builtin(builtin) => {
                 let tool_set = agent.tools.tool_set(&self.workspace, &agent.policy).await;
-                let prompt = self
-                    .prompt(&settings.defaults.model, tool_set.definitions())
-                    .await;
+                let prompt = self.prompt(&settings.defaults.model, &tool_set).await;
                 return self.builtin(builtin, &prompt, progress).await;
             }
         };
@@ -322,7 +320,7 @@ impl Turn {
             .tools
             .tool_set_granting(&self.workspace, &agent.policy, &expansion.allowed_tools)
             .await;
-        let prompt = self.prompt(&model_id, tool_set.definitions()).await;
+        let prompt = self.prompt(&model_id, &tool_set).await;
 
         let mode = tool_set.permissions().mode();
         let check = tool_set
@@ -588,13 +586,19 @@ impl Turn {
 
     /// The system prompt (blocks, stable first) and tool definitions of the
     /// turn's calls to `model`.
-    async fn prompt(&self, model: &str, tools: Vec<Value>) -> Prompt {
+    async fn prompt(&self, model: &str, tool_set: &ToolSet) -> Prompt {
         let agent = &self.agent;
         let system = agent
             .prompts
-            .build(&agent.settings, self.session.id, &self.workspace, model)
+            .build(
+                &agent.settings,
+                self.session.id,
+                &self.workspace,
+                model,
+                Some(tool_set.hooks().sandbox()),
+            )
             .await;
-        Prompt::new(system.blocks, tools)
+        Prompt::new(system.blocks, tool_set.definitions())
     }
 
     /// `/compact` and `/clear`: answered without a model turn of their own.

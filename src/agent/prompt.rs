@@ -6,12 +6,14 @@ use std::collections::HashMap;
 use std::io::Read as _;
 use std::path::Path;
 use std::sync::{Mutex, OnceLock, PoisonError};
+use std::time::Duration;
 
 use chrono::NaiveDate;
 
 use super::memory;
 use crate::config::{Settings, SystemPromptConfig};
 use crate::domain::SessionId;
+use crate::sandbox::Sandbox;
 use crate::workspace::Workspace;
 
 /// The service's own instructions (`defaults.system_prompt` unset, or its
@@ -108,6 +110,7 @@ impl SystemPrompts {
         session: SessionId,
         workspace: &Workspace,
         model: &str,
+        sandbox: Option<&Sandbox>,
     ) -> SystemPrompt {
         let today = chrono::Local::now().date_naive();
         let cached = self.cached(session, today);
@@ -129,6 +132,12 @@ impl SystemPrompts {
                 tracing::warn!(error = %err, "reading the session's environment failed");
                 (None, None)
             }
+        };
+        let fresh = match (fresh, sandbox) {
+            (Some(fresh), Some(sandbox)) if fresh.contains("\nGit repository: yes") => {
+                Some(with_git_status(fresh, sandbox, workspace).await)
+            }
+            (fresh, _) => fresh,
         };
         let environment = match (cached, fresh) {
             (Some(cached), _) => cached,
@@ -209,6 +218,44 @@ fn environment(workspace: &Workspace, today: NaiveDate) -> String {
     )
 }
 
+/// Lines of `git status` shown in the environment block.
+const STATUS_LINES: usize = 20;
+
+/// Adds the working tree's short status to `environment`. git runs
+/// confined exactly like a Bash command (a repository's config can make
+/// git run programs), with its optional locks and fsmonitor off, and is
+/// given a few seconds; without git, or when it fails, nothing is added.
+async fn with_git_status(environment: String, sandbox: &Sandbox, workspace: &Workspace) -> String {
+    let args = [
+        "-c",
+        "core.fsmonitor=false",
+        "--no-optional-locks",
+        "status",
+        "--short",
+        "--branch",
+    ];
+    let Some(status) =
+        crate::hooks::confined_stdout(sandbox, workspace, "git", &args, Duration::from_secs(5))
+            .await
+    else {
+        return environment;
+    };
+    let lines: Vec<&str> = status.lines().collect();
+    let mut shown = lines
+        .iter()
+        .take(STATUS_LINES)
+        .copied()
+        .collect::<Vec<_>>()
+        .join("\n");
+    if lines.len() > STATUS_LINES {
+        shown.push_str(&format!("\n… and {} more", lines.len() - STATUS_LINES));
+    }
+    if lines.len() <= 1 {
+        shown.push_str("\n(clean)");
+    }
+    format!("{environment}\nGit status at session start (git status --short --branch):\n{shown}")
+}
+
 /// The kernel's name and release, read once per process.
 fn os_version() -> &'static str {
     static VERSION: OnceLock<String> = OnceLock::new();
@@ -234,10 +281,8 @@ fn os_version() -> &'static str {
 /// Read from `.git` beneath the user's directory handle, never by running
 /// git: a repository's own config can make git run programs
 /// (`core.fsmonitor`, hooks, aliases), and this runs as the service's user
-/// without any sandbox. A confined git (as the Bash tool runs it) would give
-/// the working tree's status too, but costs a sandboxed process per session
-/// for a snapshot that is stale after the first edit; the model runs
-/// `git status` itself, confined, when it needs it.
+/// without any sandbox. The working tree's status, which needs git itself,
+/// is added by [`with_git_status`] from a git confined like a Bash command.
 fn git_state(workspace: &Workspace) -> String {
     let user_dir = workspace.user_dir();
     for dir in workspace
@@ -479,15 +524,17 @@ mod tests {
         settings.defaults.setting_sources = Vec::new();
         let prompts = SystemPrompts::new();
         let id = SessionId::new();
-        let first = prompts.build(&settings, id, &ws, "m").await;
+        let first = prompts.build(&settings, id, &ws, "m", None).await;
         // A change to `.git` after the session started does not move the prompt.
         std::fs::create_dir_all(ws.cwd().join(".git")).unwrap();
         std::fs::write(ws.cwd().join(".git/HEAD"), "ref: refs/heads/later\n").unwrap();
-        let second = prompts.build(&settings, id, &ws, "m").await;
+        let second = prompts.build(&settings, id, &ws, "m", None).await;
         assert_eq!(first, second);
         assert!(first.blocks[0].contains("Git repository: no"));
         // Another session sees the repository.
-        let other = prompts.build(&settings, SessionId::new(), &ws, "m").await;
+        let other = prompts
+            .build(&settings, SessionId::new(), &ws, "m", None)
+            .await;
         assert!(
             other.blocks[0].contains("branch later"),
             "{}",

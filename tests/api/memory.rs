@@ -457,3 +457,23 @@ async fn memory_a_commands_allowed_tools_hold_for_its_turn_only() {
     let result = last.body["messages"].as_array().unwrap().last().unwrap()["content"][0].clone();
     assert_eq!(result["is_error"], true, "{result}");
 }
+
+#[tokio::test]
+async fn memory_the_environment_shows_the_working_trees_status_from_a_confined_git() {
+    let fake = FakeAnthropic::start().await;
+    let app = app_with(&fake, |_| {}).await;
+    let (id, cwd) = session_in(&app, "alice", "repo").await;
+    let git = std::process::Command::new("git")
+        .args(["init", "-q", "-b", "trunk"])
+        .current_dir(&cwd)
+        .status()
+        .expect("git runs");
+    assert!(git.success());
+    write(&cwd.join("notes.txt"), "draft\n");
+    fake.push(Reply::text("Seen."));
+    chat_ok(&app, &id, "what is the state?").await;
+    let system = system_of(&fake.requests()[0]);
+    assert!(system.contains("Git status at session start"), "{system}");
+    assert!(system.contains("## No commits yet on trunk"), "{system}");
+    assert!(system.contains("?? notes.txt"), "{system}");
+}
