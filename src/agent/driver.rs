@@ -16,7 +16,7 @@ use super::history::{self, INTERRUPTED};
 use super::model::{ModelClient, ModelError};
 use super::running::{Cancel, Canceller, Registration};
 use super::turn::{Agent, ToolCall, TurnEvent, TurnSummary};
-use super::wire::{ContentBlock, Message, ModelEvent, ModelRequest, ModelResponse, Role};
+use super::wire::{ContentBlock, Message, ModelEvent, ModelRequest, ModelResponse, Role, Usage};
 use crate::error::ApiError;
 use crate::hooks::MAX_STOP_CONTINUATIONS;
 use crate::store::{Session, UsageTotals, micro_usd};
@@ -210,14 +210,20 @@ impl Turn {
 
     /// Counts one call's usage in the turn and the session.
     async fn count(&self, response: &ModelResponse, progress: &mut Progress) {
+        self.count_usage(&response.model, &response.usage, progress)
+            .await;
+    }
+
+    /// Counts the usage of one call to `model` (the turn's or a tool's).
+    async fn count_usage(&self, model: &str, usage: &Usage, progress: &mut Progress) {
         // Counted as soon as the call ends, so a crash later in the turn
         // does not lose what was spent.
         let call = UsageTotals {
-            input_tokens: response.usage.input_tokens,
-            output_tokens: response.usage.output_tokens,
-            cache_creation_input_tokens: response.usage.cache_creation_input_tokens,
-            cache_read_input_tokens: response.usage.cache_read_input_tokens,
-            cost_usd: self.agent.price(&response.model, &response.usage),
+            input_tokens: usage.input_tokens,
+            output_tokens: usage.output_tokens,
+            cache_creation_input_tokens: usage.cache_creation_input_tokens,
+            cache_read_input_tokens: usage.cache_read_input_tokens,
+            cost_usd: self.agent.price(model, usage),
         };
         progress.usage += call;
         self.record_usage(call, 0).await;
@@ -522,6 +528,9 @@ impl Turn {
                 )
                 .await;
                 for ((id, name, input), output) in batch.iter().zip(outputs) {
+                    for (model, usage) in &output.model_usage {
+                        self.count_usage(model, usage, progress).await;
+                    }
                     let content =
                         context::cap_tool_result(output.content, settings.tools.max_result_tokens);
                     progress.tool_calls.push(ToolCall::new(

@@ -266,9 +266,10 @@ fn render(result: CallToolResult) -> ToolOutput {
             "\n\n[output truncated after {MAX_RESULT_CHARS} characters]"
         ));
     }
-    ToolOutput {
-        content,
-        is_error: result.is_error.unwrap_or(false),
+    if result.is_error.unwrap_or(false) {
+        ToolOutput::error(content)
+    } else {
+        ToolOutput::ok(content)
     }
 }
 

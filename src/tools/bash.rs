@@ -146,7 +146,7 @@ impl Tool for BashTool {
         {
             Some(note) => ToolOutput {
                 content: with_note(output.content, &note),
-                is_error: output.is_error,
+                ..output
             },
             None => output,
         }

@@ -94,6 +94,9 @@ impl ToolEvents {
 pub struct ToolOutput {
     pub content: String,
     pub is_error: bool,
+    /// Model calls the tool made itself (model id and usage), counted in
+    /// the turn's and the session's usage.
+    pub model_usage: Vec<(String, crate::agent::wire::Usage)>,
 }
 
 impl ToolOutput {
@@ -101,6 +104,7 @@ impl ToolOutput {
         Self {
             content: content.into(),
             is_error: false,
+            model_usage: Vec::new(),
         }
     }
 
@@ -108,6 +112,7 @@ impl ToolOutput {
         Self {
             content: content.into(),
             is_error: true,
+            model_usage: Vec::new(),
         }
     }
 }

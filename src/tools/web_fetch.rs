@@ -162,11 +162,17 @@ impl Tool for WebFetchTool {
             () = ctx.cancel.cancelled() => return ToolOutput::error("Interrupted."),
         };
         match answer {
-            Ok(answer) => ToolOutput::ok(format!(
-                "From {}{cut_note}:\n\n{}",
-                page.url,
-                answer.text().trim()
-            )),
+            Ok(answer) => {
+                let mut output = ToolOutput::ok(format!(
+                    "From {}{cut_note}:\n\n{}",
+                    page.url,
+                    answer.text().trim()
+                ));
+                output
+                    .model_usage
+                    .push((answer.model.clone(), answer.usage));
+                output
+            }
             // The page itself is the next best thing.
             Err(e) => ToolOutput::ok(format!(
                 "Page {}{cut_note}, as Markdown (the small model could not read it: {e}); \

@@ -164,6 +164,14 @@ async fn a_small_model_answers_the_prompt_over_the_page() {
         !error && answer.contains("Run make install as root."),
         "{answer}"
     );
+    // The small model's call is part of what the turn spent.
+    let spent: u64 = requests
+        .iter()
+        .map(|r| r.usage_tokens("output_tokens"))
+        .sum();
+    assert_eq!(body["usage"]["output_tokens"], spent, "{}", body["usage"]);
+    let session: Value = app.get_session(&id).await.json().await.unwrap();
+    assert_eq!(session["usage"]["output_tokens"], spent);
 }
 
 #[tokio::test]
