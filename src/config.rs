@@ -326,6 +326,11 @@ impl Default for AnthropicSettings {
 }
 
 impl AnthropicSettings {
+    /// The TTL of the cache breakpoints calls carry; `None` with caching off.
+    pub fn cache(&self) -> Option<CacheTtl> {
+        self.prompt_caching.then_some(self.cache_ttl)
+    }
+
     pub fn is_configured(&self) -> bool {
         self.api_key.is_set() || self.auth_token.is_set()
     }

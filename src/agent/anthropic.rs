@@ -342,7 +342,7 @@ fn transport_error(error: &reqwest::Error) -> ModelError {
 
 /// reqwest's own message is terse ("error sending request"); the cause
 /// ("connection refused") is in its sources.
-fn error_chain(error: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

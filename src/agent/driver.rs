@@ -262,10 +262,7 @@ impl Turn {
         let mut request = ModelRequest::new(model, settings.max_tokens_for(model), messages);
         request.system = prompt.system.clone();
         request.tools = prompt.tools.clone();
-        request.cache = settings
-            .anthropic
-            .prompt_caching
-            .then_some(settings.anthropic.cache_ttl);
+        request.cache = settings.anthropic.cache();
         let window = settings.limits_of(model).context_window;
         let room = window.saturating_sub((estimated as f64 * ratio) as u64 + WINDOW_MARGIN);
         let room = u32::try_from(room).unwrap_or(u32::MAX);
@@ -640,13 +637,13 @@ impl Turn {
             }
             Builtin::Help(text) => Ok(("end_turn".into(), text)),
             Builtin::Clear => {
-                let view = self.stored_view().await?;
+                let before = self.stored_view().await?.conversation();
                 let compaction = Compaction {
                     trigger: Trigger::Clear,
                     summary: None,
                     keep_from_seq: None,
-                    messages_summarized: view.conversation().len(),
-                    tokens_before: context::estimate(&view.conversation(), 1.0),
+                    messages_summarized: before.len(),
+                    tokens_before: context::estimate(&before, 1.0),
                     tokens_after: 0,
                     focus: None,
                 };
@@ -771,10 +768,7 @@ impl Turn {
             let mut request = ModelRequest::new(model, max_tokens, carried);
             request.system = prompt.system.clone();
             request.tools = prompt.tools.clone();
-            request.cache = settings
-                .anthropic
-                .prompt_caching
-                .then_some(settings.anthropic.cache_ttl);
+            request.cache = settings.anthropic.cache();
             let (events, _ignored) = mpsc::unbounded_channel();
             let result = tokio::select! {
                 biased;

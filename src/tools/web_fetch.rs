@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 use url::Url;
 
 use super::{Tool, ToolContext, ToolOutput, ToolSource};
+use crate::agent::anthropic::error_chain;
 use crate::agent::model::ModelClient;
 use crate::agent::wire::{Message, ModelRequest};
 use crate::config::{Settings, WebFetchSettings};
@@ -59,16 +60,18 @@ impl ToolSource for WebTools {
     }
 }
 
+/// A fetched page: where it ended up (after redirects) and its Markdown.
+#[derive(Clone)]
 struct Page {
     url: Url,
     markdown: String,
-    fetched: Instant,
 }
 
 pub struct WebFetchTool {
     settings: WebFetchSettings,
     summariser: Option<(Arc<dyn ModelClient>, String)>,
-    cache: Mutex<HashMap<String, Page>>,
+    /// Pages by requested URL, with when they were fetched.
+    cache: Mutex<HashMap<String, (Instant, Page)>>,
 }
 
 #[async_trait]
@@ -185,42 +188,30 @@ impl Tool for WebFetchTool {
 
 impl WebFetchTool {
     /// The page at `url`, from the cache when fetched recently.
-    async fn page(&self, url: Url) -> Result<PageView, String> {
+    async fn page(&self, url: Url) -> Result<Page, String> {
         let key = url.as_str().to_owned();
         {
             let cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Some(page) = cache.get(&key)
-                && page.fetched.elapsed() < CACHE_TTL
+            if let Some((fetched, page)) = cache.get(&key)
+                && fetched.elapsed() < CACHE_TTL
             {
-                return Ok(PageView {
-                    url: page.url.clone(),
-                    markdown: page.markdown.clone(),
-                });
+                return Ok(page.clone());
             }
         }
-        let (final_url, markdown) = self.fetch(url).await?;
+        let (url, markdown) = self.fetch(url).await?;
+        let page = Page { url, markdown };
         let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
-        cache.retain(|_, page| page.fetched.elapsed() < CACHE_TTL);
+        cache.retain(|_, (fetched, _)| fetched.elapsed() < CACHE_TTL);
         if cache.len() >= CACHE_ENTRIES
             && let Some(oldest) = cache
                 .iter()
-                .min_by_key(|(_, page)| page.fetched)
+                .min_by_key(|(_, (fetched, _))| *fetched)
                 .map(|(key, _)| key.clone())
         {
             cache.remove(&oldest);
         }
-        cache.insert(
-            key,
-            Page {
-                url: final_url.clone(),
-                markdown: markdown.clone(),
-                fetched: Instant::now(),
-            },
-        );
-        Ok(PageView {
-            url: final_url,
-            markdown,
-        })
+        cache.insert(key, (Instant::now(), page.clone()));
+        Ok(page)
     }
 
     /// Follows redirects, checking every hop, and reads the body as text.
@@ -370,12 +361,6 @@ impl WebFetchTool {
     }
 }
 
-/// A page as handed out of the cache.
-struct PageView {
-    url: Url,
-    markdown: String,
-}
-
 /// HTML to Markdown without scripts, styles and other non-content.
 fn to_markdown(html: &str) -> String {
     let converter = htmd::HtmlToMarkdown::builder()
@@ -391,17 +376,6 @@ fn cut_chars(text: &str, max: usize) -> (&str, bool) {
         Some((end, _)) => (&text[..end], true),
         None => (text, false),
     }
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// Addresses of the service's own networks: loopback, private, link-local
