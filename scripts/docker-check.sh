@@ -464,6 +464,8 @@ run_mode() {
         "curl -fsS http://127.0.0.1:$APP_PORT/health | grep -q '\"storage_type\": *\"$storage\"'"
     check "mode $n: container healthcheck (claude-agent-http healthcheck)" \
         timeout 30 podman healthcheck run claude-agent-http
+    check "mode $n: the /ui playground is served from the image" bash -c \
+        "curl -fsS http://127.0.0.1:$APP_PORT/ui | grep -q '<title>claude-agent-http playground</title>'"
     if sid=$(create_session "$APP_PORT" "$user"); then
         pass "mode $n: POST /api/v1/sessions -> 201, cwd /data/claude-users/$user"
     else

@@ -33,6 +33,8 @@ pub struct RootResponse {
     pub version: &'static str,
     pub docs: &'static str,
     pub health: &'static str,
+    /// The playground page.
+    pub ui: &'static str,
 }
 
 /// Service information
@@ -44,6 +46,7 @@ pub async fn root() -> Json<RootResponse> {
         version: env!("CARGO_PKG_VERSION"),
         docs: "/docs",
         health: "/health",
+        ui: "/ui",
     })
 }
 

@@ -7,6 +7,7 @@ mod frames;
 pub mod health;
 pub mod sessions;
 pub mod skills;
+mod ui;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -196,6 +197,7 @@ pub fn router(state: AppState) -> Router {
         .merge(chat::routes())
         .merge(skills::routes())
         .merge(commands::routes())
+        .merge(ui::routes())
         .with_state(state)
         .merge(
             Router::new()

@@ -22,4 +22,5 @@ mod sessions;
 mod starvation;
 mod store_full;
 mod tools;
+mod ui;
 mod web_fetch;

@@ -1,0 +1,140 @@
+//! The `/ui` playground, used in headless Chromium (Debian's `chromium`)
+//! through `tests/ui/playground.mjs` (playwright-core from
+//! `tests/ui/node_modules`, installed by `scripts/test`), against
+//! fake-anthropic. Without a browser the tests say so and pass, unless
+//! `CLAUDE_AGENT_REQUIRE_BROWSER` is set (as `.ci/run` does).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use claude_agent_http::config::StorageKind;
+use fake_anthropic::{FakeAnthropic, Reply};
+use serde_json::json;
+
+use crate::chat::agent_app;
+
+fn browser() -> Option<PathBuf> {
+    let candidates = [
+        std::env::var_os("CHROMIUM").map(PathBuf::from),
+        Some(PathBuf::from("/usr/bin/chromium")),
+        Some(PathBuf::from("/usr/bin/chromium-browser")),
+    ];
+    let found = candidates.into_iter().flatten().find(|p| p.is_file());
+    let driver =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ui/node_modules/playwright-core");
+    match (found, driver.is_dir()) {
+        (Some(chromium), true) => Some(chromium),
+        (chromium, driver) => {
+            let missing = match (chromium, driver) {
+                (None, false) => "Chromium and tests/ui/node_modules",
+                (None, true) => "Chromium (apt install chromium)",
+                _ => "tests/ui/node_modules (npm ci --prefix tests/ui)",
+            };
+            assert!(
+                std::env::var_os("CLAUDE_AGENT_REQUIRE_BROWSER").is_none(),
+                "the browser test needs {missing}"
+            );
+            eprintln!("skipped: the browser test needs {missing}");
+            None
+        }
+    }
+}
+
+/// Runs one scenario of the browser script; panics with its output unless
+/// every check in it passed.
+async fn run_scenario(chromium: &Path, url: &str, scenario: &str) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ui/playground.mjs");
+    let mut command = tokio::process::Command::new("node");
+    command
+        .arg(script)
+        .arg(url)
+        .arg(scenario)
+        .env("CHROMIUM", chromium)
+        .kill_on_drop(true);
+    let output = tokio::time::timeout(Duration::from_secs(120), command.output())
+        .await
+        .unwrap_or_else(|_| panic!("the browser scenario {scenario} took over 120 s"))
+        .unwrap_or_else(|e| panic!("cannot run node for the browser test: {e}"));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success() && stdout.contains(&format!("ok {scenario}")),
+        "browser scenario {scenario} failed ({}):\n{stdout}\n{stderr}",
+        output.status
+    );
+}
+
+#[tokio::test]
+async fn a_person_chats_sees_tool_calls_and_todos_and_a_reload_keeps_the_conversation() {
+    let Some(chromium) = browser() else { return };
+    let fake = FakeAnthropic::start().await;
+    let app = agent_app(StorageKind::Sqlite, &fake, |_| {}).await.unwrap();
+    fake.push(Reply::tool_use(
+        "TodoWrite",
+        json!({"todos": [{"content": "Say hello", "status": "in_progress", "activeForm": "Saying hello"}]}),
+    ));
+    fake.push(Reply::tool_use(
+        "Bash",
+        json!({"command": "echo hello-from-bash"}),
+    ));
+    fake.push(Reply::text("The command printed **hello-from-bash**."));
+
+    run_scenario(&chromium, &app.address, "conversation").await;
+
+    // The page drove a real turn: three model calls, the command's output
+    // went back to the model.
+    let requests = fake.requests();
+    assert_eq!(requests.len(), 3, "model calls made from the page");
+    assert!(
+        requests[2].body.to_string().contains("hello-from-bash"),
+        "the Bash output reached the model"
+    );
+}
+
+#[tokio::test]
+async fn the_page_serves_its_assets_with_a_strict_content_security_policy() {
+    let fake = FakeAnthropic::start().await;
+    let app = agent_app(StorageKind::Memory, &fake, |_| {}).await.unwrap();
+    for (path, kind) in [
+        ("/ui", "text/html"),
+        ("/ui/app.js", "text/javascript"),
+        ("/ui/app.css", "text/css"),
+    ] {
+        let res = app.client.get(app.url(path)).send().await.unwrap();
+        assert_eq!(res.status(), 200, "{path}");
+        let headers = res.headers();
+        assert!(
+            headers["content-type"].to_str().unwrap().starts_with(kind),
+            "{path}: {:?}",
+            headers["content-type"]
+        );
+        let policy = headers["content-security-policy"].to_str().unwrap();
+        assert!(policy.contains("script-src 'self'"), "{policy}");
+        assert!(!policy.contains("unsafe-inline"), "{policy}");
+        assert_eq!(headers["x-content-type-options"], "nosniff");
+    }
+    // Nothing on the page comes from elsewhere: it works offline.
+    let page = app
+        .client
+        .get(app.url("/ui"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !page.contains("http://") && !page.contains("https://"),
+        "{page}"
+    );
+    let root: serde_json::Value = app
+        .client
+        .get(app.url("/"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(root["ui"], "/ui");
+}
