@@ -562,6 +562,24 @@ impl Default for LogSettings {
     }
 }
 
+/// `GET /metrics` (Prometheus text format).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct MetricsSettings {
+    pub enabled: bool,
+    /// When set, scrapes must send `Authorization: Bearer <token>`.
+    pub token: Secret,
+}
+
+impl Default for MetricsSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            token: Secret::default(),
+        }
+    }
+}
+
 /// Largest file Write and Edit handle (`tools.max_file_bytes`): 16 MiB.
 pub const DEFAULT_MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
 
@@ -705,6 +723,7 @@ pub struct Settings {
     /// Local plugin folders bundling skills and MCP servers.
     pub plugins: Vec<PluginConfig>,
     pub log: LogSettings,
+    pub metrics: MetricsSettings,
 }
 
 impl Default for Settings {
@@ -722,6 +741,7 @@ impl Default for Settings {
             mcp_servers: BTreeMap::new(),
             plugins: Vec::new(),
             log: LogSettings::default(),
+            metrics: MetricsSettings::default(),
         }
     }
 }
@@ -791,6 +811,12 @@ const ENV_KEYS: &[(&str, &str, Kind)] = &[
         Kind::Text,
     ),
     ("CLAUDE_AGENT_API_HOST", "api.host", Kind::Text),
+    (
+        "CLAUDE_AGENT_METRICS_ENABLED",
+        "metrics.enabled",
+        Kind::Bool,
+    ),
+    ("CLAUDE_AGENT_METRICS_TOKEN", "metrics.token", Kind::Text),
     ("API_PORT", "api.port", Kind::Port),
     ("CLAUDE_AGENT_API_PORT", "api.port", Kind::Port),
     (

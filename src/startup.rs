@@ -20,6 +20,7 @@ use crate::agent::turn::Agent;
 use crate::api::{self, AppState};
 use crate::config::Settings;
 use crate::mcp::McpHub;
+use crate::metrics;
 use crate::sandbox::Sandbox;
 use crate::serve::{ConnectionLimits, Server};
 use crate::skills::{self, SkillSource};
@@ -57,6 +58,7 @@ impl Application {
     }
 
     pub async fn build_with_store(settings: Settings, store: DynStore) -> anyhow::Result<Self> {
+        metrics::install();
         // Every write, the agent's included, goes through the tracker /health reads.
         let store = store::WriteTracked::wrap(store);
         let addr = format!("{}:{}", settings.api.host, settings.api.port);
@@ -231,6 +233,7 @@ fn with_middleware(router: Router, settings: &Settings) -> Router {
         })
         .on_response(DefaultOnResponse::new().level(Level::INFO));
     router
+        .layer(axum::middleware::from_fn(metrics::track_http))
         .layer(DefaultBodyLimit::max(settings.api.max_body_bytes))
         .layer(cors(&settings.api.cors_origins))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))

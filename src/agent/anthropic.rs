@@ -17,6 +17,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use super::model::{ModelClient, ModelError};
 use super::stream::{ErrorBody, Progress, StreamAssembler, StreamFault};
 use super::wire::{ContentBlock, ModelEvent, ModelRequest, ModelResponse};
+use crate::metrics;
 
 pub const DEFAULT_BASE_URL: &str = "https://api.anthropic.com";
 pub const ANTHROPIC_VERSION: &str = "2023-06-01";
@@ -152,12 +153,17 @@ impl AnthropicClient {
                 post = post.header("anthropic-beta", betas.join(","));
             }
             let (error, delay) = match post.send().await {
-                Ok(response) if response.status().is_success() => return Ok(response),
+                Ok(response) if response.status().is_success() => {
+                    metrics::model_attempt(Some(response.status().as_u16()), false);
+                    return Ok(response);
+                }
                 Ok(response) => {
                     let status = response.status();
                     let headers = response.headers().clone();
                     let error = status_error(response).await;
-                    if !retries_left || !should_retry(status, &headers) {
+                    let retry = retries_left && should_retry(status, &headers);
+                    metrics::model_attempt(Some(status.as_u16()), retry);
+                    if !retry {
                         return Err(error);
                     }
                     let delay = retry_after(&headers).unwrap_or_else(|| backoff(attempt));
@@ -165,6 +171,7 @@ impl AnthropicClient {
                 }
                 Err(e) => {
                     let error = transport_error(&e);
+                    metrics::model_attempt(None, retries_left);
                     if !retries_left {
                         return Err(error);
                     }

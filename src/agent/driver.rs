@@ -4,6 +4,7 @@
 //! fallback model when the configured one stays overloaded.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -19,6 +20,7 @@ use super::turn::{Agent, ToolCall, TurnEvent, TurnSummary};
 use super::wire::{ContentBlock, Message, ModelEvent, ModelRequest, ModelResponse, Role, Usage};
 use crate::error::ApiError;
 use crate::hooks::MAX_STOP_CONTINUATIONS;
+use crate::metrics::{self, TurnOutcome};
 use crate::store::{Session, UsageTotals, micro_usd};
 use crate::tools::{ToolContext, ToolOutput, ToolSet};
 use crate::workspace::Workspace;
@@ -47,6 +49,8 @@ pub(super) struct Turn {
     canceller: Canceller,
     events: mpsc::UnboundedSender<TurnEvent>,
     started: Instant,
+    /// Whether the model has streamed text yet (for time to first token).
+    first_token: AtomicBool,
 }
 
 /// How the loop ended when it did not end normally.
@@ -109,6 +113,7 @@ impl Turn {
             registration,
             events,
             started: Instant::now(),
+            first_token: AtomicBool::new(false),
         }
     }
 
@@ -159,6 +164,14 @@ impl Turn {
                 }
             },
         };
+        let outcome = match (&event, self.canceller.reason()) {
+            (TurnEvent::Done(_), Some(Cancel::Interrupted)) => TurnOutcome::Interrupted,
+            (TurnEvent::Done(_), _) => TurnOutcome::Completed,
+            (TurnEvent::Failed(ApiError::TurnTimeout(_)), _) => TurnOutcome::TimedOut,
+            (TurnEvent::Failed(ApiError::ShuttingDown), _) => TurnOutcome::Shutdown,
+            _ => TurnOutcome::Failed,
+        };
+        metrics::turn_finished(outcome, self.started.elapsed());
         match &event {
             TurnEvent::Done(s) => tracing::info!(
                 stop_reason = %s.stop_reason,
@@ -192,6 +205,13 @@ impl Turn {
     }
 
     fn emit(&self, event: TurnEvent) {
+        match &event {
+            TurnEvent::TextDelta(_) if !self.first_token.swap(true, Ordering::Relaxed) => {
+                metrics::first_token(self.started.elapsed());
+            }
+            TurnEvent::Compaction(compaction) => metrics::compaction(compaction.trigger),
+            _ => {}
+        }
         // A client that went away leaves no receiver; the turn goes on.
         let _ = self.events.send(event);
     }
@@ -225,6 +245,7 @@ impl Turn {
             cache_read_input_tokens: usage.cache_read_input_tokens,
             cost_usd: self.agent.price(model, usage),
         };
+        metrics::model_usage(model, usage, call.cost_usd);
         progress.usage += call;
         self.record_usage(call, 0).await;
     }
@@ -505,7 +526,10 @@ impl Turn {
                     } else if cut {
                         ToolOutput::error(CUT_TOOL_CALL)
                     } else {
-                        tool_set.run(&name, input, tool_ctx).await
+                        let started = Instant::now();
+                        let output = tool_set.run(&name, input, tool_ctx).await;
+                        metrics::tool_call(&name, output.is_error, started.elapsed());
+                        output
                     }
                 }
             };

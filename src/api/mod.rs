@@ -5,6 +5,7 @@ pub mod chat;
 pub mod commands;
 mod frames;
 pub mod health;
+pub mod metrics;
 pub mod sessions;
 pub mod skills;
 mod ui;
@@ -162,6 +163,7 @@ pub fn rfc3339<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error
     paths(
         health::root,
         health::health,
+        metrics::scrape,
         sessions::create_session,
         sessions::list_sessions,
         sessions::get_session,
@@ -198,6 +200,7 @@ pub fn router(state: AppState) -> Router {
         .merge(skills::routes())
         .merge(commands::routes())
         .merge(ui::routes())
+        .merge(metrics::routes())
         .with_state(state)
         .merge(
             Router::new()
