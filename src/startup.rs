@@ -273,6 +273,7 @@ async fn sweep_expired(state: AppState) {
             Ok(n) => tracing::info!(count = n, "expired sessions deleted"),
             Err(err) => tracing::warn!(error = %err, "expiry sweep failed"),
         }
+        state.agent.reap_background().await;
     }
 }
 

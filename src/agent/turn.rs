@@ -230,6 +230,25 @@ impl Agent {
     /// waits for them to save their history.
     pub async fn shutdown(&self, grace: Duration) {
         self.running.shutdown(grace).await;
+        self.tool_sessions
+            .stop_all_background(crate::tools::bash::SUPERVISOR_GRACE)
+            .await;
+    }
+
+    /// The background shells of session `id` started in this process.
+    pub fn background_tasks(&self, id: SessionId) -> Vec<crate::tools::background::TaskView> {
+        self.tool_sessions.background_of(id)
+    }
+
+    /// Stops the background shells of sessions that are gone from the
+    /// store (expired, or deleted through another instance).
+    pub async fn reap_background(&self) {
+        for id in self.tool_sessions.with_running_shells() {
+            if let Ok(None) = self.store.get(id).await {
+                tracing::info!(session_id = %id, "session gone: stopping its background shells");
+                self.tool_sessions.forget(id);
+            }
+        }
     }
 
     async fn workspace(&self, session: &Session) -> Result<Workspace, ApiError> {

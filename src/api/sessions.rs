@@ -16,6 +16,7 @@ use crate::agent::turn::{TurnEvent, TurnRequest};
 use crate::domain::{SessionId, Subdir, UserId};
 use crate::error::{ApiError, ErrorBody};
 use crate::store::{Limits, NewSession, Session, StoredMessage, Todo, UsageTotals};
+use crate::tools::background::TaskView;
 use crate::workspace::Workspace;
 
 pub fn routes() -> Router<AppState> {
@@ -85,6 +86,9 @@ pub struct SessionResponse {
     pub usage: UsageTotals,
     /// The todo list the agent keeps with TodoWrite, in its order.
     pub todos: Vec<Todo>,
+    /// Background shells (Bash with `run_in_background`) this instance
+    /// runs or ran for the session, oldest first; filled in by `GET`.
+    pub background_tasks: Vec<TaskView>,
 }
 
 impl From<Session> for SessionResponse {
@@ -110,6 +114,7 @@ impl From<Session> for SessionResponse {
             },
             usage: s.usage,
             todos: s.todos,
+            background_tasks: Vec::new(),
         }
     }
 }
@@ -228,7 +233,9 @@ pub async fn get_session(
         .get(id)
         .await?
         .ok_or(ApiError::SessionNotFound)?;
-    Ok(Json(session.into()))
+    let mut response = SessionResponse::from(session);
+    response.background_tasks = state.agent.background_tasks(id);
+    Ok(Json(response))
 }
 
 /// Delete a session

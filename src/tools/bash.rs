@@ -13,8 +13,10 @@ use serde_json::{Value, json};
 use tokio::io::AsyncReadExt;
 use tokio::net::unix::pipe;
 use tokio::process::Command;
+use tokio_util::sync::CancellationToken;
 
 use super::args::Args;
+use super::background::{DEFAULT_LIFETIME_MS, MAX_LIFETIME_MS, TaskStatus};
 use super::text::{MAX_OUTPUT_CHARS, join_cut, truncate_middle};
 use super::{Tool, ToolContext, ToolOutput};
 use crate::sandbox::Sandbox;
@@ -65,9 +67,13 @@ impl Tool for BashTool {
              the next command starts in the session's directory again and the result says so. \
              Environment variables, aliases and functions do not carry over.{confined} The command is killed, \
              with every process it started, after the timeout (default {DEFAULT_TIMEOUT_MS} ms, \
-             at most {MAX_TIMEOUT_MS} ms); background processes do not outlive the call. Output \
-             beyond {MAX_OUTPUT_CHARS} characters is cut in the middle. Prefer Read, Glob and \
-             Grep for reading and searching files."
+             at most {MAX_TIMEOUT_MS} ms); processes it sends to the background (`&`) do not \
+             outlive the call. For a server or watcher that must keep running, set \
+             run_in_background: the call returns a task id at once, TaskOutput reads what it \
+             writes and TaskStop stops it; timeout then caps its lifetime (default \
+             {DEFAULT_LIFETIME_MS} ms, at most {MAX_LIFETIME_MS} ms), and it is killed when \
+             the session is deleted or expires. Output beyond {MAX_OUTPUT_CHARS} characters \
+             is cut in the middle. Prefer Read, Glob and Grep for reading and searching files."
         )
     }
 
@@ -76,8 +82,9 @@ impl Tool for BashTool {
             "type": "object",
             "properties": {
                 "command": {"type": "string", "description": "The command to execute"},
-                "timeout": {"type": "integer", "minimum": 1, "maximum": MAX_TIMEOUT_MS, "description": format!("Optional timeout in milliseconds (max {MAX_TIMEOUT_MS})")},
-                "description": {"type": "string", "description": "A short description of what the command does, in 5-10 words"}
+                "timeout": {"type": "integer", "minimum": 1, "maximum": MAX_LIFETIME_MS, "description": format!("Optional timeout in milliseconds (max {MAX_TIMEOUT_MS}; in the background, the lifetime, max {MAX_LIFETIME_MS})")},
+                "description": {"type": "string", "description": "A short description of what the command does, in 5-10 words"},
+                "run_in_background": {"type": "boolean", "description": "Run the command in the background and return its task id at once"}
             },
             "required": ["command"],
             "additionalProperties": false
@@ -93,17 +100,15 @@ impl Tool for BashTool {
             Ok(a) => a,
             Err(e) => return e.into(),
         };
-        let (command, timeout) = match (
+        let (command, timeout, description, background) = match (
             args.string("command"),
             args.opt_u64("timeout"),
             args.opt_string("description"),
+            args.opt_bool("run_in_background"),
         ) {
-            (Ok(c), Ok(t), Ok(_)) => (c.to_owned(), t),
-            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return e.into(),
+            (Ok(c), Ok(t), Ok(d), Ok(b)) => (c.to_owned(), t, d, b.unwrap_or(false)),
+            (Err(e), ..) | (_, Err(e), ..) | (_, _, Err(e), _) | (.., Err(e)) => return e.into(),
         };
-        let timeout_ms = timeout
-            .unwrap_or(DEFAULT_TIMEOUT_MS)
-            .clamp(1, MAX_TIMEOUT_MS);
         let tmpdir = match self.sandbox.temp_dir(&ctx.workspace) {
             Ok(dir) => dir,
             Err(e) => {
@@ -112,6 +117,17 @@ impl Tool for BashTool {
                 ));
             }
         };
+        if background {
+            let lifetime = timeout
+                .unwrap_or(DEFAULT_LIFETIME_MS)
+                .clamp(1, MAX_LIFETIME_MS);
+            return self
+                .start_in_background(&command, description, lifetime, tmpdir, ctx)
+                .await;
+        }
+        let timeout_ms = timeout
+            .unwrap_or(DEFAULT_TIMEOUT_MS)
+            .clamp(1, MAX_TIMEOUT_MS);
         // A confined command can write only to its TMPDIR (and the user's
         // files); without one its directory is not carried over.
         let report_dir = match &tmpdir {
@@ -149,6 +165,73 @@ impl Tool for BashTool {
                 ..output
             },
             None => output,
+        }
+    }
+}
+
+impl BashTool {
+    /// Starts `command` as a background shell of the session and returns
+    /// its id at once; its output goes to the shell's buffer.
+    async fn start_in_background(
+        &self,
+        command: &str,
+        description: Option<&str>,
+        lifetime_ms: u64,
+        tmpdir: Option<std::path::PathBuf>,
+        ctx: &ToolContext,
+    ) -> ToolOutput {
+        if ctx.cancel.is_cancelled() {
+            return ToolOutput::error("Interrupted before the command started.");
+        }
+        let task = match ctx
+            .session
+            .background()
+            .add(command, description.map(str::to_owned))
+        {
+            Ok(task) => task,
+            Err(e) => return ToolOutput::error(e),
+        };
+        let (start_in, vanished) = start_dir(ctx).await;
+        let shell = Shell {
+            command: self.sandbox.command(&ctx.workspace, "bash"),
+            supervised: self.sandbox.is_supervised(),
+            tmpdir,
+            start: start_in,
+            // A background shell's `cd` does not move the next call.
+            report: None,
+        };
+        let started = match start(shell, command, ctx.workspace.root()) {
+            Ok(started) => started,
+            Err(e) => {
+                task.finish(TaskStatus::Failed, None);
+                return ToolOutput::error(e);
+            }
+        };
+        let id = task.id().to_owned();
+        tokio::spawn(async move {
+            let stop = task.stop.clone();
+            let lifetime = Duration::from_millis(lifetime_ms);
+            let ending = watch(started, lifetime, &stop, |bytes| task.push(bytes)).await;
+            let (status, code) = match ending {
+                Ok(Ending::Exited(status)) if status.success() => (TaskStatus::Completed, Some(0)),
+                Ok(Ending::Exited(status)) => (TaskStatus::Failed, status.code()),
+                Ok(Ending::TimedOut) => (TaskStatus::TimedOut, None),
+                Ok(Ending::Interrupted) => (TaskStatus::Stopped, None),
+                Err(e) => {
+                    task.push(e.as_bytes());
+                    (TaskStatus::Failed, None)
+                }
+            };
+            task.finish(status, code);
+        });
+        let started = format!(
+            "Started in the background as task {id}. Read its output with TaskOutput \
+             (task_id \"{id}\", block: false while it runs) and stop it with TaskStop. It is \
+             killed after {lifetime_ms} ms, or when the session ends."
+        );
+        match vanished {
+            Some(note) => ToolOutput::ok(format!("{started}\n{note}")),
+            None => ToolOutput::ok(started),
         }
     }
 }
@@ -284,24 +367,45 @@ struct Shell {
 /// started before its process group is killed outright.
 pub(crate) const SUPERVISOR_GRACE: Duration = Duration::from_secs(10);
 
-/// Runs `command` with `shell`, in its own process group.
+/// Runs `command` with `shell` in the foreground: the call waits for it,
+/// up to `timeout`, and returns its output.
 async fn run(shell: Shell, command: &str, timeout: Duration, ctx: &ToolContext) -> ToolOutput {
     if ctx.cancel.is_cancelled() {
         return ToolOutput::error("Interrupted before the command started.");
     }
+    let started = match start(shell, command, ctx.workspace.root()) {
+        Ok(started) => started,
+        Err(e) => return ToolOutput::error(e),
+    };
+    let mut output = Capture::default();
+    match watch(started, timeout, &ctx.cancel, |bytes| output.push(bytes)).await {
+        Ok(ending) => report(ending, output.finish(), timeout),
+        Err(e) => ToolOutput::error(e),
+    }
+}
+
+/// A shell that has started: its process, the guard that stops all it
+/// starts, and the read end of its output.
+pub(crate) struct Started {
+    child: tokio::process::Child,
+    group: GroupGuard,
+    reader: pipe::Receiver,
+    supervised: bool,
+}
+
+/// Starts `command` with `shell`, in its own process group, with the
+/// session's environment (`home` as HOME).
+fn start(shell: Shell, command: &str, home: &Path) -> Result<Started, String> {
     // One pipe for stdout and stderr keeps their lines in the order they
     // were written, as a terminal would show them.
-    let (writer, mut reader) = match output_pipe() {
-        Ok(p) => p,
-        Err(e) => return ToolOutput::error(format!("Could not start bash: {e}")),
-    };
+    let (writer, reader) = output_pipe().map_err(|e| format!("Could not start bash: {e}"))?;
     let supervised = shell.supervised;
-    let mut child = {
+    let child = {
         let mut cmd = shell.command;
         let mut env = child_env(
             std::env::vars_os()
                 .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))),
-            ctx.workspace.root(),
+            home,
             &shell.start,
         );
         if let Some(dir) = &shell.tmpdir {
@@ -323,19 +427,36 @@ async fn run(shell: Shell, command: &str, timeout: Duration, ctx: &ToolContext) 
             // A supervisor killed outright could not clean up after the
             // command; dropping the call stops it through the guard instead.
             .kill_on_drop(!supervised);
-        match cmd.spawn() {
-            Ok(c) => c,
-            Err(e) => return ToolOutput::error(format!("Could not start bash: {e}")),
-        }
+        cmd.spawn()
+            .map_err(|e| format!("Could not start bash: {e}"))?
         // `cmd` drops here, closing our copies of the pipe's write end so
         // the reader sees end-of-file once the command's processes are gone.
     };
-    let Some(pid) = child.id() else {
-        return ToolOutput::error("bash exited before it could be watched.");
-    };
-    let group = GroupGuard::new(pid, supervised);
+    let pid = child
+        .id()
+        .ok_or_else(|| "bash exited before it could be watched.".to_owned())?;
+    Ok(Started {
+        child,
+        group: GroupGuard::new(pid, supervised),
+        reader,
+        supervised,
+    })
+}
 
-    let mut output = Capture::default();
+/// Feeds the shell's output to `sink` until it exits, `timeout` passes or
+/// `cancel` fires; then kills whatever it left running.
+async fn watch(
+    started: Started,
+    timeout: Duration,
+    cancel: &CancellationToken,
+    mut sink: impl FnMut(&[u8]),
+) -> Result<Ending, String> {
+    let Started {
+        mut child,
+        group,
+        mut reader,
+        supervised,
+    } = started;
     let mut buf = vec![0u8; 16 * 1024];
     let mut eof = false;
     let deadline = tokio::time::sleep(timeout);
@@ -344,14 +465,14 @@ async fn run(shell: Shell, command: &str, timeout: Duration, ctx: &ToolContext) 
         tokio::select! {
             read = reader.read(&mut buf), if !eof => match read {
                 Ok(0) | Err(_) => eof = true,
-                Ok(n) => output.push(&buf[..n]),
+                Ok(n) => sink(&buf[..n]),
             },
             status = child.wait() => match status {
                 Ok(status) => break Ending::Exited(status),
-                Err(e) => return ToolOutput::error(format!("Could not wait for bash: {e}")),
+                Err(e) => return Err(format!("Could not wait for bash: {e}")),
             },
             () = &mut deadline => break Ending::TimedOut,
-            () = ctx.cancel.cancelled() => break Ending::Interrupted,
+            () = cancel.cancelled() => break Ending::Interrupted,
         }
     };
 
@@ -375,14 +496,14 @@ async fn run(shell: Shell, command: &str, timeout: Duration, ctx: &ToolContext) 
             loop {
                 match reader.read(&mut buf).await {
                     Ok(0) | Err(_) => break,
-                    Ok(n) => output.push(&buf[..n]),
+                    Ok(n) => sink(&buf[..n]),
                 }
             }
         })
         .await;
     }
     group.disarm();
-    report(ending, output.finish(), timeout)
+    Ok(ending)
 }
 
 fn report(ending: Ending, output: String, timeout: Duration) -> ToolOutput {

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use super::background::{TaskOutputTool, TaskStopTool};
 use super::bash::BashTool;
 use super::edit::EditTool;
 use super::glob::GlobTool;
@@ -19,8 +20,9 @@ use crate::sandbox::Sandbox;
 use crate::store::DynStore;
 use crate::workspace::Workspace;
 
-/// Bash, Read, Write, Edit, Glob, Grep and NotebookEdit, in that (stable)
-/// order, then TodoWrite when a store keeps the lists.
+/// Bash, Read, Write, Edit, Glob, Grep, NotebookEdit, TaskOutput and
+/// TaskStop, in that (stable) order, then TodoWrite when a store keeps the
+/// lists.
 #[derive(Clone)]
 pub struct BuiltinTools {
     tools: Vec<Arc<dyn Tool>>,
@@ -44,6 +46,8 @@ impl BuiltinTools {
                 Arc::new(GlobTool),
                 Arc::new(GrepTool),
                 Arc::new(NotebookEditTool::new(max_file_bytes)),
+                Arc::new(TaskOutputTool),
+                Arc::new(TaskStopTool),
             ],
         }
     }

@@ -2,6 +2,7 @@
 //! (built-ins, skills, MCP servers) and the per-turn set filtered by policy.
 
 mod args;
+pub mod background;
 pub mod bash;
 pub mod builtin;
 pub mod edit;

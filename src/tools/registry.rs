@@ -460,7 +460,7 @@ mod tests {
             .collect()
     }
 
-    const BUILTINS: [&str; 7] = [
+    const BUILTINS: [&str; 9] = [
         "Bash",
         "Read",
         "Write",
@@ -468,6 +468,8 @@ mod tests {
         "Glob",
         "Grep",
         "NotebookEdit",
+        "TaskOutput",
+        "TaskStop",
     ];
 
     #[test]
@@ -554,7 +556,10 @@ mod tests {
     async fn plan_mode_offers_read_only_tools_only() {
         let f = fixture();
         let tools = set(&f, ToolPolicy::new(PermissionMode::Plan)).await;
-        assert_eq!(names(&tools), ["Read", "Glob", "Grep", "mcp__fs__read"]);
+        assert_eq!(
+            names(&tools),
+            ["Read", "Glob", "Grep", "TaskOutput", "mcp__fs__read"]
+        );
         let out = tools.run("Edit", json!({}), &f.ctx).await;
         assert!(out.is_error && out.content.contains("plan mode"), "{out:?}");
         let out = tools.run("Glob", json!({"pattern": "*.txt"}), &f.ctx).await;

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use super::background::BackgroundTasks;
 use super::reads::{FileReads, Stamp};
 use crate::domain::SessionId;
 
@@ -43,6 +44,7 @@ impl ToolSessions {
             && let Some(oldest) = inner
                 .sessions
                 .iter()
+                .filter(|(_, (tools, _))| !tools.background().any_running())
                 .min_by_key(|(_, (_, used))| *used)
                 .map(|(id, _)| *id)
         {
@@ -53,9 +55,45 @@ impl ToolSessions {
         tools
     }
 
-    /// Forgets a session (it was deleted).
+    /// Forgets a session (it was deleted or expired), stopping its
+    /// background shells.
     pub fn forget(&self, id: SessionId) {
-        lock(&self.inner).sessions.remove(&id);
+        if let Some((tools, _)) = lock(&self.inner).sessions.remove(&id) {
+            tools.background().stop_all();
+        }
+    }
+
+    /// The background shells of session `id`, when its tools ran here.
+    pub fn background_of(&self, id: SessionId) -> Vec<super::background::TaskView> {
+        lock(&self.inner)
+            .sessions
+            .get(&id)
+            .map(|(tools, _)| tools.background().views())
+            .unwrap_or_default()
+    }
+
+    /// Sessions with background shells still running.
+    pub fn with_running_shells(&self) -> Vec<SessionId> {
+        lock(&self.inner)
+            .sessions
+            .iter()
+            .filter(|(_, (tools, _))| tools.background().any_running())
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// Stops every background shell (the service stops) and waits up to
+    /// `up_to` for them to end.
+    pub async fn stop_all_background(&self, up_to: std::time::Duration) {
+        let all: Vec<SessionTools> = lock(&self.inner)
+            .sessions
+            .values()
+            .map(|(tools, _)| tools.clone())
+            .collect();
+        for tools in &all {
+            tools.background().stop_all();
+        }
+        futures::future::join_all(all.iter().map(|t| t.background().wait_all(up_to))).await;
     }
 }
 
@@ -72,6 +110,8 @@ struct State {
     /// Where the last Bash command ended, when that was not the session's
     /// directory; checked again before each use.
     bash_cwd: Mutex<Option<PathBuf>>,
+    /// Shells started with `run_in_background`.
+    background: BackgroundTasks,
 }
 
 impl SessionTools {
@@ -108,6 +148,10 @@ impl SessionTools {
 
     pub(crate) fn set_bash_cwd(&self, dir: Option<PathBuf>) {
         *lock(&self.state.bash_cwd) = dir;
+    }
+
+    pub fn background(&self) -> &BackgroundTasks {
+        &self.state.background
     }
 }
 

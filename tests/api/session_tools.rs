@@ -317,3 +317,210 @@ async fn notebooks_are_read_as_cells_and_edited_cell_by_cell() {
     );
     app.stop().await;
 }
+
+/// Polls `condition` every 50 ms until it holds; panics after 20 s.
+async fn eventually<F, Fut>(what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !condition().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting: {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// The task id a `run_in_background` Bash call answered with.
+fn task_id_in(text: &str) -> String {
+    let start = text.find("bash_").expect("a task id in the result");
+    text[start..start + 17].to_owned()
+}
+
+fn process_alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        !stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z')
+    })
+}
+
+#[tokio::test]
+async fn a_background_dev_server_is_read_twice_and_killed_when_the_session_is_deleted() {
+    let fake = FakeAnthropic::start().await;
+    let app = agent_app(StorageKind::Sqlite, &fake, |_| {}).await.unwrap();
+    let (id, dir) = session_in(&app).await;
+
+    fake.push(Reply::tool_use(
+        "Bash",
+        json!({
+            "command": "echo $$ > server.pid; echo server ready; while true; do echo tick; sleep 0.05; done",
+            "description": "Start the dev server",
+            "run_in_background": true
+        }),
+    ));
+    fake.push(Reply::text("The server runs."));
+    chat_ok(&app, &id).await;
+    let started = results_in(&fake, 1);
+    assert!(!is_error(&started[0]), "{}", content(&started[0]));
+    let task = task_id_in(content(&started[0]));
+
+    // The call returned at once while the server keeps running and writing.
+    let pid_file = dir.join("server.pid");
+    eventually("the server wrote its pid", || async { pid_file.exists() }).await;
+    let pid: u32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(process_alive(pid));
+    eventually("the server printed ticks", || async {
+        let session: Value = app.get_session(&id).await.json().await.unwrap();
+        session["background_tasks"][0]["output_bytes"]
+            .as_u64()
+            .unwrap_or(0)
+            > 40
+    })
+    .await;
+    let session: Value = app.get_session(&id).await.json().await.unwrap();
+    let listed = &session["background_tasks"][0];
+    assert_eq!(listed["task_id"], task.as_str());
+    assert_eq!(listed["status"], "running");
+    assert_eq!(listed["description"], "Start the dev server");
+
+    // First read: everything so far, the banner included.
+    fake.push(Reply::tool_use(
+        "TaskOutput",
+        json!({"task_id": task, "block": false}),
+    ));
+    fake.push(Reply::text("It is ready."));
+    chat_ok(&app, &id).await;
+    let first = results_in(&fake, 3).pop().unwrap();
+    assert!(content(&first).contains("running"), "{}", content(&first));
+    assert!(
+        content(&first).contains("server ready"),
+        "{}",
+        content(&first)
+    );
+
+    // Second read: only what came since, through a filter.
+    eventually("more ticks", || async {
+        let session: Value = app.get_session(&id).await.json().await.unwrap();
+        session["background_tasks"][0]["output_bytes"]
+            .as_u64()
+            .unwrap_or(0)
+            > 200
+    })
+    .await;
+    fake.push(Reply::tool_use(
+        "TaskOutput",
+        json!({"task_id": task, "block": false, "filter": "^tick$"}),
+    ));
+    fake.push(Reply::text("Still ticking."));
+    chat_ok(&app, &id).await;
+    let second = results_in(&fake, 5).pop().unwrap();
+    assert!(content(&second).contains("tick"), "{}", content(&second));
+    assert!(
+        !content(&second).contains("server ready"),
+        "{}",
+        content(&second)
+    );
+
+    // Deleting the session kills the server and all it started.
+    assert_eq!(
+        app.delete_session(&id).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    eventually("the server is gone", || async { !process_alive(pid) }).await;
+}
+
+#[tokio::test]
+async fn background_shells_end_with_their_code_can_be_stopped_and_are_capped() {
+    let fake = FakeAnthropic::start().await;
+    let app = agent_app(StorageKind::Memory, &fake, |_| {}).await.unwrap();
+    let (id, _) = session_in(&app).await;
+
+    // A short job: a blocking TaskOutput waits for its end and its code.
+    fake.push(Reply::tool_use(
+        "Bash",
+        json!({"command": "sleep 0.2; echo finished; exit 3", "run_in_background": true}),
+    ));
+    fake.push(Reply::text("Started."));
+    chat_ok(&app, &id).await;
+    let job = task_id_in(content(&results_in(&fake, 1)[0]));
+    fake.push(Reply::tool_use("TaskOutput", json!({"task_id": job})));
+    fake.push(Reply::text("Done."));
+    chat_ok(&app, &id).await;
+    let waited = results_in(&fake, 3).pop().unwrap();
+    assert!(
+        content(&waited).contains("exit code 3"),
+        "{}",
+        content(&waited)
+    );
+    assert!(
+        content(&waited).contains("finished"),
+        "{}",
+        content(&waited)
+    );
+
+    // A long one, stopped with TaskStop.
+    fake.push(Reply::tool_use(
+        "Bash",
+        json!({"command": "sleep 300", "run_in_background": true}),
+    ));
+    fake.push(Reply::text("Started."));
+    chat_ok(&app, &id).await;
+    let long = task_id_in(content(&results_in(&fake, 5).pop().unwrap()));
+    fake.push(Reply::tool_use("TaskStop", json!({"task_id": long})));
+    fake.push(Reply::text("Stopped."));
+    chat_ok(&app, &id).await;
+    let stopped = results_in(&fake, 7).pop().unwrap();
+    assert!(!is_error(&stopped), "{}", content(&stopped));
+    let session: Value = app.get_session(&id).await.json().await.unwrap();
+    let tasks = session["background_tasks"].as_array().unwrap();
+    assert_eq!(tasks[0]["status"], "failed");
+    assert_eq!(tasks[0]["exit_code"], 3);
+    assert_eq!(tasks[1]["status"], "stopped");
+
+    // An unknown id is a clear error result.
+    fake.push(Reply::tool_use(
+        "TaskOutput",
+        json!({"task_id": "bash_000000000000"}),
+    ));
+    fake.push(Reply::text("No such task."));
+    chat_ok(&app, &id).await;
+    let unknown = results_in(&fake, 9).pop().unwrap();
+    assert!(is_error(&unknown));
+    assert!(
+        content(&unknown).contains("No background shell"),
+        "{}",
+        content(&unknown)
+    );
+
+    // At most eight run at once; the ninth is refused and says why.
+    for _ in 0..9 {
+        fake.push(Reply::tool_use(
+            "Bash",
+            json!({"command": "sleep 300", "run_in_background": true}),
+        ));
+    }
+    fake.push(Reply::text("Nine asked for."));
+    let before = fake.requests().len();
+    chat_ok(&app, &id).await;
+    let results: Vec<Value> = (before..before + 9)
+        .map(|n| results_in(&fake, n + 1).pop().unwrap())
+        .collect();
+    assert!(results[..8].iter().all(|r| !is_error(r)));
+    assert!(is_error(&results[8]));
+    assert!(
+        content(&results[8]).contains("Stop one with TaskStop"),
+        "{}",
+        content(&results[8])
+    );
+}
