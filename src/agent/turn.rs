@@ -190,11 +190,17 @@ impl Agent {
         let id = request.session_id;
         let session = self.store.get(id).await?.ok_or(ApiError::SessionNotFound)?;
         let model = self.model.clone().ok_or(ApiError::UpstreamNotConfigured)?;
-        if let Some(budget) = self.settings.defaults.max_budget_usd
+        let settings = Arc::new(session.options.apply(&self.settings));
+        if let Some(budget) = settings.defaults.max_budget_usd
             && session.usage.cost_usd >= budget
         {
+            let source = if session.options.max_budget_usd.is_some() {
+                "the session's max_budget_usd"
+            } else {
+                "defaults.max_budget_usd"
+            };
             return Err(ApiError::BudgetExceeded(format!(
-                "This session has spent ${:.4} of its ${budget:.2} budget (defaults.max_budget_usd); start a new session or raise the budget.",
+                "This session has spent ${:.4} of its ${budget:.2} budget ({source}); start a new session or raise the budget.",
                 session.usage.cost_usd
             )));
         }
@@ -206,6 +212,7 @@ impl Agent {
             model,
             session,
             workspace,
+            settings,
             registration,
             events,
         );
