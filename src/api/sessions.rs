@@ -61,9 +61,11 @@ pub struct CreateSessionRequest {
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<Value>,
     /// Options in place of the service's defaults, each allowed by
-    /// `api.session_overrides` and no looser than the defaults.
+    /// `api.session_overrides` and no looser than the defaults. (Read as
+    /// the rest of the body, so a bad value is named by its field.)
     #[serde(flatten)]
-    pub options: SessionOptions,
+    #[schema(value_type = SessionOptions)]
+    pub options: serde_json::Map<String, Value>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, ToSchema)]
@@ -164,7 +166,8 @@ pub async fn create_session(
     ApiJson(request): ApiJson<CreateSessionRequest>,
 ) -> Result<(StatusCode, Json<SessionResponse>), ApiError> {
     let metadata = metadata_object(request.metadata)?;
-    request.options.check(&state.settings, None)?;
+    let (options, _) = SessionOptions::default().patched(&request.options)?;
+    options.check(&state.settings, None)?;
     let workspace = open_workspace(&state, &request.user_id, request.subdir.as_ref()).await?;
     let session = state
         .store
@@ -174,7 +177,7 @@ pub async fn create_session(
                 subdir: request.subdir.map(String::from),
                 cwd: workspace.cwd().display().to_string(),
                 metadata,
-                options: request.options,
+                options,
             },
             session_limits(&state),
         )
