@@ -1401,6 +1401,38 @@ mod tests {
     }
 
     #[test]
+    fn session_overrides_default_to_the_safe_keys_and_unknown_keys_are_refused() {
+        let s = load(None, &[]).unwrap();
+        assert!(s.api.session_overrides.contains(&"model".to_owned()));
+        assert!(
+            !s.api
+                .session_overrides
+                .contains(&"system_prompt".to_owned())
+        );
+        let s = load(
+            None,
+            &[(
+                "CLAUDE_AGENT_API_SESSION_OVERRIDES",
+                "model, system_prompt,,max_turns",
+            )],
+        )
+        .unwrap();
+        assert_eq!(
+            s.api.session_overrides,
+            ["model", "system_prompt", "max_turns"]
+        );
+        let s = load(Some("api:\n  session_overrides: []\n"), &[]).unwrap();
+        assert!(s.api.session_overrides.is_empty());
+        let err = load(Some("api:\n  session_overrides: [model, cwd]\n"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("api.session_overrides") && err.contains("cwd"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn system_prompt_is_a_string_or_the_preset_with_appended_text() {
         assert_eq!(load(None, &[]).unwrap().defaults.system_prompt, None);
         assert_eq!(

@@ -61,8 +61,9 @@ pub struct CreateSessionRequest {
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<Value>,
     /// Options in place of the service's defaults, each allowed by
-    /// `api.session_overrides` and no looser than the defaults. (Read as
-    /// the rest of the body, so a bad value is named by its field.)
+    /// `api.session_overrides` and no looser than the defaults.
+    // Kept as the rest of the body and parsed in the handler, so that a
+    // bad value is named by its field (serde's flatten loses the path).
     #[serde(flatten)]
     #[schema(value_type = SessionOptions)]
     pub options: serde_json::Map<String, Value>,
