@@ -15,11 +15,12 @@ use crate::agent::context::View;
 use crate::agent::turn::{TurnEvent, TurnRequest};
 use crate::domain::{SessionId, Subdir, UserId};
 use crate::error::{ApiError, ErrorBody};
-use crate::options::SessionOptions;
+use crate::options::{SessionOptions, SessionPrompt};
 use crate::store::{
     Changed, ForkPoint, Limits, NewSession, Session, SessionChange, SessionKey, StoredMessage,
     Todo, UsageTotals,
 };
+use crate::tools::PermissionMode;
 use crate::workspace::Workspace;
 
 pub fn routes() -> Router<AppState> {
@@ -60,13 +61,27 @@ pub struct CreateSessionRequest {
     /// Any JSON object, returned as given.
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<Value>,
-    /// Options in place of the service's defaults, each allowed by
-    /// `api.session_overrides` and no looser than the defaults.
-    // Kept as the rest of the body and parsed in the handler, so that a
-    // bad value is named by its field (serde's flatten loses the path).
-    #[serde(flatten)]
-    #[schema(value_type = SessionOptions)]
-    pub options: serde_json::Map<String, Value>,
+    /// The model every turn calls (a model the service knows). This and
+    /// the options below replace the service's defaults for this session;
+    /// each must be allowed by `api.session_overrides` and may only tighten
+    /// the defaults.
+    #[schema(example = "claude-haiku-4-5")]
+    pub model: Option<String>,
+    /// `{"append": "..."}` adds to the system prompt; a string replaces it.
+    pub system_prompt: Option<SessionPrompt>,
+    /// At most as permissive as the service's mode.
+    #[schema(value_type = Option<String>, example = "plan")]
+    pub permission_mode: Option<PermissionMode>,
+    /// Only the tools these rules name are offered; they approve nothing.
+    pub allowed_tools: Option<Vec<String>>,
+    /// Deny rules added to the service's.
+    pub disallowed_tools: Option<Vec<String>>,
+    /// Model calls per turn, from 1 to `defaults.max_turns`.
+    pub max_turns: Option<u32>,
+    /// The session's spend limit, at most `defaults.max_budget_usd`.
+    pub max_budget_usd: Option<f64>,
+    /// 0, or 1024 up to `defaults.thinking_budget_tokens`.
+    pub thinking_budget_tokens: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, ToSchema)]
@@ -167,7 +182,16 @@ pub async fn create_session(
     ApiJson(request): ApiJson<CreateSessionRequest>,
 ) -> Result<(StatusCode, Json<SessionResponse>), ApiError> {
     let metadata = metadata_object(request.metadata)?;
-    let (options, _) = SessionOptions::default().patched(&request.options)?;
+    let options = SessionOptions {
+        model: request.model,
+        system_prompt: request.system_prompt,
+        permission_mode: request.permission_mode,
+        allowed_tools: request.allowed_tools,
+        disallowed_tools: request.disallowed_tools,
+        max_turns: request.max_turns,
+        max_budget_usd: request.max_budget_usd,
+        thinking_budget_tokens: request.thinking_budget_tokens,
+    };
     options.check(&state.settings, None)?;
     let workspace = open_workspace(&state, &request.user_id, request.subdir.as_ref()).await?;
     let session = state
