@@ -206,6 +206,20 @@ impl Agent {
         }
         let workspace = self.workspace(&session).await?;
         let registration = self.running.register(id).await?;
+        // A PATCH may have landed between the read above and the lease: the
+        // turn runs with the options the lease now keeps fixed.
+        let session = match self.store.get(id).await {
+            Ok(Some(fresh)) => fresh,
+            outcome => {
+                self.running.release(id, &registration).await;
+                registration.finished();
+                return Err(match outcome {
+                    Err(err) => err.into(),
+                    Ok(_) => ApiError::SessionNotFound,
+                });
+            }
+        };
+        let settings = Arc::new(session.options.apply(&self.settings));
         let (events, receiver) = mpsc::unbounded_channel();
         let turn = Turn::new(
             self.clone(),

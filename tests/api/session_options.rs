@@ -709,3 +709,83 @@ async fn messages_page_and_export(storage: StorageKind) {
         .unwrap();
     assert_error(response, StatusCode::NOT_FOUND, "session_not_found").await;
 }
+
+#[tokio::test]
+async fn on_postgres_another_instance_sees_options_waits_for_the_turn_and_forks() {
+    if !pg_available().await {
+        return;
+    }
+    let fake = FakeAnthropic::start().await;
+    let db = fresh_db_name();
+    let first = agent_app(StorageKind::Postgresql, &fake, |s| use_postgres(s, &db))
+        .await
+        .unwrap();
+    let tmp = test_dir();
+    let mut settings = test_settings(tmp.path(), StorageKind::Postgresql);
+    use_postgres(&mut settings, &db);
+    crate::chat::point_at_fake(&mut settings, &fake.url());
+    let second = start(settings, tmp.path().to_path_buf(), Some(tmp)).await;
+
+    let session = created(
+        first
+            .create_session(json!({"user_id": "alice", "max_turns": 3}))
+            .await,
+    )
+    .await;
+    let id = session["session_id"].as_str().unwrap().to_owned();
+
+    // A turn on the first instance; a change sent to the second waits for it.
+    fake.push(Reply::text("a slow answer from the first instance").slow(400));
+    let turn = {
+        let client = first.client.clone();
+        let url = first.url("/api/v1/chat");
+        let id = id.clone();
+        tokio::spawn(async move {
+            client
+                .post(url)
+                .json(&json!({"session_id": id, "message": "go"}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        })
+    };
+    second.wait_running(&id).await;
+    assert_error(
+        second
+            .patch_session(&id, json!({"model": "claude-haiku-4-5"}))
+            .await,
+        StatusCode::CONFLICT,
+        "session_busy",
+    )
+    .await;
+    assert_eq!(turn.await.unwrap(), StatusCode::OK);
+    let changed: Value = second
+        .patch_session(&id, json!({"model": "claude-haiku-4-5"}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        changed["options"],
+        json!({"model": "claude-haiku-4-5", "max_turns": 3})
+    );
+
+    // The first instance's next turn uses what the second one stored.
+    fake.reset();
+    chat_ok(&first, &id, "again").await;
+    assert_eq!(fake.requests()[0].body["model"], "claude-haiku-4-5");
+
+    // A fork made on the second instance continues there on its own.
+    let fork = created(second.fork_session(&id, None).await).await;
+    let fork_id = fork["session_id"].as_str().unwrap();
+    assert_eq!(fork["options"], changed["options"]);
+    let original = first.message_list(&id).await;
+    assert_eq!(second.message_list(fork_id).await, original);
+    fake.push(Reply::text("only in the fork"));
+    chat_ok(&second, fork_id, "fork turn").await;
+    assert_eq!(first.message_list(&id).await, original);
+    assert_eq!(first.message_list(fork_id).await.len(), original.len() + 2);
+    second.stop().await;
+    first.stop().await;
+}
