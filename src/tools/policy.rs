@@ -343,6 +343,34 @@ mod tests {
     }
 
     #[test]
+    fn a_session_can_narrow_the_policy_but_never_widen_it() {
+        let service =
+            ToolPolicy::new(PermissionMode::AcceptEdits).with_rules(Behavior::Deny, &["WebFetch"]);
+        let options: SessionOptions = serde_json::from_value(serde_json::json!({
+            "permission_mode": "plan", "disallowed_tools": ["Bash(rm:*)", "Bash("],
+            "allowed_tools": ["Read"]
+        }))
+        .unwrap();
+        let session = service.for_session(&options);
+        assert_eq!(session.mode(), PermissionMode::Plan);
+        let texts: Vec<&str> = session.rules.iter().map(Rule::text).collect();
+        assert_eq!(texts, ["WebFetch", "Bash(rm:*)"]);
+        assert_eq!(session.session_tools.as_ref().map(Vec::len), Some(1));
+
+        let louder: SessionOptions =
+            serde_json::from_value(serde_json::json!({"permission_mode": "bypassPermissions"}))
+                .unwrap();
+        assert_eq!(
+            service.for_session(&louder).mode(),
+            PermissionMode::AcceptEdits
+        );
+        assert_eq!(
+            service.for_session(&SessionOptions::default()).rules.len(),
+            1
+        );
+    }
+
+    #[test]
     fn unusable_config_rules_are_skipped() {
         let policy = ToolPolicy::new(PermissionMode::Default)
             .with_rules(Behavior::Deny, &["Bash(rm:*)", "Bash(", "WebSearch(x)"])

@@ -789,3 +789,30 @@ async fn on_postgres_another_instance_sees_options_waits_for_the_turn_and_forks(
     second.stop().await;
     first.stop().await;
 }
+
+#[tokio::test]
+async fn a_sessions_own_budget_stops_its_turns() {
+    let fake = FakeAnthropic::start().await;
+    let app = agent_app(StorageKind::Sqlite, &fake, |_| {}).await.unwrap();
+    let session = created(
+        app.create_session(json!({"user_id": "alice", "max_budget_usd": 0.000001}))
+            .await,
+    )
+    .await;
+    let id = session["session_id"].as_str().unwrap();
+    chat_ok(&app, id, "spend a little").await;
+    let error = assert_error(
+        app.chat(id, "and more").await,
+        StatusCode::PAYMENT_REQUIRED,
+        "budget_exceeded",
+    )
+    .await;
+    assert!(
+        error["detail"].as_str().unwrap().contains("max_budget_usd"),
+        "{error}"
+    );
+    assert_eq!(fake.requests().len(), 1);
+    // Other sessions are not held to it.
+    let other = app.new_session_id("alice").await;
+    chat_ok(&app, &other, "hello").await;
+}
