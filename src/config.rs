@@ -250,6 +250,10 @@ pub struct ApiSettings {
     /// Open connections at once; more are refused with 503. 0 derives it
     /// from the open-file limit (see `serve::connection_cap`).
     pub max_connections: usize,
+    /// Which per-session options (`POST`/`PATCH /api/v1/sessions`) clients
+    /// may set, by key (see [`crate::options::OVERRIDE_KEYS`]). Every value
+    /// may only tighten what the `defaults` allow, whichever keys are listed.
+    pub session_overrides: Vec<String>,
 }
 
 impl Default for ApiSettings {
@@ -267,6 +271,10 @@ impl Default for ApiSettings {
             body_timeout_secs: 60,
             idle_timeout_secs: 60,
             max_connections: 0,
+            session_overrides: crate::options::DEFAULT_OVERRIDES
+                .iter()
+                .map(|k| (*k).to_owned())
+                .collect(),
         }
     }
 }
@@ -758,6 +766,8 @@ enum Kind {
     /// Text added to the default system prompt (`defaults.system_prompt`
     /// becomes `{preset: claude_code, append: <text>}`).
     AppendPrompt,
+    /// Comma-separated words; empty entries dropped.
+    List,
 }
 
 /// Environment variable → settings key. Later rows win over earlier ones
@@ -858,6 +868,11 @@ const ENV_KEYS: &[(&str, &str, Kind)] = &[
         "CLAUDE_AGENT_API_MAX_CONNECTIONS",
         "api.max_connections",
         Kind::Int,
+    ),
+    (
+        "CLAUDE_AGENT_API_SESSION_OVERRIDES",
+        "api.session_overrides",
+        Kind::List,
     ),
     ("ANTHROPIC_API_KEY", "anthropic.api_key", Kind::Text),
     ("ANTHROPIC_AUTH_TOKEN", "anthropic.auth_token", Kind::Text),
@@ -1006,6 +1021,21 @@ impl Settings {
                 "defaults.permission_mode",
                 &self.defaults.permission_mode,
                 format!("expected one of {}", names.join(", ")),
+            ));
+        }
+        if let Some(key) = self
+            .api
+            .session_overrides
+            .iter()
+            .find(|k| !crate::options::OVERRIDE_KEYS.contains(&k.as_str()))
+        {
+            return Err(ConfigError::invalid(
+                "api.session_overrides",
+                key,
+                format!(
+                    "unknown key; expected any of {}",
+                    crate::options::OVERRIDE_KEYS.join(", ")
+                ),
             ));
         }
         if url::Url::parse(&self.anthropic.base_url).is_err() {
@@ -1170,6 +1200,15 @@ fn apply_env(
                 ("append".to_owned(), config::Value::from(raw.clone())),
             ]);
             builder.set_override(key, preset)
+        }
+        Kind::List => {
+            let words: Vec<config::Value> = raw
+                .split(',')
+                .map(str::trim)
+                .filter(|w| !w.is_empty())
+                .map(config::Value::from)
+                .collect();
+            builder.set_override(key, words)
         }
     };
     result.map_err(|e| bad(&e.to_string()))
@@ -1385,6 +1424,38 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("api.idle_timeout_secs"), "{err}");
+    }
+
+    #[test]
+    fn session_overrides_default_to_the_safe_keys_and_unknown_keys_are_refused() {
+        let s = load(None, &[]).unwrap();
+        assert!(s.api.session_overrides.contains(&"model".to_owned()));
+        assert!(
+            !s.api
+                .session_overrides
+                .contains(&"system_prompt".to_owned())
+        );
+        let s = load(
+            None,
+            &[(
+                "CLAUDE_AGENT_API_SESSION_OVERRIDES",
+                "model, system_prompt,,max_turns",
+            )],
+        )
+        .unwrap();
+        assert_eq!(
+            s.api.session_overrides,
+            ["model", "system_prompt", "max_turns"]
+        );
+        let s = load(Some("api:\n  session_overrides: []\n"), &[]).unwrap();
+        assert!(s.api.session_overrides.is_empty());
+        let err = load(Some("api:\n  session_overrides: [model, cwd]\n"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("api.session_overrides") && err.contains("cwd"),
+            "{err}"
+        );
     }
 
     #[test]

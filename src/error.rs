@@ -47,6 +47,11 @@ pub enum ApiError {
     },
     #[error("a turn is already running in this session")]
     SessionBusy,
+    /// A change that must wait for the running turn to end (409).
+    #[error("a turn is running in this session")]
+    ChangeWhileBusy,
+    #[error("{0}")]
+    Forbidden(String),
     #[error("{0}")]
     SessionLimit(String),
     #[error("no turn is running in this session")]
@@ -84,7 +89,8 @@ impl ApiError {
             Self::MalformedJson(_) => StatusCode::BAD_REQUEST,
             Self::NotFound | Self::SessionNotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Self::NoTurnRunning => StatusCode::CONFLICT,
+            Self::NoTurnRunning | Self::ChangeWhileBusy => StatusCode::CONFLICT,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -109,7 +115,8 @@ impl ApiError {
             Self::PayloadTooLarge(_) => "payload_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::Validation { .. } => "validation_failed",
-            Self::SessionBusy => "session_busy",
+            Self::SessionBusy | Self::ChangeWhileBusy => "session_busy",
+            Self::Forbidden(_) => "forbidden",
             Self::SessionLimit(_) => "session_limit",
             Self::NoTurnRunning => "no_turn_running",
             Self::ShuttingDown => "shutting_down",
@@ -145,7 +152,13 @@ impl ApiError {
                 "A turn is already running in this session; wait for it to finish or interrupt it."
                     .into()
             }
-            Self::SessionLimit(why) | Self::BudgetExceeded(why) => why.clone(),
+            Self::ChangeWhileBusy => {
+                "A turn is running in this session; change it after the turn ends (or interrupt it)."
+                    .into()
+            }
+            Self::SessionLimit(why) | Self::BudgetExceeded(why) | Self::Forbidden(why) => {
+                why.clone()
+            }
             Self::Upstream(why) => without_urls(why),
             Self::NoTurnRunning => "No turn is running in this session.".into(),
             Self::ShuttingDown => "The service is shutting down; retry on another instance or after it restarts.".into(),

@@ -11,6 +11,7 @@ pub mod healthcheck;
 pub mod hooks;
 pub mod mcp;
 pub mod metrics;
+pub mod options;
 pub mod permissions;
 pub mod plugins;
 pub mod sandbox;

@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use claude_agent_http::config::{Settings, StorageKind};
 use claude_agent_http::domain::{SessionId, UserId};
+use claude_agent_http::options::SessionOptions;
 use claude_agent_http::store::{
-    self, DynStore, LeaseOutcome, Limits, NewMessage, NewSession, Renewal, StoreError, Todo,
-    TodoStatus, UsageTotals,
+    self, Changed, DynStore, ForkPoint, LeaseOutcome, Limits, NewMessage, NewSession, Renewal,
+    SessionChange, StoreError, Todo, TodoStatus, UsageTotals,
 };
 use serde_json::json;
 
@@ -41,6 +42,7 @@ fn new_session(user: &str) -> NewSession {
         subdir: Some("proj".into()),
         cwd: format!("/data/{user}/proj"),
         metadata: json!({"k": [1, 2]}),
+        options: SessionOptions::default(),
     }
 }
 
@@ -76,6 +78,9 @@ contract!(
     touch_moves_last_active,
     nul_bytes_round_trip,
     todos_are_replaced_whole_and_go_with_the_session,
+    options_are_kept_and_change_only_between_turns,
+    a_fork_copies_the_conversation_up_to_its_point,
+    pages_walk_the_list_and_the_conversation_once,
 );
 
 async fn create_get_list_delete(storage: StorageKind) {
@@ -521,4 +526,199 @@ async fn todos_are_replaced_whole_and_go_with_the_session(storage: StorageKind) 
         f.store.set_todos(a.id, &plan).await,
         Err(StoreError::NotFound)
     ));
+}
+
+async fn options_are_kept_and_change_only_between_turns(storage: StorageKind) {
+    let Some(f) = open(storage, 0).await else {
+        return;
+    };
+    let options: SessionOptions = serde_json::from_value(json!({
+        "model": "claude-haiku-4-5",
+        "system_prompt": {"append": "Keep\u{0}it short."},
+        "disallowed_tools": ["Bash"], "max_turns": 3
+    }))
+    .unwrap();
+    let s = f
+        .store
+        .create(
+            NewSession {
+                options: options.clone(),
+                ..new_session("alice")
+            },
+            Limits::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(s.options, options);
+    assert_eq!(f.store.get(s.id).await.unwrap().unwrap().options, options);
+
+    let holder = uuid::Uuid::new_v4();
+    let lease = Duration::from_secs(30);
+    assert_eq!(
+        f.store.acquire_turn(s.id, holder, lease).await.unwrap(),
+        LeaseOutcome::Acquired
+    );
+    let change = SessionChange {
+        options: Some(SessionOptions::default()),
+        metadata: Some(json!({"stage": "two"})),
+    };
+    assert_eq!(
+        f.store.change(s.id, change.clone()).await.unwrap(),
+        Changed::Busy
+    );
+    let unchanged = f.store.get(s.id).await.unwrap().unwrap();
+    assert_eq!(unchanged.options, options);
+    assert_eq!(unchanged.metadata, json!({"k": [1, 2]}));
+
+    f.store.release_turn(s.id, holder).await.unwrap();
+    let Changed::Done(changed) = f.store.change(s.id, change).await.unwrap() else {
+        panic!("an idle session changes");
+    };
+    assert_eq!(changed.options, SessionOptions::default());
+    assert_eq!(changed.metadata, json!({"stage": "two"}));
+    // Only metadata: the options stay.
+    let only_metadata = SessionChange {
+        options: None,
+        metadata: Some(json!({"stage": "three"})),
+    };
+    let Changed::Done(changed) = f.store.change(s.id, only_metadata).await.unwrap() else {
+        panic!("an idle session changes");
+    };
+    assert_eq!(changed.options, SessionOptions::default());
+    assert_eq!(changed.metadata, json!({"stage": "three"}));
+
+    f.store.delete(s.id).await.unwrap();
+    assert_eq!(
+        f.store
+            .change(s.id, SessionChange::default())
+            .await
+            .unwrap(),
+        Changed::NotFound
+    );
+}
+
+async fn a_fork_copies_the_conversation_up_to_its_point(storage: StorageKind) {
+    let Some(f) = open(storage, 0).await else {
+        return;
+    };
+    let source = f
+        .store
+        .create(new_session("alice"), Limits::default())
+        .await
+        .unwrap();
+    let conversation = [
+        msg("user", "one"),
+        msg("assistant", "two\u{0}"),
+        msg("user", "three"),
+        msg("assistant", "four"),
+    ];
+    f.store
+        .append_messages(source.id, &conversation)
+        .await
+        .unwrap();
+    let todos = [todo("Write the tests", TodoStatus::InProgress)];
+    let point = ForkPoint {
+        source: source.id,
+        up_to_seq: Some(2),
+        message_count: 1,
+    };
+    let fork = f
+        .store
+        .fork(point, new_session("alice"), &todos, Limits::default())
+        .await
+        .unwrap();
+    assert_ne!(fork.id, source.id);
+    assert_eq!(fork.todos, todos);
+    assert_eq!(fork.message_count, 1);
+    let copied = f.store.messages(fork.id).await.unwrap();
+    let original = f.store.messages(source.id).await.unwrap();
+    assert_eq!(copied.len(), 2);
+    assert_eq!(copied[..], original[..2]);
+
+    // Each goes on alone.
+    f.store
+        .append_messages(fork.id, &[msg("user", "fork only")])
+        .await
+        .unwrap();
+    assert_eq!(f.store.messages(source.id).await.unwrap(), original);
+    assert_eq!(f.store.messages(fork.id).await.unwrap()[2].seq, 3);
+
+    // Limits hold for forks too, and nothing is left behind.
+    let limits = Limits {
+        max_sessions: 2,
+        max_sessions_per_user: 0,
+    };
+    let point = ForkPoint {
+        up_to_seq: None,
+        ..point
+    };
+    let refused = f
+        .store
+        .fork(point, new_session("alice"), &[], limits)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, StoreError::LimitReached(_)),
+        "{refused:?}"
+    );
+    assert_eq!(f.store.count_live().await.unwrap(), 2);
+
+    f.store.delete(source.id).await.unwrap();
+    let gone = f
+        .store
+        .fork(point, new_session("alice"), &[], Limits::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(gone, StoreError::NotFound), "{gone:?}");
+    assert_eq!(f.store.messages(fork.id).await.unwrap().len(), 3);
+}
+
+async fn pages_walk_the_list_and_the_conversation_once(storage: StorageKind) {
+    let Some(f) = open(storage, 0).await else {
+        return;
+    };
+    let mut ids = Vec::new();
+    for user in ["alice", "bob", "alice", "alice", "bob"] {
+        let s = f
+            .store
+            .create(new_session(user), Limits::default())
+            .await
+            .unwrap();
+        ids.push(s.id);
+    }
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = f.store.list_page(None, after, Some(2)).await.unwrap();
+        if page.is_empty() {
+            break;
+        }
+        assert!(page.len() <= 2);
+        after = page.last().copied();
+        seen.extend(page.into_iter().map(|k| k.id));
+    }
+    assert_eq!(seen, f.store.list(None).await.unwrap());
+    seen.sort_by_key(|id| id.0);
+    ids.sort_by_key(|id| id.0);
+    assert_eq!(seen, ids);
+    let alice = UserId::parse("alice").unwrap();
+    let first = f
+        .store
+        .list_page(Some(&alice), None, Some(2))
+        .await
+        .unwrap();
+    let rest = f
+        .store
+        .list_page(Some(&alice), first.last().copied(), None)
+        .await
+        .unwrap();
+    assert_eq!((first.len(), rest.len()), (2, 1));
+
+    let s = ids[0];
+    let conversation: Vec<NewMessage> = (1..=5).map(|i| msg("user", &i.to_string())).collect();
+    f.store.append_messages(s, &conversation).await.unwrap();
+    let page = f.store.messages_after(s, 1, Some(2)).await.unwrap();
+    assert_eq!(page.iter().map(|m| m.seq).collect::<Vec<_>>(), [2, 3]);
+    let tail = f.store.messages_after(s, 3, None).await.unwrap();
+    assert_eq!(tail.iter().map(|m| m.seq).collect::<Vec<_>>(), [4, 5]);
 }

@@ -18,11 +18,12 @@ use super::model::{ModelClient, ModelError};
 use super::running::{Cancel, Canceller, Registration};
 use super::turn::{Agent, ToolCall, TurnEvent, TurnSummary};
 use super::wire::{ContentBlock, Message, ModelEvent, ModelRequest, ModelResponse, Role, Usage};
+use crate::config::Settings;
 use crate::error::ApiError;
 use crate::hooks::MAX_STOP_CONTINUATIONS;
 use crate::metrics::{self, TurnOutcome};
 use crate::store::{Session, UsageTotals, micro_usd};
-use crate::tools::{ToolContext, ToolOutput, ToolSet};
+use crate::tools::{ToolContext, ToolOutput, ToolPolicy, ToolSet};
 use crate::workspace::Workspace;
 
 /// What a call that stopped at `max_tokens` inside a tool call gets back.
@@ -42,6 +43,10 @@ const MIN_OUTPUT_TOKENS: u32 = 1_024;
 /// One turn in flight: everything its task needs.
 pub(super) struct Turn {
     agent: Arc<Agent>,
+    /// The service's settings with the session's options applied.
+    settings: Arc<Settings>,
+    /// The service's tool policy narrowed by the session's options.
+    policy: ToolPolicy,
     model: Arc<dyn ModelClient>,
     session: Session,
     workspace: Workspace,
@@ -101,10 +106,14 @@ impl Turn {
         model: Arc<dyn ModelClient>,
         session: Session,
         workspace: Workspace,
+        settings: Arc<Settings>,
         registration: Registration,
         events: mpsc::UnboundedSender<TurnEvent>,
     ) -> Self {
+        let policy = agent.policy.for_session(&session.options);
         Self {
+            settings,
+            policy,
             agent,
             model,
             session,
@@ -130,7 +139,7 @@ impl Turn {
         };
 
         let mut progress = Progress {
-            model: self.agent.settings.defaults.model.clone(),
+            model: self.settings.defaults.model.clone(),
             ..Progress::default()
         };
         let outcome = self.drive(message, &mut progress).await;
@@ -278,7 +287,7 @@ impl Turn {
         messages: Vec<Message>,
         ratio: f64,
     ) -> (ModelRequest, u64) {
-        let settings = &self.agent.settings;
+        let settings = &self.settings;
         let estimated = prompt.tokens_with(&messages);
         let mut request = ModelRequest::new(model, settings.max_tokens_for(model), messages);
         request.system = prompt.system.clone();
@@ -297,7 +306,7 @@ impl Turn {
 
     /// The estimated prompt tokens past which the next call compacts first.
     fn compact_threshold(&self, model: &str) -> u64 {
-        let settings = &self.agent.settings;
+        let settings = &self.settings;
         let window = settings.limits_of(model).context_window as f64;
         (window * settings.context.auto_compact_at) as u64
     }
@@ -309,7 +318,7 @@ impl Turn {
         progress: &mut Progress,
     ) -> Result<(String, String), Stop> {
         let agent = &self.agent;
-        let settings = &agent.settings;
+        let settings = &self.settings;
 
         let _permit = tokio::select! {
             permit = agent.permits.clone().acquire_owned() => permit.map_err(|_| Stop::Failed(ApiError::ShuttingDown))?,
@@ -328,7 +337,7 @@ impl Turn {
                 return Ok(("end_turn".into(), text));
             }
             Invocation::Builtin(builtin) => {
-                let tool_set = agent.tools.tool_set(&self.workspace, &agent.policy).await;
+                let tool_set = agent.tools.tool_set(&self.workspace, &self.policy).await;
                 let prompt = self.prompt(&settings.defaults.model, &tool_set).await;
                 return self.builtin(builtin, &prompt, progress).await;
             }
@@ -342,7 +351,7 @@ impl Turn {
         // Its `allowed-tools` are allow rules until the next user message.
         let tool_set = agent
             .tools
-            .tool_set_granting(&self.workspace, &agent.policy, &expansion.allowed_tools)
+            .tool_set_granting(&self.workspace, &self.policy, &expansion.allowed_tools)
             .await;
         let prompt = self.prompt(&model_id, &tool_set).await;
 
@@ -621,7 +630,7 @@ impl Turn {
         let system = agent
             .prompts
             .build(
-                &agent.settings,
+                &self.settings,
                 self.session.id,
                 &self.workspace,
                 model,
@@ -640,7 +649,7 @@ impl Turn {
     ) -> Result<(String, String), Stop> {
         match builtin {
             Builtin::Compact(focus) => {
-                let model = self.agent.settings.defaults.model.clone();
+                let model = self.settings.defaults.model.clone();
                 let text = match self
                     .compact(Trigger::Manual, focus, prompt, &model, 1.0, progress)
                     .await?
@@ -705,7 +714,7 @@ impl Turn {
         ratio: f64,
         progress: &mut Progress,
     ) -> Result<Option<Vec<Message>>, Stop> {
-        let settings = &self.agent.settings;
+        let settings = &self.settings;
         let view = self.stored_view().await?;
         let limits = settings.limits_of(model);
         let window = limits.context_window;
@@ -766,7 +775,7 @@ impl Turn {
         mut ratio: f64,
         progress: &mut Progress,
     ) -> Result<String, Stop> {
-        let settings = &self.agent.settings;
+        let settings = &self.settings;
         let limits = settings.limits_of(model);
         let max_tokens = settings
             .context

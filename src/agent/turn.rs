@@ -190,22 +190,43 @@ impl Agent {
         let id = request.session_id;
         let session = self.store.get(id).await?.ok_or(ApiError::SessionNotFound)?;
         let model = self.model.clone().ok_or(ApiError::UpstreamNotConfigured)?;
-        if let Some(budget) = self.settings.defaults.max_budget_usd
+        let settings = Arc::new(session.options.apply(&self.settings));
+        if let Some(budget) = settings.defaults.max_budget_usd
             && session.usage.cost_usd >= budget
         {
+            let source = if session.options.max_budget_usd.is_some() {
+                "the session's max_budget_usd"
+            } else {
+                "defaults.max_budget_usd"
+            };
             return Err(ApiError::BudgetExceeded(format!(
-                "This session has spent ${:.4} of its ${budget:.2} budget (defaults.max_budget_usd); start a new session or raise the budget.",
+                "This session has spent ${:.4} of its ${budget:.2} budget ({source}); start a new session or raise the budget.",
                 session.usage.cost_usd
             )));
         }
         let workspace = self.workspace(&session).await?;
         let registration = self.running.register(id).await?;
+        // A PATCH may have landed between the read above and the lease: the
+        // turn runs with the options the lease now keeps fixed.
+        let session = match self.store.get(id).await {
+            Ok(Some(fresh)) => fresh,
+            outcome => {
+                self.running.release(id, &registration).await;
+                registration.finished();
+                return Err(match outcome {
+                    Err(err) => err.into(),
+                    Ok(_) => ApiError::SessionNotFound,
+                });
+            }
+        };
+        let settings = Arc::new(session.options.apply(&self.settings));
         let (events, receiver) = mpsc::unbounded_channel();
         let turn = Turn::new(
             self.clone(),
             model,
             session,
             workspace,
+            settings,
             registration,
             events,
         );

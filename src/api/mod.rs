@@ -3,6 +3,7 @@
 
 pub mod chat;
 pub mod commands;
+pub mod export;
 mod frames;
 pub mod health;
 pub mod metrics;
@@ -167,10 +168,13 @@ pub fn rfc3339<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error
         sessions::create_session,
         sessions::list_sessions,
         sessions::get_session,
+        sessions::update_session,
         sessions::delete_session,
+        sessions::fork_session,
         sessions::resume_session,
         sessions::session_messages,
         sessions::compact_session,
+        export::export_session,
         chat::interrupt,
         chat::chat,
         chat::chat_stream,
@@ -196,6 +200,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(health::routes())
         .merge(sessions::routes())
+        .merge(export::routes())
         .merge(chat::routes())
         .merge(skills::routes())
         .merge(commands::routes())

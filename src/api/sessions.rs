@@ -1,7 +1,7 @@
 //! `/api/v1/sessions`: create, list, get, delete and resume sessions.
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
@@ -15,7 +15,12 @@ use crate::agent::context::View;
 use crate::agent::turn::{TurnEvent, TurnRequest};
 use crate::domain::{SessionId, Subdir, UserId};
 use crate::error::{ApiError, ErrorBody};
-use crate::store::{Limits, NewSession, Session, StoredMessage, Todo, UsageTotals};
+use crate::options::{SessionOptions, SessionPrompt};
+use crate::store::{
+    Changed, ForkPoint, Limits, NewSession, Session, SessionChange, SessionKey, StoredMessage,
+    Todo, UsageTotals,
+};
+use crate::tools::PermissionMode;
 use crate::tools::background::TaskView;
 use crate::workspace::Workspace;
 
@@ -24,8 +29,11 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/sessions", post(create_session).get(list_sessions))
         .route(
             "/api/v1/sessions/{session_id}",
-            get(get_session).delete(delete_session),
+            get(get_session)
+                .delete(delete_session)
+                .patch(update_session),
         )
+        .route("/api/v1/sessions/{session_id}/fork", post(fork_session))
         .route("/api/v1/sessions/{session_id}/resume", post(resume_session))
         .route(
             "/api/v1/sessions/{session_id}/messages",
@@ -38,7 +46,9 @@ pub fn routes() -> Router<AppState> {
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
-#[schema(example = json!({"user_id": "alice", "subdir": "my-project", "metadata": {"team": "web"}}))]
+#[schema(example = json!({"user_id": "alice", "subdir": "my-project", "metadata": {"team": "web"},
+    "model": "claude-haiku-4-5", "system_prompt": {"append": "Answer in French."},
+    "disallowed_tools": ["WebFetch"], "max_turns": 10}))]
 pub struct CreateSessionRequest {
     /// 1 to 64 characters of A-Z, a-z, 0-9, `_` or `-`.
     #[schema(value_type = String, example = "alice", pattern = "^[A-Za-z0-9_-]{1,64}$",
@@ -52,6 +62,27 @@ pub struct CreateSessionRequest {
     /// Any JSON object, returned as given.
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<Value>,
+    /// The model every turn calls (a model the service knows). This and
+    /// the options below replace the service's defaults for this session;
+    /// each must be allowed by `api.session_overrides` and may only tighten
+    /// the defaults.
+    #[schema(example = "claude-haiku-4-5")]
+    pub model: Option<String>,
+    /// `{"append": "..."}` adds to the system prompt; a string replaces it.
+    pub system_prompt: Option<SessionPrompt>,
+    /// At most as permissive as the service's mode.
+    #[schema(value_type = Option<String>, example = "plan")]
+    pub permission_mode: Option<PermissionMode>,
+    /// Only the tools these rules name are offered; they approve nothing.
+    pub allowed_tools: Option<Vec<String>>,
+    /// Deny rules added to the service's.
+    pub disallowed_tools: Option<Vec<String>>,
+    /// Model calls per turn, from 1 to `defaults.max_turns`.
+    pub max_turns: Option<u32>,
+    /// The session's spend limit, at most `defaults.max_budget_usd`.
+    pub max_budget_usd: Option<f64>,
+    /// 0, or 1024 up to `defaults.thinking_budget_tokens`.
+    pub thinking_budget_tokens: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, ToSchema)]
@@ -89,6 +120,9 @@ pub struct SessionResponse {
     /// Background shells (Bash with `run_in_background`) this instance
     /// runs or ran for the session, oldest first; filled in by `GET`.
     pub background_tasks: Vec<TaskView>,
+    /// The options this session set in place of the service's defaults
+    /// (only the ones it set).
+    pub options: SessionOptions,
 }
 
 impl From<Session> for SessionResponse {
@@ -115,6 +149,7 @@ impl From<Session> for SessionResponse {
             usage: s.usage,
             todos: s.todos,
             background_tasks: Vec::new(),
+            options: s.options,
         }
     }
 }
@@ -127,16 +162,21 @@ pub fn parse_session_id(raw: &str) -> Result<SessionId, ApiError> {
 /// Create a session
 ///
 /// Makes the user's working directory (`{base_dir}/{user_id}/{subdir}`) and
-/// records the session. No model call is made.
+/// records the session. No model call is made. Optional options (`model`,
+/// `system_prompt`, `permission_mode`, `allowed_tools`, `disallowed_tools`,
+/// `max_turns`, `max_budget_usd`, `thinking_budget_tokens`) hold for every
+/// turn of the session; each must be allowed by `api.session_overrides` and
+/// may only tighten the service's defaults.
 #[utoipa::path(
     post, path = "/api/v1/sessions", tag = "sessions",
     request_body = CreateSessionRequest,
     responses(
         (status = 201, description = "Session created", body = SessionResponse),
         (status = 400, description = "Body is not a JSON object", body = ErrorBody),
+        (status = 403, description = "An option api.session_overrides does not allow (forbidden)", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Not a JSON content type", body = ErrorBody),
-        (status = 422, description = "Bad user_id, subdir or metadata", body = ErrorBody),
+        (status = 422, description = "Bad user_id, subdir, metadata, or an option looser than the service's defaults", body = ErrorBody),
         (status = 429, description = "max_sessions or max_sessions_per_user reached (session_limit)", body = ErrorBody),
         (status = 503, description = "Session store unavailable", body = ErrorBody),
     )
@@ -146,24 +186,19 @@ pub async fn create_session(
     State(state): State<AppState>,
     ApiJson(request): ApiJson<CreateSessionRequest>,
 ) -> Result<(StatusCode, Json<SessionResponse>), ApiError> {
-    let metadata = match request.metadata {
-        None | Some(Value::Null) => Value::Object(Default::default()),
-        Some(v @ Value::Object(_)) => v,
-        Some(_) => return Err(ApiError::validation("metadata", "must be a JSON object")),
+    let metadata = metadata_object(request.metadata)?;
+    let options = SessionOptions {
+        model: request.model,
+        system_prompt: request.system_prompt,
+        permission_mode: request.permission_mode,
+        allowed_tools: request.allowed_tools,
+        disallowed_tools: request.disallowed_tools,
+        max_turns: request.max_turns,
+        max_budget_usd: request.max_budget_usd,
+        thinking_budget_tokens: request.thinking_budget_tokens,
     };
-    let base_dir = state.settings.user.base_dir.clone();
-    let create = state.settings.user.auto_create_dir;
-    let user = request.user_id.clone();
-    let subdir = request.subdir.clone();
-    let workspace = tokio::task::spawn_blocking(move || {
-        Workspace::open(&base_dir, &user, subdir.as_ref(), create)
-    })
-    .await
-    .map_err(|e| ApiError::Internal(e.to_string()))??;
-    let limits = Limits {
-        max_sessions: state.settings.api.max_sessions,
-        max_sessions_per_user: state.settings.api.max_sessions_per_user,
-    };
+    options.check(&state.settings, None)?;
+    let workspace = open_workspace(&state, &request.user_id, request.subdir.as_ref()).await?;
     let session = state
         .store
         .create(
@@ -172,13 +207,50 @@ pub async fn create_session(
                 subdir: request.subdir.map(String::from),
                 cwd: workspace.cwd().display().to_string(),
                 metadata,
+                options,
             },
-            limits,
+            session_limits(&state),
         )
         .await?;
     tracing::info!(session_id = %session.id, "session created");
     Ok((StatusCode::CREATED, Json(session.into())))
 }
+
+/// `metadata` of a request: a JSON object, `{}` when absent or null.
+fn metadata_object(metadata: Option<Value>) -> Result<Value, ApiError> {
+    match metadata {
+        None | Some(Value::Null) => Ok(Value::Object(Default::default())),
+        Some(v @ Value::Object(_)) => Ok(v),
+        Some(_) => Err(ApiError::validation("metadata", "must be a JSON object")),
+    }
+}
+
+/// The user's working directory for a new session, created when the
+/// settings say so.
+async fn open_workspace(
+    state: &AppState,
+    user: &UserId,
+    subdir: Option<&Subdir>,
+) -> Result<Workspace, ApiError> {
+    let base_dir = state.settings.user.base_dir.clone();
+    let create = state.settings.user.auto_create_dir;
+    let user = user.clone();
+    let subdir = subdir.cloned();
+    tokio::task::spawn_blocking(move || Workspace::open(&base_dir, &user, subdir.as_ref(), create))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(ApiError::from)
+}
+
+fn session_limits(state: &AppState) -> Limits {
+    Limits {
+        max_sessions: state.settings.api.max_sessions,
+        max_sessions_per_user: state.settings.api.max_sessions_per_user,
+    }
+}
+
+/// Most entries one page of a list may ask for.
+const MAX_PAGE: u64 = 1_000;
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -186,32 +258,111 @@ pub struct ListQuery {
     /// Only this user's sessions: 1 to 64 characters of A-Z, a-z, 0-9, `_` or `-`.
     #[param(pattern = "^[A-Za-z0-9_-]{1,64}$", min_length = 1, max_length = 64)]
     pub user_id: Option<String>,
+    /// At most this many ids (1 to 1000); when more follow, the `Link`
+    /// header names the next page. All of them when absent.
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<u64>,
+    /// Where a page starts: the `cursor` of the previous page's `Link`
+    /// header, as given (opaque).
+    pub cursor: Option<String>,
+}
+
+/// A list position as the opaque `cursor` of a `Link` header: the
+/// creation time in milliseconds and the id, in hex.
+fn encode_cursor(key: SessionKey) -> String {
+    format!(
+        "{:016x}{}",
+        key.created_at.timestamp_millis(),
+        key.id.0.simple()
+    )
+}
+
+fn decode_cursor(raw: &str) -> Result<SessionKey, ApiError> {
+    let bad = || {
+        ApiError::validation(
+            "cursor",
+            "is not a cursor this service gave out; use the one from the Link header",
+        )
+    };
+    if raw.len() != 48 || !raw.is_ascii() {
+        return Err(bad());
+    }
+    let (time, id) = raw.split_at(16);
+    let millis = i64::from_str_radix(time, 16).map_err(|_| bad())?;
+    let created_at = DateTime::from_timestamp_millis(millis).ok_or_else(bad)?;
+    let id = uuid::Uuid::try_parse(id).map_err(|_| bad())?;
+    Ok(SessionKey {
+        created_at,
+        id: SessionId(id),
+    })
+}
+
+/// `limit` of a query, checked.
+fn page_limit(limit: Option<u64>) -> Result<Option<u64>, ApiError> {
+    match limit {
+        Some(n) if n == 0 || n > MAX_PAGE => Err(ApiError::validation(
+            "limit",
+            format!("must be from 1 to {MAX_PAGE}"),
+        )),
+        other => Ok(other),
+    }
 }
 
 /// List session ids
 ///
-/// All live sessions, or one user's, oldest first.
+/// All live sessions, or one user's, oldest first (ties by id). With
+/// `limit`, one page: a `Link: <...>; rel="next"` header names the next one
+/// while more follow. Sessions created while a client pages appear at the
+/// end, and none is listed twice.
 #[utoipa::path(
     get, path = "/api/v1/sessions", tag = "sessions",
     params(ListQuery),
     responses(
-        (status = 200, description = "Session ids", body = Vec<String>),
-        (status = 422, description = "Bad user_id", body = ErrorBody),
+        (status = 200, description = "Session ids", body = Vec<String>,
+            headers(("Link" = String, description = "`<url>; rel=\"next\"` while more sessions follow"))),
+        (status = 422, description = "Bad user_id, limit or cursor", body = ErrorBody),
         (status = 503, description = "Session store unavailable", body = ErrorBody),
     )
 )]
 pub async fn list_sessions(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<ListQuery>,
-) -> Result<Json<Vec<String>>, ApiError> {
+) -> Result<(HeaderMap, Json<Vec<String>>), ApiError> {
     let user = query
         .user_id
         .as_deref()
         .map(UserId::parse)
         .transpose()
         .map_err(|e| ApiError::validation("user_id", e.0))?;
-    let ids = state.store.list(user.as_ref()).await?;
-    Ok(Json(ids.into_iter().map(|id| id.to_string()).collect()))
+    let limit = page_limit(query.limit)?;
+    let after = query.cursor.as_deref().map(decode_cursor).transpose()?;
+    // One more than asked, to learn whether a next page exists.
+    let mut keys = state
+        .store
+        .list_page(user.as_ref(), after, limit.map(|n| n + 1))
+        .await?;
+    let mut headers = HeaderMap::new();
+    if let Some(limit) = limit
+        && keys.len() as u64 > limit
+    {
+        keys.truncate(limit as usize);
+        if let Some(last) = keys.last() {
+            let mut next = url::form_urlencoded::Serializer::new(String::new());
+            if let Some(user) = &user {
+                next.append_pair("user_id", user.as_str());
+            }
+            next.append_pair("limit", &limit.to_string());
+            next.append_pair("cursor", &encode_cursor(*last));
+            let link = format!("</api/v1/sessions?{}>; rel=\"next\"", next.finish());
+            let value =
+                HeaderValue::from_str(&link).map_err(|e| ApiError::Internal(e.to_string()))?;
+            headers.insert(header::LINK, value);
+        }
+    }
+    Ok((
+        headers,
+        Json(keys.into_iter().map(|k| k.id.to_string()).collect()),
+    ))
 }
 
 /// Get a session
@@ -236,6 +387,228 @@ pub async fn get_session(
     let mut response = SessionResponse::from(session);
     response.background_tasks = state.agent.background_tasks(id);
     Ok(Json(response))
+}
+
+/// `PATCH /api/v1/sessions/{id}`: options and metadata to change.
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(example = json!({"model": "claude-sonnet-4-6", "max_turns": null, "metadata": {"stage": "review"}}))]
+pub struct UpdateSessionRequest {
+    /// Replaces the session's metadata (a JSON object).
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<Value>,
+    /// The options to change, as in `POST /api/v1/sessions`; `null`
+    /// returns one to the service's default.
+    #[serde(flatten)]
+    pub options: SessionOptions,
+}
+
+/// Change a session
+///
+/// Changes the session's options (as `POST /api/v1/sessions` takes them;
+/// `null` returns one to the service's default) or its `metadata`, between
+/// turns: the next turn uses them. Fields left out stay as they are.
+#[utoipa::path(
+    patch, path = "/api/v1/sessions/{session_id}", tag = "sessions",
+    params(("session_id" = String, Path, description = "Session UUID")),
+    request_body = UpdateSessionRequest,
+    responses(
+        (status = 200, description = "The changed session", body = SessionResponse),
+        (status = 400, description = "Body is not a JSON object", body = ErrorBody),
+        (status = 403, description = "An option api.session_overrides does not allow (forbidden)", body = ErrorBody),
+        (status = 404, description = "Unknown, deleted or expired session", body = ErrorBody),
+        (status = 409, description = "A turn is running in this session (session_busy); nothing changed", body = ErrorBody),
+        (status = 415, description = "Not a JSON content type", body = ErrorBody),
+        (status = 422, description = "Unknown field, bad metadata, or an option looser than the service's defaults", body = ErrorBody),
+        (status = 503, description = "Session store unavailable", body = ErrorBody),
+    )
+)]
+#[tracing::instrument(skip_all, fields(session_id = %id))]
+pub async fn update_session(
+    State(state): State<AppState>,
+    SessionPath(id): SessionPath,
+    ApiJson(changes): ApiJson<serde_json::Map<String, Value>>,
+) -> Result<Json<SessionResponse>, ApiError> {
+    if let Some(unknown) = changes
+        .keys()
+        .find(|k| k.as_str() != "metadata" && !crate::options::FIELDS.contains(&k.as_str()))
+    {
+        return Err(ApiError::validation(
+            unknown,
+            format!(
+                "is not a field a session can change; expected metadata or {}",
+                crate::options::FIELDS.join(", ")
+            ),
+        ));
+    }
+    let session = state
+        .store
+        .get(id)
+        .await?
+        .ok_or(ApiError::SessionNotFound)?;
+    let (options, changed) = session.options.patched(&changes)?;
+    options.check(&state.settings, Some(&changed))?;
+    let metadata = match changes.get("metadata") {
+        None => None,
+        Some(value) => Some(metadata_object(Some(value.clone()))?),
+    };
+    let change = SessionChange {
+        options: (!changed.is_empty()).then_some(options),
+        metadata,
+    };
+    match state.store.change(id, change).await? {
+        Changed::Done(session) => {
+            tracing::info!(changed = ?changed, "session changed");
+            Ok(Json((*session).into()))
+        }
+        Changed::Busy => Err(ApiError::ChangeWhileBusy),
+        Changed::NotFound => Err(ApiError::SessionNotFound),
+    }
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"up_to_seq": 4, "subdir": "experiment"}))]
+pub struct ForkRequest {
+    /// Copy the messages up to this `seq` (see `GET .../messages`); all
+    /// of them when absent.
+    #[schema(minimum = 0)]
+    pub up_to_seq: Option<i64>,
+    /// The fork's directory below the user's, as in `POST
+    /// /api/v1/sessions`; the source's directory when absent.
+    #[schema(value_type = Option<String>, example = "experiment", max_length = 200)]
+    pub subdir: Option<Subdir>,
+}
+
+/// Fork a session
+///
+/// A new session of the same user, with the same options and metadata,
+/// whose conversation is a copy of this one's (up to `up_to_seq`), in the
+/// same directory unless `subdir` says otherwise. From then on each goes its
+/// own way: a turn in one does not change the other. The body is optional.
+#[utoipa::path(
+    post, path = "/api/v1/sessions/{session_id}/fork", tag = "sessions",
+    params(("session_id" = String, Path, description = "Session UUID")),
+    request_body(content = Option<ForkRequest>, content_type = "application/json"),
+    responses(
+        (status = 201, description = "The new session", body = SessionResponse),
+        (status = 404, description = "Unknown, deleted or expired session", body = ErrorBody),
+        (status = 422, description = "Bad subdir, or up_to_seq negative or past the conversation's end", body = ErrorBody),
+        (status = 429, description = "max_sessions or max_sessions_per_user reached (session_limit)", body = ErrorBody),
+        (status = 503, description = "Session store unavailable", body = ErrorBody),
+    )
+)]
+#[tracing::instrument(skip_all, fields(session_id = %id))]
+pub async fn fork_session(
+    State(state): State<AppState>,
+    SessionPath(id): SessionPath,
+    request: axum::extract::Request,
+) -> Result<(StatusCode, Json<SessionResponse>), ApiError> {
+    let body: ForkRequest = optional_json(request, &state).await?;
+    if body.up_to_seq.is_some_and(|n| n < 0) {
+        return Err(ApiError::validation("up_to_seq", "must not be negative"));
+    }
+    let source = state
+        .store
+        .get(id)
+        .await?
+        .ok_or(ApiError::SessionNotFound)?;
+    let (todos, message_count) = match body.up_to_seq {
+        None => (source.todos.clone(), source.message_count),
+        Some(seq) => {
+            let messages = state.store.messages(id).await?;
+            let last = messages.last().map_or(0, |m| m.seq);
+            if seq > last {
+                return Err(ApiError::validation(
+                    "up_to_seq",
+                    format!("the conversation ends at seq {last}"),
+                ));
+            }
+            let copied: Vec<StoredMessage> =
+                messages.into_iter().filter(|m| m.seq <= seq).collect();
+            (todos_as_of(&copied), user_messages(&copied))
+        }
+    };
+    let subdir = match body.subdir {
+        Some(subdir) => Some(subdir),
+        None => source
+            .subdir
+            .as_deref()
+            .map(Subdir::parse)
+            .transpose()
+            .map_err(|e| ApiError::Internal(format!("stored subdir invalid: {e}")))?,
+    };
+    let workspace = open_workspace(&state, &source.user_id, subdir.as_ref()).await?;
+    let session = state
+        .store
+        .fork(
+            ForkPoint {
+                source: id,
+                up_to_seq: body.up_to_seq,
+                message_count,
+            },
+            NewSession {
+                user_id: source.user_id.clone(),
+                subdir: subdir.map(String::from),
+                cwd: workspace.cwd().display().to_string(),
+                metadata: source.metadata.clone(),
+                options: source.options.clone(),
+            },
+            &todos,
+            session_limits(&state),
+        )
+        .await?;
+    tracing::info!(fork = %session.id, up_to_seq = ?body.up_to_seq, "session forked");
+    Ok((StatusCode::CREATED, Json(session.into())))
+}
+
+/// The todo list as the last TodoWrite call in `messages` set it.
+fn todos_as_of(messages: &[StoredMessage]) -> Vec<Todo> {
+    messages
+        .iter()
+        .rev()
+        .filter(|m| m.role == "assistant")
+        .filter_map(|m| m.content.as_array())
+        .flat_map(|blocks| blocks.iter().rev())
+        .filter(|b| b["type"] == "tool_use" && b["name"] == "TodoWrite")
+        .find_map(|b| serde_json::from_value(b["input"]["todos"].clone()).ok())
+        .unwrap_or_default()
+}
+
+/// User messages a person sent (not tool results) among `messages`.
+fn user_messages(messages: &[StoredMessage]) -> u64 {
+    messages
+        .iter()
+        .filter(|m| m.role == "user")
+        .filter(|m| {
+            m.content.as_str().is_some()
+                || m.content
+                    .as_array()
+                    .is_some_and(|blocks| blocks.iter().any(|b| b["type"] != "tool_result"))
+        })
+        .count() as u64
+}
+
+/// An optional JSON body: none at all (no content type, or an empty one)
+/// is `T::default()`; anything else is read as [`ApiJson`] reads it.
+async fn optional_json<T: serde::de::DeserializeOwned + Default>(
+    request: axum::extract::Request,
+    state: &AppState,
+) -> Result<T, ApiError> {
+    let empty = request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .is_some_and(|v| v.as_bytes() == b"0")
+        || (!request
+            .headers()
+            .contains_key(axum::http::header::CONTENT_TYPE)
+            && !request
+                .headers()
+                .contains_key(axum::http::header::TRANSFER_ENCODING));
+    if empty {
+        return Ok(T::default());
+    }
+    use axum::extract::FromRequest;
+    Ok(ApiJson::<T>::from_request(request, state).await?.0)
 }
 
 /// Delete a session
@@ -336,20 +709,27 @@ pub struct MessagesQuery {
     /// `full` (default) or `model`.
     #[param(value_type = Option<String>, example = "model")]
     pub view: Option<MessagesView>,
+    /// Only messages whose `seq` is above this one (0, the default, for all).
+    #[param(minimum = 0)]
+    pub after_seq: Option<i64>,
+    /// At most this many messages (1 to 1000); all when absent.
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<u64>,
 }
 
 /// Get a session's conversation
 ///
 /// Every stored message, oldest first. Compactions never delete anything:
 /// each one is a `system` message marking where the model's view starts;
-/// `?view=model` shows what the model sees instead.
+/// `?view=model` shows what the model sees instead. Page with `after_seq`
+/// (the last `seq` seen) and `limit`.
 #[utoipa::path(
     get, path = "/api/v1/sessions/{session_id}/messages", tag = "sessions",
     params(("session_id" = String, Path, description = "Session UUID"), MessagesQuery),
     responses(
         (status = 200, description = "The conversation", body = Vec<MessageResponse>),
         (status = 404, description = "Unknown, deleted or expired session", body = ErrorBody),
-        (status = 422, description = "Unknown view", body = ErrorBody),
+        (status = 422, description = "Unknown view, negative after_seq, limit outside 1..1000", body = ErrorBody),
         (status = 503, description = "Session store unavailable", body = ErrorBody),
     )
 )]
@@ -358,15 +738,29 @@ pub async fn session_messages(
     SessionPath(id): SessionPath,
     ApiQuery(query): ApiQuery<MessagesQuery>,
 ) -> Result<Json<Vec<MessageResponse>>, ApiError> {
+    let after_seq = query.after_seq.unwrap_or(0);
+    if after_seq < 0 {
+        return Err(ApiError::validation("after_seq", "must not be negative"));
+    }
+    let limit = page_limit(query.limit)?;
     state
         .store
         .get(id)
         .await?
         .ok_or(ApiError::SessionNotFound)?;
-    let messages = state.store.messages(id).await?;
     let messages = match query.view.unwrap_or_default() {
-        MessagesView::Full => messages,
-        MessagesView::Model => View::of(&messages).rows(&messages),
+        MessagesView::Full => state.store.messages_after(id, after_seq, limit).await?,
+        MessagesView::Model => {
+            // The view depends on the whole conversation (its latest
+            // compaction point), so it is paged after it is made.
+            let all = state.store.messages(id).await?;
+            let rows = View::of(&all).rows(&all).into_iter();
+            let rows = rows.filter(|m| m.seq > after_seq);
+            match limit {
+                Some(n) => rows.take(n as usize).collect(),
+                None => rows.collect(),
+            }
+        }
     };
     Ok(Json(messages.into_iter().map(Into::into).collect()))
 }
@@ -406,24 +800,7 @@ pub async fn compact_session(
     SessionPath(id): SessionPath,
     request: axum::extract::Request,
 ) -> Result<Json<ChatResponse>, ApiError> {
-    let empty = request
-        .headers()
-        .get(axum::http::header::CONTENT_LENGTH)
-        .is_some_and(|v| v.as_bytes() == b"0")
-        || (!request
-            .headers()
-            .contains_key(axum::http::header::CONTENT_TYPE)
-            && !request
-                .headers()
-                .contains_key(axum::http::header::TRANSFER_ENCODING));
-    let body = if empty {
-        CompactRequest::default()
-    } else {
-        use axum::extract::FromRequest;
-        ApiJson::<CompactRequest>::from_request(request, &state)
-            .await?
-            .0
-    };
+    let body: CompactRequest = optional_json(request, &state).await?;
     let instructions = body.instructions.unwrap_or_default();
     if instructions.chars().count() > 10_000 {
         return Err(ApiError::validation(

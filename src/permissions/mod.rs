@@ -40,6 +40,9 @@ pub struct Permissions {
     /// A non-empty `defaults.allowed_tools` also limits the tools offered
     /// to those it names.
     offer_only_allowed: bool,
+    /// The session's `allowed_tools`: when set, only the tools they name
+    /// are offered. They never approve a call.
+    session_tools: Option<Vec<Rule>>,
     cwd: PathBuf,
     home: PathBuf,
     claude_home: Option<PathBuf>,
@@ -61,6 +64,7 @@ impl Permissions {
             rules: Vec::new(),
             unhonoured: Vec::new(),
             offer_only_allowed: false,
+            session_tools: None,
             cwd: workspace.cwd().to_path_buf(),
             // A session's commands see its directory as their home.
             home: workspace.root().to_path_buf(),
@@ -93,6 +97,12 @@ impl Permissions {
             let active = self.activate(rule);
             self.rules.push(active);
         }
+    }
+
+    /// Offers only the tools `rules` name (the session's `allowed_tools`),
+    /// on top of every other limit.
+    pub fn offer_only(&mut self, rules: Vec<Rule>) {
+        self.session_tools = Some(rules);
     }
 
     /// Keeps allow rules that are not honoured, to name them in refusals.
@@ -144,6 +154,14 @@ impl Permissions {
             return Some(format!(
                 "The tool {name} is not available in this session: defaults.allowed_tools in \
                  the service's configuration does not list it."
+            ));
+        }
+        if let Some(rules) = &self.session_tools
+            && !rules.iter().any(|r| r.concerns(name))
+        {
+            return Some(format!(
+                "The tool {name} is not available in this session: the session's allowed_tools \
+                 does not list it."
             ));
         }
         if self.mode == PermissionMode::Plan && !tool.read_only() {
@@ -626,6 +644,7 @@ fn rule_file(source: RuleSource) -> &'static str {
         RuleSource::Settings(scope, _) => settings_file(scope),
         RuleSource::Config(_) => "the service's configuration",
         RuleSource::Command => "the slash command's front matter",
+        RuleSource::Session(_) => "the session's options",
     }
 }
 

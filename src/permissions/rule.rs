@@ -43,6 +43,9 @@ pub enum RuleSource {
     /// `allowed-tools` of the slash command the user invoked: allow rules
     /// for that turn only.
     Command,
+    /// The session's own `allowed_tools` (which only narrow the tools
+    /// offered) or `disallowed_tools`.
+    Session(Behavior),
 }
 
 impl RuleSource {
@@ -56,6 +59,8 @@ impl RuleSource {
             Self::Settings(_, Behavior::Ask) => "permissions.ask",
             Self::Settings(_, Behavior::Deny) => "permissions.deny",
             Self::Command => "allowed-tools",
+            Self::Session(Behavior::Deny) => "disallowed_tools",
+            Self::Session(_) => "allowed_tools",
         }
     }
 }
@@ -66,6 +71,7 @@ impl fmt::Display for RuleSource {
             Self::Config(_) => write!(f, "{} in the service's configuration", self.key()),
             Self::Settings(scope, _) => write!(f, "{} in {}", self.key(), settings_file(*scope)),
             Self::Command => write!(f, "allowed-tools of the invoked slash command"),
+            Self::Session(_) => write!(f, "the session's {}", self.key()),
         }
     }
 }
@@ -153,7 +159,7 @@ impl Rule {
             problem,
         };
         let behavior = match source {
-            RuleSource::Config(b) | RuleSource::Settings(_, b) => b,
+            RuleSource::Config(b) | RuleSource::Settings(_, b) | RuleSource::Session(b) => b,
             RuleSource::Command => Behavior::Allow,
         };
         let trimmed = text.trim();
@@ -212,7 +218,7 @@ impl Rule {
 
     pub fn behavior(&self) -> Behavior {
         match self.source {
-            RuleSource::Config(b) | RuleSource::Settings(_, b) => b,
+            RuleSource::Config(b) | RuleSource::Settings(_, b) | RuleSource::Session(b) => b,
             RuleSource::Command => Behavior::Allow,
         }
     }

@@ -19,6 +19,7 @@ pub use tracked::WriteTracked;
 
 use crate::config::{Settings, StorageKind};
 use crate::domain::{SessionId, UserId};
+use crate::options::SessionOptions;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -135,6 +136,8 @@ pub struct Session {
     pub turn_running: bool,
     /// The todo list TodoWrite last set, in the model's order.
     pub todos: Vec<Todo>,
+    /// What the session chose in place of the service's defaults.
+    pub options: SessionOptions,
 }
 
 impl Session {
@@ -152,6 +155,7 @@ impl Session {
             usage: UsageTotals::default(),
             turn_running: false,
             todos: Vec::new(),
+            options: new.options,
         }
     }
 }
@@ -198,6 +202,46 @@ pub struct NewSession {
     pub subdir: Option<String>,
     pub cwd: String,
     pub metadata: Value,
+    pub options: SessionOptions,
+}
+
+/// Where a session stands in the list order (oldest first, ties by id):
+/// a page of the list starts after one of these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionKey {
+    pub created_at: DateTime<Utc>,
+    pub id: SessionId,
+}
+
+/// What a change to a session between turns found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Changed {
+    Done(Box<Session>),
+    /// A turn holds the session's lease: nothing was changed.
+    Busy,
+    NotFound,
+}
+
+/// A change to a session's options or metadata; `None` keeps the value.
+#[derive(Debug, Clone, Default)]
+pub struct SessionChange {
+    pub options: Option<SessionOptions>,
+    pub metadata: Option<Value>,
+}
+
+/// Stored options back as values; anything else is corrupt data.
+fn options_from_json(value: Value) -> Result<SessionOptions, StoreError> {
+    SessionOptions::from_json(value).map_err(StoreError::Internal)
+}
+
+/// A fork's conversation: the source's messages up to this `seq` (all
+/// when `None`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ForkPoint {
+    pub source: SessionId,
+    pub up_to_seq: Option<i64>,
+    /// User messages in the copied part, the fork's `message_count`.
+    pub message_count: u64,
 }
 
 /// 0 means unlimited.
@@ -263,7 +307,19 @@ pub trait SessionStore: Send + Sync {
     async fn get(&self, id: SessionId) -> Result<Option<Session>, StoreError>;
 
     /// Live session ids, oldest first, all users or one.
-    async fn list(&self, user: Option<&UserId>) -> Result<Vec<SessionId>, StoreError>;
+    async fn list(&self, user: Option<&UserId>) -> Result<Vec<SessionId>, StoreError> {
+        let keys = self.list_page(user, None, None).await?;
+        Ok(keys.into_iter().map(|k| k.id).collect())
+    }
+
+    /// Live sessions in list order after `after` (from the start when
+    /// `None`), at most `limit` of them (all when `None`).
+    async fn list_page(
+        &self,
+        user: Option<&UserId>,
+        after: Option<SessionKey>,
+        limit: Option<u64>,
+    ) -> Result<Vec<SessionKey>, StoreError>;
 
     async fn count_live(&self) -> Result<u64, StoreError>;
 
@@ -294,7 +350,34 @@ pub trait SessionStore: Send + Sync {
     ) -> Result<i64, StoreError>;
 
     /// The whole conversation, in order.
-    async fn messages(&self, id: SessionId) -> Result<Vec<StoredMessage>, StoreError>;
+    async fn messages(&self, id: SessionId) -> Result<Vec<StoredMessage>, StoreError> {
+        self.messages_after(id, 0, None).await
+    }
+
+    /// The messages whose `seq` is above `after_seq`, in order, at most
+    /// `limit` of them (all when `None`).
+    async fn messages_after(
+        &self,
+        id: SessionId,
+        after_seq: i64,
+        limit: Option<u64>,
+    ) -> Result<Vec<StoredMessage>, StoreError>;
+
+    /// Changes a live session's options or metadata unless a turn holds
+    /// its lease (checked in the same statement as the write).
+    async fn change(&self, id: SessionId, change: SessionChange) -> Result<Changed, StoreError>;
+
+    /// Creates a session (limits checked as in `create`) whose
+    /// conversation is a copy of `from`'s up to its fork point, with
+    /// `todos` as its todo list, in one transaction. `NotFound` when the
+    /// source is gone.
+    async fn fork(
+        &self,
+        from: ForkPoint,
+        new: NewSession,
+        todos: &[Todo],
+        limits: Limits,
+    ) -> Result<Session, StoreError>;
 
     /// Adds a turn's usage and user-message count to the session's totals.
     async fn record_usage(

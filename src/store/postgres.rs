@@ -10,8 +10,9 @@ use sqlx::{ConnectOptions, Connection, Row};
 use uuid::Uuid;
 
 use super::{
-    LeaseOutcome, Limits, NewMessage, NewSession, Renewal, Session, SessionStore, StoreError,
-    StoredMessage, Todo, UsageTotals, describe_limit, expiry_cutoff, lease_until, todos_from_json,
+    Changed, ForkPoint, LeaseOutcome, Limits, NewMessage, NewSession, Renewal, Session,
+    SessionChange, SessionKey, SessionStore, StoreError, StoredMessage, Todo, UsageTotals,
+    describe_limit, expiry_cutoff, lease_until, options_from_json, todos_from_json,
     write_probe_row,
 };
 use crate::config::{SessionSettings, StorageKind};
@@ -29,7 +30,7 @@ pub struct PostgresStore {
 
 const SESSION_COLUMNS: &str = "id, user_id, subdir, cwd, metadata, metadata_escaped, \
      created_at, last_active_at, message_count, input_tokens, output_tokens, cache_creation_tokens, cache_read_tokens, \
-     cost_usd, turn_holder, turn_expires_at, todos, todos_escaped";
+     cost_usd, turn_holder, turn_expires_at, todos, todos_escaped, options, options_escaped";
 
 impl PostgresStore {
     /// Connects with the settings' host, port, user and password, creating the
@@ -124,6 +125,61 @@ impl PostgresStore {
         .await?;
         row.map(|r| session_from_row(&r, now)).transpose()
     }
+
+    /// Inserts `new` as session `id` in `tx` unless a limit is reached;
+    /// with limits, creations are serialised across instances by an
+    /// advisory lock held until `tx` ends. Returns whether it did.
+    async fn insert_session(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+        id: SessionId,
+        new: &NewSession,
+        now: DateTime<Utc>,
+        limits: Limits,
+    ) -> Result<bool, StoreError> {
+        if limits.max_sessions > 0 || limits.max_sessions_per_user > 0 {
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(CREATE_LOCK_KEY)
+                .execute(&mut **tx)
+                .await?;
+        }
+        let (metadata, metadata_escaped) = nul::encode(&new.metadata);
+        let options = new.options.to_json();
+        let (options, options_escaped) = nul::encode(&options);
+        let inserted = sqlx::query(
+            "INSERT INTO sessions (id, user_id, subdir, cwd, metadata, metadata_escaped,
+                                   created_at, last_active_at, options, options_escaped)
+             SELECT $1, $2, $3, $4, $5, $10, $6, $6, $11, $12
+             WHERE ($7 = 0 OR (SELECT COUNT(*) FROM sessions WHERE last_active_at >= $9) < $7)
+               AND ($8 = 0 OR (SELECT COUNT(*) FROM sessions
+                               WHERE user_id = $2 AND last_active_at >= $9) < $8)",
+        )
+        .bind(id.0)
+        .bind(new.user_id.as_str())
+        .bind(new.subdir.as_deref())
+        .bind(&new.cwd)
+        .bind(metadata.as_ref())
+        .bind(now)
+        .bind(to_i64(limits.max_sessions))
+        .bind(to_i64(limits.max_sessions_per_user))
+        .bind(self.cutoff(now))
+        .bind(metadata_escaped)
+        .bind(options.as_ref())
+        .bind(options_escaped)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected();
+        Ok(inserted > 0)
+    }
+}
+
+fn message_from_row(row: &PgRow) -> Result<StoredMessage, StoreError> {
+    Ok(StoredMessage {
+        seq: row.try_get("seq")?,
+        role: row.try_get("role")?,
+        content: nul::decode(row.try_get("content")?, row.try_get("content_escaped")?)?,
+        created_at: row.try_get("created_at")?,
+    })
 }
 
 /// Anything that prevents connecting is worth retrying, except a database
@@ -193,6 +249,10 @@ fn session_from_row(row: &PgRow, now: DateTime<Utc>) -> Result<Session, StoreErr
             row.try_get("todos")?,
             row.try_get("todos_escaped")?,
         )?)?,
+        options: options_from_json(nul::decode(
+            row.try_get("options")?,
+            row.try_get("options_escaped")?,
+        )?)?,
     })
 }
 
@@ -231,36 +291,9 @@ impl SessionStore for PostgresStore {
         let now = Utc::now().trunc_subsecs(3);
         let id = SessionId::new();
         let mut tx = self.pool.begin().await?;
-        if limits.max_sessions > 0 || limits.max_sessions_per_user > 0 {
-            sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                .bind(CREATE_LOCK_KEY)
-                .execute(&mut *tx)
-                .await?;
-        }
-        let (metadata, metadata_escaped) = nul::encode(&new.metadata);
-        let inserted = sqlx::query(
-            "INSERT INTO sessions (id, user_id, subdir, cwd, metadata, metadata_escaped,
-                                   created_at, last_active_at)
-             SELECT $1, $2, $3, $4, $5, $10, $6, $6
-             WHERE ($7 = 0 OR (SELECT COUNT(*) FROM sessions WHERE last_active_at >= $9) < $7)
-               AND ($8 = 0 OR (SELECT COUNT(*) FROM sessions
-                               WHERE user_id = $2 AND last_active_at >= $9) < $8)",
-        )
-        .bind(id.0)
-        .bind(new.user_id.as_str())
-        .bind(new.subdir.as_deref())
-        .bind(&new.cwd)
-        .bind(metadata.as_ref())
-        .bind(now)
-        .bind(to_i64(limits.max_sessions))
-        .bind(to_i64(limits.max_sessions_per_user))
-        .bind(self.cutoff(now))
-        .bind(metadata_escaped)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+        let inserted = self.insert_session(&mut tx, id, &new, now, limits).await?;
         tx.commit().await?;
-        if inserted == 0 {
+        if !inserted {
             return Err(describe_limit(self, &new.user_id, limits).await);
         }
         Ok(Session::created(id, new, now))
@@ -270,18 +303,35 @@ impl SessionStore for PostgresStore {
         self.fetch(id).await
     }
 
-    async fn list(&self, user: Option<&UserId>) -> Result<Vec<SessionId>, StoreError> {
+    async fn list_page(
+        &self,
+        user: Option<&UserId>,
+        after: Option<SessionKey>,
+        limit: Option<u64>,
+    ) -> Result<Vec<SessionKey>, StoreError> {
         let cutoff = self.cutoff(Utc::now());
-        let ids: Vec<Uuid> = sqlx::query_scalar(
-            "SELECT id FROM sessions
+        let rows = sqlx::query(
+            "SELECT id, created_at FROM sessions
              WHERE last_active_at >= $1 AND ($2::text IS NULL OR user_id = $2)
-             ORDER BY created_at, id",
+               AND ($3::timestamptz IS NULL OR (created_at, id) > ($3, $4))
+             ORDER BY created_at, id
+             LIMIT $5",
         )
         .bind(cutoff)
         .bind(user.map(UserId::as_str))
+        .bind(after.map(|k| k.created_at))
+        .bind(after.map_or(Uuid::nil(), |k| k.id.0))
+        .bind(limit.map(to_i64))
         .fetch_all(&self.pool)
         .await?;
-        Ok(ids.into_iter().map(SessionId).collect())
+        rows.iter()
+            .map(|row| {
+                Ok(SessionKey {
+                    id: SessionId(row.try_get("id")?),
+                    created_at: row.try_get("created_at")?,
+                })
+            })
+            .collect()
     }
 
     async fn count_live(&self) -> Result<u64, StoreError> {
@@ -397,24 +447,105 @@ impl SessionStore for PostgresStore {
             .map_err(Into::into)
     }
 
-    async fn messages(&self, id: SessionId) -> Result<Vec<StoredMessage>, StoreError> {
+    async fn messages_after(
+        &self,
+        id: SessionId,
+        after_seq: i64,
+        limit: Option<u64>,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
         let rows = sqlx::query(
             "SELECT seq, role, content, content_escaped, created_at FROM messages
-             WHERE session_id = $1 ORDER BY seq",
+             WHERE session_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
         )
         .bind(id.0)
+        .bind(after_seq)
+        .bind(limit.map(to_i64))
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(StoredMessage {
-                    seq: row.try_get("seq")?,
-                    role: row.try_get("role")?,
-                    content: nul::decode(row.try_get("content")?, row.try_get("content_escaped")?)?,
-                    created_at: row.try_get("created_at")?,
-                })
-            })
-            .collect()
+        rows.iter().map(message_from_row).collect()
+    }
+
+    async fn change(&self, id: SessionId, change: SessionChange) -> Result<Changed, StoreError> {
+        let now = Utc::now();
+        let options = change.options.map(|o| {
+            let value = o.to_json();
+            let (encoded, escaped) = nul::encode(&value);
+            (encoded.into_owned(), escaped)
+        });
+        let metadata = change.metadata.as_ref().map(nul::encode);
+        let updated = sqlx::query(
+            "UPDATE sessions SET
+                 options = COALESCE($1, options),
+                 options_escaped = COALESCE($2, options_escaped),
+                 metadata = COALESCE($3, metadata),
+                 metadata_escaped = COALESCE($4, metadata_escaped)
+             WHERE id = $5 AND last_active_at >= $6
+               AND (turn_holder IS NULL OR turn_expires_at IS NULL OR turn_expires_at < $7)",
+        )
+        .bind(options.as_ref().map(|(o, _)| o))
+        .bind(options.as_ref().map(|(_, escaped)| *escaped))
+        .bind(metadata.as_ref().map(|(m, _)| m.as_ref()))
+        .bind(metadata.as_ref().map(|(_, escaped)| *escaped))
+        .bind(id.0)
+        .bind(self.cutoff(now))
+        .bind(now)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(match self.fetch(id).await? {
+            None => Changed::NotFound,
+            Some(_) if updated == 0 => Changed::Busy,
+            Some(session) => Changed::Done(Box::new(session)),
+        })
+    }
+
+    async fn fork(
+        &self,
+        from: ForkPoint,
+        new: NewSession,
+        todos: &[Todo],
+        limits: Limits,
+    ) -> Result<Session, StoreError> {
+        let now = Utc::now().trunc_subsecs(3);
+        let id = SessionId::new();
+        let todos = serde_json::to_value(todos).map_err(|e| StoreError::Internal(e.to_string()))?;
+        let (todos, todos_escaped) = nul::encode(&todos);
+        let mut tx = self.pool.begin().await?;
+        let live: Option<i32> =
+            sqlx::query_scalar("SELECT 1 FROM sessions WHERE id = $1 AND last_active_at >= $2")
+                .bind(from.source.0)
+                .bind(self.cutoff(now))
+                .fetch_optional(&mut *tx)
+                .await?;
+        if live.is_none() {
+            return Err(StoreError::NotFound);
+        }
+        if !self.insert_session(&mut tx, id, &new, now, limits).await? {
+            drop(tx);
+            return Err(describe_limit(self, &new.user_id, limits).await);
+        }
+        sqlx::query(
+            "UPDATE sessions SET todos = $1, todos_escaped = $2, message_count = $3 WHERE id = $4",
+        )
+        .bind(todos.as_ref())
+        .bind(todos_escaped)
+        .bind(to_i64(from.message_count))
+        .bind(id.0)
+        .execute(&mut *tx)
+        .await?;
+        // Message times are kept: the copy is the same conversation.
+        sqlx::query(
+            "INSERT INTO messages (session_id, seq, role, content, content_escaped, created_at)
+             SELECT $1, seq, role, content, content_escaped, created_at FROM messages
+             WHERE session_id = $2 AND ($3::bigint IS NULL OR seq <= $3)",
+        )
+        .bind(id.0)
+        .bind(from.source.0)
+        .bind(from.up_to_seq)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        self.fetch(id).await?.ok_or(StoreError::NotFound)
     }
 
     async fn record_usage(

@@ -15,8 +15,9 @@ use sqlx::sqlite::{
 use uuid::Uuid;
 
 use super::{
-    LeaseOutcome, Limits, NewMessage, NewSession, Renewal, Session, SessionStore, StoreError,
-    StoredMessage, Todo, UsageTotals, describe_limit, expiry_cutoff, lease_until, todos_from_json,
+    Changed, ForkPoint, LeaseOutcome, Limits, NewMessage, NewSession, Renewal, Session,
+    SessionChange, SessionKey, SessionStore, StoreError, StoredMessage, Todo, UsageTotals,
+    describe_limit, expiry_cutoff, lease_until, options_from_json, todos_from_json,
     write_probe_row,
 };
 use crate::config::StorageKind;
@@ -32,7 +33,7 @@ pub struct SqliteStore {
 
 const SESSION_COLUMNS: &str = "id, user_id, subdir, cwd, metadata, created_at, last_active_at, \
      message_count, input_tokens, output_tokens, cache_creation_tokens, cache_read_tokens, \
-     cost_usd, turn_holder, turn_expires_at, todos";
+     cost_usd, turn_holder, turn_expires_at, todos, options";
 
 impl SqliteStore {
     /// Opens (creating when missing) the database file and migrates it.
@@ -131,6 +132,54 @@ impl SqliteStore {
         .await?;
         row.map(|r| session_from_row(&r, now)).transpose()
     }
+
+    /// Inserts `new` as session `id` unless a limit is reached (one
+    /// statement, so the check and the insert cannot interleave with
+    /// another writer: SQLite serialises writes). Returns whether it did.
+    async fn insert_session(
+        &self,
+        executor: impl sqlx::SqliteExecutor<'_>,
+        id: SessionId,
+        new: &NewSession,
+        now: DateTime<Utc>,
+        limits: Limits,
+    ) -> Result<bool, StoreError> {
+        let metadata = serde_json::to_string(&new.metadata)
+            .map_err(|e| StoreError::Internal(e.to_string()))?;
+        let options = new.options.to_json().to_string();
+        let inserted = sqlx::query(
+            "INSERT INTO sessions (id, user_id, subdir, cwd, metadata, created_at, last_active_at,
+                                   options)
+             SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?6, ?10
+             WHERE (?7 = 0 OR (SELECT COUNT(*) FROM sessions WHERE last_active_at >= ?9) < ?7)
+               AND (?8 = 0 OR (SELECT COUNT(*) FROM sessions
+                               WHERE user_id = ?2 AND last_active_at >= ?9) < ?8)",
+        )
+        .bind(id.to_string())
+        .bind(new.user_id.as_str())
+        .bind(new.subdir.as_deref())
+        .bind(&new.cwd)
+        .bind(metadata)
+        .bind(now.timestamp_millis())
+        .bind(to_i64(limits.max_sessions))
+        .bind(to_i64(limits.max_sessions_per_user))
+        .bind(self.cutoff(now))
+        .bind(options)
+        .execute(executor)
+        .await?
+        .rows_affected();
+        Ok(inserted > 0)
+    }
+}
+
+fn message_from_row(row: &SqliteRow) -> Result<StoredMessage, StoreError> {
+    let content: String = row.try_get("content")?;
+    Ok(StoredMessage {
+        seq: row.try_get("seq")?,
+        role: row.try_get("role")?,
+        content: serde_json::from_str(&content).map_err(|e| StoreError::Internal(e.to_string()))?,
+        created_at: millis(row.try_get("created_at")?),
+    })
 }
 
 fn millis(ms: i64) -> DateTime<Utc> {
@@ -151,6 +200,9 @@ fn session_from_row(row: &SqliteRow, now: DateTime<Utc>) -> Result<Session, Stor
     let todos: String = row.try_get("todos")?;
     let todos: serde_json::Value =
         serde_json::from_str(&todos).map_err(|e| StoreError::Internal(e.to_string()))?;
+    let options: String = row.try_get("options")?;
+    let options: serde_json::Value =
+        serde_json::from_str(&options).map_err(|e| StoreError::Internal(e.to_string()))?;
     Ok(Session {
         id: SessionId::parse(&id).ok_or_else(|| StoreError::Internal(format!("bad id {id}")))?,
         user_id: UserId::parse(&user).map_err(|e| StoreError::Internal(e.to_string()))?,
@@ -170,6 +222,7 @@ fn session_from_row(row: &SqliteRow, now: DateTime<Utc>) -> Result<Session, Stor
         },
         turn_running: holder.is_some() && expires.is_some_and(|e| e > now.timestamp_millis()),
         todos: todos_from_json(todos)?,
+        options: options_from_json(options)?,
     })
 }
 
@@ -207,31 +260,10 @@ impl SessionStore for SqliteStore {
         // later read gives back.
         let now = Utc::now().trunc_subsecs(3);
         let id = SessionId::new();
-        let metadata = serde_json::to_string(&new.metadata)
-            .map_err(|e| StoreError::Internal(e.to_string()))?;
-        let cutoff = self.cutoff(now);
-        // One statement, so the limit check and the insert cannot interleave
-        // with another writer (SQLite serialises writes).
-        let inserted = sqlx::query(
-            "INSERT INTO sessions (id, user_id, subdir, cwd, metadata, created_at, last_active_at)
-             SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?6
-             WHERE (?7 = 0 OR (SELECT COUNT(*) FROM sessions WHERE last_active_at >= ?9) < ?7)
-               AND (?8 = 0 OR (SELECT COUNT(*) FROM sessions
-                               WHERE user_id = ?2 AND last_active_at >= ?9) < ?8)",
-        )
-        .bind(id.to_string())
-        .bind(new.user_id.as_str())
-        .bind(new.subdir.as_deref())
-        .bind(&new.cwd)
-        .bind(metadata)
-        .bind(now.timestamp_millis())
-        .bind(to_i64(limits.max_sessions))
-        .bind(to_i64(limits.max_sessions_per_user))
-        .bind(cutoff)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        if inserted == 0 {
+        if !self
+            .insert_session(&self.pool, id, &new, now, limits)
+            .await?
+        {
             return Err(describe_limit(self, &new.user_id, limits).await);
         }
         Ok(Session::created(id, new, now))
@@ -241,29 +273,41 @@ impl SessionStore for SqliteStore {
         self.fetch(id).await
     }
 
-    async fn list(&self, user: Option<&UserId>) -> Result<Vec<SessionId>, StoreError> {
+    async fn list_page(
+        &self,
+        user: Option<&UserId>,
+        after: Option<SessionKey>,
+        limit: Option<u64>,
+    ) -> Result<Vec<SessionKey>, StoreError> {
         let cutoff = self.cutoff(Utc::now());
-        let rows: Vec<String> = match user {
-            Some(user) => {
-                sqlx::query_scalar(
-                    "SELECT id FROM sessions WHERE user_id = ? AND last_active_at >= ?
-                     ORDER BY created_at, id",
-                )
-                .bind(user.as_str())
-                .bind(cutoff)
-                .fetch_all(&self.pool)
-                .await?
-            }
-            None => {
-                sqlx::query_scalar(
-                    "SELECT id FROM sessions WHERE last_active_at >= ? ORDER BY created_at, id",
-                )
-                .bind(cutoff)
-                .fetch_all(&self.pool)
-                .await?
-            }
+        let (after_at, after_id) = match after {
+            Some(key) => (Some(key.created_at.timestamp_millis()), key.id.to_string()),
+            None => (None, String::new()),
         };
-        Ok(rows.iter().filter_map(|s| SessionId::parse(s)).collect())
+        let rows = sqlx::query(
+            "SELECT id, created_at FROM sessions
+             WHERE last_active_at >= ?1 AND (?2 IS NULL OR user_id = ?2)
+               AND (?3 IS NULL OR (created_at, id) > (?3, ?4))
+             ORDER BY created_at, id
+             LIMIT ?5",
+        )
+        .bind(cutoff)
+        .bind(user.map(UserId::as_str))
+        .bind(after_at)
+        .bind(after_id)
+        .bind(limit.map_or(-1, to_i64))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let id: String = row.try_get("id")?;
+                Ok(SessionKey {
+                    id: SessionId::parse(&id)
+                        .ok_or_else(|| StoreError::Internal(format!("bad id {id}")))?,
+                    created_at: millis(row.try_get("created_at")?),
+                })
+            })
+            .collect()
     }
 
     async fn count_live(&self) -> Result<u64, StoreError> {
@@ -380,25 +424,97 @@ impl SessionStore for SqliteStore {
             .map_err(Into::into)
     }
 
-    async fn messages(&self, id: SessionId) -> Result<Vec<StoredMessage>, StoreError> {
+    async fn messages_after(
+        &self,
+        id: SessionId,
+        after_seq: i64,
+        limit: Option<u64>,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
         let rows = sqlx::query(
-            "SELECT seq, role, content, created_at FROM messages WHERE session_id = ? ORDER BY seq",
+            "SELECT seq, role, content, created_at FROM messages
+             WHERE session_id = ? AND seq > ? ORDER BY seq LIMIT ?",
         )
         .bind(id.to_string())
+        .bind(after_seq)
+        .bind(limit.map_or(-1, to_i64))
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|row| {
-                let content: String = row.try_get("content")?;
-                Ok(StoredMessage {
-                    seq: row.try_get("seq")?,
-                    role: row.try_get("role")?,
-                    content: serde_json::from_str(&content)
-                        .map_err(|e| StoreError::Internal(e.to_string()))?,
-                    created_at: millis(row.try_get("created_at")?),
-                })
-            })
-            .collect()
+        rows.iter().map(message_from_row).collect()
+    }
+
+    async fn change(&self, id: SessionId, change: SessionChange) -> Result<Changed, StoreError> {
+        let now = Utc::now();
+        let options = change.options.map(|o| o.to_json().to_string());
+        let metadata = change
+            .metadata
+            .map(|m| serde_json::to_string(&m))
+            .transpose()
+            .map_err(|e| StoreError::Internal(e.to_string()))?;
+        let updated = sqlx::query(
+            "UPDATE sessions SET options = COALESCE(?1, options),
+                 metadata = COALESCE(?2, metadata)
+             WHERE id = ?3 AND last_active_at >= ?4
+               AND (turn_holder IS NULL OR turn_expires_at IS NULL OR turn_expires_at < ?5)",
+        )
+        .bind(options)
+        .bind(metadata)
+        .bind(id.to_string())
+        .bind(self.cutoff(now))
+        .bind(now.timestamp_millis())
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(match self.fetch(id).await? {
+            None => Changed::NotFound,
+            Some(_) if updated == 0 => Changed::Busy,
+            Some(session) => Changed::Done(Box::new(session)),
+        })
+    }
+
+    async fn fork(
+        &self,
+        from: ForkPoint,
+        new: NewSession,
+        todos: &[Todo],
+        limits: Limits,
+    ) -> Result<Session, StoreError> {
+        let now = Utc::now().trunc_subsecs(3);
+        let id = SessionId::new();
+        let todos_json =
+            serde_json::to_string(todos).map_err(|e| StoreError::Internal(e.to_string()))?;
+        let mut tx = self.pool.begin().await?;
+        let live: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM sessions WHERE id = ? AND last_active_at >= ?")
+                .bind(from.source.to_string())
+                .bind(self.cutoff(now))
+                .fetch_optional(&mut *tx)
+                .await?;
+        if live.is_none() {
+            return Err(StoreError::NotFound);
+        }
+        if !self.insert_session(&mut *tx, id, &new, now, limits).await? {
+            drop(tx);
+            return Err(describe_limit(self, &new.user_id, limits).await);
+        }
+        sqlx::query("UPDATE sessions SET todos = ?, message_count = ? WHERE id = ?")
+            .bind(todos_json)
+            .bind(to_i64(from.message_count))
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        // Message times are kept: the copy is the same conversation.
+        sqlx::query(
+            "INSERT INTO messages (session_id, seq, role, content, created_at)
+             SELECT ?1, seq, role, content, created_at FROM messages
+             WHERE session_id = ?2 AND (?3 IS NULL OR seq <= ?3)",
+        )
+        .bind(id.to_string())
+        .bind(from.source.to_string())
+        .bind(from.up_to_seq)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        self.fetch(id).await?.ok_or(StoreError::NotFound)
     }
 
     async fn record_usage(

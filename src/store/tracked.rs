@@ -9,8 +9,8 @@ use async_trait::async_trait;
 use uuid::Uuid;
 
 use super::{
-    DynStore, LeaseOutcome, Limits, NewMessage, NewSession, Renewal, Session, SessionStore,
-    StoreError, StoredMessage, Todo, UsageTotals,
+    Changed, DynStore, ForkPoint, LeaseOutcome, Limits, NewMessage, NewSession, Renewal, Session,
+    SessionChange, SessionKey, SessionStore, StoreError, StoredMessage, Todo, UsageTotals,
 };
 use crate::config::StorageKind;
 use crate::domain::{SessionId, UserId};
@@ -73,8 +73,13 @@ impl SessionStore for WriteTracked {
         self.inner.get(id).await
     }
 
-    async fn list(&self, user: Option<&UserId>) -> Result<Vec<SessionId>, StoreError> {
-        self.inner.list(user).await
+    async fn list_page(
+        &self,
+        user: Option<&UserId>,
+        after: Option<SessionKey>,
+        limit: Option<u64>,
+    ) -> Result<Vec<SessionKey>, StoreError> {
+        self.inner.list_page(user, after, limit).await
     }
 
     async fn count_live(&self) -> Result<u64, StoreError> {
@@ -110,8 +115,27 @@ impl SessionStore for WriteTracked {
         self.observe(self.inner.save_message_at(id, seq, message).await)
     }
 
-    async fn messages(&self, id: SessionId) -> Result<Vec<StoredMessage>, StoreError> {
-        self.inner.messages(id).await
+    async fn messages_after(
+        &self,
+        id: SessionId,
+        after_seq: i64,
+        limit: Option<u64>,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        self.inner.messages_after(id, after_seq, limit).await
+    }
+
+    async fn change(&self, id: SessionId, change: SessionChange) -> Result<Changed, StoreError> {
+        self.observe(self.inner.change(id, change).await)
+    }
+
+    async fn fork(
+        &self,
+        from: ForkPoint,
+        new: NewSession,
+        todos: &[Todo],
+        limits: Limits,
+    ) -> Result<Session, StoreError> {
+        self.observe(self.inner.fork(from, new, todos, limits).await)
     }
 
     async fn record_usage(

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::AgentDefaults;
 use crate::hooks::Hooks;
+use crate::options::SessionOptions;
 use crate::permissions::rule::settings_file;
 use crate::permissions::{Behavior, Permissions, Rule, RuleSource, settings};
 use crate::sandbox::Sandbox;
@@ -121,6 +122,8 @@ pub struct ToolPolicy {
     claude_home: Option<PathBuf>,
     /// Where the settings files' hooks run: Bash's sandbox.
     hook_sandbox: Sandbox,
+    /// The session's `allowed_tools`, which narrow the tools offered.
+    session_tools: Option<Vec<Rule>>,
 }
 
 impl ToolPolicy {
@@ -180,6 +183,35 @@ impl ToolPolicy {
         self.mode
     }
 
+    /// This policy narrowed by a session's options: a lower mode, more deny
+    /// rules, fewer tools offered. Nothing in them can widen it: a mode
+    /// above the configured one is ignored (the API refuses it up front).
+    pub fn for_session(&self, options: &SessionOptions) -> Self {
+        let mut policy = self.clone();
+        if let Some(mode) = options.permission_mode
+            && mode.rank() <= self.mode.rank()
+        {
+            policy.mode = mode;
+        }
+        let parse = |texts: &[String], behavior: Behavior| -> Vec<Rule> {
+            texts
+                .iter()
+                .filter_map(|text| {
+                    Rule::parse(text, RuleSource::Session(behavior))
+                        .map_err(|e| tracing::warn!("{e}"))
+                        .ok()
+                })
+                .collect()
+        };
+        if let Some(denied) = &options.disallowed_tools {
+            policy.rules.extend(parse(denied, Behavior::Deny));
+        }
+        if let Some(allowed) = &options.allowed_tools {
+            policy.session_tools = Some(parse(allowed, Behavior::Allow));
+        }
+        policy
+    }
+
     /// The permissions of one turn in `workspace` (see [`ToolPolicy::for_turn`]).
     pub fn permissions(&self, workspace: &Workspace) -> Permissions {
         self.for_turn(workspace).0
@@ -191,6 +223,9 @@ impl ToolPolicy {
     pub fn for_turn(&self, workspace: &Workspace) -> (Permissions, Hooks) {
         let mut permissions = Permissions::new(self.mode, workspace, self.claude_home.clone());
         permissions.add(self.rules.iter().cloned());
+        if let Some(rules) = &self.session_tools {
+            permissions.offer_only(rules.clone());
+        }
         let files = settings::load(&self.sources, self.claude_home.as_deref(), workspace);
         let mut chosen = None;
         for (scope, file) in &files {
@@ -305,6 +340,34 @@ mod tests {
         assert_eq!(Default.rank(), DontAsk.rank());
         assert!(Default.rank() < AcceptEdits.rank());
         assert!(AcceptEdits.rank() < BypassPermissions.rank());
+    }
+
+    #[test]
+    fn a_session_can_narrow_the_policy_but_never_widen_it() {
+        let service =
+            ToolPolicy::new(PermissionMode::AcceptEdits).with_rules(Behavior::Deny, &["WebFetch"]);
+        let options: SessionOptions = serde_json::from_value(serde_json::json!({
+            "permission_mode": "plan", "disallowed_tools": ["Bash(rm:*)", "Bash("],
+            "allowed_tools": ["Read"]
+        }))
+        .unwrap();
+        let session = service.for_session(&options);
+        assert_eq!(session.mode(), PermissionMode::Plan);
+        let texts: Vec<&str> = session.rules.iter().map(Rule::text).collect();
+        assert_eq!(texts, ["WebFetch", "Bash(rm:*)"]);
+        assert_eq!(session.session_tools.as_ref().map(Vec::len), Some(1));
+
+        let louder: SessionOptions =
+            serde_json::from_value(serde_json::json!({"permission_mode": "bypassPermissions"}))
+                .unwrap();
+        assert_eq!(
+            service.for_session(&louder).mode(),
+            PermissionMode::AcceptEdits
+        );
+        assert_eq!(
+            service.for_session(&SessionOptions::default()).rules.len(),
+            1
+        );
     }
 
     #[test]

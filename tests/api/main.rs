@@ -17,6 +17,7 @@ mod nul_bytes;
 mod permissions;
 mod pg_outage;
 mod process;
+mod session_options;
 mod session_tools;
 mod sessions;
 mod starvation;

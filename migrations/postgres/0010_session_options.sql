@@ -1,0 +1,9 @@
+-- The options a session chose in place of the service's defaults: a JSON
+-- object of the set ones (model, system_prompt, permission_mode, ...),
+-- escaped like metadata when it holds a NUL.
+ALTER TABLE sessions ADD COLUMN options JSONB NOT NULL DEFAULT '{}';
+ALTER TABLE sessions ADD COLUMN options_escaped BOOLEAN NOT NULL DEFAULT FALSE;
+-- The list order (oldest first, ties by id), so a page starts with an
+-- index seek after the cursor, for all users or one.
+CREATE INDEX sessions_created_at_id ON sessions (created_at, id);
+CREATE INDEX sessions_user_created_at_id ON sessions (user_id, created_at, id);
