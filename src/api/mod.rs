@@ -5,6 +5,7 @@ pub mod chat;
 pub mod commands;
 mod frames;
 pub mod health;
+pub mod permissions;
 pub mod sessions;
 pub mod skills;
 
@@ -171,6 +172,10 @@ pub fn rfc3339<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error
         chat::interrupt,
         chat::chat,
         chat::chat_stream,
+        permissions::list_permissions,
+        permissions::answer_permission,
+        permissions::list_questions,
+        permissions::answer_question,
         skills::list_skills,
         commands::list_commands,
     ),
@@ -179,6 +184,7 @@ pub fn rfc3339<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error
         (name = "sessions", description = "Create, inspect, resume and delete sessions"),
         (name = "skills", description = "Skills and slash commands a session would see"),
         (name = "chat", description = "Talk to the agent: one turn per message"),
+        (name = "permissions", description = "Approve the agent's calls and answer its questions while a turn waits"),
         (name = "service", description = "Service information and health")
     )
 )]
@@ -194,6 +200,7 @@ pub fn router(state: AppState) -> Router {
         .merge(health::routes())
         .merge(sessions::routes())
         .merge(chat::routes())
+        .merge(permissions::routes())
         .merge(skills::routes())
         .merge(commands::routes())
         .with_state(state)

@@ -43,6 +43,9 @@ pub enum RuleSource {
     /// `allowed-tools` of the slash command the user invoked: allow rules
     /// for that turn only.
     Command,
+    /// A person approved a call with `remember: session`: an allow rule for
+    /// the rest of the session.
+    Session,
 }
 
 impl RuleSource {
@@ -56,6 +59,7 @@ impl RuleSource {
             Self::Settings(_, Behavior::Ask) => "permissions.ask",
             Self::Settings(_, Behavior::Deny) => "permissions.deny",
             Self::Command => "allowed-tools",
+            Self::Session => "remember: session",
         }
     }
 }
@@ -66,6 +70,7 @@ impl fmt::Display for RuleSource {
             Self::Config(_) => write!(f, "{} in the service's configuration", self.key()),
             Self::Settings(scope, _) => write!(f, "{} in {}", self.key(), settings_file(*scope)),
             Self::Command => write!(f, "allowed-tools of the invoked slash command"),
+            Self::Session => write!(f, "an approval remembered for this session"),
         }
     }
 }
@@ -154,7 +159,7 @@ impl Rule {
         };
         let behavior = match source {
             RuleSource::Config(b) | RuleSource::Settings(_, b) => b,
-            RuleSource::Command => Behavior::Allow,
+            RuleSource::Command | RuleSource::Session => Behavior::Allow,
         };
         let trimmed = text.trim();
         if trimmed.is_empty() {
@@ -213,7 +218,7 @@ impl Rule {
     pub fn behavior(&self) -> Behavior {
         match self.source {
             RuleSource::Config(b) | RuleSource::Settings(_, b) => b,
-            RuleSource::Command => Behavior::Allow,
+            RuleSource::Command | RuleSource::Session => Behavior::Allow,
         }
     }
 

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use super::ask_user::AskUserQuestionTool;
 use super::bash::BashTool;
 use super::edit::EditTool;
 use super::glob::GlobTool;
@@ -20,7 +21,8 @@ use crate::store::DynStore;
 use crate::workspace::Workspace;
 
 /// Bash, Read, Write, Edit, Glob, Grep and NotebookEdit, in that (stable)
-/// order, then TodoWrite when a store keeps the lists.
+/// order, then TodoWrite when a store keeps the lists and AskUserQuestion
+/// when turns can ask a person.
 #[derive(Clone)]
 pub struct BuiltinTools {
     tools: Vec<Arc<dyn Tool>>,
@@ -46,6 +48,12 @@ impl BuiltinTools {
                 Arc::new(NotebookEditTool::new(max_file_bytes)),
             ],
         }
+    }
+
+    /// Adds AskUserQuestion, for sessions whose turns have a person to ask.
+    pub fn with_questions(mut self) -> Self {
+        self.tools.push(Arc::new(AskUserQuestionTool));
+        self
     }
 
     /// Adds TodoWrite, keeping each session's list in `store`.
