@@ -176,6 +176,7 @@ impl Approvals {
             .iter()
             .filter_map(|text| Rule::parse(text, RuleSource::Session).ok())
             .collect();
+        close_abandoned(&store, session).await;
         Arc::new(Self {
             store,
             session,
@@ -281,6 +282,25 @@ impl Approvals {
                     "The user declined to answer the questions.".to_owned()
                 }
             },
+        }
+    }
+}
+
+/// Denies what an earlier turn of the session left unanswered (its
+/// instance stopped while it waited): only the lease holder asks, so no
+/// live turn waits for those.
+async fn close_abandoned(store: &DynStore, session: SessionId) {
+    for kind in [RequestKind::Permission, RequestKind::Question] {
+        let Ok(pending) = store.pending_requests(session, kind).await else {
+            continue;
+        };
+        for request in pending {
+            if let Err(err) = store
+                .answer_request(session, request.id, &denial("turn_ended"))
+                .await
+            {
+                tracing::warn!(error = %err, "could not close an abandoned request");
+            }
         }
     }
 }
