@@ -342,8 +342,12 @@ async fn remembered_approvals_skip_the_next_ask(storage: StorageKind) {
         "Bash",
         json!({"command": "touch once.txt"}),
     ));
+    fake.push(Reply::tool_use(
+        "Bash",
+        json!({"command": "touch once.txt"}),
+    ));
     fake.push(Reply::text("first"));
-    let chat = apps.runs.chat_in_background(&id, "make the file");
+    let chat = apps.runs.chat_in_background(&id, "make the file twice");
     let other = apps.answers();
     let pending = eventually("permission request", || other.permissions(&id)).await;
     let decided = other
@@ -359,6 +363,13 @@ async fn remembered_approvals_skip_the_next_ask(storage: StorageKind) {
     let (status, body) = chat.await.unwrap();
     assert_eq!(status, StatusCode::OK, "{body}");
     assert!(cwd.join("once.txt").exists());
+    // The same call again in that turn ran without asking.
+    assert_eq!(body["tool_calls"][1]["is_error"], false, "{body}");
+    assert_eq!(
+        body["permission_requests"].as_array().unwrap().len(),
+        1,
+        "{body}"
+    );
 
     // The next turn, on the other instance where there is one, runs the
     // same call without asking; a different one still asks.
@@ -619,3 +630,36 @@ async fn a_queued_message_runs_after_the_running_turn(storage: StorageKind) {
     apps.stop().await;
 }
 crate::on_every_backend!(queued_message, a_queued_message_runs_after_the_running_turn);
+
+async fn waiting_for_a_person_does_not_count_against_the_turn_timeout(storage: StorageKind) {
+    let fake = FakeAnthropic::start().await;
+    let Some(apps) = pair(storage, &fake, |s| {
+        default_mode(s);
+        s.defaults.permission_timeout_secs = 2;
+    })
+    .await
+    else {
+        return;
+    };
+    let (id, _cwd) = session(&apps.runs).await;
+    fake.push(Reply::tool_use(
+        "Bash",
+        json!({"command": "touch slow.txt"}),
+    ));
+    fake.push(Reply::text("carried on"));
+    // The turn may take 1 s, the person 2 s: the turn outlives its timeout
+    // only because the wait does not count.
+    let response = apps
+        .runs
+        .chat_with(json!({"session_id": id, "message": "go", "timeout": 1}))
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["text"], "carried on", "{body}");
+    assert_eq!(body["permission_requests"][0]["decided_by"], "timeout");
+    apps.stop().await;
+}
+crate::on_every_backend!(
+    turn_timeout_paused,
+    waiting_for_a_person_does_not_count_against_the_turn_timeout
+);
