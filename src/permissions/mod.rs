@@ -227,6 +227,10 @@ impl Permissions {
                     Behavior::Deny => {
                         Verdict::Refuse(deny_refusal(&call, &active.rule, what.as_deref()))
                     }
+                    // dontAsk never asks: what would need a person is denied.
+                    _ if self.mode == PermissionMode::DontAsk => {
+                        Verdict::Refuse(ask_refusal(&call, &active.rule, what.as_deref()))
+                    }
                     _ => Verdict::Ask {
                         reason: format!(
                             "{} matches the ask rule `{}` ({})",
@@ -806,6 +810,79 @@ mod tests {
     fn check(p: &Permissions, f: &Fixture, tool: &'static str, input: Value) -> Result<(), String> {
         let read_only = matches!(tool, "Read" | "Glob" | "Grep" | "Skill");
         p.check(&Fake(tool, read_only), &input, &f.ws)
+    }
+
+    #[test]
+    fn who_decides_a_call_depends_on_the_rules_and_the_mode() {
+        let f = fixture();
+        let verdict = |mode, tool: &'static str, input: Value| {
+            let p = permissions(
+                &f,
+                ToolPolicy::new(mode)
+                    .with_rules(Behavior::Ask, &["Bash(git push *)"])
+                    .with_rules(Behavior::Deny, &["Bash(rm *)"]),
+            );
+            let read_only = matches!(tool, "Read" | ASK_USER_QUESTION);
+            p.verdict(&Fake(tool, read_only), &input, &f.ws, false)
+        };
+        let push = json!({"command": "git push origin main"});
+        let touch = json!({"command": "touch x"});
+        for mode in [PermissionMode::Default, PermissionMode::BypassPermissions] {
+            assert!(
+                matches!(verdict(mode, "Bash", push.clone()), Verdict::Ask { .. }),
+                "an ask rule asks in {mode}"
+            );
+        }
+        assert!(matches!(
+            verdict(PermissionMode::Default, "Bash", touch.clone()),
+            Verdict::Ask { .. }
+        ));
+        assert!(matches!(
+            verdict(PermissionMode::DontAsk, "Bash", push),
+            Verdict::Refuse(_)
+        ));
+        assert!(matches!(
+            verdict(PermissionMode::DontAsk, "Bash", touch),
+            Verdict::Refuse(_)
+        ));
+        assert!(matches!(
+            verdict(
+                PermissionMode::Default,
+                "Bash",
+                json!({"command": "rm -r x"})
+            ),
+            Verdict::Refuse(_)
+        ));
+        let questions = json!({"questions": []});
+        assert_eq!(
+            verdict(PermissionMode::Plan, ASK_USER_QUESTION, questions.clone()),
+            Verdict::Run
+        );
+        assert!(matches!(
+            verdict(PermissionMode::DontAsk, ASK_USER_QUESTION, questions),
+            Verdict::Refuse(_)
+        ));
+    }
+
+    #[test]
+    fn a_remembered_rule_names_exactly_the_approved_call() {
+        assert_eq!(
+            remembered_rule("Bash", &json!({"command": "npm test"})).as_deref(),
+            Some("Bash(npm test)")
+        );
+        assert_eq!(
+            remembered_rule("Bash", &json!({"command": "ls *.rs"})),
+            None
+        );
+        assert_eq!(remembered_rule("Bash", &json!({"command": "a\nb"})), None);
+        assert_eq!(
+            remembered_rule("WebFetch", &json!({"url": "https://docs.rs/x"})).as_deref(),
+            Some("WebFetch(domain:docs.rs)")
+        );
+        assert_eq!(
+            remembered_rule("Write", &json!({"file_path": "a"})).as_deref(),
+            Some("Write")
+        );
     }
 
     #[test]

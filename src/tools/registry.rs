@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use super::builtin::BuiltinTools;
 use super::person::Ask;
+use super::policy::PermissionMode;
 use super::policy::ToolPolicy;
 use super::{Tool, ToolContext, ToolOutput, ToolSource, definition};
 use crate::hooks::{HookDecision, Hooks, ToolEvent};
@@ -235,6 +236,10 @@ impl ToolSet {
         let verdict = match hook_ask {
             Some(reason) => match permissions.denied(tool.as_ref(), &input, &ctx.workspace) {
                 Some(why) => Verdict::Refuse(why),
+                None if mode == PermissionMode::DontAsk => Verdict::Refuse(format!(
+                    "Permission denied: a PreToolUse hook asks for a person's approval, and the \
+                     session's permission mode is {mode}, which never asks. The call was not run."
+                )),
                 None => {
                     let shown = if reason.is_empty() {
                         String::new()
