@@ -532,6 +532,7 @@ fn person_request(kind: RequestKind, input: serde_json::Value) -> PersonRequest 
         tool_use_id: "toolu_1".into(),
         tool_name: "Bash".into(),
         tool_input: input,
+        reason: "the ask rule `Bash(echo *)`".into(),
         created_at: chrono::SubsecRound::trunc_subsecs(chrono::Utc::now(), 3),
         answer: None,
     }

@@ -10,6 +10,7 @@ CREATE TABLE session_requests (
     tool_name          TEXT NOT NULL,
     tool_input         JSONB NOT NULL,
     tool_input_escaped BOOLEAN NOT NULL DEFAULT FALSE,
+    reason             TEXT NOT NULL DEFAULT '',
     created_at         TIMESTAMPTZ NOT NULL,
     answer             JSONB,
     answer_escaped     BOOLEAN NOT NULL DEFAULT FALSE,

@@ -8,6 +8,7 @@ CREATE TABLE session_requests (
     tool_use_id TEXT NOT NULL,
     tool_name   TEXT NOT NULL,
     tool_input  TEXT NOT NULL,
+    reason      TEXT NOT NULL DEFAULT '',
     created_at  INTEGER NOT NULL,
     answer      TEXT,
     answered_at INTEGER

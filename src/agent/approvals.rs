@@ -319,6 +319,7 @@ impl Person for Approvals {
             tool_use_id: ask.tool_use_id.to_owned(),
             tool_name: ask.tool_name.to_owned(),
             tool_input: ask.tool_input.clone(),
+            reason: ask.reason.to_owned(),
             created_at: Utc::now().trunc_subsecs(3),
             answer: None,
         };

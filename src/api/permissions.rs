@@ -73,6 +73,9 @@ pub struct PendingPermission {
     pub tool_name: String,
     #[schema(value_type = Object, example = json!({"command": "rm -rf build"}))]
     pub tool_input: Value,
+    /// Why the call needs a person.
+    #[schema(example = "the permission mode is default and no allow rule covers `rm -rf build`")]
+    pub reason: String,
     #[serde(serialize_with = "rfc3339")]
     pub created_at: DateTime<Utc>,
 }
@@ -242,6 +245,7 @@ pub async fn list_permissions(
                 tool_use_id: r.tool_use_id,
                 tool_name: r.tool_name,
                 tool_input: r.tool_input,
+                reason: r.reason,
                 created_at: r.created_at,
             })
             .collect(),

@@ -282,6 +282,8 @@ pub struct PersonRequest {
     pub tool_use_id: String,
     pub tool_name: String,
     pub tool_input: Value,
+    /// Why a person has to decide (empty for questions).
+    pub reason: String,
     pub created_at: DateTime<Utc>,
     /// `None` while nobody has answered.
     pub answer: Option<Value>,

@@ -206,7 +206,7 @@ fn session_from_row(row: &PgRow, now: DateTime<Utc>) -> Result<Session, StoreErr
 }
 
 const REQUEST_COLUMNS: &str = "id, kind, tool_use_id, tool_name, tool_input, tool_input_escaped, \
-     created_at, answer, answer_escaped";
+     reason, created_at, answer, answer_escaped";
 
 fn request_from_row(row: &PgRow) -> Result<PersonRequest, StoreError> {
     let kind: String = row.try_get("kind")?;
@@ -221,6 +221,7 @@ fn request_from_row(row: &PgRow) -> Result<PersonRequest, StoreError> {
             row.try_get("tool_input")?,
             row.try_get("tool_input_escaped")?,
         )?,
+        reason: row.try_get("reason")?,
         created_at: row.try_get("created_at")?,
         answer: answer.map(|a| nul::decode(a, answer_escaped)).transpose()?,
     })
@@ -585,8 +586,8 @@ impl SessionStore for PostgresStore {
         let (input, escaped) = nul::encode(&request.tool_input);
         sqlx::query(
             "INSERT INTO session_requests (id, session_id, kind, tool_use_id, tool_name,
-                 tool_input, tool_input_escaped, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                 tool_input, tool_input_escaped, reason, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(request.id)
         .bind(id.0)
@@ -595,6 +596,8 @@ impl SessionStore for PostgresStore {
         .bind(&request.tool_name)
         .bind(input.as_ref())
         .bind(escaped)
+        // PostgreSQL text cannot hold a NUL, which a quoted command may.
+        .bind(request.reason.replace('\0', "\u{fffd}"))
         .bind(request.created_at)
         .execute(&self.pool)
         .await?;

@@ -182,6 +182,11 @@ fn session_from_row(row: &SqliteRow, now: DateTime<Utc>) -> Result<Session, Stor
     })
 }
 
+/// The reason quotes the call's command; a NUL there only gets in the way.
+fn nul_free(text: &str) -> String {
+    text.replace('\0', "\u{fffd}")
+}
+
 fn json_text(value: &serde_json::Value) -> Result<String, StoreError> {
     serde_json::to_string(value).map_err(|e| StoreError::Internal(e.to_string()))
 }
@@ -190,7 +195,8 @@ fn json_of(text: &str) -> Result<serde_json::Value, StoreError> {
     serde_json::from_str(text).map_err(|e| StoreError::Internal(e.to_string()))
 }
 
-const REQUEST_COLUMNS: &str = "id, kind, tool_use_id, tool_name, tool_input, created_at, answer";
+const REQUEST_COLUMNS: &str =
+    "id, kind, tool_use_id, tool_name, tool_input, reason, created_at, answer";
 
 fn request_from_row(row: &SqliteRow) -> Result<PersonRequest, StoreError> {
     let id: String = row.try_get("id")?;
@@ -203,6 +209,7 @@ fn request_from_row(row: &SqliteRow) -> Result<PersonRequest, StoreError> {
         tool_use_id: row.try_get("tool_use_id")?,
         tool_name: row.try_get("tool_name")?,
         tool_input: json_of(&input)?,
+        reason: row.try_get("reason")?,
         created_at: millis(row.try_get("created_at")?),
         answer: answer.as_deref().map(json_of).transpose()?,
     })
@@ -568,8 +575,8 @@ impl SessionStore for SqliteStore {
     async fn add_request(&self, id: SessionId, request: &PersonRequest) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO session_requests
-                 (id, session_id, kind, tool_use_id, tool_name, tool_input, created_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
+                 (id, session_id, kind, tool_use_id, tool_name, tool_input, reason, created_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(request.id.to_string())
         .bind(id.to_string())
@@ -577,6 +584,7 @@ impl SessionStore for SqliteStore {
         .bind(&request.tool_use_id)
         .bind(&request.tool_name)
         .bind(json_text(&request.tool_input)?)
+        .bind(nul_free(&request.reason))
         .bind(request.created_at.timestamp_millis())
         .execute(&self.pool)
         .await?;

@@ -191,6 +191,13 @@ async fn approved_on_the_other_instance(storage: StorageKind) {
     assert_eq!(pending.len(), 1);
     assert_eq!(pending[0]["tool_name"], "Bash");
     assert_eq!(pending[0]["tool_input"]["command"], "touch approved.txt");
+    assert!(
+        pending[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("permission mode is default"),
+        "{pending:?}"
+    );
     assert_eq!(other.turn_state(&id).await, "waiting_for_permission");
     assert!(
         !cwd.join("approved.txt").exists(),
