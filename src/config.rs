@@ -1244,6 +1244,21 @@ mod tests {
             "{err}"
         );
 
+        assert_eq!(
+            load(None, &[]).unwrap().defaults.permission_timeout_secs,
+            300
+        );
+        let s = load(
+            None,
+            &[("CLAUDE_AGENT_DEFAULTS_PERMISSION_TIMEOUT_SECS", "7")],
+        )
+        .unwrap();
+        assert_eq!(s.defaults.permission_timeout_secs, 7);
+        let err = load(Some("defaults:\n  permission_timeout_secs: 0\n"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("defaults.permission_timeout_secs"), "{err}");
+
         let err = load(Some("session:\n  ttl: -1\n"), &[])
             .unwrap_err()
             .to_string();
