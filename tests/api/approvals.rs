@@ -670,3 +670,87 @@ crate::on_every_backend!(
     turn_timeout_paused,
     waiting_for_a_person_does_not_count_against_the_turn_timeout
 );
+
+#[tokio::test]
+async fn bad_answers_and_queue_flags_are_refused_and_change_nothing() {
+    let fake = FakeAnthropic::start().await;
+    let app = agent_app(StorageKind::Sqlite, &fake, default_mode)
+        .await
+        .unwrap();
+    let (id, _cwd) = session(&app).await;
+    let request = uuid::Uuid::new_v4().to_string();
+    let unknown_session = app
+        .decide(
+            &uuid::Uuid::new_v4().to_string(),
+            &request,
+            json!({"decision": "allow"}),
+        )
+        .await;
+    assert_error(unknown_session, StatusCode::NOT_FOUND, "session_not_found").await;
+    let missing = app.decide(&id, &request, json!({})).await;
+    assert_error(
+        missing,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    )
+    .await;
+    let not_object = app
+        .decide(
+            &id,
+            &request,
+            json!({"decision": "allow", "updated_input": "ls"}),
+        )
+        .await;
+    assert_error(
+        not_object,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    )
+    .await;
+    let remember = app
+        .decide(
+            &id,
+            &request,
+            json!({"decision": "allow", "remember": "forever"}),
+        )
+        .await;
+    assert_error(
+        remember,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    )
+    .await;
+    let no_answers = app.answer(&id, &request, json!({"answers": {}})).await;
+    assert_error(
+        no_answers,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    )
+    .await;
+    let unknown_question = app
+        .answer(&id, &request, json!({"answers": {"Q?": "A"}}))
+        .await;
+    assert_error(unknown_question, StatusCode::NOT_FOUND, "request_not_found").await;
+    let bad_queue = app
+        .chat_with(json!({"session_id": id, "message": "hi", "queue": "yes"}))
+        .await;
+    assert_error(
+        bad_queue,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    )
+    .await;
+    // With no turn running a queued message simply runs.
+    fake.push(Reply::text("at once"));
+    let response = app
+        .chat_with(json!({"session_id": id, "message": "hi", "queue": true}))
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["text"], "at once");
+    let session: Value = app.get_session(&id).await.json().await.unwrap();
+    assert_eq!(session["message_count"], 1);
+    assert_eq!(session["queued"], 0);
+    assert!(app.permissions(&id).await.is_empty());
+    app.stop().await;
+}
