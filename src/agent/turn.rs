@@ -273,7 +273,8 @@ impl Agent {
             let registration = self.running.adopt(id, holder);
             match self.prepare(id).await {
                 Ok((session, model, workspace)) => {
-                    let (events, _nobody) = mpsc::unbounded_channel();
+                    // Nobody listens: dropping the receiver keeps events from piling up.
+                    let (events, _) = mpsc::unbounded_channel();
                     let turn = Turn::new(
                         self.clone(),
                         model,
