@@ -411,8 +411,7 @@ pub struct AgentDefaults {
     /// Permission rules (Claude Code syntax) that approve calls; a
     /// non-empty list also limits the tools offered to those it names.
     pub allowed_tools: Vec<String>,
-    /// Rules whose calls need a person's approval (refused until the
-    /// service can ask).
+    /// Rules whose calls need a person's approval, asked for over the API.
     pub ask_tools: Vec<String>,
     /// Rules whose calls are refused; a bare tool name hides the tool.
     pub disallowed_tools: Vec<String>,
@@ -427,6 +426,9 @@ pub struct AgentDefaults {
     /// A small, fast model for side work (`WebFetch` answers its prompt
     /// over a page with it); unset, such tools return their raw material.
     pub small_model: Option<String>,
+    /// Seconds a turn waits for a person to answer a permission request or
+    /// a question before the call is denied.
+    pub permission_timeout_secs: u64,
 }
 
 impl Default for AgentDefaults {
@@ -444,6 +446,7 @@ impl Default for AgentDefaults {
             thinking_budget_tokens: 0,
             fallback_model: None,
             small_model: None,
+            permission_timeout_secs: 300,
         }
     }
 }
@@ -888,6 +891,11 @@ const ENV_KEYS: &[(&str, &str, Kind)] = &[
         "defaults.system_prompt",
         Kind::AppendPrompt,
     ),
+    (
+        "CLAUDE_AGENT_DEFAULTS_PERMISSION_TIMEOUT_SECS",
+        "defaults.permission_timeout_secs",
+        Kind::Int,
+    ),
     ("CLAUDE_AGENT_TOOLS_SANDBOX", "tools.sandbox", Kind::Sandbox),
     ("CLAUDE_AGENT_TOOLS_NETWORK", "tools.network", Kind::Network),
     (
@@ -990,6 +998,13 @@ impl Settings {
             if secs == 0 {
                 return Err(ConfigError::invalid(key, 0, "must be at least 1 second"));
             }
+        }
+        if self.defaults.permission_timeout_secs == 0 {
+            return Err(ConfigError::invalid(
+                "defaults.permission_timeout_secs",
+                0,
+                "must be at least 1 second",
+            ));
         }
         if self.defaults.max_turns == 0 {
             return Err(ConfigError::invalid(
@@ -1293,6 +1308,21 @@ mod tests {
             err.contains("CLAUDE_AGENT_SESSION_TTL") && err.contains("-5"),
             "{err}"
         );
+
+        assert_eq!(
+            load(None, &[]).unwrap().defaults.permission_timeout_secs,
+            300
+        );
+        let s = load(
+            None,
+            &[("CLAUDE_AGENT_DEFAULTS_PERMISSION_TIMEOUT_SECS", "7")],
+        )
+        .unwrap();
+        assert_eq!(s.defaults.permission_timeout_secs, 7);
+        let err = load(Some("defaults:\n  permission_timeout_secs: 0\n"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("defaults.permission_timeout_secs"), "{err}");
 
         let err = load(Some("session:\n  ttl: -1\n"), &[])
             .unwrap_err()

@@ -56,6 +56,11 @@ pub enum ApiError {
     SessionLimit(String),
     #[error("no turn is running in this session")]
     NoTurnRunning,
+    /// No pending or answered request of this kind has this id in the session.
+    #[error("no such request in this session")]
+    RequestNotFound(&'static str),
+    #[error("the request was already answered")]
+    AlreadyAnswered(String),
     #[error("the service is shutting down")]
     ShuttingDown,
     #[error("{0}")]
@@ -89,8 +94,11 @@ impl ApiError {
             Self::MalformedJson(_) => StatusCode::BAD_REQUEST,
             Self::NotFound | Self::SessionNotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Self::NoTurnRunning | Self::ChangeWhileBusy => StatusCode::CONFLICT,
+            Self::NoTurnRunning | Self::ChangeWhileBusy | Self::AlreadyAnswered(_) => {
+                StatusCode::CONFLICT
+            }
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::RequestNotFound(_) => StatusCode::NOT_FOUND,
             Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -119,6 +127,8 @@ impl ApiError {
             Self::Forbidden(_) => "forbidden",
             Self::SessionLimit(_) => "session_limit",
             Self::NoTurnRunning => "no_turn_running",
+            Self::RequestNotFound(_) => "request_not_found",
+            Self::AlreadyAnswered(_) => "already_answered",
             Self::ShuttingDown => "shutting_down",
             Self::BudgetExceeded(_) => "budget_exceeded",
             Self::Upstream(_) => "upstream_error",
@@ -161,6 +171,10 @@ impl ApiError {
             }
             Self::Upstream(why) => without_urls(why),
             Self::NoTurnRunning => "No turn is running in this session.".into(),
+            Self::RequestNotFound(what) => format!(
+                "This session has no {what} with that id; list the pending ones with GET on the collection."
+            ),
+            Self::AlreadyAnswered(how) => format!("This request was already answered: {how}."),
             Self::ShuttingDown => "The service is shutting down; retry on another instance or after it restarts.".into(),
             Self::UpstreamNotConfigured => {
                 "The model API is not configured: set ANTHROPIC_API_KEY or ANTHROPIC_AUTH_TOKEN."

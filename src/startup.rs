@@ -81,7 +81,8 @@ impl Application {
         let policy = tool_policy(&settings)?.with_hook_sandbox(sandbox.clone());
         let tools = ToolRegistry::with_builtin_tools(
             BuiltinTools::with_sandbox(sandbox, settings.tools.max_file_bytes)
-                .with_todos(store.clone()),
+                .with_todos(store.clone())
+                .with_questions(),
         )
         .with_source(Arc::new(WebTools::new(&settings, model.clone())))
         .with_source(skills.clone())

@@ -10,8 +10,9 @@ use claude_agent_http::config::{Settings, StorageKind};
 use claude_agent_http::domain::{SessionId, UserId};
 use claude_agent_http::options::SessionOptions;
 use claude_agent_http::store::{
-    self, Changed, DynStore, ForkPoint, LeaseOutcome, Limits, NewMessage, NewSession, Renewal,
-    SessionChange, StoreError, Todo, TodoStatus, UsageTotals,
+    self, Answering, Changed, DynStore, ForkPoint, LeaseOutcome, Limits, NewMessage, NewSession,
+    PersonRequest, QueuedMessage, Renewal, RequestKind, SessionChange, StoreError, Todo,
+    TodoStatus, UsageTotals,
 };
 use serde_json::json;
 
@@ -81,6 +82,8 @@ contract!(
     options_are_kept_and_change_only_between_turns,
     a_fork_copies_the_conversation_up_to_its_point,
     pages_walk_the_list_and_the_conversation_once,
+    requests_are_answered_once_and_go_with_the_session,
+    queued_messages_run_in_order_under_the_same_lease,
 );
 
 async fn create_get_list_delete(storage: StorageKind) {
@@ -721,4 +724,207 @@ async fn pages_walk_the_list_and_the_conversation_once(storage: StorageKind) {
     assert_eq!(page.iter().map(|m| m.seq).collect::<Vec<_>>(), [2, 3]);
     let tail = f.store.messages_after(s, 3, None).await.unwrap();
     assert_eq!(tail.iter().map(|m| m.seq).collect::<Vec<_>>(), [4, 5]);
+}
+
+fn person_request(kind: RequestKind, input: serde_json::Value) -> PersonRequest {
+    PersonRequest {
+        id: uuid::Uuid::new_v4(),
+        kind,
+        tool_use_id: "toolu_1".into(),
+        tool_name: "Bash".into(),
+        tool_input: input,
+        reason: "the ask rule `Bash(echo *)`".into(),
+        created_at: chrono::SubsecRound::trunc_subsecs(chrono::Utc::now(), 3),
+        answer: None,
+    }
+}
+
+async fn requests_are_answered_once_and_go_with_the_session(storage: StorageKind) {
+    let Some(f) = open(storage, 0).await else {
+        return;
+    };
+    let s = f
+        .store
+        .create(new_session("alice"), Limits::default())
+        .await
+        .unwrap();
+    let other = f
+        .store
+        .create(new_session("bob"), Limits::default())
+        .await
+        .unwrap();
+    let lease = Duration::from_secs(30);
+    let holder = uuid::Uuid::new_v4();
+    f.store.acquire_turn(s.id, holder, lease).await.unwrap();
+    let asked = person_request(
+        RequestKind::Permission,
+        json!({"command": "echo \u{0} nul \\0"}),
+    );
+    f.store.add_request(s.id, &asked).await.unwrap();
+    let question = person_request(RequestKind::Question, json!({"questions": []}));
+    f.store.add_request(s.id, &question).await.unwrap();
+    assert_eq!(
+        f.store.get(s.id).await.unwrap().unwrap().waiting_on,
+        Some(RequestKind::Permission)
+    );
+    assert_eq!(
+        f.store
+            .pending_requests(s.id, RequestKind::Permission)
+            .await
+            .unwrap(),
+        vec![asked.clone()]
+    );
+    assert!(
+        f.store.request(other.id, asked.id).await.unwrap().is_none(),
+        "another session cannot see it"
+    );
+    assert_eq!(
+        f.store
+            .answer_request(other.id, asked.id, &json!({"decision": "allow"}))
+            .await
+            .unwrap(),
+        Answering::NotFound
+    );
+    let allow = json!({"decision": "allow", "message": "ok \u{0}"});
+    assert_eq!(
+        f.store
+            .answer_request(s.id, asked.id, &allow)
+            .await
+            .unwrap(),
+        Answering::Answered
+    );
+    assert_eq!(
+        f.store
+            .answer_request(s.id, asked.id, &json!({"decision": "deny"}))
+            .await
+            .unwrap(),
+        Answering::AlreadyAnswered(allow.clone()),
+        "the first answer wins"
+    );
+    assert_eq!(
+        f.store
+            .request(s.id, asked.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .answer,
+        Some(allow)
+    );
+    assert!(
+        f.store
+            .pending_requests(s.id, RequestKind::Permission)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        f.store.get(s.id).await.unwrap().unwrap().waiting_on,
+        Some(RequestKind::Question)
+    );
+
+    f.store.add_allow_rule(s.id, "Bash(ls)").await.unwrap();
+    f.store.add_allow_rule(s.id, "Bash(ls)").await.unwrap();
+    f.store.add_allow_rule(s.id, "WebFetch").await.unwrap();
+    assert_eq!(
+        f.store.allow_rules(s.id).await.unwrap().len(),
+        2,
+        "a rule is kept once"
+    );
+    assert!(f.store.allow_rules(other.id).await.unwrap().is_empty());
+
+    assert!(f.store.delete(s.id).await.unwrap());
+    assert!(f.store.request(s.id, question.id).await.unwrap().is_none());
+    assert!(f.store.allow_rules(s.id).await.unwrap().is_empty());
+    assert!(matches!(
+        f.store.add_request(s.id, &asked).await,
+        Err(StoreError::NotFound)
+    ));
+}
+
+async fn queued_messages_run_in_order_under_the_same_lease(storage: StorageKind) {
+    let Some(f) = open(storage, 0).await else {
+        return;
+    };
+    let s = f
+        .store
+        .create(new_session("alice"), Limits::default())
+        .await
+        .unwrap();
+    let queued = |text: &str| QueuedMessage {
+        message: text.into(),
+        timeout: Duration::from_secs(90),
+    };
+    assert_eq!(
+        f.store
+            .enqueue_message(s.id, &queued("idle"))
+            .await
+            .unwrap(),
+        None,
+        "nothing to queue behind"
+    );
+    let holder = uuid::Uuid::new_v4();
+    let lease = Duration::from_secs(30);
+    f.store.acquire_turn(s.id, holder, lease).await.unwrap();
+    assert_eq!(
+        f.store
+            .enqueue_message(s.id, &queued("one \u{0}"))
+            .await
+            .unwrap(),
+        Some(1)
+    );
+    assert_eq!(
+        f.store.enqueue_message(s.id, &queued("two")).await.unwrap(),
+        Some(2)
+    );
+    assert_eq!(f.store.get(s.id).await.unwrap().unwrap().queued, 2);
+    // Another holder takes nothing.
+    assert_eq!(
+        f.store
+            .next_queued_or_release(s.id, uuid::Uuid::new_v4())
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        f.store.next_queued_or_release(s.id, holder).await.unwrap(),
+        Some(queued("one \u{0}"))
+    );
+    assert!(
+        f.store.get(s.id).await.unwrap().unwrap().turn_running,
+        "the lease is kept for the queued message"
+    );
+    assert_eq!(
+        f.store.next_queued_or_release(s.id, holder).await.unwrap(),
+        Some(queued("two"))
+    );
+    assert_eq!(
+        f.store.next_queued_or_release(s.id, holder).await.unwrap(),
+        None
+    );
+    let session = f.store.get(s.id).await.unwrap().unwrap();
+    assert!(!session.turn_running && session.queued == 0);
+
+    // Queueing racing the end of the turn: every message is either taken
+    // by the holder or refused (and started by its sender instead).
+    for _ in 0..20 {
+        let holder = uuid::Uuid::new_v4();
+        f.store.acquire_turn(s.id, holder, lease).await.unwrap();
+        let racing = queued("racing");
+        let (queued_one, released) = tokio::join!(
+            f.store.enqueue_message(s.id, &racing),
+            f.store.next_queued_or_release(s.id, holder),
+        );
+        match (queued_one.unwrap(), released.unwrap()) {
+            (Some(_), Some(_)) => {
+                assert_eq!(
+                    f.store.next_queued_or_release(s.id, holder).await.unwrap(),
+                    None
+                );
+            }
+            (Some(_), None) => panic!("a message was queued behind a released turn"),
+            (None, Some(_)) => panic!("a message was taken that was never queued"),
+            (None, None) => {}
+        }
+        assert_eq!(f.store.get(s.id).await.unwrap().unwrap().queued, 0);
+    }
 }

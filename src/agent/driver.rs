@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tokio::sync::mpsc;
 
+use super::approvals::{Approvals, TurnClock};
 use super::commands::{self, Builtin, Invocation};
 use super::context::{self, Compaction, Trigger, View};
 use super::draft::Draft;
@@ -130,24 +131,38 @@ impl Turn {
     pub(super) async fn run(self, message: String, timeout: Duration) {
         let id = self.session.id;
         let renew = self.agent.running.keep_lease(id, &self.registration);
-        let deadline = {
-            let canceller = self.canceller.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep(timeout).await;
-                canceller.cancel(Cancel::TimedOut);
-            })
-        };
+        let clock = TurnClock::new();
+        let deadline = tokio::spawn(clock.clone().enforce(
+            tokio::time::Instant::now(),
+            timeout,
+            self.canceller.clone(),
+        ));
+        let approvals = Approvals::new(
+            self.agent.store.clone(),
+            id,
+            Duration::from_secs(self.agent.settings.defaults.permission_timeout_secs),
+            self.events.clone(),
+            clock,
+            self.canceller.clone(),
+        )
+        .await;
 
         let mut progress = Progress {
             model: self.settings.defaults.model.clone(),
             ..Progress::default()
         };
-        let outcome = self.drive(message, &mut progress).await;
+        let outcome = self.drive(message, &mut progress, approvals.clone()).await;
         deadline.abort();
         renew.abort();
 
         let usage = progress.usage;
-        self.agent.running.release(id, &self.registration).await;
+        let holder = self.registration.holder;
+        let next = self
+            .agent
+            .running
+            .release_or_next(id, &self.registration)
+            .await;
+        let permission_requests = approvals.records();
 
         let summary = |stop_reason: String, text: String| TurnSummary {
             text,
@@ -159,6 +174,7 @@ impl Turn {
             model: progress.model.clone(),
             fallback_model_used: progress.fallback_model_used,
             compactions: progress.compactions.clone(),
+            permission_requests: permission_requests.clone(),
         };
         let event = match outcome {
             Ok((stop_reason, text)) => TurnEvent::Done(summary(stop_reason, text)),
@@ -211,6 +227,9 @@ impl Turn {
         }
         let _ = self.events.send(event);
         self.registration.finished();
+        if let Some(next) = next {
+            self.agent.run_queued(id, holder, next);
+        }
     }
 
     fn emit(&self, event: TurnEvent) {
@@ -316,6 +335,7 @@ impl Turn {
         &self,
         message: String,
         progress: &mut Progress,
+        approvals: Arc<Approvals>,
     ) -> Result<(String, String), Stop> {
         let agent = &self.agent;
         let settings = &self.settings;
@@ -390,7 +410,8 @@ impl Turn {
             .in_session(
                 agent.tool_sessions.get(self.session.id),
                 super::turn::tool_events(&self.events),
-            );
+            )
+            .with_person(approvals);
         let mut continuations = 0;
         // What the API counted over what the estimate said, for the last call.
         let mut ratio = 1.0f64;
@@ -527,7 +548,7 @@ impl Turn {
             let mut results = Vec::with_capacity(calls.len());
             let run = |id: &str, name: &str, input: &Value| {
                 let cut = cut_call.as_deref() == Some(id);
-                let (name, input) = (name.to_owned(), input.clone());
+                let (id, name, input) = (id.to_owned(), name.to_owned(), input.clone());
                 let (tool_set, tool_ctx) = (&tool_set, &tool_ctx);
                 async move {
                     if self.canceller.token.is_cancelled() {
@@ -536,7 +557,7 @@ impl Turn {
                         ToolOutput::error(CUT_TOOL_CALL)
                     } else {
                         let started = Instant::now();
-                        let output = tool_set.run(&name, input, tool_ctx).await;
+                        let output = tool_set.run(&name, input, &tool_ctx.for_call(&id)).await;
                         metrics::tool_call(&name, output.is_error, started.elapsed());
                         output
                     }

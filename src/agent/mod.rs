@@ -4,6 +4,7 @@
 //! slash commands.
 
 pub mod anthropic;
+pub mod approvals;
 pub mod commands;
 pub mod context;
 mod draft;

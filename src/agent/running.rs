@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use crate::domain::SessionId;
 use crate::error::ApiError;
-use crate::store::{DynStore, LeaseOutcome, Renewal};
+use crate::store::{DynStore, LeaseOutcome, QueuedMessage, Renewal};
 
 /// How long a turn's lease lives without renewal: a crashed instance's
 /// session becomes usable again after this.
@@ -121,6 +121,12 @@ impl RunningTurns {
             LeaseOutcome::Busy => return Err(ApiError::SessionBusy),
             LeaseOutcome::NotFound => return Err(ApiError::SessionNotFound),
         }
+        Ok(self.adopt(id, holder))
+    }
+
+    /// Registers a turn here under a lease `holder` already has (the turn
+    /// before it passed it on to a queued message).
+    pub(super) fn adopt(&self, id: SessionId, holder: Uuid) -> Registration {
         let canceller = Canceller::default();
         let (finished, finished_rx) = watch::channel(false);
         self.turns().insert(
@@ -130,11 +136,11 @@ impl RunningTurns {
                 finished: finished_rx,
             },
         );
-        Ok(Registration {
+        Registration {
             holder,
             canceller,
             finished,
-        })
+        }
     }
 
     /// Runs a registered turn's task, which shutdown waits for.
@@ -171,6 +177,34 @@ impl RunningTurns {
             tracing::warn!(error = %err, "could not release the turn lease");
         }
         self.turns().remove(&id);
+    }
+
+    /// Ends a turn's hold on the session: the next queued message, for which
+    /// the lease is kept, or `None` with the lease released. Forgets the
+    /// turn either way. At shutdown queued messages stay for a later turn.
+    pub(super) async fn release_or_next(
+        &self,
+        id: SessionId,
+        registration: &Registration,
+    ) -> Option<QueuedMessage> {
+        if self.tasks.is_closed() {
+            self.release(id, registration).await;
+            return None;
+        }
+        let next = match self
+            .store
+            .next_queued_or_release(id, registration.holder)
+            .await
+        {
+            Ok(next) => next,
+            Err(err) => {
+                tracing::warn!(error = %err, "could not take the next queued message");
+                self.release(id, registration).await;
+                return None;
+            }
+        };
+        self.turns().remove(&id);
+        next
     }
 
     /// Cancels the session's running turn and waits (briefly) for it to save

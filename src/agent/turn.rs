@@ -9,7 +9,9 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::{Semaphore, mpsc};
+use uuid::Uuid;
 
+use super::approvals::PermissionRecord;
 use super::context::Compaction;
 use super::driver::Turn;
 use super::model::ModelClient;
@@ -19,7 +21,7 @@ use super::wire::Usage;
 use crate::config::Settings;
 use crate::domain::{SessionId, Subdir};
 use crate::error::ApiError;
-use crate::store::{DynStore, Session, Todo, UsageTotals};
+use crate::store::{DynStore, QueuedMessage, RequestKind, Session, Todo, UsageTotals};
 use crate::tools::{ToolEvent, ToolEvents, ToolPolicy, ToolRegistry, ToolSessions};
 use crate::workspace::Workspace;
 
@@ -46,6 +48,17 @@ pub enum TurnEvent {
     },
     /// TodoWrite set the session's todo list to this.
     Todos(Vec<Todo>),
+    /// The turn waits for a person: may this call run, or (a question)
+    /// what are the answers.
+    PersonRequest {
+        kind: RequestKind,
+        request_id: Uuid,
+        tool_use_id: String,
+        tool_name: String,
+        tool_input: Value,
+        /// Why the call needs a person (empty for questions).
+        reason: String,
+    },
     Done(TurnSummary),
     Failed(ApiError),
 }
@@ -117,12 +130,23 @@ pub struct TurnSummary {
     pub fallback_model_used: bool,
     /// Compactions during the turn, oldest first.
     pub compactions: Vec<Compaction>,
+    /// What the turn asked a person and how it was decided, in order.
+    pub permission_requests: Vec<PermissionRecord>,
 }
 
+#[derive(Debug, Clone)]
 pub struct TurnRequest {
     pub session_id: SessionId,
     pub message: String,
     pub timeout: Duration,
+}
+
+/// How a message sent with `queue: true` was taken.
+pub enum Started {
+    /// It started a turn at once.
+    Running(mpsc::UnboundedReceiver<TurnEvent>),
+    /// It waits behind the running turn, at this place (1 = next).
+    Queued(u64),
 }
 
 pub struct Agent {
@@ -188,23 +212,7 @@ impl Agent {
         request: TurnRequest,
     ) -> Result<mpsc::UnboundedReceiver<TurnEvent>, ApiError> {
         let id = request.session_id;
-        let session = self.store.get(id).await?.ok_or(ApiError::SessionNotFound)?;
-        let model = self.model.clone().ok_or(ApiError::UpstreamNotConfigured)?;
-        let settings = Arc::new(session.options.apply(&self.settings));
-        if let Some(budget) = settings.defaults.max_budget_usd
-            && session.usage.cost_usd >= budget
-        {
-            let source = if session.options.max_budget_usd.is_some() {
-                "the session's max_budget_usd"
-            } else {
-                "defaults.max_budget_usd"
-            };
-            return Err(ApiError::BudgetExceeded(format!(
-                "This session has spent ${:.4} of its ${budget:.2} budget ({source}); start a new session or raise the budget.",
-                session.usage.cost_usd
-            )));
-        }
-        let workspace = self.workspace(&session).await?;
+        let (_, model, workspace) = self.prepare(id).await?;
         let registration = self.running.register(id).await?;
         // A PATCH may have landed between the read above and the lease: the
         // turn runs with the options the lease now keeps fixed.
@@ -233,6 +241,109 @@ impl Agent {
         self.running
             .spawn(turn.run(request.message, request.timeout));
         Ok(receiver)
+    }
+
+    /// [`Agent::start`], except that while a turn runs the message is queued
+    /// behind it (in the store, so any instance holding the session runs it).
+    pub async fn start_or_queue(
+        self: &Arc<Self>,
+        request: TurnRequest,
+    ) -> Result<Started, ApiError> {
+        // A turn that ends between the two steps leaves no one to run the
+        // queue: start the message then; a few rounds settle any race.
+        for _ in 0..3 {
+            match self.start(request.clone()).await {
+                Ok(events) => return Ok(Started::Running(events)),
+                Err(ApiError::SessionBusy) => {}
+                Err(err) => return Err(err),
+            }
+            let queued = QueuedMessage {
+                message: request.message.clone(),
+                timeout: request.timeout,
+            };
+            if let Some(position) = self
+                .store
+                .enqueue_message(request.session_id, &queued)
+                .await?
+            {
+                tracing::info!(session_id = %request.session_id, position, "message queued");
+                return Ok(Started::Queued(position));
+            }
+        }
+        Err(ApiError::SessionBusy)
+    }
+
+    /// Runs the messages queued behind a turn that just ended, under the
+    /// lease `holder` kept for them. Nobody listens to their events: their
+    /// messages are stored like any turn's.
+    pub(super) fn run_queued(self: &Arc<Self>, id: SessionId, holder: Uuid, next: QueuedMessage) {
+        let agent = self.clone();
+        let task: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> =
+            Box::pin(async move { agent.start_queued(id, holder, next).await });
+        self.running.spawn(task);
+    }
+
+    async fn start_queued(self: Arc<Self>, id: SessionId, holder: Uuid, mut next: QueuedMessage) {
+        loop {
+            let registration = self.running.adopt(id, holder);
+            match self.prepare(id).await {
+                Ok((session, model, workspace)) => {
+                    // Nobody listens: dropping the receiver keeps events from piling up.
+                    let (events, _) = mpsc::unbounded_channel();
+                    let settings = Arc::new(session.options.apply(&self.settings));
+                    let turn = Turn::new(
+                        self.clone(),
+                        model,
+                        session,
+                        workspace,
+                        settings,
+                        registration,
+                        events,
+                    );
+                    turn.run(next.message, next.timeout).await;
+                    return;
+                }
+                Err(err) => {
+                    tracing::warn!(session_id = %id, error = %err, "a queued message could not start and was dropped");
+                    let after = self.running.release_or_next(id, &registration).await;
+                    registration.finished();
+                    match after {
+                        Some(after) => next = after,
+                        None => return,
+                    }
+                }
+            }
+        }
+    }
+
+    /// What starting a turn needs, or why it cannot start: the session,
+    /// the model client (configured) within budget, and the workspace.
+    async fn prepare(
+        &self,
+        id: SessionId,
+    ) -> Result<(Session, Arc<dyn ModelClient>, Workspace), ApiError> {
+        let session = self.store.get(id).await?.ok_or(ApiError::SessionNotFound)?;
+        let model = self.model.clone().ok_or(ApiError::UpstreamNotConfigured)?;
+        let budget = session
+            .options
+            .apply(&self.settings)
+            .defaults
+            .max_budget_usd;
+        if let Some(budget) = budget
+            && session.usage.cost_usd >= budget
+        {
+            let source = if session.options.max_budget_usd.is_some() {
+                "the session's max_budget_usd"
+            } else {
+                "defaults.max_budget_usd"
+            };
+            return Err(ApiError::BudgetExceeded(format!(
+                "This session has spent ${:.4} of its ${budget:.2} budget ({source}); start a new session or raise the budget.",
+                session.usage.cost_usd
+            )));
+        }
+        let workspace = self.workspace(&session).await?;
+        Ok((session, model, workspace))
     }
 
     /// Cancels the session's running turn and waits (briefly) for it to save

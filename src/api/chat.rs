@@ -5,6 +5,7 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::extract::State;
+use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -19,10 +20,13 @@ use utoipa::ToSchema;
 use super::frames::{REFERENCE_KEYS, StreamFrame};
 use super::sessions::parse_session_id;
 use super::{ApiJson, AppState, SessionPath, rfc3339};
+use crate::agent::approvals::PermissionRecord;
 use crate::agent::context::Compaction;
-use crate::agent::turn::{InterruptOutcome, ToolCall, TurnEvent, TurnRequest, TurnSummary};
+use crate::agent::turn::{
+    InterruptOutcome, Started, ToolCall, TurnEvent, TurnRequest, TurnSummary,
+};
 use crate::error::{ApiError, ErrorBody};
-use crate::store::{UsageTotals, micro_usd, serialize_micro_usd};
+use crate::store::{RequestKind, UsageTotals, micro_usd, serialize_micro_usd};
 
 const MAX_MESSAGE_CHARS: usize = 100_000;
 const DEFAULT_TIMEOUT_SECS: f64 = 120.0;
@@ -47,13 +51,22 @@ pub struct ChatRequest {
     /// What the user says; 1 to 100,000 characters, not only whitespace.
     #[schema(min_length = 1, max_length = 100000, pattern = r"\S")]
     pub message: String,
-    /// Seconds the whole turn may take, 1 to 600 (default 120).
+    /// Seconds the whole turn may take, 1 to 600 (default 120), not
+    /// counting time spent waiting for a person's approval or answer.
     #[schema(minimum = 1, maximum = 600)]
     pub timeout: Option<f64>,
+    /// While a turn runs in the session: `true` queues this message to run
+    /// after it (202 with its place), otherwise the answer is 429 `session_busy`.
+    pub queue: Option<bool>,
 }
 
 impl ChatRequest {
-    fn parse(self) -> Result<TurnRequest, ApiError> {
+    fn parse(self) -> Result<(TurnRequest, bool), ApiError> {
+        let queue = self.queue.unwrap_or(false);
+        Ok((self.turn()?, queue))
+    }
+
+    fn turn(self) -> Result<TurnRequest, ApiError> {
         let session_id = parse_session_id(&self.session_id)?;
         if self.message.trim().is_empty() {
             return Err(ApiError::validation("message", "must not be blank"));
@@ -106,6 +119,9 @@ pub struct ChatResponse {
     pub fallback_model_used: bool,
     /// Compactions of the conversation during the turn, oldest first.
     pub compactions: Vec<Compaction>,
+    /// What the turn asked a person (approvals and questions) and how each
+    /// was decided, in order.
+    pub permission_requests: Vec<PermissionRecord>,
 }
 
 impl ChatResponse {
@@ -123,6 +139,7 @@ impl ChatResponse {
             model: summary.model,
             fallback_model_used: summary.fallback_model_used,
             compactions: summary.compactions,
+            permission_requests: summary.permission_requests,
         }
     }
 }
@@ -137,6 +154,7 @@ impl ChatResponse {
     request_body = ChatRequest,
     responses(
         (status = 200, description = "The turn's answer", body = ChatResponse),
+        (status = 202, description = "`queue: true` and a turn was running: the message is queued behind it", body = QueuedResponse),
         (status = 400, description = "Body is not a JSON object", body = ErrorBody),
         (status = 402, description = "Session budget spent (budget_exceeded)", body = ErrorBody),
         (status = 404, description = "Unknown, deleted or expired session", body = ErrorBody),
@@ -152,13 +170,17 @@ impl ChatResponse {
 pub async fn chat(
     State(state): State<AppState>,
     ApiJson(request): ApiJson<ChatRequest>,
-) -> Result<Json<ChatResponse>, ApiError> {
+) -> Result<Response, ApiError> {
     let session_id = request.session_id.clone();
-    let turn = request.parse()?;
-    let mut events = state.agent.start(turn).await?;
+    let mut events = match start(&state, request).await? {
+        Started::Running(events) => events,
+        Started::Queued(position) => return Ok(queued(&session_id, position)),
+    };
     while let Some(event) = events.recv().await {
         match event {
-            TurnEvent::Done(summary) => return Ok(Json(ChatResponse::new(session_id, summary))),
+            TurnEvent::Done(summary) => {
+                return Ok(Json(ChatResponse::new(session_id, summary)).into_response());
+            }
             TurnEvent::Failed(err) => return Err(err),
             _ => {}
         }
@@ -179,6 +201,7 @@ pub async fn chat(
     request_body = ChatRequest,
     responses(
         (status = 200, description = "text/event-stream of turn events: `id: <n>` and `data: <StreamFrame>` per event", content_type = "text/event-stream", body = StreamFrame),
+        (status = 202, description = "`queue: true` and a turn was running: the message is queued behind it (its events are not streamed; its messages are stored)", body = QueuedResponse),
         (status = 400, description = "Body is not a JSON object", body = ErrorBody),
         (status = 402, description = "Session budget spent (budget_exceeded)", body = ErrorBody),
         (status = 404, description = "Unknown, deleted or expired session", body = ErrorBody),
@@ -192,11 +215,46 @@ pub async fn chat_stream(
     State(state): State<AppState>,
     ApiJson(request): ApiJson<ChatRequest>,
 ) -> Result<Response, ApiError> {
-    let turn = request.parse()?;
-    let events = state.agent.start(turn).await?;
+    let session_id = request.session_id.clone();
+    let events = match start(&state, request).await? {
+        Started::Running(events) => events,
+        Started::Queued(position) => return Ok(queued(&session_id, position)),
+    };
     Ok(Sse::new(frames(events))
         .keep_alive(KeepAlive::new().interval(KEEP_ALIVE).text("keep-alive"))
         .into_response())
+}
+
+/// Starts the request's turn, or with `queue: true` queues it behind the
+/// running one.
+async fn start(state: &AppState, request: ChatRequest) -> Result<Started, ApiError> {
+    let (turn, queue) = request.parse()?;
+    if queue {
+        state.agent.start_or_queue(turn).await
+    } else {
+        state.agent.start(turn).await.map(Started::Running)
+    }
+}
+
+/// The 202 answer to a queued message.
+fn queued(session_id: &str, position: u64) -> Response {
+    (
+        StatusCode::ACCEPTED,
+        Json(QueuedResponse {
+            session_id: session_id.to_owned(),
+            queued: position,
+        }),
+    )
+        .into_response()
+}
+
+/// A message queued behind the session's running turn.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct QueuedResponse {
+    pub session_id: String,
+    /// Its place in the queue: 1 runs as soon as the current turn ends.
+    #[schema(example = 1)]
+    pub queued: u64,
 }
 
 /// Turn events as SSE frames, numbered, ending after `done` or `error`.
@@ -249,6 +307,32 @@ fn frame(event: TurnEvent) -> (Value, bool) {
             false,
         ),
         TurnEvent::Todos(todos) => (json!({"type": "todos", "todos": todos}), false),
+        TurnEvent::PersonRequest {
+            kind: RequestKind::Permission,
+            request_id,
+            tool_use_id,
+            tool_name,
+            tool_input,
+            reason,
+        } => (
+            json!({"type": "permission_request", "request_id": request_id,
+                   "tool_use_id": tool_use_id, "tool_name": tool_name, "tool_input": tool_input,
+                   "reason": reason}),
+            false,
+        ),
+        TurnEvent::PersonRequest {
+            kind: RequestKind::Question,
+            request_id,
+            tool_use_id,
+            tool_name,
+            tool_input,
+            ..
+        } => (
+            json!({"type": "question", "request_id": request_id, "tool_use_id": tool_use_id,
+                   "tool_name": tool_name, "questions": tool_input["questions"].clone(),
+                   "tool_input": tool_input}),
+            false,
+        ),
         TurnEvent::Done(summary) => (
             json!({
                 "type": "done",
@@ -262,6 +346,7 @@ fn frame(event: TurnEvent) -> (Value, bool) {
                 "model": summary.model,
                 "fallback_model_used": summary.fallback_model_used,
                 "compactions": summary.compactions,
+                "permission_requests": summary.permission_requests,
             }),
             true,
         ),
@@ -374,6 +459,7 @@ mod tests {
             model: "claude-sonnet-4-6".into(),
             fallback_model_used: false,
             compactions: vec![],
+            permission_requests: vec![],
         }
     }
 
@@ -410,6 +496,22 @@ mod tests {
                 status: crate::store::TodoStatus::InProgress,
                 active_form: "Running the tests".into(),
             }]),
+            TurnEvent::PersonRequest {
+                kind: RequestKind::Permission,
+                request_id: uuid::Uuid::new_v4(),
+                tool_use_id: "toolu_2".into(),
+                tool_name: "Bash".into(),
+                tool_input: json!({"command": "rm -rf build"}),
+                reason: "the permission mode is default and no allow rule covers this call".into(),
+            },
+            TurnEvent::PersonRequest {
+                kind: RequestKind::Question,
+                request_id: uuid::Uuid::new_v4(),
+                tool_use_id: "toolu_3".into(),
+                tool_name: "AskUserQuestion".into(),
+                tool_input: json!({"questions": []}),
+                reason: String::new(),
+            },
             TurnEvent::Done(summary()),
             TurnEvent::Failed(ApiError::TurnTimeout(120)),
         ];

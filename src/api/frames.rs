@@ -13,6 +13,7 @@ use utoipa::openapi::schema::{
 use utoipa::openapi::{Ref, RefOr};
 use utoipa::{PartialSchema, ToSchema};
 
+use crate::agent::approvals::PermissionRecord;
 use crate::agent::context::Compaction;
 use crate::agent::turn::ToolCall;
 use crate::store::{Todo, UsageTotals};
@@ -92,6 +93,59 @@ fn frame_types() -> Vec<(&'static str, &'static str, &'static str, Vec<Property>
             )],
         ),
         (
+            "permission_request",
+            "PermissionRequestFrame",
+            "The turn waits for a person to approve this call: answer with POST /api/v1/sessions/{session_id}/permissions/{request_id}, from any connection or instance. Unanswered after defaults.permission_timeout_secs the call is denied.",
+            vec![
+                (
+                    "request_id",
+                    string(
+                        "The request's id, to answer it with.",
+                        "0b9e4f0a-5d2c-4a8e-9d7f-1c2b3a4d5e6f",
+                    ),
+                    true,
+                ),
+                ("tool_use_id", string("The call's id.", "toolu_01A"), true),
+                ("tool_name", string("The tool.", "Bash"), true),
+                ("tool_input", object("The input the call would run with."), true),
+                (
+                    "reason",
+                    string(
+                        "Why the call needs a person.",
+                        "the permission mode is default and no allow rule covers `rm -rf build`",
+                    ),
+                    true,
+                ),
+            ],
+        ),
+        (
+            "question",
+            "QuestionFrame",
+            "The model asks the person questions (AskUserQuestion) and waits: answer with POST /api/v1/sessions/{session_id}/questions/{request_id}.",
+            vec![
+                (
+                    "request_id",
+                    string(
+                        "The request's id, to answer it with.",
+                        "0b9e4f0a-5d2c-4a8e-9d7f-1c2b3a4d5e6f",
+                    ),
+                    true,
+                ),
+                ("tool_use_id", string("The call's id.", "toolu_01A"), true),
+                ("tool_name", string("Always AskUserQuestion.", "AskUserQuestion"), true),
+                ("tool_input", object("The tool's whole input."), true),
+                (
+                    "questions",
+                    ArrayBuilder::new()
+                        .items(object(
+                            "{question, header, options: [{label, description, preview?}], multiSelect}",
+                        ))
+                        .into(),
+                    true,
+                ),
+            ],
+        ),
+        (
             "compaction",
             "CompactionFrame",
             "The conversation was compacted (or cleared) before the next model call; the other fields are those of Compaction.",
@@ -162,6 +216,13 @@ fn frame_types() -> Vec<(&'static str, &'static str, &'static str, Vec<Property>
                     "compactions",
                     ArrayBuilder::new()
                         .items(Ref::from_schema_name(Compaction::name()))
+                        .into(),
+                    true,
+                ),
+                (
+                    "permission_requests",
+                    ArrayBuilder::new()
+                        .items(Ref::from_schema_name(PermissionRecord::name()))
                         .into(),
                     true,
                 ),
@@ -289,6 +350,11 @@ impl ToSchema for StreamFrame {
         schemas.push((ToolCall::name().into_owned(), ToolCall::schema()));
         schemas.push((Compaction::name().into_owned(), Compaction::schema()));
         <Compaction as ToSchema>::schemas(schemas);
+        schemas.push((
+            PermissionRecord::name().into_owned(),
+            PermissionRecord::schema(),
+        ));
+        <PermissionRecord as ToSchema>::schemas(schemas);
         schemas.push((Todo::name().into_owned(), Todo::schema()));
         <Todo as ToSchema>::schemas(schemas);
     }

@@ -7,6 +7,7 @@ pub mod export;
 mod frames;
 pub mod health;
 pub mod metrics;
+pub mod permissions;
 pub mod sessions;
 pub mod skills;
 mod ui;
@@ -178,6 +179,10 @@ pub fn rfc3339<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error
         chat::interrupt,
         chat::chat,
         chat::chat_stream,
+        permissions::list_permissions,
+        permissions::answer_permission,
+        permissions::list_questions,
+        permissions::answer_question,
         skills::list_skills,
         commands::list_commands,
     ),
@@ -186,6 +191,7 @@ pub fn rfc3339<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error
         (name = "sessions", description = "Create, inspect, resume and delete sessions"),
         (name = "skills", description = "Skills and slash commands a session would see"),
         (name = "chat", description = "Talk to the agent: one turn per message"),
+        (name = "permissions", description = "Approve the agent's calls and answer its questions while a turn waits"),
         (name = "service", description = "Service information and health")
     )
 )]
@@ -202,6 +208,7 @@ pub fn router(state: AppState) -> Router {
         .merge(sessions::routes())
         .merge(export::routes())
         .merge(chat::routes())
+        .merge(permissions::routes())
         .merge(skills::routes())
         .merge(commands::routes())
         .merge(ui::routes())

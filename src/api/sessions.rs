@@ -17,8 +17,8 @@ use crate::domain::{SessionId, Subdir, UserId};
 use crate::error::{ApiError, ErrorBody};
 use crate::options::{SessionOptions, SessionPrompt};
 use crate::store::{
-    Changed, ForkPoint, Limits, NewSession, Session, SessionChange, SessionKey, StoredMessage,
-    Todo, UsageTotals,
+    Changed, ForkPoint, Limits, NewSession, RequestKind, Session, SessionChange, SessionKey,
+    StoredMessage, Todo, UsageTotals,
 };
 use crate::tools::PermissionMode;
 use crate::tools::background::TaskView;
@@ -86,10 +86,14 @@ pub struct CreateSessionRequest {
 }
 
 #[derive(Debug, Clone, Copy, Serialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum TurnState {
     Idle,
     Running,
+    /// The running turn waits for a person to approve a call.
+    WaitingForPermission,
+    /// The running turn waits for a person to answer AskUserQuestion.
+    WaitingForAnswer,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -111,8 +115,11 @@ pub struct SessionResponse {
     pub status: &'static str,
     #[schema(value_type = Object)]
     pub metadata: Value,
-    /// Whether a turn is running in this session right now.
+    /// Whether a turn is running in this session right now, and whether it
+    /// waits for a person (`waiting_for_permission`, `waiting_for_answer`).
     pub turn: TurnState,
+    /// Messages queued (`queue: true`) behind the running turn.
+    pub queued: u64,
     /// Tokens and cost spent in this session so far.
     pub usage: UsageTotals,
     /// The todo list the agent keeps with TodoWrite, in its order.
@@ -141,11 +148,13 @@ impl From<Session> for SessionResponse {
             } else {
                 s.metadata
             },
-            turn: if s.turn_running {
-                TurnState::Running
-            } else {
-                TurnState::Idle
+            turn: match (s.turn_running, s.waiting_on) {
+                (false, _) => TurnState::Idle,
+                (true, None) => TurnState::Running,
+                (true, Some(RequestKind::Permission)) => TurnState::WaitingForPermission,
+                (true, Some(RequestKind::Question)) => TurnState::WaitingForAnswer,
             },
+            queued: s.queued,
             usage: s.usage,
             todos: s.todos,
             background_tasks: Vec::new(),

@@ -2,9 +2,9 @@
 //! configuration and the settings files, and the decision for each call.
 //!
 //! A call is checked in Claude Code's order: a deny rule refuses it, then
-//! an ask rule (which needs a person, so it is refused too), then the
-//! permission mode decides, with allow rules approving what the mode alone
-//! would not run.
+//! an ask rule leaves it to a person, then the permission mode decides,
+//! with allow rules approving what the mode alone would not run (in
+//! `default` mode a person decides the rest).
 
 pub mod paths;
 pub mod rule;
@@ -195,8 +195,43 @@ impl Permissions {
         workspace: &Workspace,
         approved: bool,
     ) -> Result<(), String> {
+        match self.verdict(tool, input, workspace, approved) {
+            Verdict::Run => Ok(()),
+            Verdict::Refuse(why) | Verdict::Ask { refusal: why, .. } => Err(why),
+        }
+    }
+
+    /// Whether `tool` is hidden or a deny rule refuses this call: what holds
+    /// even after a person approved it.
+    pub fn denied(&self, tool: &dyn Tool, input: &Value, workspace: &Workspace) -> Option<String> {
         if let Some(why) = self.hidden(tool) {
-            return Err(why);
+            return Some(why);
+        }
+        let call = Call::new(tool.name(), input, workspace, &self.cwd);
+        self.rules
+            .iter()
+            .filter(|a| a.rule.behavior() == Behavior::Deny)
+            .find_map(|a| a.matches_any(&call).map(|what| (a, what)))
+            .map(|(active, what)| deny_refusal(&call, &active.rule, what.as_deref()))
+    }
+
+    /// The decision for one call: run it, refuse it, or ask a person.
+    pub fn verdict(
+        &self,
+        tool: &dyn Tool,
+        input: &Value,
+        workspace: &Workspace,
+        approved: bool,
+    ) -> Verdict {
+        if let Some(why) = self.hidden(tool) {
+            return Verdict::Refuse(why);
+        }
+        if tool.name() == ASK_USER_QUESTION && self.mode == PermissionMode::DontAsk {
+            return Verdict::Refuse(format!(
+                "Permission denied: the session's permission mode is {}, which never asks a person, \
+                 so {ASK_USER_QUESTION} cannot be used. Decide on your own or say what you need.",
+                self.mode
+            ));
         }
         let call = Call::new(tool.name(), input, workspace, &self.cwd);
         for behavior in [Behavior::Deny, Behavior::Ask] {
@@ -206,26 +241,50 @@ impl Permissions {
                 .filter(|a| a.rule.behavior() == behavior)
                 .find_map(|a| a.matches_any(&call).map(|what| (a, what)));
             if let Some((active, what)) = hit {
-                return Err(match behavior {
-                    Behavior::Deny => deny_refusal(&call, &active.rule, what.as_deref()),
-                    _ => ask_refusal(&call, &active.rule, what.as_deref()),
-                });
+                return match behavior {
+                    Behavior::Deny => {
+                        Verdict::Refuse(deny_refusal(&call, &active.rule, what.as_deref()))
+                    }
+                    // dontAsk never asks: what would need a person is denied.
+                    _ if self.mode == PermissionMode::DontAsk => {
+                        Verdict::Refuse(ask_refusal(&call, &active.rule, what.as_deref()))
+                    }
+                    _ => Verdict::Ask {
+                        reason: format!(
+                            "{} matches the ask rule `{}` ({})",
+                            what.as_deref().unwrap_or("the call"),
+                            active.rule.text(),
+                            active.rule.source()
+                        ),
+                        refusal: ask_refusal(&call, &active.rule, what.as_deref()),
+                    },
+                };
             }
         }
         if approved {
-            return Ok(());
+            return Verdict::Run;
         }
         match self.mode {
-            PermissionMode::AcceptEdits | PermissionMode::BypassPermissions => Ok(()),
-            PermissionMode::Plan if tool.read_only() => Ok(()),
-            PermissionMode::Plan => Err(plan_refusal(tool.name())),
+            PermissionMode::AcceptEdits | PermissionMode::BypassPermissions => Verdict::Run,
+            PermissionMode::Plan if tool.read_only() => Verdict::Run,
+            PermissionMode::Plan => Verdict::Refuse(plan_refusal(tool.name())),
             PermissionMode::Default | PermissionMode::DontAsk => {
                 if tool.read_only() {
-                    return Ok(());
+                    return Verdict::Run;
                 }
                 match self.approval(&self.rules, &call) {
-                    Ok(()) => Ok(()),
-                    Err(gap) => Err(self.mode_refusal(&call, &gap)),
+                    Ok(()) => Verdict::Run,
+                    Err(gap) if self.mode == PermissionMode::DontAsk => {
+                        Verdict::Refuse(self.mode_refusal(&call, &gap))
+                    }
+                    Err(gap) => Verdict::Ask {
+                        reason: format!(
+                            "the permission mode is {} and {}",
+                            self.mode,
+                            gap_detail(&gap)
+                        ),
+                        refusal: self.mode_refusal(&call, &gap),
+                    },
                 }
             }
         }
@@ -291,21 +350,7 @@ impl Permissions {
             ),
             None => String::new(),
         };
-        let detail = match gap {
-            Gap::Call => "no allow rule covers this call".to_owned(),
-            Gap::Part(part) => format!("no allow rule covers `{}`", shorten(part)),
-            Gap::Write(path) => {
-                format!("the command writes to `{path}`, and no Edit allow rule covers that file")
-            }
-            Gap::TooLong => format!(
-                "commands over {} characters are never approved by a rule",
-                shell::MAX_ALLOWED_COMMAND_CHARS
-            ),
-            Gap::Unparsed => {
-                "the command has an unclosed quote or substitution, so no rule can approve it"
-                    .to_owned()
-            }
-        };
+        let detail = gap_detail(gap);
         let unhonoured = if self.approval(&self.unhonoured, call).is_ok() {
             let first = self
                 .unhonoured
@@ -334,8 +379,8 @@ impl Permissions {
                 format!(
                     "This call needs a person's approval: the session's permission mode is {mode}{set_by}, \
                      which runs read-only tools (Read, Glob, Grep) on its own and anything else only when \
-                     an allow rule approves it, and {detail}. This service cannot ask anyone for approval \
-                     yet, so the call was not run."
+                     an allow rule approves it, and {detail}. No person approved it, so the call was not \
+                     run."
                 ),
                 " Meanwhile continue with read-only tools, or tell the user what you need.",
             )
@@ -359,6 +404,65 @@ pub fn rule_matches(rule: &Rule, tool: &str, input: &Value, workspace: &Workspac
         return true;
     }
     active.matches_any(&call).is_some()
+}
+
+/// What the rules and mode say about one call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Run,
+    /// Refused; the text is the tool result the model gets.
+    Refuse(String),
+    /// A person must decide. `reason` says why for them; `refusal` is the
+    /// tool result when nobody can be asked.
+    Ask {
+        reason: String,
+        refusal: String,
+    },
+}
+
+/// The name of Claude Code's tool for asking the user questions.
+pub const ASK_USER_QUESTION: &str = "AskUserQuestion";
+
+/// Why allow rules do not approve a call, in a sentence's words.
+fn gap_detail(gap: &Gap) -> String {
+    match gap {
+        Gap::Call => "no allow rule covers this call".to_owned(),
+        Gap::Part(part) => format!("no allow rule covers `{}`", shorten(part)),
+        Gap::Write(path) => {
+            format!("the command writes to `{path}`, and no Edit allow rule covers that file")
+        }
+        Gap::TooLong => format!(
+            "commands over {} characters are never approved by a rule",
+            shell::MAX_ALLOWED_COMMAND_CHARS
+        ),
+        Gap::Unparsed => {
+            "the command has an unclosed quote or substitution, so no rule can approve it"
+                .to_owned()
+        }
+    }
+}
+
+/// The allow rule `remember: session` adds for an approved call: the exact
+/// Bash command, WebFetch's host, or the whole tool otherwise. `None` when
+/// no rule would say exactly that (a command with `*` or parentheses).
+pub fn remembered_rule(tool: &str, input: &Value) -> Option<String> {
+    let text = match tool {
+        "Bash" => {
+            let command = input.get("command")?.as_str()?.trim();
+            if command.is_empty() || command.contains(['*', '(', ')', '\n']) {
+                return None;
+            }
+            format!("Bash({command})")
+        }
+        "WebFetch" => {
+            let url = url::Url::parse(input.get("url")?.as_str()?).ok()?;
+            format!("WebFetch(domain:{})", url.host_str()?)
+        }
+        other => other.to_owned(),
+    };
+    Rule::parse(&text, RuleSource::Remembered)
+        .ok()
+        .map(|_| text)
 }
 
 /// What allow rules leave uncovered in a call.
@@ -623,9 +727,9 @@ fn deny_refusal(call: &Call<'_>, rule: &Rule, what: Option<&str>) -> String {
 fn ask_refusal(call: &Call<'_>, rule: &Rule, what: Option<&str>) -> String {
     let what = what.map_or_else(|| format!("this {} call", call.tool), str::to_owned);
     format!(
-        "This call needs a person's approval: {what} matches the ask rule `{}` ({}). This service \
-         cannot ask anyone for approval yet, so the call was not run; it would run once that rule \
-         is removed. Continue without it, or tell the user what you need.",
+        "This call needs a person's approval: {what} matches the ask rule `{}` ({}). No person \
+         approved it, so the call was not run; it would run without asking once that rule is \
+         removed. Continue without it, or tell the user what you need.",
         rule.text(),
         rule.source()
     )
@@ -645,6 +749,7 @@ fn rule_file(source: RuleSource) -> &'static str {
         RuleSource::Config(_) => "the service's configuration",
         RuleSource::Command => "the slash command's front matter",
         RuleSource::Session(_) => "the session's options",
+        RuleSource::Remembered => "an approval remembered for this session",
     }
 }
 
@@ -726,6 +831,79 @@ mod tests {
     fn check(p: &Permissions, f: &Fixture, tool: &'static str, input: Value) -> Result<(), String> {
         let read_only = matches!(tool, "Read" | "Glob" | "Grep" | "Skill");
         p.check(&Fake(tool, read_only), &input, &f.ws)
+    }
+
+    #[test]
+    fn who_decides_a_call_depends_on_the_rules_and_the_mode() {
+        let f = fixture();
+        let verdict = |mode, tool: &'static str, input: Value| {
+            let p = permissions(
+                &f,
+                ToolPolicy::new(mode)
+                    .with_rules(Behavior::Ask, &["Bash(git push *)"])
+                    .with_rules(Behavior::Deny, &["Bash(rm *)"]),
+            );
+            let read_only = matches!(tool, "Read" | ASK_USER_QUESTION);
+            p.verdict(&Fake(tool, read_only), &input, &f.ws, false)
+        };
+        let push = json!({"command": "git push origin main"});
+        let touch = json!({"command": "touch x"});
+        for mode in [PermissionMode::Default, PermissionMode::BypassPermissions] {
+            assert!(
+                matches!(verdict(mode, "Bash", push.clone()), Verdict::Ask { .. }),
+                "an ask rule asks in {mode}"
+            );
+        }
+        assert!(matches!(
+            verdict(PermissionMode::Default, "Bash", touch.clone()),
+            Verdict::Ask { .. }
+        ));
+        assert!(matches!(
+            verdict(PermissionMode::DontAsk, "Bash", push),
+            Verdict::Refuse(_)
+        ));
+        assert!(matches!(
+            verdict(PermissionMode::DontAsk, "Bash", touch),
+            Verdict::Refuse(_)
+        ));
+        assert!(matches!(
+            verdict(
+                PermissionMode::Default,
+                "Bash",
+                json!({"command": "rm -r x"})
+            ),
+            Verdict::Refuse(_)
+        ));
+        let questions = json!({"questions": []});
+        assert_eq!(
+            verdict(PermissionMode::Plan, ASK_USER_QUESTION, questions.clone()),
+            Verdict::Run
+        );
+        assert!(matches!(
+            verdict(PermissionMode::DontAsk, ASK_USER_QUESTION, questions),
+            Verdict::Refuse(_)
+        ));
+    }
+
+    #[test]
+    fn a_remembered_rule_names_exactly_the_approved_call() {
+        assert_eq!(
+            remembered_rule("Bash", &json!({"command": "npm test"})).as_deref(),
+            Some("Bash(npm test)")
+        );
+        assert_eq!(
+            remembered_rule("Bash", &json!({"command": "ls *.rs"})),
+            None
+        );
+        assert_eq!(remembered_rule("Bash", &json!({"command": "a\nb"})), None);
+        assert_eq!(
+            remembered_rule("WebFetch", &json!({"url": "https://docs.rs/x"})).as_deref(),
+            Some("WebFetch(domain:docs.rs)")
+        );
+        assert_eq!(
+            remembered_rule("Write", &json!({"file_path": "a"})).as_deref(),
+            Some("Write")
+        );
     }
 
     #[test]

@@ -46,6 +46,9 @@ pub enum RuleSource {
     /// The session's own `allowed_tools` (which only narrow the tools
     /// offered) or `disallowed_tools`.
     Session(Behavior),
+    /// A person approved a call with `remember: session`: an allow rule for
+    /// the rest of the session.
+    Remembered,
 }
 
 impl RuleSource {
@@ -61,6 +64,7 @@ impl RuleSource {
             Self::Command => "allowed-tools",
             Self::Session(Behavior::Deny) => "disallowed_tools",
             Self::Session(_) => "allowed_tools",
+            Self::Remembered => "remember: session",
         }
     }
 }
@@ -72,6 +76,7 @@ impl fmt::Display for RuleSource {
             Self::Settings(scope, _) => write!(f, "{} in {}", self.key(), settings_file(*scope)),
             Self::Command => write!(f, "allowed-tools of the invoked slash command"),
             Self::Session(_) => write!(f, "the session's {}", self.key()),
+            Self::Remembered => write!(f, "an approval remembered for this session"),
         }
     }
 }
@@ -160,7 +165,7 @@ impl Rule {
         };
         let behavior = match source {
             RuleSource::Config(b) | RuleSource::Settings(_, b) | RuleSource::Session(b) => b,
-            RuleSource::Command => Behavior::Allow,
+            RuleSource::Command | RuleSource::Remembered => Behavior::Allow,
         };
         let trimmed = text.trim();
         if trimmed.is_empty() {
@@ -219,7 +224,7 @@ impl Rule {
     pub fn behavior(&self) -> Behavior {
         match self.source {
             RuleSource::Config(b) | RuleSource::Settings(_, b) | RuleSource::Session(b) => b,
-            RuleSource::Command => Behavior::Allow,
+            RuleSource::Command | RuleSource::Remembered => Behavior::Allow,
         }
     }
 

@@ -138,6 +138,10 @@ pub struct Session {
     pub todos: Vec<Todo>,
     /// What the session chose in place of the service's defaults.
     pub options: SessionOptions,
+    /// What the oldest unanswered request of the session asks a person for.
+    pub waiting_on: Option<RequestKind>,
+    /// Messages queued behind the running turn.
+    pub queued: u64,
 }
 
 impl Session {
@@ -156,6 +160,8 @@ impl Session {
             turn_running: false,
             todos: Vec::new(),
             options: new.options,
+            waiting_on: None,
+            queued: 0,
         }
     }
 }
@@ -281,6 +287,67 @@ pub enum LeaseOutcome {
     Acquired,
     Busy,
     NotFound,
+}
+
+/// What a turn asks a person for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RequestKind {
+    /// Whether a tool call may run.
+    Permission,
+    /// The answers to AskUserQuestion's questions.
+    Question,
+}
+
+impl RequestKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Permission => "permission",
+            Self::Question => "question",
+        }
+    }
+
+    fn parse(raw: &str) -> Result<Self, StoreError> {
+        match raw {
+            "permission" => Ok(Self::Permission),
+            "question" => Ok(Self::Question),
+            other => Err(StoreError::Internal(format!(
+                "unknown request kind {other}"
+            ))),
+        }
+    }
+}
+
+/// A call or question put to a person, with the answer once there is one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PersonRequest {
+    pub id: Uuid,
+    pub kind: RequestKind,
+    pub tool_use_id: String,
+    pub tool_name: String,
+    pub tool_input: Value,
+    /// Why a person has to decide (empty for questions).
+    pub reason: String,
+    pub created_at: DateTime<Utc>,
+    /// `None` while nobody has answered.
+    pub answer: Option<Value>,
+}
+
+/// What answering a request found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Answering {
+    /// This answer is the request's answer.
+    Answered,
+    /// Someone (or the turn, giving up) answered first; their answer.
+    AlreadyAnswered(Value),
+    NotFound,
+}
+
+/// A message waiting for the running turn to end.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueuedMessage {
+    pub message: String,
+    pub timeout: Duration,
 }
 
 #[async_trait]
@@ -413,6 +480,55 @@ pub trait SessionStore: Send + Sync {
     /// Replaces a live session's todo list; `NotFound` when there is no
     /// such session (deleted or expired).
     async fn set_todos(&self, id: SessionId, todos: &[Todo]) -> Result<(), StoreError>;
+
+    /// Records a request for a person; `NotFound` when the session is gone.
+    async fn add_request(&self, id: SessionId, request: &PersonRequest) -> Result<(), StoreError>;
+
+    /// One request of the session, answered or not.
+    async fn request(
+        &self,
+        id: SessionId,
+        request_id: Uuid,
+    ) -> Result<Option<PersonRequest>, StoreError>;
+
+    /// The session's unanswered requests of `kind`, oldest first.
+    async fn pending_requests(
+        &self,
+        id: SessionId,
+        kind: RequestKind,
+    ) -> Result<Vec<PersonRequest>, StoreError>;
+
+    /// Sets the answer of a pending request; the first answer wins.
+    async fn answer_request(
+        &self,
+        id: SessionId,
+        request_id: Uuid,
+        answer: &Value,
+    ) -> Result<Answering, StoreError>;
+
+    /// Allow rules a person gave for the rest of the session, oldest first.
+    async fn allow_rules(&self, id: SessionId) -> Result<Vec<String>, StoreError>;
+
+    /// Adds an allow rule for the rest of the session (once).
+    async fn add_allow_rule(&self, id: SessionId, rule: &str) -> Result<(), StoreError>;
+
+    /// Queues a message behind the session's running turn, atomically with
+    /// checking that one runs. Returns its place in the queue (1 = next), or
+    /// `None` when no turn holds the session (start one instead).
+    async fn enqueue_message(
+        &self,
+        id: SessionId,
+        message: &QueuedMessage,
+    ) -> Result<Option<u64>, StoreError>;
+
+    /// At the end of `holder`'s turn: takes the next queued message, keeping
+    /// the lease for it, or releases the lease when none waits. Atomic with
+    /// [`SessionStore::enqueue_message`], so no message is left behind.
+    async fn next_queued_or_release(
+        &self,
+        id: SessionId,
+        holder: Uuid,
+    ) -> Result<Option<QueuedMessage>, StoreError>;
 }
 
 pub type DynStore = Arc<dyn SessionStore>;

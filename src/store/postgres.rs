@@ -10,10 +10,10 @@ use sqlx::{ConnectOptions, Connection, Row};
 use uuid::Uuid;
 
 use super::{
-    Changed, ForkPoint, LeaseOutcome, Limits, NewMessage, NewSession, Renewal, Session,
-    SessionChange, SessionKey, SessionStore, StoreError, StoredMessage, Todo, UsageTotals,
-    describe_limit, expiry_cutoff, lease_until, options_from_json, todos_from_json,
-    write_probe_row,
+    Answering, Changed, ForkPoint, LeaseOutcome, Limits, NewMessage, NewSession, PersonRequest,
+    QueuedMessage, Renewal, RequestKind, Session, SessionChange, SessionKey, SessionStore,
+    StoreError, StoredMessage, Todo, UsageTotals, describe_limit, expiry_cutoff, lease_until,
+    options_from_json, todos_from_json, write_probe_row,
 };
 use crate::config::{SessionSettings, StorageKind};
 use crate::domain::{SessionId, UserId};
@@ -30,7 +30,10 @@ pub struct PostgresStore {
 
 const SESSION_COLUMNS: &str = "id, user_id, subdir, cwd, metadata, metadata_escaped, \
      created_at, last_active_at, message_count, input_tokens, output_tokens, cache_creation_tokens, cache_read_tokens, \
-     cost_usd, turn_holder, turn_expires_at, todos, todos_escaped, options, options_escaped";
+     cost_usd, turn_holder, turn_expires_at, todos, todos_escaped, options, options_escaped, \
+     (SELECT r.kind FROM session_requests r WHERE r.session_id = sessions.id AND r.answer IS NULL \
+      ORDER BY r.created_at LIMIT 1) AS waiting_on, \
+     (SELECT COUNT(*) FROM queued_messages q WHERE q.session_id = sessions.id) AS queued";
 
 impl PostgresStore {
     /// Connects with the settings' host, port, user and password, creating the
@@ -253,6 +256,34 @@ fn session_from_row(row: &PgRow, now: DateTime<Utc>) -> Result<Session, StoreErr
             row.try_get("options")?,
             row.try_get("options_escaped")?,
         )?)?,
+        waiting_on: row
+            .try_get::<Option<String>, _>("waiting_on")?
+            .as_deref()
+            .map(RequestKind::parse)
+            .transpose()?,
+        queued: count(row, "queued")?,
+    })
+}
+
+const REQUEST_COLUMNS: &str = "id, kind, tool_use_id, tool_name, tool_input, tool_input_escaped, \
+     reason, created_at, answer, answer_escaped";
+
+fn request_from_row(row: &PgRow) -> Result<PersonRequest, StoreError> {
+    let kind: String = row.try_get("kind")?;
+    let answer: Option<serde_json::Value> = row.try_get("answer")?;
+    let answer_escaped: bool = row.try_get("answer_escaped")?;
+    Ok(PersonRequest {
+        id: row.try_get("id")?,
+        kind: RequestKind::parse(&kind)?,
+        tool_use_id: row.try_get("tool_use_id")?,
+        tool_name: row.try_get("tool_name")?,
+        tool_input: nul::decode(
+            row.try_get("tool_input")?,
+            row.try_get("tool_input_escaped")?,
+        )?,
+        reason: row.try_get("reason")?,
+        created_at: row.try_get("created_at")?,
+        answer: answer.map(|a| nul::decode(a, answer_escaped)).transpose()?,
     })
 }
 
@@ -680,6 +711,223 @@ impl SessionStore for PostgresStore {
             return Err(StoreError::NotFound);
         }
         Ok(())
+    }
+
+    async fn add_request(&self, id: SessionId, request: &PersonRequest) -> Result<(), StoreError> {
+        let (input, escaped) = nul::encode(&request.tool_input);
+        sqlx::query(
+            "INSERT INTO session_requests (id, session_id, kind, tool_use_id, tool_name,
+                 tool_input, tool_input_escaped, reason, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(request.id)
+        .bind(id.0)
+        .bind(request.kind.as_str())
+        .bind(&request.tool_use_id)
+        .bind(&request.tool_name)
+        .bind(input.as_ref())
+        .bind(escaped)
+        // PostgreSQL text cannot hold a NUL, which a quoted command may.
+        .bind(request.reason.replace('\0', "\u{fffd}"))
+        .bind(request.created_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn request(
+        &self,
+        id: SessionId,
+        request_id: Uuid,
+    ) -> Result<Option<PersonRequest>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {REQUEST_COLUMNS} FROM session_requests WHERE session_id = $1 AND id = $2"
+        ))
+        .bind(id.0)
+        .bind(request_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(request_from_row).transpose()
+    }
+
+    async fn pending_requests(
+        &self,
+        id: SessionId,
+        kind: RequestKind,
+    ) -> Result<Vec<PersonRequest>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {REQUEST_COLUMNS} FROM session_requests
+             WHERE session_id = $1 AND kind = $2 AND answer IS NULL
+             ORDER BY created_at, id"
+        ))
+        .bind(id.0)
+        .bind(kind.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(request_from_row).collect()
+    }
+
+    async fn answer_request(
+        &self,
+        id: SessionId,
+        request_id: Uuid,
+        answer: &serde_json::Value,
+    ) -> Result<Answering, StoreError> {
+        let (value, escaped) = nul::encode(answer);
+        // The conditional UPDATE is re-checked after a concurrent answer
+        // commits, so exactly one answer wins.
+        let updated = sqlx::query(
+            "UPDATE session_requests SET answer = $1, answer_escaped = $2, answered_at = $3
+             WHERE session_id = $4 AND id = $5 AND answer IS NULL",
+        )
+        .bind(value.as_ref())
+        .bind(escaped)
+        .bind(Utc::now())
+        .bind(id.0)
+        .bind(request_id)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        if updated > 0 {
+            return Ok(Answering::Answered);
+        }
+        Ok(match self.request(id, request_id).await? {
+            Some(PersonRequest {
+                answer: Some(answer),
+                ..
+            }) => Answering::AlreadyAnswered(answer),
+            _ => Answering::NotFound,
+        })
+    }
+
+    async fn allow_rules(&self, id: SessionId) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT rule FROM session_allow_rules WHERE session_id = $1 ORDER BY created_at, rule",
+        )
+        .bind(id.0)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn add_allow_rule(&self, id: SessionId, rule: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO session_allow_rules (session_id, rule, created_at) VALUES ($1, $2, $3)
+             ON CONFLICT (session_id, rule) DO NOTHING",
+        )
+        .bind(id.0)
+        .bind(rule)
+        .bind(Utc::now())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn enqueue_message(
+        &self,
+        id: SessionId,
+        message: &QueuedMessage,
+    ) -> Result<Option<u64>, StoreError> {
+        let now = Utc::now();
+        let text = serde_json::Value::String(message.message.clone());
+        let (text, escaped) = nul::encode(&text);
+        let mut tx = self.pool.begin().await?;
+        // The session row stays locked until commit: the holder's
+        // `next_queued_or_release` waits for this message and then sees it.
+        let held: Option<Uuid> = sqlx::query_scalar(
+            "SELECT id FROM sessions
+             WHERE id = $1 AND turn_holder IS NOT NULL AND turn_expires_at > $2
+             FOR UPDATE",
+        )
+        .bind(id.0)
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if held.is_none() {
+            return Ok(None);
+        }
+        let queued: i64 = sqlx::query_scalar(
+            "INSERT INTO queued_messages (session_id, message, message_escaped, timeout_ms, created_at)
+             VALUES ($1, $2, $3, $4, $5) RETURNING id",
+        )
+        .bind(id.0)
+        .bind(text.as_ref())
+        .bind(escaped)
+        .bind(i64::try_from(message.timeout.as_millis()).unwrap_or(i64::MAX))
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        let position: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM queued_messages WHERE session_id = $1 AND id <= $2",
+        )
+        .bind(id.0)
+        .bind(queued)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Some(u64::try_from(position).unwrap_or(1)))
+    }
+
+    async fn next_queued_or_release(
+        &self,
+        id: SessionId,
+        holder: Uuid,
+    ) -> Result<Option<QueuedMessage>, StoreError> {
+        let now = Utc::now();
+        let mut tx = self.pool.begin().await?;
+        // Locks the session row first, so a message being queued is either
+        // committed (and seen below) or waits and then finds no turn.
+        let held: Option<Uuid> = sqlx::query_scalar(
+            "SELECT id FROM sessions WHERE id = $1 AND turn_holder = $2 FOR UPDATE",
+        )
+        .bind(id.0)
+        .bind(holder)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if held.is_none() {
+            return Ok(None);
+        }
+        let next = sqlx::query(
+            "DELETE FROM queued_messages
+             WHERE id = (SELECT id FROM queued_messages WHERE session_id = $1 ORDER BY id LIMIT 1)
+             RETURNING message, message_escaped, timeout_ms",
+        )
+        .bind(id.0)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let next = match next {
+            Some(row) => {
+                sqlx::query(
+                    "UPDATE sessions SET interrupt_requested = FALSE, last_active_at = $1
+                     WHERE id = $2",
+                )
+                .bind(now)
+                .bind(id.0)
+                .execute(&mut *tx)
+                .await?;
+                let message =
+                    nul::decode(row.try_get("message")?, row.try_get("message_escaped")?)?;
+                let timeout: i64 = row.try_get("timeout_ms")?;
+                Some(QueuedMessage {
+                    message: message.as_str().unwrap_or_default().to_owned(),
+                    timeout: Duration::from_millis(u64::try_from(timeout).unwrap_or(0)),
+                })
+            }
+            None => {
+                sqlx::query(
+                    "UPDATE sessions SET turn_holder = NULL, turn_expires_at = NULL,
+                         last_active_at = $1, interrupt_requested = FALSE
+                     WHERE id = $2 AND turn_holder = $3",
+                )
+                .bind(now)
+                .bind(id.0)
+                .bind(holder)
+                .execute(&mut *tx)
+                .await?;
+                None
+            }
+        };
+        tx.commit().await?;
+        Ok(next)
     }
 }
 

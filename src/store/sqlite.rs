@@ -15,10 +15,10 @@ use sqlx::sqlite::{
 use uuid::Uuid;
 
 use super::{
-    Changed, ForkPoint, LeaseOutcome, Limits, NewMessage, NewSession, Renewal, Session,
-    SessionChange, SessionKey, SessionStore, StoreError, StoredMessage, Todo, UsageTotals,
-    describe_limit, expiry_cutoff, lease_until, options_from_json, todos_from_json,
-    write_probe_row,
+    Answering, Changed, ForkPoint, LeaseOutcome, Limits, NewMessage, NewSession, PersonRequest,
+    QueuedMessage, Renewal, RequestKind, Session, SessionChange, SessionKey, SessionStore,
+    StoreError, StoredMessage, Todo, UsageTotals, describe_limit, expiry_cutoff, lease_until,
+    options_from_json, todos_from_json, write_probe_row,
 };
 use crate::config::StorageKind;
 use crate::domain::{SessionId, UserId};
@@ -33,7 +33,10 @@ pub struct SqliteStore {
 
 const SESSION_COLUMNS: &str = "id, user_id, subdir, cwd, metadata, created_at, last_active_at, \
      message_count, input_tokens, output_tokens, cache_creation_tokens, cache_read_tokens, \
-     cost_usd, turn_holder, turn_expires_at, todos, options";
+     cost_usd, turn_holder, turn_expires_at, todos, options, \
+     (SELECT r.kind FROM session_requests r WHERE r.session_id = sessions.id AND r.answer IS NULL \
+      ORDER BY r.created_at LIMIT 1) AS waiting_on, \
+     (SELECT COUNT(*) FROM queued_messages q WHERE q.session_id = sessions.id) AS queued";
 
 impl SqliteStore {
     /// Opens (creating when missing) the database file and migrates it.
@@ -223,6 +226,45 @@ fn session_from_row(row: &SqliteRow, now: DateTime<Utc>) -> Result<Session, Stor
         turn_running: holder.is_some() && expires.is_some_and(|e| e > now.timestamp_millis()),
         todos: todos_from_json(todos)?,
         options: options_from_json(options)?,
+        waiting_on: row
+            .try_get::<Option<String>, _>("waiting_on")?
+            .as_deref()
+            .map(RequestKind::parse)
+            .transpose()?,
+        queued: count(row, "queued")?,
+    })
+}
+
+/// The reason quotes the call's command; a NUL there only gets in the way.
+fn nul_free(text: &str) -> String {
+    text.replace('\0', "\u{fffd}")
+}
+
+fn json_text(value: &serde_json::Value) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|e| StoreError::Internal(e.to_string()))
+}
+
+fn json_of(text: &str) -> Result<serde_json::Value, StoreError> {
+    serde_json::from_str(text).map_err(|e| StoreError::Internal(e.to_string()))
+}
+
+const REQUEST_COLUMNS: &str =
+    "id, kind, tool_use_id, tool_name, tool_input, reason, created_at, answer";
+
+fn request_from_row(row: &SqliteRow) -> Result<PersonRequest, StoreError> {
+    let id: String = row.try_get("id")?;
+    let kind: String = row.try_get("kind")?;
+    let input: String = row.try_get("tool_input")?;
+    let answer: Option<String> = row.try_get("answer")?;
+    Ok(PersonRequest {
+        id: Uuid::parse_str(&id).map_err(|e| StoreError::Internal(e.to_string()))?,
+        kind: RequestKind::parse(&kind)?,
+        tool_use_id: row.try_get("tool_use_id")?,
+        tool_name: row.try_get("tool_name")?,
+        tool_input: json_of(&input)?,
+        reason: row.try_get("reason")?,
+        created_at: millis(row.try_get("created_at")?),
+        answer: answer.as_deref().map(json_of).transpose()?,
     })
 }
 
@@ -644,5 +686,200 @@ impl SessionStore for SqliteStore {
             return Err(StoreError::NotFound);
         }
         Ok(())
+    }
+
+    async fn add_request(&self, id: SessionId, request: &PersonRequest) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO session_requests
+                 (id, session_id, kind, tool_use_id, tool_name, tool_input, reason, created_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(request.id.to_string())
+        .bind(id.to_string())
+        .bind(request.kind.as_str())
+        .bind(&request.tool_use_id)
+        .bind(&request.tool_name)
+        .bind(json_text(&request.tool_input)?)
+        .bind(nul_free(&request.reason))
+        .bind(request.created_at.timestamp_millis())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn request(
+        &self,
+        id: SessionId,
+        request_id: Uuid,
+    ) -> Result<Option<PersonRequest>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {REQUEST_COLUMNS} FROM session_requests WHERE session_id = ? AND id = ?"
+        ))
+        .bind(id.to_string())
+        .bind(request_id.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(request_from_row).transpose()
+    }
+
+    async fn pending_requests(
+        &self,
+        id: SessionId,
+        kind: RequestKind,
+    ) -> Result<Vec<PersonRequest>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {REQUEST_COLUMNS} FROM session_requests
+             WHERE session_id = ? AND kind = ? AND answer IS NULL
+             ORDER BY created_at, id"
+        ))
+        .bind(id.to_string())
+        .bind(kind.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(request_from_row).collect()
+    }
+
+    async fn answer_request(
+        &self,
+        id: SessionId,
+        request_id: Uuid,
+        answer: &serde_json::Value,
+    ) -> Result<Answering, StoreError> {
+        let updated = sqlx::query(
+            "UPDATE session_requests SET answer = ?, answered_at = ?
+             WHERE session_id = ? AND id = ? AND answer IS NULL",
+        )
+        .bind(json_text(answer)?)
+        .bind(Utc::now().timestamp_millis())
+        .bind(id.to_string())
+        .bind(request_id.to_string())
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        if updated > 0 {
+            return Ok(Answering::Answered);
+        }
+        Ok(match self.request(id, request_id).await? {
+            Some(PersonRequest {
+                answer: Some(answer),
+                ..
+            }) => Answering::AlreadyAnswered(answer),
+            _ => Answering::NotFound,
+        })
+    }
+
+    async fn allow_rules(&self, id: SessionId) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT rule FROM session_allow_rules WHERE session_id = ? ORDER BY created_at, rule",
+        )
+        .bind(id.to_string())
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn add_allow_rule(&self, id: SessionId, rule: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO session_allow_rules (session_id, rule, created_at) VALUES (?, ?, ?)
+             ON CONFLICT (session_id, rule) DO NOTHING",
+        )
+        .bind(id.to_string())
+        .bind(rule)
+        .bind(Utc::now().timestamp_millis())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn enqueue_message(
+        &self,
+        id: SessionId,
+        message: &QueuedMessage,
+    ) -> Result<Option<u64>, StoreError> {
+        let now = Utc::now().timestamp_millis();
+        let mut tx = self.pool.begin().await?;
+        // One statement: the check that a turn holds the session and the
+        // insert cannot interleave with the holder releasing it.
+        let queued: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO queued_messages (session_id, message, timeout_ms, created_at)
+             SELECT id, ?, ?, ? FROM sessions
+             WHERE id = ? AND turn_holder IS NOT NULL AND turn_expires_at > ?
+             RETURNING id",
+        )
+        .bind(&message.message)
+        .bind(i64::try_from(message.timeout.as_millis()).unwrap_or(i64::MAX))
+        .bind(now)
+        .bind(id.to_string())
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(queued) = queued else {
+            return Ok(None);
+        };
+        let position: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM queued_messages WHERE session_id = ? AND id <= ?",
+        )
+        .bind(id.to_string())
+        .bind(queued)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Some(u64::try_from(position).unwrap_or(1)))
+    }
+
+    async fn next_queued_or_release(
+        &self,
+        id: SessionId,
+        holder: Uuid,
+    ) -> Result<Option<QueuedMessage>, StoreError> {
+        let now = Utc::now().timestamp_millis();
+        let mut tx = self.pool.begin().await?;
+        // Writing first takes SQLite's write lock, so no message can be
+        // queued between looking at the queue and releasing the lease.
+        let released = sqlx::query(
+            "UPDATE sessions SET turn_holder = NULL, turn_expires_at = NULL, last_active_at = ?,
+                 interrupt_requested = 0
+             WHERE id = ? AND turn_holder = ?
+               AND NOT EXISTS (SELECT 1 FROM queued_messages WHERE session_id = ?)",
+        )
+        .bind(now)
+        .bind(id.to_string())
+        .bind(holder.to_string())
+        .bind(id.to_string())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if released > 0 {
+            tx.commit().await?;
+            return Ok(None);
+        }
+        let next = sqlx::query(
+            "DELETE FROM queued_messages
+             WHERE id = (SELECT q.id FROM queued_messages q JOIN sessions s ON s.id = q.session_id
+                         WHERE q.session_id = ? AND s.turn_holder = ? ORDER BY q.id LIMIT 1)
+             RETURNING message, timeout_ms",
+        )
+        .bind(id.to_string())
+        .bind(holder.to_string())
+        .fetch_optional(&mut *tx)
+        .await?;
+        let next = match next {
+            Some(row) => {
+                sqlx::query(
+                    "UPDATE sessions SET interrupt_requested = 0, last_active_at = ? WHERE id = ?",
+                )
+                .bind(now)
+                .bind(id.to_string())
+                .execute(&mut *tx)
+                .await?;
+                let timeout: i64 = row.try_get("timeout_ms")?;
+                Some(QueuedMessage {
+                    message: row.try_get("message")?,
+                    timeout: Duration::from_millis(u64::try_from(timeout).unwrap_or(0)),
+                })
+            }
+            None => None,
+        };
+        tx.commit().await?;
+        Ok(next)
     }
 }

@@ -9,8 +9,9 @@ use async_trait::async_trait;
 use uuid::Uuid;
 
 use super::{
-    Changed, DynStore, ForkPoint, LeaseOutcome, Limits, NewMessage, NewSession, Renewal, Session,
-    SessionChange, SessionKey, SessionStore, StoreError, StoredMessage, Todo, UsageTotals,
+    Answering, Changed, DynStore, ForkPoint, LeaseOutcome, Limits, NewMessage, NewSession,
+    PersonRequest, QueuedMessage, Renewal, RequestKind, Session, SessionChange, SessionKey,
+    SessionStore, StoreError, StoredMessage, Todo, UsageTotals,
 };
 use crate::config::StorageKind;
 use crate::domain::{SessionId, UserId};
@@ -175,5 +176,58 @@ impl SessionStore for WriteTracked {
 
     async fn set_todos(&self, id: SessionId, todos: &[Todo]) -> Result<(), StoreError> {
         self.observe(self.inner.set_todos(id, todos).await)
+    }
+
+    async fn add_request(&self, id: SessionId, request: &PersonRequest) -> Result<(), StoreError> {
+        self.observe(self.inner.add_request(id, request).await)
+    }
+
+    async fn request(
+        &self,
+        id: SessionId,
+        request_id: Uuid,
+    ) -> Result<Option<PersonRequest>, StoreError> {
+        self.inner.request(id, request_id).await
+    }
+
+    async fn pending_requests(
+        &self,
+        id: SessionId,
+        kind: RequestKind,
+    ) -> Result<Vec<PersonRequest>, StoreError> {
+        self.inner.pending_requests(id, kind).await
+    }
+
+    async fn answer_request(
+        &self,
+        id: SessionId,
+        request_id: Uuid,
+        answer: &serde_json::Value,
+    ) -> Result<Answering, StoreError> {
+        self.observe(self.inner.answer_request(id, request_id, answer).await)
+    }
+
+    async fn allow_rules(&self, id: SessionId) -> Result<Vec<String>, StoreError> {
+        self.inner.allow_rules(id).await
+    }
+
+    async fn add_allow_rule(&self, id: SessionId, rule: &str) -> Result<(), StoreError> {
+        self.observe(self.inner.add_allow_rule(id, rule).await)
+    }
+
+    async fn enqueue_message(
+        &self,
+        id: SessionId,
+        message: &QueuedMessage,
+    ) -> Result<Option<u64>, StoreError> {
+        self.observe(self.inner.enqueue_message(id, message).await)
+    }
+
+    async fn next_queued_or_release(
+        &self,
+        id: SessionId,
+        holder: Uuid,
+    ) -> Result<Option<QueuedMessage>, StoreError> {
+        self.observe(self.inner.next_queued_or_release(id, holder).await)
     }
 }

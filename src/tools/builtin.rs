@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use super::ask_user::AskUserQuestionTool;
 use super::background::{TaskOutputTool, TaskStopTool};
 use super::bash::BashTool;
 use super::edit::EditTool;
@@ -22,7 +23,7 @@ use crate::workspace::Workspace;
 
 /// Bash, Read, Write, Edit, Glob, Grep, NotebookEdit, TaskOutput and
 /// TaskStop, in that (stable) order, then TodoWrite when a store keeps the
-/// lists.
+/// lists and AskUserQuestion when turns can ask a person.
 #[derive(Clone)]
 pub struct BuiltinTools {
     tools: Vec<Arc<dyn Tool>>,
@@ -50,6 +51,12 @@ impl BuiltinTools {
                 Arc::new(TaskStopTool),
             ],
         }
+    }
+
+    /// Adds AskUserQuestion, for sessions whose turns have a person to ask.
+    pub fn with_questions(mut self) -> Self {
+        self.tools.push(Arc::new(AskUserQuestionTool));
+        self
     }
 
     /// Adds TodoWrite, keeping each session's list in `store`.

@@ -2,6 +2,7 @@
 //! (built-ins, skills, MCP servers) and the per-turn set filtered by policy.
 
 mod args;
+pub mod ask_user;
 pub mod background;
 pub mod bash;
 pub mod builtin;
@@ -9,6 +10,7 @@ pub mod edit;
 pub mod glob;
 pub mod grep;
 pub mod notebook;
+pub mod person;
 pub mod policy;
 pub mod read;
 mod reads;
@@ -44,6 +46,11 @@ pub struct ToolContext {
     pub session: SessionTools,
     /// Where a tool reports a change the client should see as it happens.
     pub events: ToolEvents,
+    /// Who decides calls the rules leave to a person and answers the
+    /// model's questions; `None` when nobody can be asked.
+    pub person: Option<Arc<dyn person::Person>>,
+    /// The model's id of the call being run (empty outside a turn).
+    pub call_id: String,
 }
 
 impl ToolContext {
@@ -55,7 +62,22 @@ impl ToolContext {
             cancel,
             session: SessionTools::detached(),
             events: ToolEvents::default(),
+            person: None,
+            call_id: String::new(),
         }
+    }
+
+    /// The same context with `person` to ask.
+    pub fn with_person(mut self, person: Arc<dyn person::Person>) -> Self {
+        self.person = Some(person);
+        self
+    }
+
+    /// The context for running the model's call `id`.
+    pub fn for_call(&self, id: &str) -> Self {
+        let mut ctx = self.clone();
+        ctx.call_id = id.to_owned();
+        ctx
     }
 
     /// The same context for calls of a stored session, reporting to `events`.

@@ -9,11 +9,14 @@ use futures::FutureExt;
 use serde_json::Value;
 
 use super::builtin::BuiltinTools;
+use super::person::Ask;
+use super::policy::PermissionMode;
 use super::policy::ToolPolicy;
 use super::{Tool, ToolContext, ToolOutput, ToolSource, definition};
 use crate::hooks::{HookDecision, Hooks, ToolEvent};
-use crate::permissions::Permissions;
 use crate::permissions::rule::{Rule, RuleSource};
+use crate::permissions::{Permissions, Verdict};
+use crate::store::RequestKind;
 use crate::workspace::Workspace;
 
 /// Where tools come from: built-ins, skills, MCP servers. Sources are asked
@@ -200,6 +203,7 @@ impl ToolSet {
                 cancel: &ctx.cancel,
             })
             .await;
+        let mut hook_ask = None;
         let approved = match pre.decision {
             Some(HookDecision::Deny(reason)) => {
                 return refused(format!(
@@ -207,23 +211,80 @@ impl ToolSet {
                 ));
             }
             Some(HookDecision::Ask(reason)) => {
-                let reason = if reason.is_empty() {
-                    String::new()
-                } else {
-                    format!(" ({reason})")
-                };
-                return refused(format!(
-                    "This call needs a person's approval: a PreToolUse hook asks for it{reason}. \
-                     This service cannot ask anyone for approval yet, so the call was not run."
-                ));
+                hook_ask = Some(reason);
+                false
             }
             Some(HookDecision::Allow) => true,
             None => false,
         };
         let input = pre.updated_input.unwrap_or(input);
-        if let Err(why) = permissions.check_with(tool.as_ref(), &input, &ctx.workspace, approved) {
-            return refused(why);
-        }
+        // Rules a person gave earlier in the session approve like any allow rule.
+        let remembered = ctx
+            .person
+            .as_ref()
+            .map(|p| p.remembered())
+            .unwrap_or_default();
+        let with_remembered;
+        let permissions = if remembered.is_empty() {
+            permissions
+        } else {
+            let mut more = permissions.clone();
+            more.add(remembered);
+            with_remembered = more;
+            &with_remembered
+        };
+        let verdict = match hook_ask {
+            Some(reason) => match permissions.denied(tool.as_ref(), &input, &ctx.workspace) {
+                Some(why) => Verdict::Refuse(why),
+                None if mode == PermissionMode::DontAsk => Verdict::Refuse(format!(
+                    "Permission denied: a PreToolUse hook asks for a person's approval, and the \
+                     session's permission mode is {mode}, which never asks. The call was not run."
+                )),
+                None => {
+                    let shown = if reason.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({reason})")
+                    };
+                    Verdict::Ask {
+                        reason: format!("a PreToolUse hook asks for approval{shown}"),
+                        refusal: format!(
+                            "This call needs a person's approval: a PreToolUse hook asks for it{shown}. \
+                             No person approved it, so the call was not run."
+                        ),
+                    }
+                }
+            },
+            None => permissions.verdict(tool.as_ref(), &input, &ctx.workspace, approved),
+        };
+        let input = match verdict {
+            Verdict::Run => input,
+            Verdict::Refuse(why) => return refused(why),
+            Verdict::Ask { reason, refusal } => {
+                let Some(person) = &ctx.person else {
+                    return refused(refusal);
+                };
+                let answer = person
+                    .ask(Ask {
+                        kind: RequestKind::Permission,
+                        tool_use_id: &ctx.call_id,
+                        tool_name: name,
+                        tool_input: &input,
+                        reason: &reason,
+                        refusal: &refusal,
+                    })
+                    .await;
+                if !answer.allow {
+                    return refused(answer.refusal);
+                }
+                let input = answer.updated_input.unwrap_or(input);
+                // A person approves past the mode and ask rules, never past a deny rule.
+                if let Some(why) = permissions.denied(tool.as_ref(), &input, &ctx.workspace) {
+                    return refused(why);
+                }
+                input
+            }
+        };
         let hook_input = (!hooks.is_empty()).then(|| input.clone());
         let started = std::time::Instant::now();
         let output = match AssertUnwindSafe(tool.call(input, ctx)).catch_unwind().await {

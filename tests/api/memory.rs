@@ -431,7 +431,12 @@ async fn memory_commands_are_listed_for_a_session_directory() {
 #[tokio::test]
 async fn memory_a_commands_allowed_tools_hold_for_its_turn_only() {
     let fake = FakeAnthropic::start().await;
-    let app = app_with(&fake, |s| s.defaults.permission_mode = "default".into()).await;
+    let app = app_with(&fake, |s| {
+        s.defaults.permission_mode = "default".into();
+        // Nobody answers: a call left to a person is denied after a second.
+        s.defaults.permission_timeout_secs = 1;
+    })
+    .await;
     let (id, cwd) = session_in(&app, "alice", "proj").await;
     write(
         &cwd.join(".claude/commands/stamp.md"),

@@ -138,6 +138,9 @@ async fn deny_wins_over_ask_and_ask_over_allow() {
         s.defaults.permission_mode = "default".into();
         s.defaults.allowed_tools = vec!["Bash(echo *)".into(), "Read".into()];
         s.defaults.ask_tools = vec!["Bash(echo ask*)".into(), "Bash(echo deny*)".into()];
+        // Nobody answers here: each call the rules leave to a person is
+        // denied after a second, with the reason it needed one.
+        s.defaults.permission_timeout_secs = 1;
         s.defaults.disallowed_tools = vec!["Bash(echo deny*)".into()];
     })
     .await;
@@ -163,7 +166,7 @@ async fn deny_wins_over_ask_and_ask_over_allow() {
         text.contains("needs a person's approval")
             && text.contains("ask rule `Bash(echo ask*)`")
             && text.contains("defaults.ask_tools")
-            && text.contains("cannot ask anyone for approval yet"),
+            && text.contains("Nobody answered the request for approval within 1 seconds"),
         "{text}"
     );
     let (error, text) = &results[2];
@@ -334,6 +337,7 @@ async fn project_allow_rules_do_not_approve_and_the_user_settings_ones_do() {
     let fake = FakeAnthropic::start().await;
     let app = app_with(&fake, |s| {
         s.defaults.permission_mode = "default".into();
+        s.defaults.permission_timeout_secs = 1;
     })
     .await;
     let (id, cwd) = session(&app).await;
@@ -380,6 +384,7 @@ async fn mcp_rules_hide_one_tool_and_refuse_calls_by_their_input() {
         );
         s.defaults.disallowed_tools = vec!["mcp__calc__fail".into()];
         s.defaults.ask_tools = vec!["mcp__calc__add(a:13)".into()];
+        s.defaults.permission_timeout_secs = 1;
     })
     .await;
     let (id, _cwd) = session(&app).await;

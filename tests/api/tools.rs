@@ -182,6 +182,8 @@ async fn default_mode_refuses_mutating_tools_and_disallowed_tools_are_never_offe
     let fake = FakeAnthropic::start().await;
     let app = app_with(&fake, |s| {
         s.defaults.permission_mode = "default".into();
+        // Nobody answers: the call left to a person is denied after a second.
+        s.defaults.permission_timeout_secs = 1;
         s.defaults.disallowed_tools = vec!["Grep".into()];
     })
     .await;
