@@ -250,6 +250,27 @@ pub struct ApiSettings {
     /// Open connections at once; more are refused with 503. 0 derives it
     /// from the open-file limit (see `serve::connection_cap`).
     pub max_connections: usize,
+    /// Largest body `PUT /api/v1/sessions/{id}/files/{path}` takes.
+    pub max_upload_bytes: usize,
+    /// Most attachments one chat message may carry.
+    pub max_attachments: usize,
+    /// Largest image attachment, decoded (the Messages API takes 5 MiB).
+    pub max_image_bytes: usize,
+    /// Largest PDF attachment, decoded (the Messages API takes requests up
+    /// to 32 MB in all).
+    pub max_document_bytes: usize,
+    /// Most bytes, decoded, of all attachments of one message together.
+    /// A chat body may be this much larger (base64) than `max_body_bytes`.
+    pub max_attachments_bytes: usize,
+}
+
+impl ApiSettings {
+    /// The largest body `/api/v1/chat` and `/chat/stream` take: the usual
+    /// limit for the JSON, plus attachments at their base64 size.
+    pub fn max_chat_body_bytes(&self) -> usize {
+        self.max_body_bytes
+            .saturating_add(self.max_attachments_bytes.div_ceil(3).saturating_mul(4))
+    }
 }
 
 impl Default for ApiSettings {
@@ -267,6 +288,11 @@ impl Default for ApiSettings {
             body_timeout_secs: 60,
             idle_timeout_secs: 60,
             max_connections: 0,
+            max_upload_bytes: 25 * 1024 * 1024,
+            max_attachments: 20,
+            max_image_bytes: 5 * 1024 * 1024,
+            max_document_bytes: 20 * 1024 * 1024,
+            max_attachments_bytes: 32 * 1024 * 1024,
         }
     }
 }
@@ -833,6 +859,31 @@ const ENV_KEYS: &[(&str, &str, Kind)] = &[
         "api.max_connections",
         Kind::Int,
     ),
+    (
+        "CLAUDE_AGENT_API_MAX_UPLOAD_BYTES",
+        "api.max_upload_bytes",
+        Kind::Int,
+    ),
+    (
+        "CLAUDE_AGENT_API_MAX_ATTACHMENTS",
+        "api.max_attachments",
+        Kind::Int,
+    ),
+    (
+        "CLAUDE_AGENT_API_MAX_IMAGE_BYTES",
+        "api.max_image_bytes",
+        Kind::Int,
+    ),
+    (
+        "CLAUDE_AGENT_API_MAX_DOCUMENT_BYTES",
+        "api.max_document_bytes",
+        Kind::Int,
+    ),
+    (
+        "CLAUDE_AGENT_API_MAX_ATTACHMENTS_BYTES",
+        "api.max_attachments_bytes",
+        Kind::Int,
+    ),
     ("ANTHROPIC_API_KEY", "anthropic.api_key", Kind::Text),
     ("ANTHROPIC_AUTH_TOKEN", "anthropic.auth_token", Kind::Text),
     ("ANTHROPIC_BASE_URL", "anthropic.base_url", Kind::Text),
@@ -940,6 +991,16 @@ impl Settings {
                 self.api.max_body_bytes,
                 "must be at least 1024",
             ));
+        }
+        for (key, bytes) in [
+            ("api.max_upload_bytes", self.api.max_upload_bytes),
+            ("api.max_image_bytes", self.api.max_image_bytes),
+            ("api.max_document_bytes", self.api.max_document_bytes),
+            ("api.max_attachments_bytes", self.api.max_attachments_bytes),
+        ] {
+            if bytes == 0 {
+                return Err(ConfigError::invalid(key, 0, "must be at least 1 byte"));
+            }
         }
         for (key, secs) in [
             ("api.header_timeout_secs", self.api.header_timeout_secs),

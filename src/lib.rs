@@ -10,6 +10,7 @@ pub mod error;
 pub mod healthcheck;
 pub mod hooks;
 pub mod mcp;
+pub mod media;
 pub mod permissions;
 pub mod plugins;
 pub mod sandbox;

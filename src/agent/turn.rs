@@ -122,6 +122,8 @@ pub struct TurnSummary {
 pub struct TurnRequest {
     pub session_id: SessionId,
     pub message: String,
+    /// Image and document blocks sent with the message, checked already.
+    pub attachments: Vec<super::wire::ContentBlock>,
     pub timeout: Duration,
 }
 
@@ -210,7 +212,7 @@ impl Agent {
             events,
         );
         self.running
-            .spawn(turn.run(request.message, request.timeout));
+            .spawn(turn.run(request.message, request.attachments, request.timeout));
         Ok(receiver)
     }
 
@@ -232,7 +234,9 @@ impl Agent {
         self.running.shutdown(grace).await;
     }
 
-    async fn workspace(&self, session: &Session) -> Result<Workspace, ApiError> {
+    /// The session's workspace, opened (and created when `user.auto_create_dir`)
+    /// as its turns see it.
+    pub async fn workspace(&self, session: &Session) -> Result<Workspace, ApiError> {
         let base = self.settings.user.base_dir.clone();
         let create = self.settings.user.auto_create_dir;
         let user = session.user_id.clone();

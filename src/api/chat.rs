@@ -4,11 +4,11 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use chrono::{DateTime, Utc};
 use futures::Stream;
 use serde::{Deserialize, Serialize};
@@ -16,9 +16,10 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use utoipa::ToSchema;
 
+use super::attachments::{self, Attachment};
 use super::frames::{REFERENCE_KEYS, StreamFrame};
 use super::sessions::parse_session_id;
-use super::{ApiJson, AppState, SessionPath, rfc3339};
+use super::{ApiJson, AppState, BodyLimit, SessionPath, rfc3339};
 use crate::agent::context::Compaction;
 use crate::agent::turn::{InterruptOutcome, ToolCall, TurnEvent, TurnRequest, TurnSummary};
 use crate::error::{ApiError, ErrorBody};
@@ -28,10 +29,14 @@ const MAX_MESSAGE_CHARS: usize = 100_000;
 const DEFAULT_TIMEOUT_SECS: f64 = 120.0;
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
-pub fn routes() -> Router<AppState> {
+/// `max_body` is the chat body limit, attachments included.
+pub fn routes(max_body: usize) -> Router<AppState> {
+    let limits = tower::ServiceBuilder::new()
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(Extension(BodyLimit(max_body)));
     Router::new()
-        .route("/api/v1/chat", post(chat))
-        .route("/api/v1/chat/stream", post(chat_stream))
+        .route("/api/v1/chat", post(chat).layer(limits.clone()))
+        .route("/api/v1/chat/stream", post(chat_stream).layer(limits))
         .route("/api/v1/sessions/{session_id}/interrupt", post(interrupt))
 }
 
@@ -50,9 +55,24 @@ pub struct ChatRequest {
     /// Seconds the whole turn may take, 1 to 600 (default 120).
     #[schema(minimum = 1, maximum = 600)]
     pub timeout: Option<f64>,
+    /// Images (PNG, JPEG, GIF, WebP) and PDFs shown to the model with the
+    /// message, each as base64 `data` or a `path` in the session's
+    /// directory; up to `api.max_attachments`, each within
+    /// `api.max_image_bytes` / `api.max_document_bytes`. They are stored
+    /// with the message as image and document blocks.
+    #[serde(default)]
+    pub attachments: Vec<Attachment>,
 }
 
 impl ChatRequest {
+    /// The turn this request asks for, its attachments read and checked.
+    async fn into_turn(mut self, state: &AppState) -> Result<TurnRequest, ApiError> {
+        let attachments = std::mem::take(&mut self.attachments);
+        let mut turn = self.parse()?;
+        turn.attachments = attachments::resolve(state, turn.session_id, attachments).await?;
+        Ok(turn)
+    }
+
     fn parse(self) -> Result<TurnRequest, ApiError> {
         let session_id = parse_session_id(&self.session_id)?;
         if self.message.trim().is_empty() {
@@ -74,6 +94,7 @@ impl ChatRequest {
         Ok(TurnRequest {
             session_id,
             message: self.message,
+            attachments: Vec::new(),
             timeout: Duration::from_secs_f64(timeout),
         })
     }
@@ -154,7 +175,7 @@ pub async fn chat(
     ApiJson(request): ApiJson<ChatRequest>,
 ) -> Result<Json<ChatResponse>, ApiError> {
     let session_id = request.session_id.clone();
-    let turn = request.parse()?;
+    let turn = request.into_turn(&state).await?;
     let mut events = state.agent.start(turn).await?;
     while let Some(event) = events.recv().await {
         match event {
@@ -192,7 +213,7 @@ pub async fn chat_stream(
     State(state): State<AppState>,
     ApiJson(request): ApiJson<ChatRequest>,
 ) -> Result<Response, ApiError> {
-    let turn = request.parse()?;
+    let turn = request.into_turn(&state).await?;
     let events = state.agent.start(turn).await?;
     Ok(Sse::new(frames(events))
         .keep_alive(KeepAlive::new().interval(KEEP_ALIVE).text("keep-alive"))

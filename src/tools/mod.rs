@@ -90,13 +90,16 @@ impl ToolEvents {
 }
 
 /// What goes back to the model as a `tool_result`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ToolOutput {
     pub content: String,
     pub is_error: bool,
     /// Model calls the tool made itself (model id and usage), counted in
     /// the turn's and the session's usage.
     pub model_usage: Vec<(String, crate::agent::wire::Usage)>,
+    /// Images or documents that go to the model with `content` (Read of an
+    /// image or a PDF).
+    pub media: Vec<crate::agent::wire::ContentBlock>,
 }
 
 impl ToolOutput {
@@ -105,6 +108,19 @@ impl ToolOutput {
             content: content.into(),
             is_error: false,
             model_usage: Vec::new(),
+            media: Vec::new(),
+        }
+    }
+
+    /// A result that shows the model `media` (image or document blocks)
+    /// beside `content`.
+    pub fn with_media(
+        content: impl Into<String>,
+        media: Vec<crate::agent::wire::ContentBlock>,
+    ) -> Self {
+        Self {
+            media,
+            ..Self::ok(content)
         }
     }
 
@@ -113,6 +129,7 @@ impl ToolOutput {
             content: content.into(),
             is_error: true,
             model_usage: Vec::new(),
+            media: Vec::new(),
         }
     }
 }

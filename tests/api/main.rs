@@ -8,6 +8,7 @@ mod context;
 mod contract_errors;
 mod examples;
 mod extensions;
+mod files;
 mod helpers;
 mod hooks;
 mod listen_warning;
