@@ -254,7 +254,8 @@ pub struct ApiSettings {
     pub max_upload_bytes: usize,
     /// Most attachments one chat message may carry.
     pub max_attachments: usize,
-    /// Largest image attachment, decoded (the Messages API takes 5 MiB).
+    /// Largest image attachment, decoded (the Messages API takes 5 MiB of
+    /// base64, 3.75 MiB decoded).
     pub max_image_bytes: usize,
     /// Largest PDF attachment, decoded (the Messages API takes requests up
     /// to 32 MB in all).
@@ -290,7 +291,7 @@ impl Default for ApiSettings {
             max_connections: 0,
             max_upload_bytes: 25 * 1024 * 1024,
             max_attachments: 20,
-            max_image_bytes: 5 * 1024 * 1024,
+            max_image_bytes: crate::media::MAX_API_IMAGE_BYTES,
             max_document_bytes: 20 * 1024 * 1024,
             max_attachments_bytes: 32 * 1024 * 1024,
         }

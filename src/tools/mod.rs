@@ -10,6 +10,7 @@ pub mod grep;
 pub mod notebook;
 pub mod policy;
 pub mod read;
+pub mod read_media;
 mod reads;
 pub mod registry;
 pub mod session;

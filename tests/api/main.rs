@@ -13,6 +13,7 @@ mod helpers;
 mod hooks;
 mod listen_warning;
 mod mcp_leaks;
+mod media;
 mod memory;
 mod nul_bytes;
 mod permissions;
