@@ -128,6 +128,11 @@ impl<S: Send + Sync> FromRequestParts<S> for FilesPath {
     }
 }
 
+/// A file's raw bytes, as uploaded and downloaded.
+#[derive(ToSchema)]
+#[schema(value_type = String, format = Binary)]
+pub struct FileBytes(pub Vec<u8>);
+
 /// One entry of a directory listing.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct FileEntry {
@@ -268,10 +273,10 @@ pub async fn list_root(
     responses(
         (status = 200, description = "The file's bytes, or for a directory its listing (application/json)",
             content(
-                (Vec<u8> = "application/octet-stream"),
+                (FileBytes = "application/octet-stream"),
                 (Vec<FileEntry> = "application/json"),
             )),
-        (status = 206, description = "The requested range of the file", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 206, description = "The requested range of the file", content_type = "application/octet-stream", body = FileBytes),
         (status = 304, description = "If-None-Match matched the file's ETag"),
         (status = 403, description = "The path leads outside the session's directory (path_outside_session)", body = ErrorBody),
         (status = 404, description = "Unknown session, or nothing at this path (file_not_found)", body = ErrorBody),
@@ -486,7 +491,7 @@ fn parse_range(value: &str, len: u64) -> RangeAsked {
         ("session_id" = String, Path, description = "Session UUID"),
         ("path" = String, Path, description = "File to write, relative to the session's directory"),
     ),
-    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The file's bytes, as they are"),
+    request_body(content = FileBytes, content_type = "application/octet-stream", description = "The file's bytes, as they are"),
     responses(
         (status = 200, description = "An existing file was replaced", body = FileEntry),
         (status = 201, description = "The file was created", body = FileEntry),
