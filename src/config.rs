@@ -1424,6 +1424,41 @@ mod tests {
     }
 
     #[test]
+    fn upload_and_attachment_limits_have_defaults_env_and_refuse_zero() {
+        let s = load(None, &[]).unwrap();
+        assert_eq!(s.api.max_upload_bytes, 25 * 1024 * 1024);
+        assert_eq!(s.api.max_attachments, 20);
+        assert_eq!(s.api.max_image_bytes, 3_932_160);
+        let s = load(
+            None,
+            &[
+                ("CLAUDE_AGENT_API_MAX_UPLOAD_BYTES", "2048"),
+                ("CLAUDE_AGENT_API_MAX_ATTACHMENTS", "3"),
+                ("CLAUDE_AGENT_API_MAX_IMAGE_BYTES", "4096"),
+                ("CLAUDE_AGENT_API_MAX_DOCUMENT_BYTES", "8192"),
+                ("CLAUDE_AGENT_API_MAX_ATTACHMENTS_BYTES", "9000"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                s.api.max_upload_bytes,
+                s.api.max_attachments,
+                s.api.max_image_bytes,
+                s.api.max_document_bytes,
+                s.api.max_attachments_bytes
+            ),
+            (2048, 3, 4096, 8192, 9000)
+        );
+        // The chat body holds the attachments as base64 beside the JSON.
+        assert_eq!(s.api.max_chat_body_bytes(), s.api.max_body_bytes + 12_000);
+        let err = load(Some("api:\n  max_upload_bytes: 0\n"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("api.max_upload_bytes"), "{err}");
+    }
+
+    #[test]
     fn system_prompt_is_a_string_or_the_preset_with_appended_text() {
         assert_eq!(load(None, &[]).unwrap().defaults.system_prompt, None);
         assert_eq!(

@@ -543,6 +543,32 @@ mod tests {
     }
 
     #[test]
+    fn images_and_pdfs_count_per_image_and_page_not_by_base64() {
+        let image = ContentBlock::media("image/png", &vec![0u8; 300_000], None);
+        let plain = estimate(&Message::user_text("look"), 1.0);
+        let with_image = Message {
+            role: Role::User,
+            content: vec![
+                image,
+                ContentBlock::Text {
+                    text: "look".into(),
+                },
+            ],
+        };
+        let counted = estimate(&with_image, 1.0);
+        assert!(counted >= plain + IMAGE_TOKENS, "{counted}");
+        assert!(counted < plain + IMAGE_TOKENS + 100, "{counted}");
+
+        let three_pages =
+            b"%PDF-1.4 /Type /Pages /Type /Page /Type/Page /Type /Page /Type /Catalog";
+        assert_eq!(count_pdf_pages(three_pages), 3);
+        let pdf = ContentBlock::media("application/pdf", three_pages, Some("spec".into()));
+        let counted = estimate(&Message::assistant(vec![pdf]), 1.0);
+        assert!(counted >= 3 * PDF_PAGE_TOKENS, "{counted}");
+        assert!(counted < 3 * PDF_PAGE_TOKENS + 100, "{counted}");
+    }
+
+    #[test]
     fn shrink_clears_old_results_then_drops_old_messages_and_stays_valid() {
         let big = "y".repeat(4_000);
         let mut messages = vec![Message::user_text("start")];
