@@ -387,3 +387,40 @@ async fn read_shows_images_and_pdf_pages_to_the_model() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn chat_bodies_have_room_for_attachments_and_no_more() {
+    let fake = FakeAnthropic::start().await;
+    let app = app_with(&fake, StorageKind::Memory, |s| {
+        s.api.max_body_bytes = 1024;
+        s.api.max_attachments_bytes = 3072;
+    })
+    .await
+    .unwrap();
+    let id = app.new_session_id("alice").await;
+    let mut image = png(8, 8);
+    // Zero bytes after IEND keep it a valid PNG of 8x8, 2 KiB in all.
+    image.resize(2048, 0);
+    fake.push(Reply::text("a tiny image"));
+    let fits = app
+        .chat_with(json!({"session_id": id, "message": "see", "attachments": [{"type": "image", "data": b64(&image)}]}))
+        .await;
+    assert_eq!(
+        fits.status(),
+        StatusCode::OK,
+        "over max_body_bytes, within the attachments' room"
+    );
+    let limit = 1024 + 4096;
+    let over = app
+        .chat_with(json!({"session_id": id, "message": "x".repeat(limit)}))
+        .await;
+    let body = assert_error(over, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large").await;
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains(&limit.to_string()),
+        "{body}"
+    );
+    app.stop().await;
+}
