@@ -259,11 +259,20 @@ fn check(
                 ));
             }
         }
-    } else if crate::agent::context::count_pdf_pages(bytes) > MAX_PDF_PAGES {
-        return Err(ApiError::validation(
-            field,
-            format!("has more than {MAX_PDF_PAGES} pages, the most the model takes"),
-        ));
+    } else {
+        // One the parser cannot read, the model API would refuse too.
+        let Ok(document) = lopdf::Document::load_mem(bytes) else {
+            return Err(ApiError::validation(
+                field,
+                "is not a readable PDF (damaged, or encrypted with a password)",
+            ));
+        };
+        if document.get_pages().len() as u64 > MAX_PDF_PAGES {
+            return Err(ApiError::validation(
+                field,
+                format!("has more than {MAX_PDF_PAGES} pages, the most the model takes"),
+            ));
+        }
     }
     let title = attachment
         .title

@@ -116,11 +116,15 @@ fn pdf(bytes: &[u8], shown: &str, pages: Option<&str>) -> ToolOutput {
     let title = Path::new(shown)
         .file_name()
         .map(|n| n.to_string_lossy().into_owned());
-    let document = lopdf::Document::load_mem(bytes).ok();
-    let count = document.as_ref().map_or_else(
-        || crate::agent::context::count_pdf_pages(bytes),
-        |d| d.get_pages().len() as u64,
-    );
+    // One the parser cannot read, the API would refuse too, failing the
+    // whole request rather than this call.
+    let Ok(mut document) = lopdf::Document::load_mem(bytes) else {
+        return ToolOutput::error(format!(
+            "{shown} cannot be read as a PDF (damaged, or encrypted with a password). Try \
+             Bash, for example `pdftotext {shown} -`, if it is installed."
+        ));
+    };
+    let count = document.get_pages().len() as u64;
     let Some(raw) = pages else {
         if count > MAX_PDF_PAGES_WHOLE {
             return ToolOutput::error(format!(
@@ -160,12 +164,6 @@ fn pdf(bytes: &[u8], shown: &str, pages: Option<&str>) -> ToolOutput {
         ));
     }
     let last = last.min(u32::try_from(count).unwrap_or(u32::MAX));
-    let Some(mut document) = document else {
-        return ToolOutput::error(format!(
-            "{shown} cannot be split into pages (it may be encrypted or damaged); read it without \
-             `pages` if it has at most {MAX_PDF_PAGES_WHOLE} pages."
-        ));
-    };
     let unwanted: Vec<u32> = document
         .get_pages()
         .keys()

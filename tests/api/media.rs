@@ -216,6 +216,11 @@ async fn bad_attachments_are_refused_and_nothing_is_stored() {
             "validation_failed",
         ),
         (
+            json!([{"type": "document", "data": b64(b"%PDF-1.4 and nothing else")}]),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        ),
+        (
             json!([{"type": "image"}]),
             StatusCode::UNPROCESSABLE_ENTITY,
             "validation_failed",
@@ -322,6 +327,7 @@ async fn read_shows_images_and_pdf_pages_to_the_model() {
     std::fs::write(cwd.join("wide.png"), png(3200, 800)).unwrap();
     std::fs::write(cwd.join("short.pdf"), pdf(3)).unwrap();
     std::fs::write(cwd.join("long.pdf"), pdf(12)).unwrap();
+    std::fs::write(cwd.join("broken.pdf"), b"%PDF-1.7\nnot really").unwrap();
 
     fake.push(Reply::tool_use("Read", json!({"file_path": "small.png"})));
     fake.push(Reply::tool_use("Read", json!({"file_path": "wide.png"})));
@@ -331,12 +337,13 @@ async fn read_shows_images_and_pdf_pages_to_the_model() {
         "Read",
         json!({"file_path": "long.pdf", "pages": "4-6"}),
     ));
+    fake.push(Reply::tool_use("Read", json!({"file_path": "broken.pdf"})));
     fake.push(Reply::text("Seen them all."));
     let response = app.chat(id, "look at the files").await;
     assert_eq!(response.status(), StatusCode::OK);
 
     let results = last_results(&fake);
-    assert_eq!(results.len(), 5);
+    assert_eq!(results.len(), 6);
     // An image small enough goes as it is.
     let blocks = results[0]["content"].as_array().unwrap();
     assert_eq!(blocks[0]["type"], "text");
@@ -384,6 +391,15 @@ async fn read_shows_images_and_pdf_pages_to_the_model() {
     assert!(
         text.contains("Page 4") && text.contains("Page 6") && !text.contains("Page 7"),
         "the right pages"
+    );
+    // A file that only starts like a PDF is an error result, not a block
+    // the API would refuse along with the whole request.
+    assert_eq!(results[5]["is_error"], true, "{}", results[5]);
+    assert!(
+        results[5]["content"]
+            .as_str()
+            .unwrap()
+            .contains("cannot be read as a PDF")
     );
     app.stop().await;
 }

@@ -122,7 +122,9 @@ pub(crate) fn check_source(
             }
         }
     } else {
-        if !bytes.starts_with(b"%PDF-") {
+        // A PDF starts with its header and ends with an end-of-file marker.
+        let tail = &bytes[bytes.len().saturating_sub(1024)..];
+        if !bytes.starts_with(b"%PDF-") || !tail.windows(5).any(|w| w == b"%%EOF") {
             return Err(ApiError::invalid(format!(
                 "{at}: The PDF specified was not valid."
             )));

@@ -450,6 +450,12 @@ async fn images_and_documents_are_checked_as_the_api_checks_them() {
         "messages.0.content.0.document.source.base64: The PDF specified was not valid.",
     )
     .await;
+    rejected(
+        &fake,
+        with_block(json!({"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBERi0xLjQgY3V0IHNob3J0"}})),
+        "messages.0.content.0.document.source.base64: The PDF specified was not valid.",
+    )
+    .await;
     // Images belong to the user's side, in tool results too.
     rejected(
         &fake,
