@@ -254,6 +254,28 @@ pub struct ApiSettings {
     /// may set, by key (see [`crate::options::OVERRIDE_KEYS`]). Every value
     /// may only tighten what the `defaults` allow, whichever keys are listed.
     pub session_overrides: Vec<String>,
+    /// Largest body `PUT /api/v1/sessions/{id}/files/{path}` takes.
+    pub max_upload_bytes: usize,
+    /// Most attachments one chat message may carry.
+    pub max_attachments: usize,
+    /// Largest image attachment, decoded (the Messages API takes 5 MiB of
+    /// base64, 3.75 MiB decoded).
+    pub max_image_bytes: usize,
+    /// Largest PDF attachment, decoded (the Messages API takes requests up
+    /// to 32 MB in all).
+    pub max_document_bytes: usize,
+    /// Most bytes, decoded, of all attachments of one message together.
+    /// A chat body may be this much larger (base64) than `max_body_bytes`.
+    pub max_attachments_bytes: usize,
+}
+
+impl ApiSettings {
+    /// The largest body `/api/v1/chat` and `/chat/stream` take: the usual
+    /// limit for the JSON, plus attachments at their base64 size.
+    pub fn max_chat_body_bytes(&self) -> usize {
+        self.max_body_bytes
+            .saturating_add(self.max_attachments_bytes.div_ceil(3).saturating_mul(4))
+    }
 }
 
 impl Default for ApiSettings {
@@ -275,6 +297,11 @@ impl Default for ApiSettings {
                 .iter()
                 .map(|k| (*k).to_owned())
                 .collect(),
+            max_upload_bytes: 25 * 1024 * 1024,
+            max_attachments: 20,
+            max_image_bytes: crate::media::MAX_API_IMAGE_BYTES,
+            max_document_bytes: 20 * 1024 * 1024,
+            max_attachments_bytes: 32 * 1024 * 1024,
         }
     }
 }
@@ -877,6 +904,31 @@ const ENV_KEYS: &[(&str, &str, Kind)] = &[
         "api.session_overrides",
         Kind::List,
     ),
+    (
+        "CLAUDE_AGENT_API_MAX_UPLOAD_BYTES",
+        "api.max_upload_bytes",
+        Kind::Int,
+    ),
+    (
+        "CLAUDE_AGENT_API_MAX_ATTACHMENTS",
+        "api.max_attachments",
+        Kind::Int,
+    ),
+    (
+        "CLAUDE_AGENT_API_MAX_IMAGE_BYTES",
+        "api.max_image_bytes",
+        Kind::Int,
+    ),
+    (
+        "CLAUDE_AGENT_API_MAX_DOCUMENT_BYTES",
+        "api.max_document_bytes",
+        Kind::Int,
+    ),
+    (
+        "CLAUDE_AGENT_API_MAX_ATTACHMENTS_BYTES",
+        "api.max_attachments_bytes",
+        Kind::Int,
+    ),
     ("ANTHROPIC_API_KEY", "anthropic.api_key", Kind::Text),
     ("ANTHROPIC_AUTH_TOKEN", "anthropic.auth_token", Kind::Text),
     ("ANTHROPIC_BASE_URL", "anthropic.base_url", Kind::Text),
@@ -989,6 +1041,16 @@ impl Settings {
                 self.api.max_body_bytes,
                 "must be at least 1024",
             ));
+        }
+        for (key, bytes) in [
+            ("api.max_upload_bytes", self.api.max_upload_bytes),
+            ("api.max_image_bytes", self.api.max_image_bytes),
+            ("api.max_document_bytes", self.api.max_document_bytes),
+            ("api.max_attachments_bytes", self.api.max_attachments_bytes),
+        ] {
+            if bytes == 0 {
+                return Err(ConfigError::invalid(key, 0, "must be at least 1 byte"));
+            }
         }
         for (key, secs) in [
             ("api.header_timeout_secs", self.api.header_timeout_secs),
@@ -1486,6 +1548,41 @@ mod tests {
             err.contains("api.session_overrides") && err.contains("cwd"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn upload_and_attachment_limits_have_defaults_env_and_refuse_zero() {
+        let s = load(None, &[]).unwrap();
+        assert_eq!(s.api.max_upload_bytes, 25 * 1024 * 1024);
+        assert_eq!(s.api.max_attachments, 20);
+        assert_eq!(s.api.max_image_bytes, 3_932_160);
+        let s = load(
+            None,
+            &[
+                ("CLAUDE_AGENT_API_MAX_UPLOAD_BYTES", "2048"),
+                ("CLAUDE_AGENT_API_MAX_ATTACHMENTS", "3"),
+                ("CLAUDE_AGENT_API_MAX_IMAGE_BYTES", "4096"),
+                ("CLAUDE_AGENT_API_MAX_DOCUMENT_BYTES", "8192"),
+                ("CLAUDE_AGENT_API_MAX_ATTACHMENTS_BYTES", "9000"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                s.api.max_upload_bytes,
+                s.api.max_attachments,
+                s.api.max_image_bytes,
+                s.api.max_document_bytes,
+                s.api.max_attachments_bytes
+            ),
+            (2048, 3, 4096, 8192, 9000)
+        );
+        // The chat body holds the attachments as base64 beside the JSON.
+        assert_eq!(s.api.max_chat_body_bytes(), s.api.max_body_bytes + 12_000);
+        let err = load(Some("api:\n  max_upload_bytes: 0\n"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("api.max_upload_bytes"), "{err}");
     }
 
     #[test]

@@ -73,6 +73,20 @@ pub enum ApiError {
     StoreUnavailable(String),
     #[error("turn timed out after {0} s")]
     TurnTimeout(u64),
+    /// A file path that leads outside the session's directory (`..`, an
+    /// absolute path, a symlink out); it holds the path as the client gave it.
+    #[error("path '{0}' is outside the session's directory")]
+    PathOutside(String),
+    #[error("no file at '{0}'")]
+    FileNotFound(String),
+    #[error("directory '{0}' is not empty")]
+    DirectoryNotEmpty(String),
+    /// A `Range` that starts past the end of a file of this many bytes.
+    #[error("range not satisfiable for {0} bytes")]
+    RangeNotSatisfiable(u64),
+    /// One part of a request over its own size limit (an attachment).
+    #[error("{0}")]
+    PartTooLarge(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -94,13 +108,15 @@ impl ApiError {
             Self::MalformedJson(_) => StatusCode::BAD_REQUEST,
             Self::NotFound | Self::SessionNotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Self::NoTurnRunning | Self::ChangeWhileBusy | Self::AlreadyAnswered(_) => {
-                StatusCode::CONFLICT
-            }
-            Self::Forbidden(_) => StatusCode::FORBIDDEN,
-            Self::RequestNotFound(_) => StatusCode::NOT_FOUND,
+            Self::NoTurnRunning
+            | Self::ChangeWhileBusy
+            | Self::AlreadyAnswered(_)
+            | Self::DirectoryNotEmpty(_) => StatusCode::CONFLICT,
+            Self::Forbidden(_) | Self::PathOutside(_) => StatusCode::FORBIDDEN,
+            Self::RequestNotFound(_) | Self::FileNotFound(_) => StatusCode::NOT_FOUND,
+            Self::RangeNotSatisfiable(_) => StatusCode::RANGE_NOT_SATISFIABLE,
             Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
-            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::PayloadTooLarge(_) | Self::PartTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::SessionBusy | Self::SessionLimit(_) => StatusCode::TOO_MANY_REQUESTS,
@@ -120,7 +136,11 @@ impl ApiError {
             Self::NotFound => "not_found",
             Self::SessionNotFound => "session_not_found",
             Self::MethodNotAllowed => "method_not_allowed",
-            Self::PayloadTooLarge(_) => "payload_too_large",
+            Self::PayloadTooLarge(_) | Self::PartTooLarge(_) => "payload_too_large",
+            Self::PathOutside(_) => "path_outside_session",
+            Self::FileNotFound(_) => "file_not_found",
+            Self::DirectoryNotEmpty(_) => "directory_not_empty",
+            Self::RangeNotSatisfiable(_) => "range_not_satisfiable",
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::Validation { .. } => "validation_failed",
             Self::SessionBusy | Self::ChangeWhileBusy => "session_busy",
@@ -166,9 +186,22 @@ impl ApiError {
                 "A turn is running in this session; change it after the turn ends (or interrupt it)."
                     .into()
             }
-            Self::SessionLimit(why) | Self::BudgetExceeded(why) | Self::Forbidden(why) => {
-                why.clone()
+            Self::SessionLimit(why)
+            | Self::BudgetExceeded(why)
+            | Self::Forbidden(why)
+            | Self::PartTooLarge(why) => why.clone(),
+            Self::PathOutside(path) => format!(
+                "The path '{path}' leads outside the session's directory; use a relative path without '..' that stays inside it."
+            ),
+            Self::FileNotFound(path) => {
+                format!("Nothing exists at '{path}' in the session's directory.")
             }
+            Self::DirectoryNotEmpty(path) => format!(
+                "The directory '{path}' is not empty; add ?recursive=true to delete it with everything in it."
+            ),
+            Self::RangeNotSatisfiable(len) => format!(
+                "The requested range starts past the end of the file ({len} bytes)."
+            ),
             Self::Upstream(why) => without_urls(why),
             Self::NoTurnRunning => "No turn is running in this session.".into(),
             Self::RequestNotFound(what) => format!(

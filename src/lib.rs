@@ -10,6 +10,7 @@ pub mod error;
 pub mod healthcheck;
 pub mod hooks;
 pub mod mcp;
+pub mod media;
 pub mod metrics;
 pub mod options;
 pub mod permissions;

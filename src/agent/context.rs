@@ -182,9 +182,95 @@ impl View {
 /// Tokens the API will count for a serialized request part, by the usual
 /// four characters a token, scaled by `ratio` (what the API counted for
 /// the last request over what this estimate said).
+///
+/// Images and documents are counted as the API counts them, not by the
+/// length of their base64: an image at most [`IMAGE_TOKENS`] (the API scales
+/// larger ones down to about that), a PDF [`PDF_PAGE_TOKENS`] a page.
 pub fn estimate(value: &impl Serialize, ratio: f64) -> u64 {
-    let chars = serde_json::to_string(value).map_or(0, |s| s.len());
-    ((chars as f64 / 4.0) * ratio).ceil() as u64
+    let Ok(text) = serde_json::to_string(value) else {
+        return 0;
+    };
+    let mut chars = text.len();
+    let mut media_tokens = 0u64;
+    if text.contains(r#""type":"base64""#)
+        && let Ok(json) = serde_json::from_str::<serde_json::Value>(&text)
+    {
+        let (data_chars, tokens) = media_in(&json);
+        chars = chars.saturating_sub(data_chars);
+        media_tokens = tokens;
+    }
+    (((chars as f64 / 4.0) + media_tokens as f64) * ratio).ceil() as u64
+}
+
+/// Tokens of one image, whatever its size: the API scales an image down
+/// to about 1.15 megapixels, about 1,600 tokens, before the model sees it.
+pub const IMAGE_TOKENS: u64 = 1_600;
+/// Tokens of one PDF page: its text and an image of the page.
+pub const PDF_PAGE_TOKENS: u64 = 2_000;
+
+/// The characters of base64 data inside `value`'s image and document
+/// blocks, and the tokens those blocks count for instead.
+fn media_in(value: &serde_json::Value) -> (usize, u64) {
+    use serde_json::Value;
+    match value {
+        Value::Array(items) => items
+            .iter()
+            .map(media_in)
+            .fold((0, 0), |(c, t), (c2, t2)| (c + c2, t + t2)),
+        Value::Object(fields) => {
+            let kind = fields.get("type").and_then(Value::as_str);
+            let data = fields
+                .get("source")
+                .filter(|s| s["type"] == "base64")
+                .and_then(|s| s["data"].as_str());
+            match (kind, data) {
+                (Some("image"), Some(data)) => (data.len(), IMAGE_TOKENS),
+                (Some("document"), Some(data)) => {
+                    (data.len(), pdf_pages(data).max(1) * PDF_PAGE_TOKENS)
+                }
+                _ => fields
+                    .values()
+                    .map(media_in)
+                    .fold((0, 0), |(c, t), (c2, t2)| (c + c2, t + t2)),
+            }
+        }
+        _ => (0, 0),
+    }
+}
+
+/// Pages of a base64 PDF, counted by its page objects (`/Type /Page`, not
+/// `/Pages`); 0 when it does not decode.
+pub fn pdf_pages(base64_data: &str) -> u64 {
+    use base64::Engine;
+    let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(base64_data) else {
+        return 0;
+    };
+    count_pdf_pages(&bytes)
+}
+
+/// Page objects in a PDF's bytes: `/Type` then `/Page` not followed by `s`.
+pub fn count_pdf_pages(bytes: &[u8]) -> u64 {
+    let mut pages = 0;
+    let mut rest = bytes;
+    while let Some(at) = find(rest, b"/Type") {
+        rest = &rest[at + 5..];
+        let after = rest
+            .iter()
+            .position(|b| !b.is_ascii_whitespace())
+            .map_or(rest, |skip| &rest[skip..]);
+        if after.starts_with(b"/Page")
+            && !after[5..]
+                .first()
+                .is_some_and(|b| b.is_ascii_alphanumeric())
+        {
+            pages += 1;
+        }
+    }
+    pages
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
 }
 
 /// The first index of `entries` from which the rest fits in `budget`
@@ -217,9 +303,9 @@ pub fn shrink(mut messages: Vec<Message>, budget: u64, ratio: f64) -> Vec<Messag
     'clear: for i in 0..messages.len() {
         for block in &mut messages[i].content {
             if let ContentBlock::ToolResult { content, .. } = block
-                && content.len() > CLEARED_RESULT.len()
+                && (content.text.len() > CLEARED_RESULT.len() || !content.media.is_empty())
             {
-                *content = CLEARED_RESULT.to_owned();
+                *content = CLEARED_RESULT.into();
             }
         }
         if total(&messages) <= budget {
@@ -247,7 +333,7 @@ fn cut_longest_text(messages: &mut [Message], over: u64, ratio: f64) {
         .flat_map(|m| m.content.iter_mut())
         .filter_map(|block| match block {
             ContentBlock::Text { text } => Some(text),
-            ContentBlock::ToolResult { content, .. } => Some(content),
+            ContentBlock::ToolResult { content, .. } => Some(&mut content.text),
             _ => None,
         })
         .max_by_key(|text| text.len());
@@ -457,6 +543,32 @@ mod tests {
     }
 
     #[test]
+    fn images_and_pdfs_count_per_image_and_page_not_by_base64() {
+        let image = ContentBlock::media("image/png", &vec![0u8; 300_000], None);
+        let plain = estimate(&Message::user_text("look"), 1.0);
+        let with_image = Message {
+            role: Role::User,
+            content: vec![
+                image,
+                ContentBlock::Text {
+                    text: "look".into(),
+                },
+            ],
+        };
+        let counted = estimate(&with_image, 1.0);
+        assert!(counted >= plain + IMAGE_TOKENS, "{counted}");
+        assert!(counted < plain + IMAGE_TOKENS + 100, "{counted}");
+
+        let three_pages =
+            b"%PDF-1.4 /Type /Pages /Type /Page /Type/Page /Type /Page /Type /Catalog";
+        assert_eq!(count_pdf_pages(three_pages), 3);
+        let pdf = ContentBlock::media("application/pdf", three_pages, Some("spec".into()));
+        let counted = estimate(&Message::assistant(vec![pdf]), 1.0);
+        assert!(counted >= 3 * PDF_PAGE_TOKENS, "{counted}");
+        assert!(counted < 3 * PDF_PAGE_TOKENS + 100, "{counted}");
+    }
+
+    #[test]
     fn shrink_clears_old_results_then_drops_old_messages_and_stays_valid() {
         let big = "y".repeat(4_000);
         let mut messages = vec![Message::user_text("start")];
@@ -470,7 +582,7 @@ mod tests {
                 role: Role::User,
                 content: vec![ContentBlock::ToolResult {
                     tool_use_id: format!("t{i}"),
-                    content: big.clone(),
+                    content: big.clone().into(),
                     is_error: false,
                 }],
             });

@@ -18,7 +18,9 @@ use super::history::{self, INTERRUPTED};
 use super::model::{ModelClient, ModelError};
 use super::running::{Cancel, Canceller, Registration};
 use super::turn::{Agent, ToolCall, TurnEvent, TurnSummary};
-use super::wire::{ContentBlock, Message, ModelEvent, ModelRequest, ModelResponse, Role, Usage};
+use super::wire::{
+    ContentBlock, Message, ModelEvent, ModelRequest, ModelResponse, Role, ToolResultContent, Usage,
+};
 use crate::config::Settings;
 use crate::error::ApiError;
 use crate::hooks::MAX_STOP_CONTINUATIONS;
@@ -128,7 +130,12 @@ impl Turn {
     }
 
     #[tracing::instrument(name = "turn", skip_all, fields(session_id = %self.session.id))]
-    pub(super) async fn run(self, message: String, timeout: Duration) {
+    pub(super) async fn run(
+        self,
+        message: String,
+        attachments: Vec<ContentBlock>,
+        timeout: Duration,
+    ) {
         let id = self.session.id;
         let renew = self.agent.running.keep_lease(id, &self.registration);
         let clock = TurnClock::new();
@@ -151,7 +158,9 @@ impl Turn {
             model: self.settings.defaults.model.clone(),
             ..Progress::default()
         };
-        let outcome = self.drive(message, &mut progress, approvals.clone()).await;
+        let outcome = self
+            .drive(message, attachments, &mut progress, approvals.clone())
+            .await;
         deadline.abort();
         renew.abort();
 
@@ -334,6 +343,7 @@ impl Turn {
     async fn drive(
         &self,
         message: String,
+        attachments: Vec<ContentBlock>,
         progress: &mut Progress,
         approvals: Arc<Approvals>,
     ) -> Result<(String, String), Stop> {
@@ -393,7 +403,14 @@ impl Turn {
             return Ok(("blocked".into(), text));
         }
         let view = self.stored_view().await?;
-        let mut user = Message::user_text(expansion.text);
+        // Images and documents go first, as the API advises, then the text.
+        let mut user = Message {
+            role: Role::User,
+            content: attachments,
+        };
+        user.content.push(ContentBlock::Text {
+            text: expansion.text,
+        });
         user.content.extend(
             check
                 .context
@@ -599,7 +616,10 @@ impl Turn {
                     });
                     results.push(ContentBlock::ToolResult {
                         tool_use_id: id.clone(),
-                        content,
+                        content: ToolResultContent {
+                            text: content,
+                            media: output.media,
+                        },
                         is_error: output.is_error,
                     });
                 }

@@ -136,7 +136,7 @@ fn answer(pending: &[String], content: Vec<ContentBlock>) -> Vec<ContentBlock> {
 fn interrupted(id: &str) -> ContentBlock {
     ContentBlock::ToolResult {
         tool_use_id: id.to_owned(),
-        content: INTERRUPTED.to_owned(),
+        content: INTERRUPTED.into(),
         is_error: true,
     }
 }

@@ -270,7 +270,9 @@ impl StreamAssembler {
                         input,
                         json: String::new(),
                     },
-                    ContentBlock::ToolResult { .. } => OpenBlock::Other,
+                    ContentBlock::ToolResult { .. }
+                    | ContentBlock::Image { .. }
+                    | ContentBlock::Document { .. } => OpenBlock::Other,
                 }
             }
             _ => OpenBlock::Other,

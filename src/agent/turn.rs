@@ -138,6 +138,8 @@ pub struct TurnSummary {
 pub struct TurnRequest {
     pub session_id: SessionId,
     pub message: String,
+    /// Image and document blocks sent with the message, checked already.
+    pub attachments: Vec<super::wire::ContentBlock>,
     pub timeout: Duration,
 }
 
@@ -239,7 +241,7 @@ impl Agent {
             events,
         );
         self.running
-            .spawn(turn.run(request.message, request.timeout));
+            .spawn(turn.run(request.message, request.attachments, request.timeout));
         Ok(receiver)
     }
 
@@ -256,6 +258,13 @@ impl Agent {
                 Ok(events) => return Ok(Started::Running(events)),
                 Err(ApiError::SessionBusy) => {}
                 Err(err) => return Err(err),
+            }
+            if !request.attachments.is_empty() {
+                return Err(ApiError::validation(
+                    "attachments",
+                    "a message that has to wait in the queue cannot carry attachments; send it \
+                     again when the running turn has ended",
+                ));
             }
             let queued = QueuedMessage {
                 message: request.message.clone(),
@@ -300,7 +309,7 @@ impl Agent {
                         registration,
                         events,
                     );
-                    turn.run(next.message, next.timeout).await;
+                    turn.run(next.message, Vec::new(), next.timeout).await;
                     return;
                 }
                 Err(err) => {
@@ -383,7 +392,9 @@ impl Agent {
         }
     }
 
-    async fn workspace(&self, session: &Session) -> Result<Workspace, ApiError> {
+    /// The session's workspace, opened (and created when `user.auto_create_dir`)
+    /// as its turns see it.
+    pub async fn workspace(&self, session: &Session) -> Result<Workspace, ApiError> {
         let base = self.settings.user.base_dir.clone();
         let create = self.settings.user.auto_create_dir;
         let user = session.user_id.clone();

@@ -78,11 +78,126 @@ pub enum ContentBlock {
     },
     ToolResult {
         tool_use_id: String,
-        #[serde(deserialize_with = "tool_result_content")]
-        content: String,
+        content: ToolResultContent,
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         is_error: bool,
     },
+    /// An image the user attached or a tool read (user messages and tool
+    /// results only).
+    Image {
+        source: MediaSource,
+    },
+    /// A PDF the user attached or a tool read.
+    Document {
+        source: MediaSource,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        title: Option<String>,
+    },
+}
+
+/// Where an image's or document's bytes are: inline, base64.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum MediaSource {
+    Base64 { media_type: String, data: String },
+}
+
+impl ContentBlock {
+    /// An image or document block of `bytes` of `media_type`, base64-encoded.
+    pub fn media(media_type: &str, bytes: &[u8], title: Option<String>) -> Self {
+        use base64::Engine;
+        let source = MediaSource::Base64 {
+            media_type: media_type.to_owned(),
+            data: base64::engine::general_purpose::STANDARD.encode(bytes),
+        };
+        if media_type == "application/pdf" {
+            Self::Document { source, title }
+        } else {
+            Self::Image { source }
+        }
+    }
+}
+
+/// What a tool call returned: its text, and images or documents (Read of
+/// an image or a PDF). Sent as a plain string when there is only text, as
+/// the API's list of blocks otherwise; read back from either.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ToolResultContent {
+    pub text: String,
+    /// Only `Image` and `Document` blocks.
+    pub media: Vec<ContentBlock>,
+}
+
+impl From<String> for ToolResultContent {
+    fn from(text: String) -> Self {
+        Self {
+            text,
+            media: Vec::new(),
+        }
+    }
+}
+
+impl From<&str> for ToolResultContent {
+    fn from(text: &str) -> Self {
+        Self::from(text.to_owned())
+    }
+}
+
+impl Serialize for ToolResultContent {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        if self.media.is_empty() {
+            return serializer.serialize_str(&self.text);
+        }
+        let with_text = !self.text.is_empty();
+        let mut seq = serializer.serialize_seq(Some(self.media.len() + usize::from(with_text)))?;
+        if with_text {
+            seq.serialize_element(&ContentBlock::Text {
+                text: self.text.clone(),
+            })?;
+        }
+        for block in &self.media {
+            seq.serialize_element(block)?;
+        }
+        seq.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for ToolResultContent {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Content {
+            Text(String),
+            Parts(Vec<Value>),
+        }
+        Ok(match Content::deserialize(deserializer)? {
+            Content::Text(text) => text.into(),
+            Content::Parts(parts) => {
+                let mut texts = Vec::new();
+                let mut media = Vec::new();
+                for part in parts {
+                    match part.get("type").and_then(Value::as_str) {
+                        Some("text") => {
+                            if let Some(text) = part.get("text").and_then(Value::as_str) {
+                                texts.push(text.to_owned());
+                            }
+                        }
+                        Some("image" | "document") => {
+                            if let Ok(block) = serde_json::from_value::<ContentBlock>(part) {
+                                media.push(block);
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                Self {
+                    text: texts.join("\n"),
+                    media,
+                }
+            }
+        })
+    }
 }
 
 /// Token counts of one call, or summed over several (`+=`).
@@ -276,31 +391,6 @@ fn content_blocks<'de, D: Deserializer<'de>>(
 
 /// A tool result's content is a string or an array of content blocks; the
 /// text blocks are joined and other kinds (images) are dropped.
-fn tool_result_content<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
-    #[derive(Deserialize)]
-    struct Part {
-        #[serde(rename = "type")]
-        kind: String,
-        #[serde(default)]
-        text: Option<String>,
-    }
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Content {
-        Text(String),
-        Parts(Vec<Part>),
-    }
-    Ok(match Content::deserialize(deserializer)? {
-        Content::Text(text) => text,
-        Content::Parts(parts) => parts
-            .into_iter()
-            .filter(|part| part.kind == "text")
-            .filter_map(|part| part.text)
-            .collect::<Vec<_>>()
-            .join("\n"),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -318,7 +408,7 @@ mod tests {
     }
 
     #[test]
-    fn tool_result_array_content_is_joined() {
+    fn tool_result_array_content_keeps_its_text_and_media() {
         let message: Message = serde_json::from_value(json!({
             "role": "user",
             "content": [{
@@ -337,10 +427,25 @@ mod tests {
             message.content,
             vec![ContentBlock::ToolResult {
                 tool_use_id: "toolu_1".into(),
-                content: "line one\nline two".into(),
+                content: ToolResultContent {
+                    text: "line one\nline two".into(),
+                    media: vec![ContentBlock::Image {
+                        source: MediaSource::Base64 {
+                            media_type: "image/png".into(),
+                            data: String::new(),
+                        }
+                    }],
+                },
                 is_error: true,
             }]
         );
+        // Sent back as blocks: the text first, then the image.
+        let sent = serde_json::to_value(&message.content[0]).unwrap();
+        assert_eq!(
+            sent["content"][0],
+            json!({"type": "text", "text": "line one\nline two"})
+        );
+        assert_eq!(sent["content"][1]["type"], "image");
     }
 
     #[test]

@@ -4,12 +4,12 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use chrono::{DateTime, Utc};
 use futures::Stream;
 use serde::{Deserialize, Serialize};
@@ -17,9 +17,10 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use utoipa::ToSchema;
 
+use super::attachments::{self, Attachment};
 use super::frames::{REFERENCE_KEYS, StreamFrame};
 use super::sessions::parse_session_id;
-use super::{ApiJson, AppState, SessionPath, rfc3339};
+use super::{ApiJson, AppState, BodyLimit, SessionPath, rfc3339};
 use crate::agent::approvals::PermissionRecord;
 use crate::agent::context::Compaction;
 use crate::agent::turn::{
@@ -32,10 +33,14 @@ const MAX_MESSAGE_CHARS: usize = 100_000;
 const DEFAULT_TIMEOUT_SECS: f64 = 120.0;
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
-pub fn routes() -> Router<AppState> {
+/// `max_body` is the chat body limit, attachments included.
+pub fn routes(max_body: usize) -> Router<AppState> {
+    let limits = tower::ServiceBuilder::new()
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(Extension(BodyLimit(max_body)));
     Router::new()
-        .route("/api/v1/chat", post(chat))
-        .route("/api/v1/chat/stream", post(chat_stream))
+        .route("/api/v1/chat", post(chat).layer(limits.clone()))
+        .route("/api/v1/chat/stream", post(chat_stream).layer(limits))
         .route("/api/v1/sessions/{session_id}/interrupt", post(interrupt))
 }
 
@@ -58,12 +63,24 @@ pub struct ChatRequest {
     /// While a turn runs in the session: `true` queues this message to run
     /// after it (202 with its place), otherwise the answer is 429 `session_busy`.
     pub queue: Option<bool>,
+    /// Images (PNG, JPEG, GIF, WebP) and PDFs shown to the model with the
+    /// message, each as base64 `data` or a `path` in the session's
+    /// directory; up to `api.max_attachments`, each within
+    /// `api.max_image_bytes` / `api.max_document_bytes`. They are stored
+    /// with the message as image and document blocks.
+    #[serde(default)]
+    pub attachments: Vec<Attachment>,
 }
 
 impl ChatRequest {
-    fn parse(self) -> Result<(TurnRequest, bool), ApiError> {
+    /// The turn this request asks for, its attachments read and checked,
+    /// and whether it may wait in the queue.
+    async fn into_turn(mut self, state: &AppState) -> Result<(TurnRequest, bool), ApiError> {
+        let attachments = std::mem::take(&mut self.attachments);
         let queue = self.queue.unwrap_or(false);
-        Ok((self.turn()?, queue))
+        let mut turn = self.turn()?;
+        turn.attachments = attachments::resolve(state, turn.session_id, attachments).await?;
+        Ok((turn, queue))
     }
 
     fn turn(self) -> Result<TurnRequest, ApiError> {
@@ -87,6 +104,7 @@ impl ChatRequest {
         Ok(TurnRequest {
             session_id,
             message: self.message,
+            attachments: Vec::new(),
             timeout: Duration::from_secs_f64(timeout),
         })
     }
@@ -157,10 +175,11 @@ impl ChatResponse {
         (status = 202, description = "`queue: true` and a turn was running: the message is queued behind it", body = QueuedResponse),
         (status = 400, description = "Body is not a JSON object", body = ErrorBody),
         (status = 402, description = "Session budget spent (budget_exceeded)", body = ErrorBody),
-        (status = 404, description = "Unknown, deleted or expired session", body = ErrorBody),
-        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 403, description = "An attachment's path leads outside the session's directory (path_outside_session)", body = ErrorBody),
+        (status = 404, description = "Unknown, deleted or expired session; an attachment's path names nothing (file_not_found)", body = ErrorBody),
+        (status = 413, description = "Body too large, or an attachment over its size limit", body = ErrorBody),
         (status = 415, description = "Not a JSON content type", body = ErrorBody),
-        (status = 422, description = "Blank or too long message, timeout outside 1..600", body = ErrorBody),
+        (status = 422, description = "Blank or too long message, timeout outside 1..600, a bad attachment (base64, media type not matching the bytes, too many)", body = ErrorBody),
         (status = 429, description = "A turn is already running in this session (session_busy)", body = ErrorBody),
         (status = 502, description = "The model API failed after retries", body = ErrorBody),
         (status = 503, description = "No API key configured, or store unavailable", body = ErrorBody),
@@ -204,9 +223,11 @@ pub async fn chat(
         (status = 202, description = "`queue: true` and a turn was running: the message is queued behind it (its events are not streamed; its messages are stored)", body = QueuedResponse),
         (status = 400, description = "Body is not a JSON object", body = ErrorBody),
         (status = 402, description = "Session budget spent (budget_exceeded)", body = ErrorBody),
-        (status = 404, description = "Unknown, deleted or expired session", body = ErrorBody),
+        (status = 403, description = "An attachment's path leads outside the session's directory (path_outside_session)", body = ErrorBody),
+        (status = 404, description = "Unknown, deleted or expired session; an attachment's path names nothing (file_not_found)", body = ErrorBody),
+        (status = 413, description = "Body too large, or an attachment over its size limit", body = ErrorBody),
         (status = 415, description = "Not a JSON content type", body = ErrorBody),
-        (status = 422, description = "Blank or too long message, timeout outside 1..600", body = ErrorBody),
+        (status = 422, description = "Blank or too long message, timeout outside 1..600, a bad attachment (base64, media type not matching the bytes, too many)", body = ErrorBody),
         (status = 429, description = "A turn is already running in this session (session_busy)", body = ErrorBody),
         (status = 503, description = "No API key configured, or store unavailable", body = ErrorBody),
     )
@@ -228,7 +249,7 @@ pub async fn chat_stream(
 /// Starts the request's turn, or with `queue: true` queues it behind the
 /// running one.
 async fn start(state: &AppState, request: ChatRequest) -> Result<Started, ApiError> {
-    let (turn, queue) = request.parse()?;
+    let (turn, queue) = request.into_turn(state).await?;
     if queue {
         state.agent.start_or_queue(turn).await
     } else {

@@ -1,9 +1,11 @@
 //! The HTTP surface: shared state, the JSON extractor whose rejections are
 //! the contract's errors, the router and the OpenAPI document.
 
+pub mod attachments;
 pub mod chat;
 pub mod commands;
 pub mod export;
+pub mod files;
 mod frames;
 pub mod health;
 pub mod metrics;
@@ -74,7 +76,10 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
         if !is_json {
             return Err(ApiError::UnsupportedMediaType);
         }
-        let limit = state.settings.api.max_body_bytes;
+        let limit = req
+            .extensions()
+            .get::<BodyLimit>()
+            .map_or(state.settings.api.max_body_bytes, |l| l.0);
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::PayloadTooLarge(limit)
@@ -91,6 +96,11 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
         Ok(Self(parsed))
     }
 }
+
+/// The body limit of a route that sets its own (`DefaultBodyLimit`), for
+/// the 413's detail.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimit(pub usize);
 
 /// A query string parsed into `T`; a missing, duplicated or malformed
 /// parameter is the contract's 422 naming it, not axum's plain-text 400.
@@ -185,10 +195,15 @@ pub fn rfc3339<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error
         permissions::answer_question,
         skills::list_skills,
         commands::list_commands,
+        files::list_root,
+        files::download,
+        files::upload,
+        files::remove,
     ),
     components(schemas(ErrorBody, FieldProblem)),
     tags(
         (name = "sessions", description = "Create, inspect, resume and delete sessions"),
+        (name = "files", description = "Download, list, upload and delete files in a session's directory"),
         (name = "skills", description = "Skills and slash commands a session would see"),
         (name = "chat", description = "Talk to the agent: one turn per message"),
         (name = "permissions", description = "Approve the agent's calls and answer its questions while a turn waits"),
@@ -203,14 +218,16 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 
 /// The whole application router, without the outer middleware.
 pub fn router(state: AppState) -> Router {
+    let max_upload = state.settings.api.max_upload_bytes;
     Router::new()
         .merge(health::routes())
         .merge(sessions::routes())
         .merge(export::routes())
-        .merge(chat::routes())
+        .merge(chat::routes(state.settings.api.max_chat_body_bytes()))
         .merge(permissions::routes())
         .merge(skills::routes())
         .merge(commands::routes())
+        .merge(files::routes(max_upload))
         .merge(ui::routes())
         .merge(metrics::routes())
         .with_state(state)

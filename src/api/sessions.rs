@@ -828,6 +828,7 @@ pub async fn compact_session(
     let turn = TurnRequest {
         session_id: id,
         message,
+        attachments: Vec::new(),
         timeout: std::time::Duration::from_secs_f64(timeout),
     };
     let mut events = state.agent.start(turn).await?;

@@ -13,6 +13,7 @@ pub mod notebook;
 pub mod person;
 pub mod policy;
 pub mod read;
+pub mod read_media;
 mod reads;
 pub mod registry;
 pub mod session;
@@ -113,13 +114,16 @@ impl ToolEvents {
 }
 
 /// What goes back to the model as a `tool_result`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ToolOutput {
     pub content: String,
     pub is_error: bool,
     /// Model calls the tool made itself (model id and usage), counted in
     /// the turn's and the session's usage.
     pub model_usage: Vec<(String, crate::agent::wire::Usage)>,
+    /// Images or documents that go to the model with `content` (Read of an
+    /// image or a PDF).
+    pub media: Vec<crate::agent::wire::ContentBlock>,
 }
 
 impl ToolOutput {
@@ -128,6 +132,19 @@ impl ToolOutput {
             content: content.into(),
             is_error: false,
             model_usage: Vec::new(),
+            media: Vec::new(),
+        }
+    }
+
+    /// A result that shows the model `media` (image or document blocks)
+    /// beside `content`.
+    pub fn with_media(
+        content: impl Into<String>,
+        media: Vec<crate::agent::wire::ContentBlock>,
+    ) -> Self {
+        Self {
+            media,
+            ..Self::ok(content)
         }
     }
 
@@ -136,6 +153,7 @@ impl ToolOutput {
             content: content.into(),
             is_error: true,
             model_usage: Vec::new(),
+            media: Vec::new(),
         }
     }
 }

@@ -8,11 +8,11 @@ use async_trait::async_trait;
 use serde_json::{Value, json};
 
 use super::args::Args;
-use super::notebook;
 use super::reads::Stamp;
 use super::session::SessionTools;
 use super::text::{looks_binary, truncate_line};
 use super::{Tool, ToolContext, ToolOutput, open_in_workspace, resolve_path, run_blocking};
+use super::{notebook, read_media};
 use crate::workspace::{Access, Workspace};
 
 /// Lines returned when the model gives no `limit`.
@@ -37,7 +37,9 @@ impl Tool for ReadTool {
              default, numbered like `cat -n` (line number, tab, text); use offset (1-based line \
              to start at) and limit for long files. Lines longer than {MAX_LINE_CHARS} \
              characters are cut. A Jupyter notebook (.ipynb) is shown as its cells, with their \
-             ids and text outputs. Reading a file is what allows Edit and Write to change it \
+             ids and text outputs. An image (PNG, JPEG, GIF, WebP) is shown to you as an image, \
+             scaled down when large; a PDF as a document, with pages (\"3\" or \"1-5\", at most \
+             20 pages) required past 10 pages. Reading a file is what allows Edit and Write to change it \
              afterwards. Directories cannot be read: use Glob or `ls` through Bash."
         )
     }
@@ -48,7 +50,8 @@ impl Tool for ReadTool {
             "properties": {
                 "file_path": {"type": "string", "description": "The file to read, absolute or relative to the working directory"},
                 "offset": {"type": "integer", "minimum": 1, "description": "The line number to start reading from (1-based). Only for files too large to read at once"},
-                "limit": {"type": "integer", "minimum": 1, "description": "The number of lines to read. Only for files too large to read at once"}
+                "limit": {"type": "integer", "minimum": 1, "description": "The number of lines to read. Only for files too large to read at once"},
+                "pages": {"type": "string", "description": "Page range for PDF files, such as \"1-5\" or \"3\"; at most 20 pages per read. Required for PDFs over 10 pages"}
             },
             "required": ["file_path"],
             "additionalProperties": false
@@ -64,13 +67,16 @@ impl Tool for ReadTool {
             Ok(a) => a,
             Err(e) => return e.into(),
         };
-        let (raw, offset, limit) = match (
+        let (raw, offset, limit, pages) = match (
             args.string("file_path"),
             args.opt_u64("offset"),
             args.opt_u64("limit"),
+            args.opt_string("pages"),
         ) {
-            (Ok(p), Ok(o), Ok(l)) => (p.to_owned(), o, l),
-            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return e.into(),
+            (Ok(p), Ok(o), Ok(l), Ok(pages)) => (p.to_owned(), o, l, pages.map(str::to_owned)),
+            (Err(e), _, _, _) | (_, Err(e), _, _) | (_, _, Err(e), _) | (_, _, _, Err(e)) => {
+                return e.into();
+            }
         };
         if limit == Some(0) {
             return ToolOutput::error("Invalid input: field `limit` must be at least 1");
@@ -87,7 +93,7 @@ impl Tool for ReadTool {
         let workspace = ctx.workspace.clone();
         let session = ctx.session.clone();
         run_blocking(&ctx.cancel, move || {
-            read_window(&workspace, &session, &path, start, limit)
+            read_window(&workspace, &session, &path, start, limit, pages.as_deref())
         })
         .await
     }
@@ -111,6 +117,7 @@ fn read_window(
     path: &Path,
     start: usize,
     limit: usize,
+    pages: Option<&str>,
 ) -> ToolOutput {
     let shown = path.display();
     let opened = match open_in_workspace(workspace, path, Access::Read) {
@@ -121,6 +128,12 @@ fn read_window(
     match Stamp::measure(&opened.file) {
         Ok(stamp) => session.saw(path, stamp),
         Err(e) => return ToolOutput::error(format!("Cannot read {shown}: {e}")),
+    }
+    if let Some(media) = read_media::media_of(&opened.file) {
+        return read_media::read_media(opened.file, opened.len, media, &shown.to_string(), pages);
+    }
+    if pages.is_some() {
+        return ToolOutput::error("Invalid input: `pages` is only for PDF files");
     }
     if notebook::is_notebook(path)
         && opened.len <= MAX_NOTEBOOK_BYTES

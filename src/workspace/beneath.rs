@@ -7,7 +7,9 @@ use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Component, Path};
 
-use rustix::fs::{FileType, Mode, OFlags, ResolveFlags};
+use std::os::unix::ffi::OsStrExt;
+
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags};
 
 /// Why a file could not be used. The messages are for the model, so they
 /// name the path as the model gave it and say what to do instead.
@@ -23,6 +25,8 @@ pub enum FileError {
     NotRegular(String),
     #[error("{path} is {size} bytes, over the {limit}-byte limit for this tool")]
     TooLarge { path: String, size: u64, limit: u64 },
+    #[error("{0} is a directory that is not empty")]
+    NotEmpty(String),
     #[error("cannot use {path}: {source}")]
     Io { path: String, source: io::Error },
 }
@@ -164,6 +168,169 @@ pub fn list_dir(root: impl AsFd, rel: &Path, shown: &str) -> Result<Vec<DirEntry
     }
     entries.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(entries)
+}
+
+/// What kind of thing a directory entry is, as `lstat` sees it (a symlink
+/// is itself, not what it points at).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryKind {
+    File,
+    Dir,
+    Symlink,
+    /// A FIFO, socket or device.
+    Other,
+}
+
+/// One entry of a directory with what `lstat` says of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryInfo {
+    pub name: String,
+    pub kind: EntryKind,
+    pub size: u64,
+    pub modified: Option<std::time::SystemTime>,
+}
+
+fn kind_of(mode: u32) -> EntryKind {
+    match FileType::from_raw_mode(mode) {
+        FileType::RegularFile => EntryKind::File,
+        FileType::Directory => EntryKind::Dir,
+        FileType::Symlink => EntryKind::Symlink,
+        _ => EntryKind::Other,
+    }
+}
+
+fn modified_of(stat: &rustix::fs::Stat) -> Option<std::time::SystemTime> {
+    let secs = u64::try_from(stat.st_mtime).ok()?;
+    let nanos = u32::try_from(stat.st_mtime_nsec).unwrap_or(0);
+    std::time::UNIX_EPOCH.checked_add(std::time::Duration::new(secs, nanos))
+}
+
+/// Lists the directory `rel` beneath `root` with each entry's kind, size
+/// and modification time, sorted by name. Each entry is looked at through
+/// the listed directory's handle without following it, so a symlink shows
+/// as a symlink whatever it points at.
+pub fn list_dir_detailed(
+    root: impl AsFd,
+    rel: &Path,
+    shown: &str,
+) -> Result<Vec<EntryInfo>, FileError> {
+    let fd = openat2_retrying(
+        root.as_fd(),
+        rel,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+        shown,
+    )?;
+    let dir = rustix::fs::Dir::read_from(&fd).map_err(|e| io_error(shown, e))?;
+    let mut entries = Vec::new();
+    for entry in dir {
+        let entry = entry.map_err(|e| io_error(shown, e))?;
+        let Ok(name) = entry.file_name().to_str() else {
+            continue;
+        };
+        if name == "." || name == ".." {
+            continue;
+        }
+        // Gone since it was listed: left out, as a later listing would.
+        let Ok(stat) = rustix::fs::statat(&fd, entry.file_name(), AtFlags::SYMLINK_NOFOLLOW) else {
+            continue;
+        };
+        entries.push(EntryInfo {
+            name: name.to_owned(),
+            kind: kind_of(stat.st_mode),
+            size: u64::try_from(stat.st_size).unwrap_or(0),
+            modified: modified_of(&stat),
+        });
+    }
+    entries.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(entries)
+}
+
+/// The kind of what `rel` names beneath `root`, its last component not
+/// followed; `None` when nothing is there.
+pub fn kind_beneath(root: impl AsFd, rel: &Path, shown: &str) -> Result<EntryKind, FileError> {
+    let fd = openat2_retrying(
+        root.as_fd(),
+        rel,
+        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+        shown,
+    )?;
+    let stat = rustix::fs::fstat(&fd).map_err(|e| io_error(shown, e))?;
+    Ok(kind_of(stat.st_mode))
+}
+
+/// Removes what `rel` names beneath `root`: a file or symlink (the link,
+/// not its target), an empty directory, or with `recursive` a directory and
+/// everything in it. Nothing is followed: the parent is resolved beneath
+/// `root` and every removal is relative to a directory handle.
+pub fn remove(root: impl AsFd, rel: &Path, recursive: bool, shown: &str) -> Result<(), FileError> {
+    let (Some(parent), Some(name)) = (rel.parent(), rel.file_name()) else {
+        return Err(FileError::Escape(shown.to_owned()));
+    };
+    let parent = openat2_retrying(
+        root.as_fd(),
+        parent,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+        shown,
+    )?;
+    let stat = match rustix::fs::statat(&parent, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(stat) => stat,
+        Err(rustix::io::Errno::NOENT) => return Err(FileError::NotFound(shown.to_owned())),
+        Err(e) => return Err(io_error(shown, e)),
+    };
+    if kind_of(stat.st_mode) != EntryKind::Dir {
+        return rustix::fs::unlinkat(&parent, name, AtFlags::empty())
+            .map_err(|e| io_error(shown, e));
+    }
+    if recursive {
+        empty_dir(&parent, name, shown)?;
+    }
+    match rustix::fs::unlinkat(&parent, name, AtFlags::REMOVEDIR) {
+        Ok(()) => Ok(()),
+        Err(rustix::io::Errno::NOTEMPTY | rustix::io::Errno::EXIST) => {
+            Err(FileError::NotEmpty(shown.to_owned()))
+        }
+        Err(e) => Err(io_error(shown, e)),
+    }
+}
+
+/// Removes everything inside the directory `name` of `parent`, never
+/// following a symlink (the directory itself is opened with `O_NOFOLLOW`).
+fn empty_dir(parent: impl AsFd, name: &std::ffi::OsStr, shown: &str) -> Result<(), FileError> {
+    let fd = rustix::fs::openat(
+        parent,
+        name,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| io_error(shown, e))?;
+    let names: Vec<std::ffi::CString> = rustix::fs::Dir::read_from(&fd)
+        .map_err(|e| io_error(shown, e))?
+        .filter_map(Result::ok)
+        .map(|entry| entry.file_name().to_owned())
+        .filter(|n| n.as_bytes() != b"." && n.as_bytes() != b"..")
+        .collect();
+    for child in names {
+        let child = std::ffi::OsStr::from_bytes(child.as_bytes());
+        let stat = match rustix::fs::statat(&fd, child, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(stat) => stat,
+            Err(rustix::io::Errno::NOENT) => continue,
+            Err(e) => return Err(io_error(shown, e)),
+        };
+        let flags = if kind_of(stat.st_mode) == EntryKind::Dir {
+            empty_dir(&fd, child, shown)?;
+            AtFlags::REMOVEDIR
+        } else {
+            AtFlags::empty()
+        };
+        match rustix::fs::unlinkat(&fd, child, flags) {
+            Ok(()) | Err(rustix::io::Errno::NOENT) => {}
+            Err(e) => return Err(io_error(shown, e)),
+        }
+    }
+    Ok(())
 }
 
 /// Creates `rel` and its missing parents beneath `root`, one component at a

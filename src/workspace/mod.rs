@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use crate::domain::{Subdir, UserId};
 
-pub use beneath::{Access, DirEntry, FileError, OpenFile};
+pub use beneath::{Access, DirEntry, EntryInfo, EntryKind, FileError, OpenFile};
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkspaceError {
@@ -205,6 +205,30 @@ impl Workspace {
         let shown = path.display().to_string();
         let (root, rel) = self.locate(path, &shown)?;
         beneath::list_dir(root.handle.as_ref(), rel, &shown)
+    }
+
+    /// Lists the directory `path` (absolute) with each entry's kind, size
+    /// and modification time, symlinks shown as themselves.
+    pub fn list_entries(&self, path: &Path) -> Result<Vec<EntryInfo>, FileError> {
+        let shown = path.display().to_string();
+        let (root, rel) = self.locate(path, &shown)?;
+        beneath::list_dir_detailed(root.handle.as_ref(), rel, &shown)
+    }
+
+    /// What `path` (absolute) is, its last component not followed.
+    pub fn entry_kind(&self, path: &Path) -> Result<EntryKind, FileError> {
+        let shown = path.display().to_string();
+        let (root, rel) = self.locate(path, &shown)?;
+        beneath::kind_beneath(root.handle.as_ref(), rel, &shown)
+    }
+
+    /// Removes the file, symlink or empty directory at `path` (absolute),
+    /// or with `recursive` a directory and all it holds. A root itself
+    /// cannot be removed.
+    pub fn remove(&self, path: &Path, recursive: bool) -> Result<(), FileError> {
+        let shown = path.display().to_string();
+        let (root, rel) = self.locate(path, &shown)?;
+        beneath::remove(root.handle.as_ref(), rel, recursive, &shown)
     }
 
     /// Resolves a tool's path (relative to the cwd, or absolute) to a canonical

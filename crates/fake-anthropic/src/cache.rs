@@ -339,9 +339,10 @@ impl Builder {
         self.hasher.write(text.as_bytes());
         self.hasher.write_u8(0xff);
         let index = self.prompt.tokens.len();
+        let (media_chars, media_tokens) = crate::media::media_tokens(block);
         self.prompt
             .tokens
-            .push(estimate_tokens(text.chars().count()));
+            .push(estimate_tokens(text.chars().count().saturating_sub(media_chars)) + media_tokens);
         self.prompt.prefixes.push(self.hasher.clone().finish());
         self.cacheable.push(cacheable);
         for marker in markers {

@@ -39,8 +39,14 @@
 //! - **Overloaded models** ([`FakeAnthropic::set_overloaded_models`]) answer
 //!   every request with a 529 `overloaded_error`.
 //!
+//! - **Images and PDFs.** `image` and `document` blocks (in user messages
+//!   and tool results) are checked as the API checks them: base64 that
+//!   decodes, a media type it takes that matches the bytes' magic numbers,
+//!   images up to 5 MB of base64, PDFs up to 100 pages, 100 images a request.
+//!
 //! Token counts are estimates: four characters a token, over each block's
-//! JSON.
+//! JSON; an image counts 1,600 tokens and a PDF 2,000 a page, whatever the
+//! length of their base64.
 //!
 //! ```no_run
 //! # async fn demo() {
@@ -54,6 +60,7 @@
 //! ```
 
 mod cache;
+mod media;
 mod reply;
 mod response;
 mod server;

@@ -11,6 +11,7 @@ use regex::Regex;
 use serde_json::{Map, Value};
 
 use crate::cache::{self, Prompt};
+use crate::media;
 use crate::response::thinking_signature;
 
 /// A rejected request: the HTTP status and the real error body's fields.
@@ -579,6 +580,13 @@ fn check_messages(messages: &[Value], thinking_enabled: bool) -> Check {
         }
         shapes.push(shape);
     }
+    let images = media::count_images(messages);
+    if images > media::MAX_IMAGES {
+        return Err(ApiError::invalid(format!(
+            "messages: Too many images: {images} > {} maximum",
+            media::MAX_IMAGES
+        )));
+    }
 
     for (i, shape) in shapes.iter().enumerate() {
         if shape.tool_uses.is_empty() {
@@ -804,14 +812,8 @@ fn check_block(
                     "transformations",
                 ],
             )?;
-            if kind == "image" {
-                only_in(Role::User)?;
-            }
-            if !obj.get("source").is_some_and(Value::is_object) {
-                return Err(ApiError::invalid(format!(
-                    "{path}.{kind}.source: Field required"
-                )));
-            }
+            only_in(Role::User)?;
+            media::check_source(&path, kind, obj)?;
         }
         "search_result" => {}
         "tool_use" => {
@@ -911,7 +913,10 @@ fn check_tool_result_content(path: &str, content: Option<&Value>) -> Check {
                 })?;
                 match obj.get("type").and_then(Value::as_str) {
                     Some("text") => check_text_block(&format!("{inner}.text."), obj)?,
-                    Some("image" | "document" | "search_result") => {}
+                    Some(kind @ ("image" | "document")) => {
+                        media::check_source(&inner, kind, obj)?;
+                    }
+                    Some("search_result") => {}
                     _ => {
                         return Err(ApiError::invalid(format!(
                             "{inner}.type: Input tag found using 'type' does not match any \

@@ -394,3 +394,117 @@ async fn invalid_requests_do_not_use_up_the_script() {
     let statuses: Vec<u16> = fake.requests().iter().map(|r| r.status).collect();
     assert_eq!(statuses, vec![400, 200]);
 }
+
+/// A one-pixel PNG.
+const PNG_1PX: &str = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg==";
+
+fn with_block(block: Value) -> Value {
+    conversation(
+        json!([{"role": "user", "content": [block, {"type": "text", "text": "what is this?"}]}]),
+    )
+}
+
+fn image(media_type: &str, data: &str) -> Value {
+    json!({"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}})
+}
+
+#[tokio::test]
+async fn images_and_documents_are_checked_as_the_api_checks_them() {
+    let fake = FakeAnthropic::start().await;
+    let (status, _) = send(&fake, with_block(image("image/png", PNG_1PX))).await;
+    assert_eq!(status, 200, "a valid PNG is taken");
+    let at = "messages.0.content.0.image.source.base64";
+    rejected(
+        &fake,
+        with_block(image("image/jpeg", PNG_1PX)),
+        &format!("{at}.data: Image does not match the provided media type image/jpeg"),
+    )
+    .await;
+    rejected(
+        &fake,
+        with_block(image("image/bmp", PNG_1PX)),
+        &format!(
+            "{at}.media_type: Input should be 'image/jpeg', 'image/png', 'image/gif' or 'image/webp'"
+        ),
+    )
+    .await;
+    rejected(
+        &fake,
+        with_block(image("image/png", "not base64!")),
+        &format!("{at}.data: invalid base64 data"),
+    )
+    .await;
+    let huge = "A".repeat(5 * 1024 * 1024 + 4);
+    rejected(
+        &fake,
+        with_block(image("image/png", &huge)),
+        &format!(
+            "{at}: image exceeds 5 MB maximum: {} bytes > 5242880 bytes",
+            huge.len()
+        ),
+    )
+    .await;
+    rejected(
+        &fake,
+        with_block(json!({"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": PNG_1PX}})),
+        "messages.0.content.0.document.source.base64: The PDF specified was not valid.",
+    )
+    .await;
+    rejected(
+        &fake,
+        with_block(json!({"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBERi0xLjQgY3V0IHNob3J0"}})),
+        "messages.0.content.0.document.source.base64: The PDF specified was not valid.",
+    )
+    .await;
+    // Images belong to the user's side, in tool results too.
+    rejected(
+        &fake,
+        conversation(json!([
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": [image("image/png", PNG_1PX)]},
+        ])),
+        "messages.1.content.0: `image` blocks can only be in `user` messages, not in `assistant` messages",
+    )
+    .await;
+    rejected(
+        &fake,
+        conversation(json!([
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "Read", "input": {}}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": [image("image/gif", PNG_1PX)]}]},
+        ])),
+        "messages.2.content.0.tool_result.content.0.image.source.base64.data: Image does not match the provided media type image/gif",
+    )
+    .await;
+    // What it received is there for tests to look at.
+    let first = &fake.requests()[0].body["messages"][0]["content"][0];
+    assert_eq!(first["source"]["data"], PNG_1PX);
+}
+
+#[tokio::test]
+async fn an_image_counts_as_an_image_not_as_its_base64() {
+    let fake = FakeAnthropic::start_with(Config {
+        context_window: Some(5_000),
+        ..Config::default()
+    })
+    .await;
+    // 60,000 characters of base64 would be 15,000 tokens as text.
+    let mut png = base64_png_padded(60_000);
+    png.truncate(png.len() / 4 * 4);
+    let (status, body) = send(&fake, with_block(image("image/png", &png))).await;
+    assert_eq!(status, 200, "{body}");
+}
+
+/// A valid PNG's base64 grown past `len` characters with a trailing chunk
+/// of zero bytes (decoders stop at IEND; the sniffed type stays PNG).
+fn base64_png_padded(len: usize) -> String {
+    let mut s = PNG_1PX.trim_end_matches('=').to_owned();
+    // Re-pad to a whole number of groups, then append zeros.
+    while s.len() % 4 != 0 {
+        s.push('A');
+    }
+    while s.len() < len {
+        s.push_str("AAAA");
+    }
+    s
+}
