@@ -205,6 +205,29 @@ pub struct SessionSettings {
     /// How long the first PostgreSQL connection is retried, so that
     /// container start order does not matter.
     pub pg_connect_retry_secs: u64,
+    /// How long a session's stream frames stay replayable at `/events`.
+    pub event_retention: EventRetention,
+}
+
+/// Which of a session's stored frames are kept (`session.event_retention`);
+/// they go with the session in any case.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct EventRetention {
+    /// The frames (and results) of this many newest turns are kept; at least 1.
+    pub turns: u32,
+    /// Frames older than this many seconds are deleted; 0 keeps them for
+    /// as long as their turn is kept.
+    pub max_age_secs: u64,
+}
+
+impl Default for EventRetention {
+    fn default() -> Self {
+        Self {
+            turns: 20,
+            max_age_secs: 7 * 24 * 3600,
+        }
+    }
 }
 
 impl Default for SessionSettings {
@@ -220,6 +243,7 @@ impl Default for SessionSettings {
             pg_password: Secret::default(),
             pg_max_connections: 20,
             pg_connect_retry_secs: 60,
+            event_retention: EventRetention::default(),
         }
     }
 }
@@ -250,6 +274,10 @@ pub struct ApiSettings {
     /// Open connections at once; more are refused with 503. 0 derives it
     /// from the open-file limit (see `serve::connection_cap`).
     pub max_connections: usize,
+    /// Lets `/chat` take a `callback_url` the turn's result is POSTed to.
+    pub allow_callbacks: bool,
+    /// Signs callback bodies (HMAC-SHA256); required with `allow_callbacks`.
+    pub callback_secret: Secret,
 }
 
 impl Default for ApiSettings {
@@ -267,6 +295,8 @@ impl Default for ApiSettings {
             body_timeout_secs: 60,
             idle_timeout_secs: 60,
             max_connections: 0,
+            allow_callbacks: false,
+            callback_secret: Secret::default(),
         }
     }
 }
@@ -790,7 +820,27 @@ const ENV_KEYS: &[(&str, &str, Kind)] = &[
         "session.pg_password",
         Kind::Text,
     ),
+    (
+        "CLAUDE_AGENT_SESSION_EVENT_RETENTION_TURNS",
+        "session.event_retention.turns",
+        Kind::Int,
+    ),
+    (
+        "CLAUDE_AGENT_SESSION_EVENT_RETENTION_MAX_AGE_SECS",
+        "session.event_retention.max_age_secs",
+        Kind::Int,
+    ),
     ("CLAUDE_AGENT_API_HOST", "api.host", Kind::Text),
+    (
+        "CLAUDE_AGENT_API_ALLOW_CALLBACKS",
+        "api.allow_callbacks",
+        Kind::Bool,
+    ),
+    (
+        "CLAUDE_AGENT_API_CALLBACK_SECRET",
+        "api.callback_secret",
+        Kind::Text,
+    ),
     ("API_PORT", "api.port", Kind::Port),
     ("CLAUDE_AGENT_API_PORT", "api.port", Kind::Port),
     (
@@ -925,6 +975,20 @@ impl Settings {
                 "session.ttl",
                 self.session.ttl,
                 "must be 0 (never expire) or a positive number of seconds",
+            ));
+        }
+        if self.session.event_retention.turns == 0 {
+            return Err(ConfigError::invalid(
+                "session.event_retention.turns",
+                0,
+                "must be at least 1 (the running turn's frames are always kept)",
+            ));
+        }
+        if self.api.allow_callbacks && !self.api.callback_secret.is_set() {
+            return Err(ConfigError::invalid(
+                "api.callback_secret",
+                "",
+                "must be set when api.allow_callbacks is true: callbacks are signed with it",
             ));
         }
         if self.api.max_concurrent_requests == 0 {

@@ -34,6 +34,8 @@ pub enum ApiError {
     NotFound,
     #[error("session not found")]
     SessionNotFound,
+    #[error("turn not found")]
+    TurnNotFound,
     #[error("method not allowed")]
     MethodNotAllowed,
     #[error("payload too large")]
@@ -82,7 +84,7 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::MalformedJson(_) => StatusCode::BAD_REQUEST,
-            Self::NotFound | Self::SessionNotFound => StatusCode::NOT_FOUND,
+            Self::NotFound | Self::SessionNotFound | Self::TurnNotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::NoTurnRunning => StatusCode::CONFLICT,
             Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
@@ -105,6 +107,7 @@ impl ApiError {
             Self::MalformedJson(_) => "malformed_json",
             Self::NotFound => "not_found",
             Self::SessionNotFound => "session_not_found",
+            Self::TurnNotFound => "turn_not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::PayloadTooLarge(_) => "payload_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
@@ -130,6 +133,9 @@ impl ApiError {
             Self::NotFound => "No such endpoint; see /docs for the API.".into(),
             Self::SessionNotFound => {
                 "No such session: it never existed, was deleted, or expired.".into()
+            }
+            Self::TurnNotFound => {
+                "No such turn in this session: it never existed or is older than session.event_retention keeps.".into()
             }
             Self::MethodNotAllowed => {
                 "This endpoint does not support that HTTP method; see /docs.".into()

@@ -8,15 +8,18 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use super::commands::{self, Builtin, Invocation};
 use super::context::{self, Compaction, Trigger, View};
 use super::draft::Draft;
+use super::events::TurnLog;
 use super::history::{self, INTERRUPTED};
 use super::model::{ModelClient, ModelError};
 use super::running::{Cancel, Canceller, Registration};
 use super::turn::{Agent, ToolCall, TurnEvent, TurnSummary};
 use super::wire::{ContentBlock, Message, ModelEvent, ModelRequest, ModelResponse, Role, Usage};
+use crate::callback::Callback;
 use crate::error::ApiError;
 use crate::hooks::MAX_STOP_CONTINUATIONS;
 use crate::store::{Session, UsageTotals, micro_usd};
@@ -45,7 +48,7 @@ pub(super) struct Turn {
     workspace: Workspace,
     registration: Registration,
     canceller: Canceller,
-    events: mpsc::UnboundedSender<TurnEvent>,
+    log: Arc<TurnLog>,
     started: Instant,
 }
 
@@ -98,7 +101,7 @@ impl Turn {
         session: Session,
         workspace: Workspace,
         registration: Registration,
-        events: mpsc::UnboundedSender<TurnEvent>,
+        log: Arc<TurnLog>,
     ) -> Self {
         Self {
             agent,
@@ -107,15 +110,17 @@ impl Turn {
             workspace,
             canceller: registration.canceller.clone(),
             registration,
-            events,
+            log,
             started: Instant::now(),
         }
     }
 
     #[tracing::instrument(name = "turn", skip_all, fields(session_id = %self.session.id))]
-    pub(super) async fn run(self, message: String, timeout: Duration) {
+    pub(super) async fn run(self, message: String, timeout: Duration, callback: Option<Callback>) {
         let id = self.session.id;
         let renew = self.agent.running.keep_lease(id, &self.registration);
+        let stop_writing = CancellationToken::new();
+        let writer = self.log.keep_writing(stop_writing.clone());
         let deadline = {
             let canceller = self.canceller.clone();
             tokio::spawn(async move {
@@ -133,8 +138,6 @@ impl Turn {
         renew.abort();
 
         let usage = progress.usage;
-        self.agent.running.release(id, &self.registration).await;
-
         let summary = |stop_reason: String, text: String| TurnSummary {
             text,
             tool_calls: progress.tool_calls.clone(),
@@ -187,13 +190,29 @@ impl Turn {
             ),
             _ => {}
         }
-        let _ = self.events.send(event);
+        // The last frames and the result are stored before the lease is
+        // released: whoever sees the session idle finds the turn complete.
+        stop_writing.cancel();
+        let _ = writer.await;
+        let (last, report) = self
+            .log
+            .finish(event, &self.agent.settings.session.event_retention)
+            .await;
+        self.agent.running.release(id, &self.registration).await;
+        self.log.forward(last);
         self.registration.finished();
+        if let Some(callback) = callback {
+            match serde_json::to_vec(&report) {
+                Ok(body) => {
+                    tokio::spawn(callback.deliver(report.turn_id, body));
+                }
+                Err(err) => tracing::error!(error = %err, "could not serialise the turn's report"),
+            }
+        }
     }
 
     fn emit(&self, event: TurnEvent) {
-        // A client that went away leaves no receiver; the turn goes on.
-        let _ = self.events.send(event);
+        self.log.emit(event);
     }
 
     /// Adds to the session's totals; a failure is logged, not fatal to the turn.
@@ -359,7 +378,7 @@ impl Turn {
         let tool_ctx = ToolContext::new(self.workspace.clone(), self.canceller.token.clone())
             .in_session(
                 agent.tool_sessions.get(self.session.id),
-                super::turn::tool_events(&self.events),
+                super::turn::tool_events(&self.log),
             );
         let mut continuations = 0;
         // What the API counted over what the estimate said, for the last call.

@@ -6,20 +6,25 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::{Semaphore, mpsc};
+use uuid::Uuid;
 
 use super::context::Compaction;
 use super::driver::Turn;
+use super::events::{LoggedEvent, TurnLog};
 use super::model::ModelClient;
 use super::prompt::SystemPrompts;
 use super::running::RunningTurns;
 use super::wire::Usage;
+use crate::api::rfc3339;
+use crate::callback::Callback;
 use crate::config::Settings;
 use crate::domain::{SessionId, Subdir};
 use crate::error::ApiError;
-use crate::store::{DynStore, Session, Todo, UsageTotals};
+use crate::store::{DynStore, Session, Todo, UsageTotals, serialize_micro_usd};
 use crate::tools::{ToolEvent, ToolEvents, ToolPolicy, ToolRegistry, ToolSessions};
 use crate::workspace::Workspace;
 
@@ -123,6 +128,78 @@ pub struct TurnRequest {
     pub session_id: SessionId,
     pub message: String,
     pub timeout: Duration,
+    /// Where the turn's report is POSTed when it ends.
+    pub callback: Option<Callback>,
+}
+
+/// A turn that started: its id, the session's last event before it, and its
+/// frames as they are made (the last one after the session's lease is free).
+pub struct StartedTurn {
+    pub turn_id: Uuid,
+    pub after_event_id: u64,
+    pub events: mpsc::UnboundedReceiver<LoggedEvent>,
+}
+
+impl StartedTurn {
+    /// Waits for the turn's end, as `/chat` answers it.
+    pub async fn outcome(mut self) -> Result<TurnSummary, ApiError> {
+        while let Some(logged) = self.events.recv().await {
+            match logged.event {
+                TurnEvent::Done(summary) => return Ok(summary),
+                TurnEvent::Failed(err) => return Err(err),
+                _ => {}
+            }
+        }
+        Err(ApiError::Internal("turn ended without a result".into()))
+    }
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ChatResponse {
+    pub session_id: String,
+    /// Text of the final assistant message.
+    pub text: String,
+    /// Every tool call of the turn, in order.
+    pub tool_calls: Vec<ToolCall>,
+    #[serde(serialize_with = "rfc3339")]
+    pub timestamp: DateTime<Utc>,
+    /// Tokens and cost of this turn.
+    pub usage: UsageTotals,
+    /// `end_turn`, `max_tokens`, `max_turns`, `max_budget`, `interrupted`,
+    /// or for `/compact` and `/clear`: `compacted`, `cleared`.
+    pub stop_reason: String,
+    /// Model calls made in this turn.
+    pub num_turns: u32,
+    /// US dollars, rounded to micro-dollars (the same as `usage.cost_usd`).
+    #[serde(serialize_with = "serialize_micro_usd")]
+    pub cost_usd: f64,
+    pub duration_ms: u64,
+    /// The model that made the turn's last call.
+    pub model: String,
+    /// Whether the turn continued on `defaults.fallback_model` because the
+    /// configured model stayed overloaded.
+    pub fallback_model_used: bool,
+    /// Compactions of the conversation during the turn, oldest first.
+    pub compactions: Vec<Compaction>,
+}
+
+impl ChatResponse {
+    pub fn new(session_id: String, summary: TurnSummary) -> Self {
+        Self {
+            session_id,
+            text: summary.text,
+            tool_calls: summary.tool_calls,
+            timestamp: Utc::now(),
+            cost_usd: summary.usage.cost_usd,
+            usage: summary.usage,
+            stop_reason: summary.stop_reason,
+            num_turns: summary.num_turns,
+            duration_ms: summary.duration_ms,
+            model: summary.model,
+            fallback_model_used: summary.fallback_model_used,
+            compactions: summary.compactions,
+        }
+    }
 }
 
 pub struct Agent {
@@ -146,13 +223,10 @@ impl From<ToolEvent> for TurnEvent {
     }
 }
 
-/// Tool events as turn events on `events`, in the order tools report them.
-pub(super) fn tool_events(events: &mpsc::UnboundedSender<TurnEvent>) -> ToolEvents {
-    let events = events.clone();
-    ToolEvents::new(move |event| {
-        // A client that went away leaves no receiver; the turn goes on.
-        let _ = events.send(TurnEvent::from(event));
-    })
+/// Tool events as turn events in `log`, in the order tools report them.
+pub(super) fn tool_events(log: &Arc<TurnLog>) -> ToolEvents {
+    let log = log.clone();
+    ToolEvents::new(move |event| log.emit(TurnEvent::from(event)))
 }
 
 impl Agent {
@@ -183,10 +257,7 @@ impl Agent {
 
     /// Checks everything that can be refused up front (plain HTTP errors),
     /// takes the session's turn lease and starts the turn in the background.
-    pub async fn start(
-        self: &Arc<Self>,
-        request: TurnRequest,
-    ) -> Result<mpsc::UnboundedReceiver<TurnEvent>, ApiError> {
+    pub async fn start(self: &Arc<Self>, request: TurnRequest) -> Result<StartedTurn, ApiError> {
         let id = request.session_id;
         let session = self.store.get(id).await?.ok_or(ApiError::SessionNotFound)?;
         let model = self.model.clone().ok_or(ApiError::UpstreamNotConfigured)?;
@@ -200,18 +271,24 @@ impl Agent {
         }
         let workspace = self.workspace(&session).await?;
         let registration = self.running.register(id).await?;
-        let (events, receiver) = mpsc::unbounded_channel();
-        let turn = Turn::new(
-            self.clone(),
-            model,
-            session,
-            workspace,
-            registration,
-            events,
-        );
+        let turn_id = Uuid::new_v4();
+        let after = match self.store.begin_turn(id, turn_id).await {
+            Ok(after) => after,
+            Err(err) => {
+                self.running.release(id, &registration).await;
+                return Err(err.into());
+            }
+        };
+        let (client, events) = mpsc::unbounded_channel();
+        let log = TurnLog::new(self.store.clone(), id, turn_id, after, client);
+        let turn = Turn::new(self.clone(), model, session, workspace, registration, log);
         self.running
-            .spawn(turn.run(request.message, request.timeout));
-        Ok(receiver)
+            .spawn(turn.run(request.message, request.timeout, request.callback));
+        Ok(StartedTurn {
+            turn_id,
+            after_event_id: after,
+            events,
+        })
     }
 
     /// Cancels the session's running turn and waits (briefly) for it to save

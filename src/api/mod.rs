@@ -3,6 +3,7 @@
 
 pub mod chat;
 pub mod commands;
+pub mod events;
 mod frames;
 pub mod health;
 pub mod sessions;
@@ -169,6 +170,8 @@ pub fn rfc3339<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error
         sessions::session_messages,
         sessions::compact_session,
         chat::interrupt,
+        events::session_events,
+        events::session_turn,
         chat::chat,
         chat::chat_stream,
         skills::list_skills,
@@ -194,6 +197,7 @@ pub fn router(state: AppState) -> Router {
         .merge(health::routes())
         .merge(sessions::routes())
         .merge(chat::routes())
+        .merge(events::routes())
         .merge(skills::routes())
         .merge(commands::routes())
         .with_state(state)
