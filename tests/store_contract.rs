@@ -602,7 +602,7 @@ async fn the_event_log_numbers_keeps_and_prunes_turns(storage: StorageKind) {
             .is_empty()
     );
     f.store
-        .finish_turn(s.id, first, &ended(5), &keep_two)
+        .finish_turn(s.id, first, &[], &ended(5), &keep_two)
         .await
         .unwrap();
     let done = f.store.turn(s.id, first).await.unwrap().unwrap();
@@ -616,21 +616,17 @@ async fn the_event_log_numbers_keeps_and_prunes_turns(storage: StorageKind) {
     let second = uuid::Uuid::new_v4();
     assert_eq!(f.store.begin_turn(s.id, second).await.unwrap(), 5);
     f.store
-        .append_events(s.id, second, &frames(6..=7))
+        .append_events(s.id, second, &frames(6..=6))
         .await
         .unwrap();
     f.store
-        .finish_turn(s.id, second, &ended(7), &keep_two)
+        .finish_turn(s.id, second, &frames(7..=7), &ended(7), &keep_two)
         .await
         .unwrap();
     let third = uuid::Uuid::new_v4();
     assert_eq!(f.store.begin_turn(s.id, third).await.unwrap(), 7);
     f.store
-        .append_events(s.id, third, &frames(8..=8))
-        .await
-        .unwrap();
-    f.store
-        .finish_turn(s.id, third, &ended(8), &keep_two)
+        .finish_turn(s.id, third, &frames(8..=8), &ended(8), &keep_two)
         .await
         .unwrap();
     assert_eq!(
@@ -649,7 +645,7 @@ async fn the_event_log_numbers_keeps_and_prunes_turns(storage: StorageKind) {
     let fourth = uuid::Uuid::new_v4();
     assert_eq!(f.store.begin_turn(s.id, fourth).await.unwrap(), 8);
     f.store
-        .finish_turn(s.id, fourth, &ended(8), &by_age)
+        .finish_turn(s.id, fourth, &[], &ended(8), &by_age)
         .await
         .unwrap();
     assert!(f.store.events_after(s.id, 0, 100).await.unwrap().is_empty());

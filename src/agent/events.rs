@@ -256,21 +256,21 @@ impl TurnLog {
             result,
             last_event_id: id,
         };
-        for attempt in 1..=FINISH_ATTEMPTS {
-            let stored = match self.flush().await {
-                Ok(()) => {
-                    self.store
-                        .finish_turn(self.session, self.turn, &ended, retention)
-                        .await
+        {
+            let _writing = self.writing.lock().await;
+            let last = std::mem::take(&mut self.pending().frames);
+            for attempt in 1..=FINISH_ATTEMPTS {
+                match self
+                    .store
+                    .finish_turn(self.session, self.turn, &last, &ended, retention)
+                    .await
+                {
+                    Ok(()) => break,
+                    Err(err) if attempt == FINISH_ATTEMPTS => {
+                        tracing::warn!(error = %err, "could not store how the turn ended");
+                    }
+                    Err(_) => tokio::time::sleep(FLUSH_EVERY * attempt).await,
                 }
-                Err(err) => Err(err),
-            };
-            match stored {
-                Ok(()) => break,
-                Err(err) if attempt == FINISH_ATTEMPTS => {
-                    tracing::warn!(error = %err, "could not store how the turn ended");
-                }
-                Err(_) => tokio::time::sleep(FLUSH_EVERY * attempt).await,
             }
         }
         let record = TurnRecord {

@@ -345,12 +345,13 @@ pub trait SessionStore: Send + Sync {
         events: &[SessionEvent],
     ) -> Result<(), StoreError>;
 
-    /// Records how a turn ended, then prunes the session's events older
-    /// than `retention` allows.
+    /// Stores the turn's last frames and how it ended (one transaction),
+    /// then prunes the session's events older than `retention` allows.
     async fn finish_turn(
         &self,
         id: SessionId,
         turn: Uuid,
+        events: &[SessionEvent],
         ended: &TurnEnded,
         retention: &EventRetention,
     ) -> Result<(), StoreError>;

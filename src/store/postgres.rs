@@ -263,6 +263,32 @@ async fn relay_notices(pool: &PgPool, notices: &broadcast::Sender<SessionId>) ->
     }
 }
 
+/// Inserts frames of `turn` in one statement.
+async fn insert_events(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    id: SessionId,
+    turn: Uuid,
+    events: &[SessionEvent],
+) -> Result<(), StoreError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<i64> = events.iter().map(|e| to_i64(e.id)).collect();
+    let frames: Vec<&str> = events.iter().map(|e| e.frame.as_ref()).collect();
+    sqlx::query(
+        "INSERT INTO session_events (session_id, id, turn_id, frame, created_at)
+         SELECT $1, e.id, $2, e.frame, $3 FROM UNNEST($4::BIGINT[], $5::TEXT[]) AS e (id, frame)",
+    )
+    .bind(id.0)
+    .bind(turn)
+    .bind(Utc::now())
+    .bind(&ids)
+    .bind(&frames)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 fn turn_from_row(row: &PgRow) -> Result<TurnRecord, StoreError> {
     let status: String = row.try_get("status")?;
     let code: Option<i32> = row.try_get("status_code")?;
@@ -657,20 +683,8 @@ impl SessionStore for PostgresStore {
         let Some(last) = events.last() else {
             return Ok(());
         };
-        let ids: Vec<i64> = events.iter().map(|e| to_i64(e.id)).collect();
-        let frames: Vec<&str> = events.iter().map(|e| e.frame.as_ref()).collect();
         let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "INSERT INTO session_events (session_id, id, turn_id, frame, created_at)
-             SELECT $1, e.id, $2, e.frame, $3 FROM UNNEST($4::BIGINT[], $5::TEXT[]) AS e (id, frame)",
-        )
-        .bind(id.0)
-        .bind(turn)
-        .bind(Utc::now())
-        .bind(&ids)
-        .bind(&frames)
-        .execute(&mut *tx)
-        .await?;
+        insert_events(&mut tx, id, turn, events).await?;
         sqlx::query("UPDATE turns SET last_event_id = $1 WHERE session_id = $2 AND id = $3")
             .bind(to_i64(last.id))
             .bind(id.0)
@@ -692,6 +706,7 @@ impl SessionStore for PostgresStore {
         &self,
         id: SessionId,
         turn: Uuid,
+        events: &[SessionEvent],
         ended: &TurnEnded,
         retention: &EventRetention,
     ) -> Result<(), StoreError> {
@@ -699,6 +714,7 @@ impl SessionStore for PostgresStore {
         let result = serde_json::to_string(&ended.result)
             .map_err(|e| StoreError::Internal(e.to_string()))?;
         let mut tx = self.pool.begin().await?;
+        insert_events(&mut tx, id, turn, events).await?;
         sqlx::query(
             "UPDATE turns SET status = $1, status_code = $2, result = $3, finished_at = $4,
                  last_event_id = GREATEST(last_event_id, $5)

@@ -184,6 +184,31 @@ fn session_from_row(row: &SqliteRow, now: DateTime<Utc>) -> Result<Session, Stor
     })
 }
 
+/// Inserts frames of `turn` in as few statements as SQLite allows.
+async fn insert_events(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    id: SessionId,
+    turn: Uuid,
+    events: &[SessionEvent],
+) -> Result<(), StoreError> {
+    let now = Utc::now().timestamp_millis();
+    // Each row binds 5 parameters; SQLite allows 32766 per statement.
+    for chunk in events.chunks(1000) {
+        let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "INSERT INTO session_events (session_id, id, turn_id, frame, created_at) ",
+        );
+        insert.push_values(chunk, |mut row, event| {
+            row.push_bind(id.to_string())
+                .push_bind(to_i64(event.id))
+                .push_bind(turn.to_string())
+                .push_bind(event.frame.to_string())
+                .push_bind(now);
+        });
+        insert.build().execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
 fn turn_from_row(row: &SqliteRow) -> Result<TurnRecord, StoreError> {
     let id: String = row.try_get("id")?;
     let status: String = row.try_get("status")?;
@@ -582,22 +607,8 @@ impl SessionStore for SqliteStore {
         let Some(last) = events.last() else {
             return Ok(());
         };
-        let now = Utc::now().timestamp_millis();
         let mut tx = self.pool.begin().await?;
-        // Rows of one statement each bind 4 parameters; SQLite allows 32766.
-        for chunk in events.chunks(1000) {
-            let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-                "INSERT INTO session_events (session_id, id, turn_id, frame, created_at) ",
-            );
-            insert.push_values(chunk, |mut row, event| {
-                row.push_bind(id.to_string())
-                    .push_bind(to_i64(event.id))
-                    .push_bind(turn.to_string())
-                    .push_bind(event.frame.as_ref())
-                    .push_bind(now);
-            });
-            insert.build().execute(&mut *tx).await?;
-        }
+        insert_events(&mut tx, id, turn, events).await?;
         sqlx::query("UPDATE turns SET last_event_id = ? WHERE session_id = ? AND id = ?")
             .bind(to_i64(last.id))
             .bind(id.to_string())
@@ -613,6 +624,7 @@ impl SessionStore for SqliteStore {
         &self,
         id: SessionId,
         turn: Uuid,
+        events: &[SessionEvent],
         ended: &TurnEnded,
         retention: &EventRetention,
     ) -> Result<(), StoreError> {
@@ -620,6 +632,7 @@ impl SessionStore for SqliteStore {
         let result = serde_json::to_string(&ended.result)
             .map_err(|e| StoreError::Internal(e.to_string()))?;
         let mut tx = self.pool.begin().await?;
+        insert_events(&mut tx, id, turn, events).await?;
         sqlx::query(
             "UPDATE turns SET status = ?, status_code = ?, result = ?, finished_at = ?,
                  last_event_id = MAX(last_event_id, ?)

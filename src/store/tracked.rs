@@ -171,10 +171,15 @@ impl SessionStore for WriteTracked {
         &self,
         id: SessionId,
         turn: Uuid,
+        events: &[SessionEvent],
         ended: &TurnEnded,
         retention: &EventRetention,
     ) -> Result<(), StoreError> {
-        self.observe(self.inner.finish_turn(id, turn, ended, retention).await)
+        self.observe(
+            self.inner
+                .finish_turn(id, turn, events, ended, retention)
+                .await,
+        )
     }
 
     async fn events_after(
