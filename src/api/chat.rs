@@ -261,7 +261,7 @@ mod tests {
 
     use utoipa::{PartialSchema, ToSchema};
 
-    use serde_json::Value;
+    use serde_json::{Value, json};
 
     use super::*;
     use crate::agent::context::{Compaction, Trigger};

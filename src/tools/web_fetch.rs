@@ -379,7 +379,7 @@ pub async fn resolve_checked(
     if !allow_private_networks && let Some(internal) = addrs.iter().find(|a| is_internal(a.ip())) {
         return Err(format!(
             "{host} resolves to {}, an address of a private, loopback, link-local or \
-             metadata network; such addresses are not reached (tools.web_fetch.allow_private_networks).",
+             metadata network; such addresses are not fetched or called back (tools.web_fetch.allow_private_networks).",
             internal.ip()
         ));
     }
