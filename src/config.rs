@@ -1330,6 +1330,41 @@ mod tests {
     }
 
     #[test]
+    fn event_retention_and_callbacks_come_from_the_environment() {
+        let s = load(None, &[]).unwrap();
+        assert_eq!(s.session.event_retention.turns, 20);
+        assert_eq!(s.session.event_retention.max_age_secs, 604_800);
+        assert!(!s.api.allow_callbacks);
+        let s = load(
+            None,
+            &[
+                ("CLAUDE_AGENT_SESSION_EVENT_RETENTION_TURNS", "3"),
+                ("CLAUDE_AGENT_SESSION_EVENT_RETENTION_MAX_AGE_SECS", "0"),
+                ("CLAUDE_AGENT_API_ALLOW_CALLBACKS", "true"),
+                ("CLAUDE_AGENT_API_CALLBACK_SECRET", "s3cret"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(s.session.event_retention.turns, 3);
+        assert_eq!(s.session.event_retention.max_age_secs, 0);
+        assert!(s.api.allow_callbacks);
+        assert_eq!(s.api.callback_secret.expose(), Some("s3cret"));
+        assert!(
+            !format!("{s:?}").contains("s3cret"),
+            "the secret stays hidden"
+        );
+
+        let err = load(None, &[("CLAUDE_AGENT_API_ALLOW_CALLBACKS", "true")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("api.callback_secret"), "{err}");
+        let err = load(None, &[("CLAUDE_AGENT_SESSION_EVENT_RETENTION_TURNS", "0")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("session.event_retention.turns"), "{err}");
+    }
+
+    #[test]
     fn map_keys_keep_their_case() {
         let s = load(
             Some("mcp_servers:\n  GitHub:\n    command: gh\n    env:\n      GH_TOKEN: x\n"),
