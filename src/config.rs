@@ -205,6 +205,29 @@ pub struct SessionSettings {
     /// How long the first PostgreSQL connection is retried, so that
     /// container start order does not matter.
     pub pg_connect_retry_secs: u64,
+    /// How long a session's stream frames stay replayable at `/events`.
+    pub event_retention: EventRetention,
+}
+
+/// Which of a session's stored frames are kept (`session.event_retention`);
+/// they go with the session in any case.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct EventRetention {
+    /// The frames (and results) of this many newest turns are kept; at least 1.
+    pub turns: u32,
+    /// Frames older than this many seconds are deleted; 0 keeps them for
+    /// as long as their turn is kept.
+    pub max_age_secs: u64,
+}
+
+impl Default for EventRetention {
+    fn default() -> Self {
+        Self {
+            turns: 20,
+            max_age_secs: 7 * 24 * 3600,
+        }
+    }
 }
 
 impl Default for SessionSettings {
@@ -220,6 +243,7 @@ impl Default for SessionSettings {
             pg_password: Secret::default(),
             pg_max_connections: 20,
             pg_connect_retry_secs: 60,
+            event_retention: EventRetention::default(),
         }
     }
 }
@@ -267,6 +291,10 @@ pub struct ApiSettings {
     /// Most bytes, decoded, of all attachments of one message together.
     /// A chat body may be this much larger (base64) than `max_body_bytes`.
     pub max_attachments_bytes: usize,
+    /// Lets `/chat` take a `callback_url` the turn's result is POSTed to.
+    pub allow_callbacks: bool,
+    /// Signs callback bodies (HMAC-SHA256); required with `allow_callbacks`.
+    pub callback_secret: Secret,
 }
 
 impl ApiSettings {
@@ -302,6 +330,8 @@ impl Default for ApiSettings {
             max_image_bytes: crate::media::MAX_API_IMAGE_BYTES,
             max_document_bytes: 20 * 1024 * 1024,
             max_attachments_bytes: 32 * 1024 * 1024,
+            allow_callbacks: false,
+            callback_secret: Secret::default(),
         }
     }
 }
@@ -850,6 +880,16 @@ const ENV_KEYS: &[(&str, &str, Kind)] = &[
         "session.pg_password",
         Kind::Text,
     ),
+    (
+        "CLAUDE_AGENT_SESSION_EVENT_RETENTION_TURNS",
+        "session.event_retention.turns",
+        Kind::Int,
+    ),
+    (
+        "CLAUDE_AGENT_SESSION_EVENT_RETENTION_MAX_AGE_SECS",
+        "session.event_retention.max_age_secs",
+        Kind::Int,
+    ),
     ("CLAUDE_AGENT_API_HOST", "api.host", Kind::Text),
     (
         "CLAUDE_AGENT_METRICS_ENABLED",
@@ -857,6 +897,16 @@ const ENV_KEYS: &[(&str, &str, Kind)] = &[
         Kind::Bool,
     ),
     ("CLAUDE_AGENT_METRICS_TOKEN", "metrics.token", Kind::Text),
+    (
+        "CLAUDE_AGENT_API_ALLOW_CALLBACKS",
+        "api.allow_callbacks",
+        Kind::Bool,
+    ),
+    (
+        "CLAUDE_AGENT_API_CALLBACK_SECRET",
+        "api.callback_secret",
+        Kind::Text,
+    ),
     ("API_PORT", "api.port", Kind::Port),
     ("CLAUDE_AGENT_API_PORT", "api.port", Kind::Port),
     (
@@ -1026,6 +1076,20 @@ impl Settings {
                 "session.ttl",
                 self.session.ttl,
                 "must be 0 (never expire) or a positive number of seconds",
+            ));
+        }
+        if self.session.event_retention.turns == 0 {
+            return Err(ConfigError::invalid(
+                "session.event_retention.turns",
+                0,
+                "must be at least 1 (the running turn's frames are always kept)",
+            ));
+        }
+        if self.api.allow_callbacks && !self.api.callback_secret.is_set() {
+            return Err(ConfigError::invalid(
+                "api.callback_secret",
+                "",
+                "must be set when api.allow_callbacks is true: callbacks are signed with it",
             ));
         }
         if self.api.max_concurrent_requests == 0 {
@@ -1420,6 +1484,41 @@ mod tests {
         let err =
             Settings::load_from(Some(Path::new("/nonexistent/c.yaml")), |_| None).unwrap_err();
         assert!(err.to_string().contains("/nonexistent/c.yaml"));
+    }
+
+    #[test]
+    fn event_retention_and_callbacks_come_from_the_environment() {
+        let s = load(None, &[]).unwrap();
+        assert_eq!(s.session.event_retention.turns, 20);
+        assert_eq!(s.session.event_retention.max_age_secs, 604_800);
+        assert!(!s.api.allow_callbacks);
+        let s = load(
+            None,
+            &[
+                ("CLAUDE_AGENT_SESSION_EVENT_RETENTION_TURNS", "3"),
+                ("CLAUDE_AGENT_SESSION_EVENT_RETENTION_MAX_AGE_SECS", "0"),
+                ("CLAUDE_AGENT_API_ALLOW_CALLBACKS", "true"),
+                ("CLAUDE_AGENT_API_CALLBACK_SECRET", "s3cret"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(s.session.event_retention.turns, 3);
+        assert_eq!(s.session.event_retention.max_age_secs, 0);
+        assert!(s.api.allow_callbacks);
+        assert_eq!(s.api.callback_secret.expose(), Some("s3cret"));
+        assert!(
+            !format!("{s:?}").contains("s3cret"),
+            "the secret stays hidden"
+        );
+
+        let err = load(None, &[("CLAUDE_AGENT_API_ALLOW_CALLBACKS", "true")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("api.callback_secret"), "{err}");
+        let err = load(None, &[("CLAUDE_AGENT_SESSION_EVENT_RETENTION_TURNS", "0")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("session.event_retention.turns"), "{err}");
     }
 
     #[test]

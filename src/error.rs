@@ -34,6 +34,8 @@ pub enum ApiError {
     NotFound,
     #[error("session not found")]
     SessionNotFound,
+    #[error("turn not found")]
+    TurnNotFound,
     #[error("method not allowed")]
     MethodNotAllowed,
     #[error("payload too large")]
@@ -106,7 +108,7 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::MalformedJson(_) => StatusCode::BAD_REQUEST,
-            Self::NotFound | Self::SessionNotFound => StatusCode::NOT_FOUND,
+            Self::NotFound | Self::SessionNotFound | Self::TurnNotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::NoTurnRunning
             | Self::ChangeWhileBusy
@@ -135,6 +137,7 @@ impl ApiError {
             Self::MalformedJson(_) => "malformed_json",
             Self::NotFound => "not_found",
             Self::SessionNotFound => "session_not_found",
+            Self::TurnNotFound => "turn_not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::PayloadTooLarge(_) | Self::PartTooLarge(_) => "payload_too_large",
             Self::PathOutside(_) => "path_outside_session",
@@ -167,6 +170,9 @@ impl ApiError {
             Self::NotFound => "No such endpoint; see /docs for the API.".into(),
             Self::SessionNotFound => {
                 "No such session: it never existed, was deleted, or expired.".into()
+            }
+            Self::TurnNotFound => {
+                "No such turn in this session: it never existed or is older than session.event_retention keeps.".into()
             }
             Self::MethodNotAllowed => {
                 "This endpoint does not support that HTTP method; see /docs.".into()

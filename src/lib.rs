@@ -3,6 +3,7 @@
 
 pub mod agent;
 pub mod api;
+pub mod callback;
 pub mod child_env;
 pub mod config;
 pub mod domain;

@@ -6,13 +6,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use claude_agent_http::config::EventRetention;
 use claude_agent_http::config::{Settings, StorageKind};
 use claude_agent_http::domain::{SessionId, UserId};
 use claude_agent_http::options::SessionOptions;
 use claude_agent_http::store::{
     self, Answering, Changed, DynStore, ForkPoint, LeaseOutcome, Limits, NewMessage, NewSession,
-    PersonRequest, QueuedMessage, Renewal, RequestKind, SessionChange, StoreError, Todo,
-    TodoStatus, UsageTotals,
+    PersonRequest, QueuedMessage, Renewal, RequestKind, SessionChange, SessionEvent, StoreError,
+    Todo, TodoStatus, TurnEnded, TurnStatus, UsageTotals,
 };
 use serde_json::json;
 
@@ -84,6 +85,7 @@ contract!(
     pages_walk_the_list_and_the_conversation_once,
     requests_are_answered_once_and_go_with_the_session,
     queued_messages_run_in_order_under_the_same_lease,
+    the_event_log_numbers_keeps_and_prunes_turns,
 );
 
 async fn create_get_list_delete(storage: StorageKind) {
@@ -927,4 +929,146 @@ async fn queued_messages_run_in_order_under_the_same_lease(storage: StorageKind)
         }
         assert_eq!(f.store.get(s.id).await.unwrap().unwrap().queued, 0);
     }
+}
+
+fn frames(ids: std::ops::RangeInclusive<u64>) -> Vec<SessionEvent> {
+    ids.map(|id| SessionEvent {
+        id,
+        frame: Arc::from(format!(r#"{{"type":"text_delta","text":"{id}\u0000"}}"#)),
+    })
+    .collect()
+}
+
+fn ended(last_event_id: u64) -> TurnEnded {
+    TurnEnded {
+        status: TurnStatus::Completed,
+        status_code: 200,
+        result: json!({"text": "done"}),
+        last_event_id,
+    }
+}
+
+async fn the_event_log_numbers_keeps_and_prunes_turns(storage: StorageKind) {
+    let Some(f) = open(storage, 3600).await else {
+        return;
+    };
+    let s = f
+        .store
+        .create(new_session("alice"), Limits::default())
+        .await
+        .unwrap();
+    let other = f
+        .store
+        .create(new_session("bob"), Limits::default())
+        .await
+        .unwrap();
+    let keep_two = EventRetention {
+        turns: 2,
+        max_age_secs: 0,
+    };
+    let mut notices = f.store.event_notices();
+
+    let first = uuid::Uuid::new_v4();
+    assert_eq!(f.store.begin_turn(s.id, first).await.unwrap(), 0);
+    let running = f.store.turn(s.id, first).await.unwrap().unwrap();
+    assert_eq!(running.status, TurnStatus::Running);
+    assert_eq!(running.result, None);
+    f.store
+        .append_events(s.id, first, &frames(1..=3))
+        .await
+        .unwrap();
+    let notice = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let id = notices.recv().await.unwrap();
+            if id == s.id {
+                return id;
+            }
+        }
+    })
+    .await
+    .expect("a notice for the session");
+    assert_eq!(notice, s.id);
+    f.store
+        .append_events(s.id, first, &frames(4..=5))
+        .await
+        .unwrap();
+    assert_eq!(
+        f.store.events_after(s.id, 0, 100).await.unwrap(),
+        frames(1..=5)
+    );
+    assert_eq!(
+        f.store.events_after(s.id, 3, 1).await.unwrap(),
+        frames(4..=4)
+    );
+    assert!(
+        f.store
+            .events_after(other.id, 0, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    f.store
+        .finish_turn(s.id, first, &[], &ended(5), &keep_two)
+        .await
+        .unwrap();
+    let done = f.store.turn(s.id, first).await.unwrap().unwrap();
+    assert_eq!(done.status, TurnStatus::Completed);
+    assert_eq!(done.status_code, Some(200));
+    assert_eq!(done.result, Some(json!({"text": "done"})));
+    assert_eq!((done.after_event_id, done.last_event_id), (0, 5));
+    assert!(done.finished_at.is_some());
+
+    // Ids go on from the previous turn's last; a third turn drops the first.
+    let second = uuid::Uuid::new_v4();
+    assert_eq!(f.store.begin_turn(s.id, second).await.unwrap(), 5);
+    f.store
+        .append_events(s.id, second, &frames(6..=6))
+        .await
+        .unwrap();
+    f.store
+        .finish_turn(s.id, second, &frames(7..=7), &ended(7), &keep_two)
+        .await
+        .unwrap();
+    let third = uuid::Uuid::new_v4();
+    assert_eq!(f.store.begin_turn(s.id, third).await.unwrap(), 7);
+    f.store
+        .finish_turn(s.id, third, &frames(8..=8), &ended(8), &keep_two)
+        .await
+        .unwrap();
+    assert_eq!(
+        f.store.events_after(s.id, 0, 100).await.unwrap(),
+        frames(6..=8)
+    );
+    assert!(f.store.turn(s.id, first).await.unwrap().is_none());
+    assert!(f.store.turn(s.id, second).await.unwrap().is_some());
+
+    // An age limit prunes frames but never the newest turn's id.
+    let by_age = EventRetention {
+        turns: 20,
+        max_age_secs: 1,
+    };
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let fourth = uuid::Uuid::new_v4();
+    assert_eq!(f.store.begin_turn(s.id, fourth).await.unwrap(), 8);
+    f.store
+        .finish_turn(s.id, fourth, &[], &ended(8), &by_age)
+        .await
+        .unwrap();
+    assert!(f.store.events_after(s.id, 0, 100).await.unwrap().is_empty());
+    assert_eq!(
+        f.store
+            .begin_turn(s.id, uuid::Uuid::new_v4())
+            .await
+            .unwrap(),
+        8
+    );
+
+    // Everything goes with the session.
+    assert!(f.store.delete(s.id).await.unwrap());
+    assert!(f.store.turn(s.id, second).await.unwrap().is_none());
+    assert!(f.store.events_after(s.id, 0, 100).await.unwrap().is_empty());
+    assert!(matches!(
+        f.store.begin_turn(s.id, uuid::Uuid::new_v4()).await,
+        Err(StoreError::NotFound)
+    ));
 }

@@ -10,10 +10,11 @@ use async_trait::async_trait;
 use chrono::{SubsecRound, Utc};
 use serde::Serialize;
 use serde_json::{Value, json};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::time::Instant;
 use uuid::Uuid;
 
+use super::events::TurnLog;
 use super::running::{Cancel, Canceller};
 use super::turn::TurnEvent;
 use crate::domain::SessionId;
@@ -143,7 +144,7 @@ pub(super) struct Approvals {
     store: DynStore,
     session: SessionId,
     timeout: Duration,
-    events: mpsc::UnboundedSender<TurnEvent>,
+    log: Arc<TurnLog>,
     clock: TurnClock,
     canceller: Canceller,
     remembered: Mutex<Vec<Rule>>,
@@ -161,7 +162,7 @@ impl Approvals {
         store: DynStore,
         session: SessionId,
         timeout: Duration,
-        events: mpsc::UnboundedSender<TurnEvent>,
+        log: Arc<TurnLog>,
         clock: TurnClock,
         canceller: Canceller,
     ) -> Arc<Self> {
@@ -181,7 +182,7 @@ impl Approvals {
             store,
             session,
             timeout,
-            events,
+            log,
             clock,
             canceller,
             remembered: Mutex::new(remembered),
@@ -334,7 +335,7 @@ impl Person for Approvals {
                 answers: None,
             };
         }
-        let _ = self.events.send(TurnEvent::PersonRequest {
+        self.log.emit(TurnEvent::PersonRequest {
             kind: ask.kind,
             request_id: request.id,
             tool_use_id: request.tool_use_id.clone(),

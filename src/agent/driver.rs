@@ -9,11 +9,13 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use super::approvals::{Approvals, TurnClock};
 use super::commands::{self, Builtin, Invocation};
 use super::context::{self, Compaction, Trigger, View};
 use super::draft::Draft;
+use super::events::TurnLog;
 use super::history::{self, INTERRUPTED};
 use super::model::{ModelClient, ModelError};
 use super::running::{Cancel, Canceller, Registration};
@@ -21,6 +23,7 @@ use super::turn::{Agent, ToolCall, TurnEvent, TurnSummary};
 use super::wire::{
     ContentBlock, Message, ModelEvent, ModelRequest, ModelResponse, Role, ToolResultContent, Usage,
 };
+use crate::callback::Callback;
 use crate::config::Settings;
 use crate::error::ApiError;
 use crate::hooks::MAX_STOP_CONTINUATIONS;
@@ -55,7 +58,7 @@ pub(super) struct Turn {
     workspace: Workspace,
     registration: Registration,
     canceller: Canceller,
-    events: mpsc::UnboundedSender<TurnEvent>,
+    log: Arc<TurnLog>,
     started: Instant,
     /// Whether the model has streamed text yet (for time to first token).
     first_token: AtomicBool,
@@ -111,7 +114,7 @@ impl Turn {
         workspace: Workspace,
         settings: Arc<Settings>,
         registration: Registration,
-        events: mpsc::UnboundedSender<TurnEvent>,
+        log: Arc<TurnLog>,
     ) -> Self {
         let policy = agent.policy.for_session(&session.options);
         Self {
@@ -123,7 +126,7 @@ impl Turn {
             workspace,
             canceller: registration.canceller.clone(),
             registration,
-            events,
+            log,
             started: Instant::now(),
             first_token: AtomicBool::new(false),
         }
@@ -135,9 +138,12 @@ impl Turn {
         message: String,
         attachments: Vec<ContentBlock>,
         timeout: Duration,
+        callback: Option<Callback>,
     ) {
         let id = self.session.id;
         let renew = self.agent.running.keep_lease(id, &self.registration);
+        let stop_writing = CancellationToken::new();
+        let writer = self.log.keep_writing(stop_writing.clone());
         let clock = TurnClock::new();
         let deadline = tokio::spawn(clock.clone().enforce(
             tokio::time::Instant::now(),
@@ -147,8 +153,8 @@ impl Turn {
         let approvals = Approvals::new(
             self.agent.store.clone(),
             id,
-            Duration::from_secs(self.agent.settings.defaults.permission_timeout_secs),
-            self.events.clone(),
+            Duration::from_secs(self.settings.defaults.permission_timeout_secs),
+            self.log.clone(),
             clock,
             self.canceller.clone(),
         )
@@ -166,11 +172,6 @@ impl Turn {
 
         let usage = progress.usage;
         let holder = self.registration.holder;
-        let next = self
-            .agent
-            .running
-            .release_or_next(id, &self.registration)
-            .await;
         let permission_requests = approvals.records();
 
         let summary = |stop_reason: String, text: String| TurnSummary {
@@ -234,10 +235,31 @@ impl Turn {
             ),
             _ => {}
         }
-        let _ = self.events.send(event);
+        // The last frames and the result are stored before the lease is
+        // released: whoever sees the session idle finds the turn complete.
+        stop_writing.cancel();
+        let _ = writer.await;
+        let (last, report) = self
+            .log
+            .finish(event, &self.agent.settings.session.event_retention)
+            .await;
+        let next = self
+            .agent
+            .running
+            .release_or_next(id, &self.registration)
+            .await;
+        self.log.forward(last);
         self.registration.finished();
         if let Some(next) = next {
             self.agent.run_queued(id, holder, next);
+        }
+        if let Some(callback) = callback {
+            match serde_json::to_vec(&report) {
+                Ok(body) => {
+                    tokio::spawn(callback.deliver(report.turn_id, body));
+                }
+                Err(err) => tracing::error!(error = %err, "could not serialise the turn's report"),
+            }
         }
     }
 
@@ -249,8 +271,7 @@ impl Turn {
             TurnEvent::Compaction(compaction) => metrics::compaction(compaction.trigger),
             _ => {}
         }
-        // A client that went away leaves no receiver; the turn goes on.
-        let _ = self.events.send(event);
+        self.log.emit(event);
     }
 
     /// Adds to the session's totals; a failure is logged, not fatal to the turn.
@@ -426,7 +447,7 @@ impl Turn {
         let tool_ctx = ToolContext::new(self.workspace.clone(), self.canceller.token.clone())
             .in_session(
                 agent.tool_sessions.get(self.session.id),
-                super::turn::tool_events(&self.events),
+                super::turn::tool_events(&self.log),
             )
             .with_person(approvals);
         let mut continuations = 0;

@@ -1,4 +1,4 @@
-//! The agent: the turn loop, the conversation history it keeps valid, the
+//! The agent: the turn loop, the session's event log, the conversation history it keeps valid, the
 //! Messages API wire types, the model client (`ModelClient`, Anthropic), and
 //! what a turn starts from: its system prompt, the project's memory and
 //! slash commands.
@@ -9,6 +9,7 @@ pub mod commands;
 pub mod context;
 mod draft;
 mod driver;
+pub mod events;
 pub mod history;
 pub mod memory;
 pub mod model;

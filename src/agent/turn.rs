@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::{Semaphore, mpsc};
@@ -14,14 +15,19 @@ use uuid::Uuid;
 use super::approvals::PermissionRecord;
 use super::context::Compaction;
 use super::driver::Turn;
+use super::events::{LoggedEvent, TurnLog};
 use super::model::ModelClient;
 use super::prompt::SystemPrompts;
 use super::running::RunningTurns;
 use super::wire::Usage;
+use crate::api::rfc3339;
+use crate::callback::Callback;
 use crate::config::Settings;
 use crate::domain::{SessionId, Subdir};
 use crate::error::ApiError;
-use crate::store::{DynStore, QueuedMessage, RequestKind, Session, Todo, UsageTotals};
+use crate::store::{
+    DynStore, QueuedMessage, RequestKind, Session, Todo, UsageTotals, serialize_micro_usd,
+};
 use crate::tools::{ToolEvent, ToolEvents, ToolPolicy, ToolRegistry, ToolSessions};
 use crate::workspace::Workspace;
 
@@ -141,12 +147,88 @@ pub struct TurnRequest {
     /// Image and document blocks sent with the message, checked already.
     pub attachments: Vec<super::wire::ContentBlock>,
     pub timeout: Duration,
+    /// Where the turn's report is POSTed when it ends.
+    pub callback: Option<Callback>,
+}
+
+/// A turn that started: its id, the session's last event before it, and its
+/// frames as they are made (the last one after the session's lease is free).
+pub struct StartedTurn {
+    pub turn_id: Uuid,
+    pub after_event_id: u64,
+    pub events: mpsc::UnboundedReceiver<LoggedEvent>,
+}
+
+impl StartedTurn {
+    /// Waits for the turn's end, as `/chat` answers it.
+    pub async fn outcome(mut self) -> Result<TurnSummary, ApiError> {
+        while let Some(logged) = self.events.recv().await {
+            match logged.event {
+                TurnEvent::Done(summary) => return Ok(summary),
+                TurnEvent::Failed(err) => return Err(err),
+                _ => {}
+            }
+        }
+        Err(ApiError::Internal("turn ended without a result".into()))
+    }
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ChatResponse {
+    pub session_id: String,
+    /// Text of the final assistant message.
+    pub text: String,
+    /// Every tool call of the turn, in order.
+    pub tool_calls: Vec<ToolCall>,
+    #[serde(serialize_with = "rfc3339")]
+    pub timestamp: DateTime<Utc>,
+    /// Tokens and cost of this turn.
+    pub usage: UsageTotals,
+    /// `end_turn`, `max_tokens`, `max_turns`, `max_budget`, `interrupted`,
+    /// or for `/compact` and `/clear`: `compacted`, `cleared`.
+    pub stop_reason: String,
+    /// Model calls made in this turn.
+    pub num_turns: u32,
+    /// US dollars, rounded to micro-dollars (the same as `usage.cost_usd`).
+    #[serde(serialize_with = "serialize_micro_usd")]
+    pub cost_usd: f64,
+    pub duration_ms: u64,
+    /// The model that made the turn's last call.
+    pub model: String,
+    /// Whether the turn continued on `defaults.fallback_model` because the
+    /// configured model stayed overloaded.
+    pub fallback_model_used: bool,
+    /// Compactions of the conversation during the turn, oldest first.
+    pub compactions: Vec<Compaction>,
+    /// What the turn asked a person (approvals and questions) and how each
+    /// was decided, in order.
+    pub permission_requests: Vec<PermissionRecord>,
+}
+
+impl ChatResponse {
+    pub fn new(session_id: String, summary: TurnSummary) -> Self {
+        Self {
+            session_id,
+            text: summary.text,
+            tool_calls: summary.tool_calls,
+            timestamp: Utc::now(),
+            cost_usd: summary.usage.cost_usd,
+            usage: summary.usage,
+            stop_reason: summary.stop_reason,
+            num_turns: summary.num_turns,
+            duration_ms: summary.duration_ms,
+            model: summary.model,
+            fallback_model_used: summary.fallback_model_used,
+            compactions: summary.compactions,
+            permission_requests: summary.permission_requests,
+        }
+    }
 }
 
 /// How a message sent with `queue: true` was taken.
 pub enum Started {
     /// It started a turn at once.
-    Running(mpsc::UnboundedReceiver<TurnEvent>),
+    Running(StartedTurn),
     /// It waits behind the running turn, at this place (1 = next).
     Queued(u64),
 }
@@ -172,13 +254,10 @@ impl From<ToolEvent> for TurnEvent {
     }
 }
 
-/// Tool events as turn events on `events`, in the order tools report them.
-pub(super) fn tool_events(events: &mpsc::UnboundedSender<TurnEvent>) -> ToolEvents {
-    let events = events.clone();
-    ToolEvents::new(move |event| {
-        // A client that went away leaves no receiver; the turn goes on.
-        let _ = events.send(TurnEvent::from(event));
-    })
+/// Tool events as turn events in `log`, in the order tools report them.
+pub(super) fn tool_events(log: &Arc<TurnLog>) -> ToolEvents {
+    let log = log.clone();
+    ToolEvents::new(move |event| log.emit(TurnEvent::from(event)))
 }
 
 impl Agent {
@@ -209,10 +288,7 @@ impl Agent {
 
     /// Checks everything that can be refused up front (plain HTTP errors),
     /// takes the session's turn lease and starts the turn in the background.
-    pub async fn start(
-        self: &Arc<Self>,
-        request: TurnRequest,
-    ) -> Result<mpsc::UnboundedReceiver<TurnEvent>, ApiError> {
+    pub async fn start(self: &Arc<Self>, request: TurnRequest) -> Result<StartedTurn, ApiError> {
         let id = request.session_id;
         let (_, model, workspace) = self.prepare(id).await?;
         let registration = self.running.register(id).await?;
@@ -230,7 +306,17 @@ impl Agent {
             }
         };
         let settings = Arc::new(session.options.apply(&self.settings));
-        let (events, receiver) = mpsc::unbounded_channel();
+        let turn_id = Uuid::new_v4();
+        let after = match self.store.begin_turn(id, turn_id).await {
+            Ok(after) => after,
+            Err(err) => {
+                self.running.release(id, &registration).await;
+                registration.finished();
+                return Err(err.into());
+            }
+        };
+        let (client, events) = mpsc::unbounded_channel();
+        let log = TurnLog::new(self.store.clone(), id, turn_id, after, client);
         let turn = Turn::new(
             self.clone(),
             model,
@@ -238,11 +324,19 @@ impl Agent {
             workspace,
             settings,
             registration,
-            events,
+            log,
         );
-        self.running
-            .spawn(turn.run(request.message, request.attachments, request.timeout));
-        Ok(receiver)
+        self.running.spawn(turn.run(
+            request.message,
+            request.attachments,
+            request.timeout,
+            request.callback,
+        ));
+        Ok(StartedTurn {
+            turn_id,
+            after_event_id: after,
+            events,
+        })
     }
 
     /// [`Agent::start`], except that while a turn runs the message is queued
@@ -295,10 +389,23 @@ impl Agent {
     async fn start_queued(self: Arc<Self>, id: SessionId, holder: Uuid, mut next: QueuedMessage) {
         loop {
             let registration = self.running.adopt(id, holder);
-            match self.prepare(id).await {
-                Ok((session, model, workspace)) => {
-                    // Nobody listens: dropping the receiver keeps events from piling up.
-                    let (events, _) = mpsc::unbounded_channel();
+            let prepared = match self.prepare(id).await {
+                Ok(prepared) => {
+                    let turn_id = Uuid::new_v4();
+                    self.store
+                        .begin_turn(id, turn_id)
+                        .await
+                        .map(|after| (prepared, turn_id, after))
+                        .map_err(ApiError::from)
+                }
+                Err(err) => Err(err),
+            };
+            match prepared {
+                Ok(((session, model, workspace), turn_id, after)) => {
+                    // Its events go to the session's event log only: no
+                    // client waits on this turn's own stream.
+                    let (client, _) = mpsc::unbounded_channel();
+                    let log = TurnLog::new(self.store.clone(), id, turn_id, after, client);
                     let settings = Arc::new(session.options.apply(&self.settings));
                     let turn = Turn::new(
                         self.clone(),
@@ -307,9 +414,9 @@ impl Agent {
                         workspace,
                         settings,
                         registration,
-                        events,
+                        log,
                     );
-                    turn.run(next.message, Vec::new(), next.timeout).await;
+                    turn.run(next.message, Vec::new(), next.timeout, None).await;
                     return;
                 }
                 Err(err) => {

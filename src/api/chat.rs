@@ -10,24 +10,21 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Extension, Json, Router};
-use chrono::{DateTime, Utc};
 use futures::Stream;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use utoipa::ToSchema;
 
 use super::attachments::{self, Attachment};
-use super::frames::{REFERENCE_KEYS, StreamFrame};
+use super::frames::StreamFrame;
 use super::sessions::parse_session_id;
-use super::{ApiJson, AppState, BodyLimit, SessionPath, rfc3339};
-use crate::agent::approvals::PermissionRecord;
-use crate::agent::context::Compaction;
-use crate::agent::turn::{
-    InterruptOutcome, Started, ToolCall, TurnEvent, TurnRequest, TurnSummary,
-};
+use super::{ApiJson, AppState, BodyLimit, SessionPath};
+use crate::agent::events::{LoggedEvent, events_path, render};
+pub use crate::agent::turn::ChatResponse;
+use crate::agent::turn::{InterruptOutcome, Started, TurnEvent, TurnRequest};
+use crate::callback::Callback;
+use crate::config::Settings;
 use crate::error::{ApiError, ErrorBody};
-use crate::store::{RequestKind, UsageTotals, micro_usd, serialize_micro_usd};
 
 const MAX_MESSAGE_CHARS: usize = 100_000;
 const DEFAULT_TIMEOUT_SECS: f64 = 120.0;
@@ -70,6 +67,16 @@ pub struct ChatRequest {
     /// with the message as image and document blocks.
     #[serde(default)]
     pub attachments: Vec<Attachment>,
+    /// `/chat` only: answer 202 at once with the turn's id and where its
+    /// events stream; collect the result at `/sessions/{id}/turns/{turn_id}`.
+    #[serde(rename = "async", default)]
+    pub run_async: bool,
+    /// Where the turn's report (as `/turns/{turn_id}` shows it) is POSTed
+    /// when it ends, signed in `X-Claude-Agent-Signature`. Only when the
+    /// service enables callbacks (`api.allow_callbacks`); never to private,
+    /// loopback or metadata addresses unless WebFetch may reach them.
+    #[schema(example = "https://hooks.example.com/agent-turns")]
+    pub callback_url: Option<String>,
 }
 
 impl ChatRequest {
@@ -78,12 +85,12 @@ impl ChatRequest {
     async fn into_turn(mut self, state: &AppState) -> Result<(TurnRequest, bool), ApiError> {
         let attachments = std::mem::take(&mut self.attachments);
         let queue = self.queue.unwrap_or(false);
-        let mut turn = self.turn()?;
+        let mut turn = self.parse(&state.settings).await?;
         turn.attachments = attachments::resolve(state, turn.session_id, attachments).await?;
         Ok((turn, queue))
     }
 
-    fn turn(self) -> Result<TurnRequest, ApiError> {
+    async fn parse(self, settings: &Settings) -> Result<TurnRequest, ApiError> {
         let session_id = parse_session_id(&self.session_id)?;
         if self.message.trim().is_empty() {
             return Err(ApiError::validation("message", "must not be blank"));
@@ -101,85 +108,53 @@ impl ChatRequest {
                 "must be between 1 and 600 seconds",
             ));
         }
+        let callback = match &self.callback_url {
+            Some(url) => Some(Callback::parse(url, settings).await?),
+            None => None,
+        };
         Ok(TurnRequest {
             session_id,
             message: self.message,
             attachments: Vec::new(),
             timeout: Duration::from_secs_f64(timeout),
+            callback,
         })
     }
 }
 
+/// What `/chat` with `"async": true` answers at once.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct ChatResponse {
+pub struct AsyncTurn {
+    #[schema(format = Uuid)]
     pub session_id: String,
-    /// Text of the final assistant message.
-    pub text: String,
-    /// Every tool call of the turn, in order.
-    pub tool_calls: Vec<ToolCall>,
-    #[serde(serialize_with = "rfc3339")]
-    pub timestamp: DateTime<Utc>,
-    /// Tokens and cost of this turn.
-    pub usage: UsageTotals,
-    /// `end_turn`, `max_tokens`, `max_turns`, `max_budget`, `interrupted`,
-    /// or for `/compact` and `/clear`: `compacted`, `cleared`.
-    pub stop_reason: String,
-    /// Model calls made in this turn.
-    pub num_turns: u32,
-    /// US dollars, rounded to micro-dollars (the same as `usage.cost_usd`).
-    #[serde(serialize_with = "serialize_micro_usd")]
-    pub cost_usd: f64,
-    pub duration_ms: u64,
-    /// The model that made the turn's last call.
-    pub model: String,
-    /// Whether the turn continued on `defaults.fallback_model` because the
-    /// configured model stayed overloaded.
-    pub fallback_model_used: bool,
-    /// Compactions of the conversation during the turn, oldest first.
-    pub compactions: Vec<Compaction>,
-    /// What the turn asked a person (approvals and questions) and how each
-    /// was decided, in order.
-    pub permission_requests: Vec<PermissionRecord>,
-}
-
-impl ChatResponse {
-    pub(super) fn new(session_id: String, summary: TurnSummary) -> Self {
-        Self {
-            session_id,
-            text: summary.text,
-            tool_calls: summary.tool_calls,
-            timestamp: Utc::now(),
-            cost_usd: summary.usage.cost_usd,
-            usage: summary.usage,
-            stop_reason: summary.stop_reason,
-            num_turns: summary.num_turns,
-            duration_ms: summary.duration_ms,
-            model: summary.model,
-            fallback_model_used: summary.fallback_model_used,
-            compactions: summary.compactions,
-            permission_requests: summary.permission_requests,
-        }
-    }
+    #[schema(format = Uuid)]
+    pub turn_id: String,
+    /// The turn's frames, live and replayed: `/api/v1/sessions/{id}/events?after=N`.
+    pub events: String,
+    /// Its status and, once finished, its result: `/api/v1/sessions/{id}/turns/{turn_id}`.
+    pub turn: String,
 }
 
 /// Run one agent turn
 ///
 /// The model may call tools any number of times (up to `max_turns`) before it
 /// answers. The turn runs to completion even if the client disconnects, and
-/// every message is saved in the session.
+/// every message is saved in the session. With `"async": true` the answer is
+/// 202 at once (`AsyncTurn`); the result is collected later, from any
+/// instance, at `/api/v1/sessions/{id}/turns/{turn_id}`.
 #[utoipa::path(
     post, path = "/api/v1/chat", tag = "chat",
     request_body = ChatRequest,
     responses(
         (status = 200, description = "The turn's answer", body = ChatResponse),
-        (status = 202, description = "`queue: true` and a turn was running: the message is queued behind it", body = QueuedResponse),
+        (status = 202, description = "With `async`: the turn started (`AsyncTurn`); with `queue: true` while a turn runs: the message is queued behind it (`QueuedResponse`)", body = AsyncTurn),
         (status = 400, description = "Body is not a JSON object", body = ErrorBody),
         (status = 402, description = "Session budget spent (budget_exceeded)", body = ErrorBody),
         (status = 403, description = "An attachment's path leads outside the session's directory (path_outside_session)", body = ErrorBody),
         (status = 404, description = "Unknown, deleted or expired session; an attachment's path names nothing (file_not_found)", body = ErrorBody),
         (status = 413, description = "Body too large, or an attachment over its size limit", body = ErrorBody),
         (status = 415, description = "Not a JSON content type", body = ErrorBody),
-        (status = 422, description = "Blank or too long message, timeout outside 1..600, a bad attachment (base64, media type not matching the bytes, too many)", body = ErrorBody),
+        (status = 422, description = "Blank or too long message, timeout outside 1..600, callback_url refused, a bad attachment (base64, media type not matching the bytes, too many)", body = ErrorBody),
         (status = 429, description = "A turn is already running in this session (session_busy)", body = ErrorBody),
         (status = 502, description = "The model API failed after retries", body = ErrorBody),
         (status = 503, description = "No API key configured, or store unavailable", body = ErrorBody),
@@ -190,21 +165,25 @@ pub async fn chat(
     State(state): State<AppState>,
     ApiJson(request): ApiJson<ChatRequest>,
 ) -> Result<Response, ApiError> {
+    let run_async = request.run_async;
     let session_id = request.session_id.clone();
-    let mut events = match start(&state, request).await? {
-        Started::Running(events) => events,
+    let (turn, queue) = request.into_turn(&state).await?;
+    let session = turn.session_id;
+    let started = match start(&state, turn, queue).await? {
+        Started::Running(started) => started,
         Started::Queued(position) => return Ok(queued(&session_id, position)),
     };
-    while let Some(event) = events.recv().await {
-        match event {
-            TurnEvent::Done(summary) => {
-                return Ok(Json(ChatResponse::new(session_id, summary)).into_response());
-            }
-            TurnEvent::Failed(err) => return Err(err),
-            _ => {}
-        }
+    if run_async {
+        let body = AsyncTurn {
+            session_id: session.to_string(),
+            turn_id: started.turn_id.to_string(),
+            events: events_path(session, started.after_event_id),
+            turn: format!("/api/v1/sessions/{session}/turns/{}", started.turn_id),
+        };
+        return Ok((StatusCode::ACCEPTED, Json(body)).into_response());
     }
-    Err(ApiError::Internal("turn ended without a result".into()))
+    let summary = started.outcome().await?;
+    Ok(Json(ChatResponse::new(session.to_string(), summary)).into_response())
 }
 
 /// Run one agent turn, streamed
@@ -220,14 +199,14 @@ pub async fn chat(
     request_body = ChatRequest,
     responses(
         (status = 200, description = "text/event-stream of turn events: `id: <n>` and `data: <StreamFrame>` per event", content_type = "text/event-stream", body = StreamFrame),
-        (status = 202, description = "`queue: true` and a turn was running: the message is queued behind it (its events are not streamed; its messages are stored)", body = QueuedResponse),
+        (status = 202, description = "`queue: true` and a turn was running: the message is queued behind it (its events appear in the session's event log)", body = QueuedResponse),
         (status = 400, description = "Body is not a JSON object", body = ErrorBody),
         (status = 402, description = "Session budget spent (budget_exceeded)", body = ErrorBody),
         (status = 403, description = "An attachment's path leads outside the session's directory (path_outside_session)", body = ErrorBody),
         (status = 404, description = "Unknown, deleted or expired session; an attachment's path names nothing (file_not_found)", body = ErrorBody),
         (status = 413, description = "Body too large, or an attachment over its size limit", body = ErrorBody),
         (status = 415, description = "Not a JSON content type", body = ErrorBody),
-        (status = 422, description = "Blank or too long message, timeout outside 1..600, a bad attachment (base64, media type not matching the bytes, too many)", body = ErrorBody),
+        (status = 422, description = "Blank or too long message, timeout outside 1..600, callback_url refused, async given, a bad attachment", body = ErrorBody),
         (status = 429, description = "A turn is already running in this session (session_busy)", body = ErrorBody),
         (status = 503, description = "No API key configured, or store unavailable", body = ErrorBody),
     )
@@ -236,20 +215,23 @@ pub async fn chat_stream(
     State(state): State<AppState>,
     ApiJson(request): ApiJson<ChatRequest>,
 ) -> Result<Response, ApiError> {
+    if request.run_async {
+        return Err(ApiError::validation(
+            "async",
+            "is for POST /api/v1/chat; a stream is already asynchronous",
+        ));
+    }
     let session_id = request.session_id.clone();
-    let events = match start(&state, request).await? {
-        Started::Running(events) => events,
+    let (turn, queue) = request.into_turn(&state).await?;
+    let started = match start(&state, turn, queue).await? {
+        Started::Running(started) => started,
         Started::Queued(position) => return Ok(queued(&session_id, position)),
     };
-    Ok(Sse::new(frames(events))
-        .keep_alive(KeepAlive::new().interval(KEEP_ALIVE).text("keep-alive"))
-        .into_response())
+    Ok(sse(frames(started.events)))
 }
 
-/// Starts the request's turn, or with `queue: true` queues it behind the
-/// running one.
-async fn start(state: &AppState, request: ChatRequest) -> Result<Started, ApiError> {
-    let (turn, queue) = request.into_turn(state).await?;
+/// Starts the turn, or with `queue` queues it behind the running one.
+async fn start(state: &AppState, turn: TurnRequest, queue: bool) -> Result<Started, ApiError> {
     if queue {
         state.agent.start_or_queue(turn).await
     } else {
@@ -278,120 +260,46 @@ pub struct QueuedResponse {
     pub queued: u64,
 }
 
-/// Turn events as SSE frames, numbered, ending after `done` or `error`.
+/// An SSE response with keep-alive comments, so idle proxies keep it open.
+pub(super) fn sse(
+    events: impl Stream<Item = Result<Event, Infallible>> + Send + 'static,
+) -> Response {
+    Sse::new(events)
+        .keep_alive(KeepAlive::new().interval(KEEP_ALIVE).text("keep-alive"))
+        .into_response()
+}
+
+/// A turn's frames as SSE events, each with its id in the session's log,
+/// ending after `done` or `error`.
 fn frames(
-    events: mpsc::UnboundedReceiver<TurnEvent>,
+    events: mpsc::UnboundedReceiver<LoggedEvent>,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
-    futures::stream::unfold((events, 0u64, false), |(mut events, n, ended)| async move {
+    futures::stream::unfold((events, false), |(mut events, ended)| async move {
         if ended {
             return None;
         }
-        let (frame, last) = match events.recv().await {
-            Some(event) => frame(event),
-            None => (
-                json!({"type": "error", "error": "the turn ended unexpectedly", "code": "internal"}),
-                true,
-            ),
+        let (event, last) = match events.recv().await {
+            Some(logged) => {
+                if let TurnEvent::Failed(ApiError::Internal(why)) = &logged.event {
+                    tracing::error!(error = %why, "turn failed");
+                }
+                (sse_event(logged.id, &logged.data), logged.is_last())
+            }
+            None => {
+                let frame = render(&TurnEvent::Failed(ApiError::Internal(
+                    "the turn ended unexpectedly".into(),
+                )));
+                (Event::default().data(frame.to_string()), true)
+            }
         };
-        let event = Event::default()
-            .id(n.to_string())
-            .data(with_reference_keys(frame).to_string());
-        Some((Ok(event), (events, n + 1, last)))
+        Some((Ok(event), (events, last)))
     })
 }
 
-fn frame(event: TurnEvent) -> (Value, bool) {
-    match event {
-        TurnEvent::TextDelta(text) => (json!({"type": "text_delta", "text": text}), false),
-        TurnEvent::ThinkingDelta(thinking) => (
-            json!({"type": "thinking_delta", "thinking": thinking}),
-            false,
-        ),
-        TurnEvent::Compaction(compaction) => {
-            let mut frame = serde_json::to_value(&compaction).unwrap_or_else(|_| json!({}));
-            frame["type"] = json!("compaction");
-            (frame, false)
-        }
-        TurnEvent::ToolUse { id, name, input } => (
-            json!({"type": "tool_use", "tool_use_id": id, "tool_name": name, "tool_input": input,
-                   "tool": name, "input": input}),
-            false,
-        ),
-        TurnEvent::ToolResult {
-            id,
-            name,
-            content,
-            is_error,
-        } => (
-            json!({"type": "tool_result", "tool_use_id": id, "tool_name": name, "tool": name,
-                   "content": content, "is_error": is_error}),
-            false,
-        ),
-        TurnEvent::Todos(todos) => (json!({"type": "todos", "todos": todos}), false),
-        TurnEvent::PersonRequest {
-            kind: RequestKind::Permission,
-            request_id,
-            tool_use_id,
-            tool_name,
-            tool_input,
-            reason,
-        } => (
-            json!({"type": "permission_request", "request_id": request_id,
-                   "tool_use_id": tool_use_id, "tool_name": tool_name, "tool_input": tool_input,
-                   "reason": reason}),
-            false,
-        ),
-        TurnEvent::PersonRequest {
-            kind: RequestKind::Question,
-            request_id,
-            tool_use_id,
-            tool_name,
-            tool_input,
-            ..
-        } => (
-            json!({"type": "question", "request_id": request_id, "tool_use_id": tool_use_id,
-                   "tool_name": tool_name, "questions": tool_input["questions"].clone(),
-                   "tool_input": tool_input}),
-            false,
-        ),
-        TurnEvent::Done(summary) => (
-            json!({
-                "type": "done",
-                "text": summary.text,
-                "stop_reason": summary.stop_reason,
-                "num_turns": summary.num_turns,
-                "usage": summary.usage,
-                "cost_usd": micro_usd(summary.usage.cost_usd),
-                "duration_ms": summary.duration_ms,
-                "tool_calls": summary.tool_calls,
-                "model": summary.model,
-                "fallback_model_used": summary.fallback_model_used,
-                "compactions": summary.compactions,
-                "permission_requests": summary.permission_requests,
-            }),
-            true,
-        ),
-        TurnEvent::Failed(err) => {
-            if matches!(err, ApiError::Internal(_)) {
-                tracing::error!(error = %err, "turn failed");
-            }
-            (
-                json!({"type": "error", "error": err.detail(), "code": err.code()}),
-                true,
-            )
-        }
-    }
-}
-
-/// The reference service's keys a frame does not use, added as `null`: its
-/// clients read every frame for all five.
-fn with_reference_keys(mut frame: Value) -> Value {
-    if let Value::Object(fields) = &mut frame {
-        for key in REFERENCE_KEYS {
-            fields.entry(key).or_insert(Value::Null);
-        }
-    }
-    frame
+/// One stored or live frame as an SSE event: `id:` its id in the
+/// session's log, `data:` its JSON.
+pub(super) fn sse_event(id: u64, data: &str) -> Event {
+    Event::default().id(id.to_string()).data(data)
 }
 
 /// Interrupt the running turn
@@ -422,8 +330,13 @@ mod tests {
 
     use utoipa::{PartialSchema, ToSchema};
 
+    use serde_json::{Value, json};
+
     use super::*;
-    use crate::agent::context::Trigger;
+    use crate::agent::context::{Compaction, Trigger};
+    use crate::agent::events::REFERENCE_KEYS;
+    use crate::agent::turn::{ToolCall, TurnSummary};
+    use crate::store::{RequestKind, UsageTotals};
 
     /// The schemas `StreamFrame` documents, by name, as JSON.
     fn documented() -> serde_json::Map<String, Value> {
@@ -538,8 +451,7 @@ mod tests {
         ];
         let mut seen = BTreeSet::new();
         for event in events {
-            let (frame, _) = frame(event);
-            let frame = with_reference_keys(frame);
+            let frame = render(&event);
             let kind = frame["type"].as_str().unwrap().to_owned();
             let name = mapping[&kind].as_str().unwrap().rsplit('/').next().unwrap();
             let (all, required) = keys(&schemas[name], &schemas);
@@ -565,8 +477,7 @@ mod tests {
 
     #[test]
     fn costs_are_shown_in_micro_dollars() {
-        let (done, last) = frame(TurnEvent::Done(summary()));
-        assert!(last);
+        let done = render(&TurnEvent::Done(summary()));
         assert_eq!(done["cost_usd"].to_string(), "0.009789");
         assert_eq!(done["usage"]["cost_usd"].to_string(), "0.009789");
         let response = serde_json::to_value(ChatResponse::new("s".into(), summary())).unwrap();

@@ -1,7 +1,7 @@
 //! The OpenAPI schemas of `/api/v1/chat/stream`'s frames: one schema per
 //! frame `type`, gathered in `StreamFrame`, a `oneOf` discriminated on `type`.
 //!
-//! The frames themselves are built by `chat::frame`; a test there checks each
+//! The frames themselves are built by `agent::events::render`; a test there checks each
 //! frame it makes against these schemas.
 
 use std::borrow::Cow;
@@ -18,9 +18,7 @@ use crate::agent::context::Compaction;
 use crate::agent::turn::ToolCall;
 use crate::store::{Todo, UsageTotals};
 
-/// The keys every frame carries, as the reference service's frames do;
-/// `null` where a frame type does not use one.
-pub const REFERENCE_KEYS: [&str; 5] = ["type", "text", "tool_name", "tool_input", "error"];
+pub use crate::agent::events::REFERENCE_KEYS;
 
 /// One `data:` line of the stream.
 pub struct StreamFrame;

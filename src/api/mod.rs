@@ -4,6 +4,7 @@
 pub mod attachments;
 pub mod chat;
 pub mod commands;
+pub mod events;
 pub mod export;
 pub mod files;
 mod frames;
@@ -187,6 +188,8 @@ pub fn rfc3339<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error
         sessions::compact_session,
         export::export_session,
         chat::interrupt,
+        events::session_events,
+        events::session_turn,
         chat::chat,
         chat::chat_stream,
         permissions::list_permissions,
@@ -225,6 +228,7 @@ pub fn router(state: AppState) -> Router {
         .merge(export::routes())
         .merge(chat::routes(state.settings.api.max_chat_body_bytes()))
         .merge(permissions::routes())
+        .merge(events::routes())
         .merge(skills::routes())
         .merge(commands::routes())
         .merge(files::routes(max_upload))

@@ -12,7 +12,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::chat::ChatResponse;
 use super::{ApiJson, ApiQuery, AppState, SessionPath, rfc3339};
 use crate::agent::context::View;
-use crate::agent::turn::{TurnEvent, TurnRequest};
+use crate::agent::turn::TurnRequest;
 use crate::domain::{SessionId, Subdir, UserId};
 use crate::error::{ApiError, ErrorBody};
 use crate::options::{SessionOptions, SessionPrompt};
@@ -830,18 +830,8 @@ pub async fn compact_session(
         message,
         attachments: Vec::new(),
         timeout: std::time::Duration::from_secs_f64(timeout),
+        callback: None,
     };
-    let mut events = state.agent.start(turn).await?;
-    while let Some(event) = events.recv().await {
-        match event {
-            TurnEvent::Done(summary) => {
-                return Ok(Json(ChatResponse::new(id.to_string(), summary)));
-            }
-            TurnEvent::Failed(err) => return Err(err),
-            _ => {}
-        }
-    }
-    Err(ApiError::Internal(
-        "the compaction ended unexpectedly".into(),
-    ))
+    let summary = state.agent.start(turn).await?.outcome().await?;
+    Ok(Json(ChatResponse::new(id.to_string(), summary)))
 }

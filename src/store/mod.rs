@@ -11,13 +11,14 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
+use tokio::sync::broadcast;
 use uuid::Uuid;
 
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 pub use tracked::WriteTracked;
 
-use crate::config::{Settings, StorageKind};
+use crate::config::{EventRetention, Settings, StorageKind};
 use crate::domain::{SessionId, UserId};
 use crate::options::SessionOptions;
 
@@ -529,7 +530,142 @@ pub trait SessionStore: Send + Sync {
         id: SessionId,
         holder: Uuid,
     ) -> Result<Option<QueuedMessage>, StoreError>;
+    /// Records a turn that starts now (its lease held) and returns the id of
+    /// the session's last event so far: the turn's frames follow it.
+    async fn begin_turn(&self, id: SessionId, turn: Uuid) -> Result<u64, StoreError>;
+
+    /// Stores frames of a running turn, ids ascending, and tells viewers
+    /// (on every instance) that the session has new events.
+    async fn append_events(
+        &self,
+        id: SessionId,
+        turn: Uuid,
+        events: &[SessionEvent],
+    ) -> Result<(), StoreError>;
+
+    /// Stores the turn's last frames and how it ended (one transaction),
+    /// then prunes the session's events older than `retention` allows.
+    async fn finish_turn(
+        &self,
+        id: SessionId,
+        turn: Uuid,
+        events: &[SessionEvent],
+        ended: &TurnEnded,
+        retention: &EventRetention,
+    ) -> Result<(), StoreError>;
+
+    /// Up to `limit` of the session's stored events with ids above `after`,
+    /// in order.
+    async fn events_after(
+        &self,
+        id: SessionId,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<SessionEvent>, StoreError>;
+
+    /// One turn of a live session.
+    async fn turn(&self, id: SessionId, turn: Uuid) -> Result<Option<TurnRecord>, StoreError>;
+
+    /// Ids of sessions with new events, as they are stored here or (with
+    /// PostgreSQL) by another instance. Notices can be missed (a lagging
+    /// receiver, a dropped connection): viewers also poll.
+    fn event_notices(&self) -> broadcast::Receiver<SessionId>;
 }
+
+/// One stored frame: its per-session id and its JSON text as streamed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionEvent {
+    pub id: u64,
+    pub frame: Arc<str>,
+}
+
+/// How a turn ended: its status, the HTTP status and body the synchronous
+/// `/chat` answered, and its last event.
+#[derive(Debug, Clone)]
+pub struct TurnEnded {
+    pub status: TurnStatus,
+    pub status_code: u16,
+    pub result: Value,
+    pub last_event_id: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TurnStatus {
+    /// Still running (its instance holds the session's lease).
+    Running,
+    /// The model ended its turn (`end_turn`, `max_tokens`, `max_turns`, ...).
+    Completed,
+    /// Interrupted; the partial answer is the result.
+    Interrupted,
+    /// Failed (timeout, model API error, shutdown...); the result is the error.
+    Failed,
+    /// Its instance stopped without finishing it (crash, kill).
+    Abandoned,
+}
+
+impl TurnStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Completed => "completed",
+            Self::Interrupted => "interrupted",
+            Self::Failed => "failed",
+            Self::Abandoned => "abandoned",
+        }
+    }
+
+    fn parse(raw: &str) -> Result<Self, StoreError> {
+        Ok(match raw {
+            "running" => Self::Running,
+            "completed" => Self::Completed,
+            "interrupted" => Self::Interrupted,
+            "failed" => Self::Failed,
+            "abandoned" => Self::Abandoned,
+            other => return Err(StoreError::Internal(format!("stored turn status {other}"))),
+        })
+    }
+}
+
+/// A stored turn. A `Running` one whose session holds no lease any more
+/// was abandoned; the API reports it so.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TurnRecord {
+    pub id: Uuid,
+    pub status: TurnStatus,
+    /// The event id before the turn's first frame (`/events?after=`).
+    pub after_event_id: u64,
+    pub last_event_id: u64,
+    pub status_code: Option<u16>,
+    pub result: Option<Value>,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// A stored turn result back as JSON; anything else is corrupt data.
+fn result_from_text(text: Option<String>) -> Result<Option<Value>, StoreError> {
+    text.map(|t| {
+        serde_json::from_str(&t).map_err(|e| StoreError::Internal(format!("stored result: {e}")))
+    })
+    .transpose()
+}
+
+/// The event id of `n` (stored as a signed integer) back.
+fn event_id(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
+
+/// The oldest instant an event may have been stored at to be kept.
+fn events_cutoff(retention: &EventRetention, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    if retention.max_age_secs == 0 {
+        return None;
+    }
+    let age = chrono::Duration::try_seconds(i64::try_from(retention.max_age_secs).ok()?)?;
+    now.checked_sub_signed(age)
+}
+
+/// How many session ids a notice channel holds for a slow receiver.
+const NOTICE_CAPACITY: usize = 1024;
 
 pub type DynStore = Arc<dyn SessionStore>;
 

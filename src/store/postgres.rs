@@ -1,21 +1,25 @@
 //! The PostgreSQL store, for several instances sharing one database: creates
 //! the database when missing and waits for the server at start-up.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, SubsecRound, Utc};
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
 use sqlx::{ConnectOptions, Connection, Row};
+use tokio::sync::broadcast;
+use tokio_util::sync::{CancellationToken, DropGuard};
 use uuid::Uuid;
 
 use super::{
-    Answering, Changed, ForkPoint, LeaseOutcome, Limits, NewMessage, NewSession, PersonRequest,
-    QueuedMessage, Renewal, RequestKind, Session, SessionChange, SessionKey, SessionStore,
-    StoreError, StoredMessage, Todo, UsageTotals, describe_limit, expiry_cutoff, lease_until,
-    options_from_json, todos_from_json, write_probe_row,
+    Answering, Changed, ForkPoint, LeaseOutcome, Limits, NOTICE_CAPACITY, NewMessage, NewSession,
+    PersonRequest, QueuedMessage, Renewal, RequestKind, Session, SessionChange, SessionEvent,
+    SessionKey, SessionStore, StoreError, StoredMessage, Todo, TurnEnded, TurnRecord, TurnStatus,
+    UsageTotals, describe_limit, event_id, events_cutoff, expiry_cutoff, lease_until,
+    options_from_json, result_from_text, todos_from_json, write_probe_row,
 };
-use crate::config::{SessionSettings, StorageKind};
+use crate::config::{EventRetention, SessionSettings, StorageKind};
 use crate::domain::{SessionId, UserId};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -23,9 +27,18 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres
 /// Serialises session creation across instances so limits hold exactly.
 const CREATE_LOCK_KEY: i64 = 0x636c_6175_6465; // "claude"
 
+/// The channel `NOTIFY` tells every instance on, with a session id, that the
+/// session has new events.
+const EVENTS_CHANNEL: &str = "claude_agent_session_events";
+/// How long the listener waits before listening again after an error.
+const LISTEN_RETRY: Duration = Duration::from_secs(1);
+
 pub struct PostgresStore {
     pool: PgPool,
     ttl: Option<Duration>,
+    notices: broadcast::Sender<SessionId>,
+    /// Stops the `LISTEN` task with the store.
+    _listening: DropGuard,
 }
 
 const SESSION_COLUMNS: &str = "id, user_id, subdir, cwd, metadata, metadata_escaped, \
@@ -110,7 +123,19 @@ impl PostgresStore {
             .run(&pool)
             .await
             .map_err(|e| StoreError::Internal(format!("migration failed: {e}")))?;
-        Ok(Self { pool, ttl })
+        let (notices, _) = broadcast::channel(NOTICE_CAPACITY);
+        let stop = CancellationToken::new();
+        tokio::spawn(listen_for_events(
+            pool.clone(),
+            notices.clone(),
+            stop.clone(),
+        ));
+        Ok(Self {
+            pool,
+            ttl,
+            notices,
+            _listening: stop.drop_guard(),
+        })
     }
 
     fn cutoff(&self, now: DateTime<Utc>) -> DateTime<Utc> {
@@ -284,6 +309,89 @@ fn request_from_row(row: &PgRow) -> Result<PersonRequest, StoreError> {
         reason: row.try_get("reason")?,
         created_at: row.try_get("created_at")?,
         answer: answer.map(|a| nul::decode(a, answer_escaped)).transpose()?,
+    })
+}
+
+/// Passes the session ids other instances (and this one) `NOTIFY` on to
+/// `notices` until `stop`. A notice lost while the connection is down is
+/// made up for by the viewers' own polling.
+async fn listen_for_events(
+    pool: PgPool,
+    notices: broadcast::Sender<SessionId>,
+    stop: CancellationToken,
+) {
+    loop {
+        let err = tokio::select! {
+            () = stop.cancelled() => return,
+            err = relay_notices(&pool, &notices) => err,
+        };
+        tracing::warn!(error = %err, "listening for other instances' events failed; retrying");
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(LISTEN_RETRY) => {}
+        }
+    }
+}
+
+/// Listens and relays notices until the connection fails.
+async fn relay_notices(pool: &PgPool, notices: &broadcast::Sender<SessionId>) -> sqlx::Error {
+    let mut listener = match PgListener::connect_with(pool).await {
+        Ok(listener) => listener,
+        Err(err) => return err,
+    };
+    if let Err(err) = listener.listen(EVENTS_CHANNEL).await {
+        return err;
+    }
+    loop {
+        match listener.recv().await {
+            Ok(notice) => {
+                if let Ok(id) = Uuid::parse_str(notice.payload()) {
+                    let _ = notices.send(SessionId(id));
+                }
+            }
+            Err(err) => return err,
+        }
+    }
+}
+
+/// Inserts frames of `turn` in one statement.
+async fn insert_events(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    id: SessionId,
+    turn: Uuid,
+    events: &[SessionEvent],
+) -> Result<(), StoreError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<i64> = events.iter().map(|e| to_i64(e.id)).collect();
+    let frames: Vec<&str> = events.iter().map(|e| e.frame.as_ref()).collect();
+    sqlx::query(
+        "INSERT INTO session_events (session_id, id, turn_id, frame, created_at)
+         SELECT $1, e.id, $2, e.frame, $3 FROM UNNEST($4::BIGINT[], $5::TEXT[]) AS e (id, frame)",
+    )
+    .bind(id.0)
+    .bind(turn)
+    .bind(Utc::now())
+    .bind(&ids)
+    .bind(&frames)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+fn turn_from_row(row: &PgRow) -> Result<TurnRecord, StoreError> {
+    let status: String = row.try_get("status")?;
+    let code: Option<i32> = row.try_get("status_code")?;
+    Ok(TurnRecord {
+        id: row.try_get("id")?,
+        status: TurnStatus::parse(&status)?,
+        after_event_id: event_id(row.try_get::<i64, _>("first_event_id")?).saturating_sub(1),
+        last_event_id: event_id(row.try_get("last_event_id")?),
+        status_code: code.and_then(|c| u16::try_from(c).ok()),
+        result: result_from_text(row.try_get("result")?)?,
+        started_at: row.try_get("started_at")?,
+        finished_at: row.try_get("finished_at")?,
     })
 }
 
@@ -928,6 +1036,157 @@ impl SessionStore for PostgresStore {
         };
         tx.commit().await?;
         Ok(next)
+    }
+
+    async fn begin_turn(&self, id: SessionId, turn: Uuid) -> Result<u64, StoreError> {
+        let last: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO turns (session_id, id, status, first_event_id, last_event_id, started_at)
+             SELECT $1, $2, 'running', n + 1, n, $3
+             FROM (SELECT COALESCE(MAX(last_event_id), 0) AS n FROM turns WHERE session_id = $1) t
+             RETURNING last_event_id",
+        )
+        .bind(id.0)
+        .bind(turn)
+        .bind(Utc::now())
+        .fetch_optional(&self.pool)
+        .await?;
+        last.map(event_id).ok_or(StoreError::NotFound)
+    }
+
+    async fn append_events(
+        &self,
+        id: SessionId,
+        turn: Uuid,
+        events: &[SessionEvent],
+    ) -> Result<(), StoreError> {
+        let Some(last) = events.last() else {
+            return Ok(());
+        };
+        let mut tx = self.pool.begin().await?;
+        insert_events(&mut tx, id, turn, events).await?;
+        sqlx::query("UPDATE turns SET last_event_id = $1 WHERE session_id = $2 AND id = $3")
+            .bind(to_i64(last.id))
+            .bind(id.0)
+            .bind(turn)
+            .execute(&mut *tx)
+            .await?;
+        // Delivered to every listening instance when the transaction commits.
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(EVENTS_CHANNEL)
+            .bind(id.0.to_string())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        let _ = self.notices.send(id);
+        Ok(())
+    }
+
+    async fn finish_turn(
+        &self,
+        id: SessionId,
+        turn: Uuid,
+        events: &[SessionEvent],
+        ended: &TurnEnded,
+        retention: &EventRetention,
+    ) -> Result<(), StoreError> {
+        let now = Utc::now();
+        let result = serde_json::to_string(&ended.result)
+            .map_err(|e| StoreError::Internal(e.to_string()))?;
+        let mut tx = self.pool.begin().await?;
+        insert_events(&mut tx, id, turn, events).await?;
+        sqlx::query(
+            "UPDATE turns SET status = $1, status_code = $2, result = $3, finished_at = $4,
+                 last_event_id = GREATEST(last_event_id, $5)
+             WHERE session_id = $6 AND id = $7",
+        )
+        .bind(ended.status.as_str())
+        .bind(i32::from(ended.status_code))
+        .bind(result)
+        .bind(now)
+        .bind(to_i64(ended.last_event_id))
+        .bind(id.0)
+        .bind(turn)
+        .execute(&mut *tx)
+        .await?;
+        // The newest `turns` turns stay, with their events; the newest turn
+        // always stays, as it carries the session's last event id.
+        let keep = i64::from(retention.turns.max(1));
+        let oldest_kept: Option<i64> = sqlx::query_scalar(
+            "SELECT first_event_id FROM turns WHERE session_id = $1
+             ORDER BY first_event_id DESC LIMIT 1 OFFSET $2",
+        )
+        .bind(id.0)
+        .bind(keep - 1)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(oldest) = oldest_kept {
+            sqlx::query("DELETE FROM session_events WHERE session_id = $1 AND id < $2")
+                .bind(id.0)
+                .bind(oldest)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM turns WHERE session_id = $1 AND first_event_id < $2")
+                .bind(id.0)
+                .bind(oldest)
+                .execute(&mut *tx)
+                .await?;
+        }
+        if let Some(cutoff) = events_cutoff(retention, now) {
+            sqlx::query("DELETE FROM session_events WHERE created_at < $1")
+                .bind(cutoff)
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(EVENTS_CHANNEL)
+            .bind(id.0.to_string())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        let _ = self.notices.send(id);
+        Ok(())
+    }
+
+    async fn events_after(
+        &self,
+        id: SessionId,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<SessionEvent>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, frame FROM session_events WHERE session_id = $1 AND id > $2
+             ORDER BY id LIMIT $3",
+        )
+        .bind(id.0)
+        .bind(to_i64(after))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(SessionEvent {
+                    id: event_id(row.try_get("id")?),
+                    frame: Arc::from(row.try_get::<String, _>("frame")?),
+                })
+            })
+            .collect()
+    }
+
+    async fn turn(&self, id: SessionId, turn: Uuid) -> Result<Option<TurnRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, status, first_event_id, last_event_id, status_code, result, started_at,
+                    finished_at
+             FROM turns WHERE session_id = $1 AND id = $2",
+        )
+        .bind(id.0)
+        .bind(turn)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(turn_from_row).transpose()
+    }
+
+    fn event_notices(&self) -> broadcast::Receiver<SessionId> {
+        self.notices.subscribe()
     }
 }
 

@@ -3,6 +3,7 @@
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -12,15 +13,17 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
+use tokio::sync::broadcast;
 use uuid::Uuid;
 
 use super::{
-    Answering, Changed, ForkPoint, LeaseOutcome, Limits, NewMessage, NewSession, PersonRequest,
-    QueuedMessage, Renewal, RequestKind, Session, SessionChange, SessionKey, SessionStore,
-    StoreError, StoredMessage, Todo, UsageTotals, describe_limit, expiry_cutoff, lease_until,
-    options_from_json, todos_from_json, write_probe_row,
+    Answering, Changed, ForkPoint, LeaseOutcome, Limits, NOTICE_CAPACITY, NewMessage, NewSession,
+    PersonRequest, QueuedMessage, Renewal, RequestKind, Session, SessionChange, SessionEvent,
+    SessionKey, SessionStore, StoreError, StoredMessage, Todo, TurnEnded, TurnRecord, TurnStatus,
+    UsageTotals, describe_limit, event_id, events_cutoff, expiry_cutoff, lease_until,
+    options_from_json, result_from_text, todos_from_json, write_probe_row,
 };
-use crate::config::StorageKind;
+use crate::config::{EventRetention, StorageKind};
 use crate::domain::{SessionId, UserId};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -29,6 +32,8 @@ pub struct SqliteStore {
     pool: SqlitePool,
     ttl: Option<Duration>,
     kind: StorageKind,
+    /// Only this process writes the database: notices stay in process.
+    notices: broadcast::Sender<SessionId>,
 }
 
 const SESSION_COLUMNS: &str = "id, user_id, subdir, cwd, metadata, created_at, last_active_at, \
@@ -117,7 +122,13 @@ impl SqliteStore {
                 "released turn leases left by a previous run"
             );
         }
-        Ok(Self { pool, ttl, kind })
+        let (notices, _) = broadcast::channel(NOTICE_CAPACITY);
+        Ok(Self {
+            pool,
+            ttl,
+            kind,
+            notices,
+        })
     }
 
     fn cutoff(&self, now: DateTime<Utc>) -> i64 {
@@ -265,6 +276,48 @@ fn request_from_row(row: &SqliteRow) -> Result<PersonRequest, StoreError> {
         reason: row.try_get("reason")?,
         created_at: millis(row.try_get("created_at")?),
         answer: answer.as_deref().map(json_of).transpose()?,
+    })
+}
+
+/// Inserts frames of `turn` in as few statements as SQLite allows.
+async fn insert_events(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    id: SessionId,
+    turn: Uuid,
+    events: &[SessionEvent],
+) -> Result<(), StoreError> {
+    let now = Utc::now().timestamp_millis();
+    // Each row binds 5 parameters; SQLite allows 32766 per statement.
+    for chunk in events.chunks(1000) {
+        let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "INSERT INTO session_events (session_id, id, turn_id, frame, created_at) ",
+        );
+        insert.push_values(chunk, |mut row, event| {
+            row.push_bind(id.to_string())
+                .push_bind(to_i64(event.id))
+                .push_bind(turn.to_string())
+                .push_bind(event.frame.to_string())
+                .push_bind(now);
+        });
+        insert.build().execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+fn turn_from_row(row: &SqliteRow) -> Result<TurnRecord, StoreError> {
+    let id: String = row.try_get("id")?;
+    let status: String = row.try_get("status")?;
+    let code: Option<i64> = row.try_get("status_code")?;
+    let finished: Option<i64> = row.try_get("finished_at")?;
+    Ok(TurnRecord {
+        id: Uuid::parse_str(&id).map_err(|e| StoreError::Internal(format!("turn id: {e}")))?,
+        status: TurnStatus::parse(&status)?,
+        after_event_id: event_id(row.try_get::<i64, _>("first_event_id")?).saturating_sub(1),
+        last_event_id: event_id(row.try_get("last_event_id")?),
+        status_code: code.and_then(|c| u16::try_from(c).ok()),
+        result: result_from_text(row.try_get("result")?)?,
+        started_at: millis(row.try_get("started_at")?),
+        finished_at: finished.map(millis),
     })
 }
 
@@ -881,5 +934,145 @@ impl SessionStore for SqliteStore {
         };
         tx.commit().await?;
         Ok(next)
+    }
+
+    async fn begin_turn(&self, id: SessionId, turn: Uuid) -> Result<u64, StoreError> {
+        let last: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO turns (session_id, id, status, first_event_id, last_event_id, started_at)
+             SELECT ?1, ?2, 'running', n + 1, n, ?3
+             FROM (SELECT COALESCE(MAX(last_event_id), 0) AS n FROM turns WHERE session_id = ?1)
+             RETURNING last_event_id",
+        )
+        .bind(id.to_string())
+        .bind(turn.to_string())
+        .bind(Utc::now().timestamp_millis())
+        .fetch_optional(&self.pool)
+        .await?;
+        last.map(event_id).ok_or(StoreError::NotFound)
+    }
+
+    async fn append_events(
+        &self,
+        id: SessionId,
+        turn: Uuid,
+        events: &[SessionEvent],
+    ) -> Result<(), StoreError> {
+        let Some(last) = events.last() else {
+            return Ok(());
+        };
+        let mut tx = self.pool.begin().await?;
+        insert_events(&mut tx, id, turn, events).await?;
+        sqlx::query("UPDATE turns SET last_event_id = ? WHERE session_id = ? AND id = ?")
+            .bind(to_i64(last.id))
+            .bind(id.to_string())
+            .bind(turn.to_string())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        let _ = self.notices.send(id);
+        Ok(())
+    }
+
+    async fn finish_turn(
+        &self,
+        id: SessionId,
+        turn: Uuid,
+        events: &[SessionEvent],
+        ended: &TurnEnded,
+        retention: &EventRetention,
+    ) -> Result<(), StoreError> {
+        let now = Utc::now();
+        let result = serde_json::to_string(&ended.result)
+            .map_err(|e| StoreError::Internal(e.to_string()))?;
+        let mut tx = self.pool.begin().await?;
+        insert_events(&mut tx, id, turn, events).await?;
+        sqlx::query(
+            "UPDATE turns SET status = ?, status_code = ?, result = ?, finished_at = ?,
+                 last_event_id = MAX(last_event_id, ?)
+             WHERE session_id = ? AND id = ?",
+        )
+        .bind(ended.status.as_str())
+        .bind(i64::from(ended.status_code))
+        .bind(result)
+        .bind(now.timestamp_millis())
+        .bind(to_i64(ended.last_event_id))
+        .bind(id.to_string())
+        .bind(turn.to_string())
+        .execute(&mut *tx)
+        .await?;
+        // The newest `turns` turns stay, with their events; the newest turn
+        // always stays, as it carries the session's last event id.
+        let keep = i64::from(retention.turns.max(1));
+        let oldest_kept: Option<i64> = sqlx::query_scalar(
+            "SELECT first_event_id FROM turns WHERE session_id = ?
+             ORDER BY first_event_id DESC LIMIT 1 OFFSET ?",
+        )
+        .bind(id.to_string())
+        .bind(keep - 1)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(oldest) = oldest_kept {
+            sqlx::query("DELETE FROM session_events WHERE session_id = ? AND id < ?")
+                .bind(id.to_string())
+                .bind(oldest)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM turns WHERE session_id = ? AND first_event_id < ?")
+                .bind(id.to_string())
+                .bind(oldest)
+                .execute(&mut *tx)
+                .await?;
+        }
+        if let Some(cutoff) = events_cutoff(retention, now) {
+            sqlx::query("DELETE FROM session_events WHERE created_at < ?")
+                .bind(cutoff.timestamp_millis())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        let _ = self.notices.send(id);
+        Ok(())
+    }
+
+    async fn events_after(
+        &self,
+        id: SessionId,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<SessionEvent>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, frame FROM session_events WHERE session_id = ? AND id > ?
+             ORDER BY id LIMIT ?",
+        )
+        .bind(id.to_string())
+        .bind(to_i64(after))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(SessionEvent {
+                    id: event_id(row.try_get("id")?),
+                    frame: Arc::from(row.try_get::<String, _>("frame")?),
+                })
+            })
+            .collect()
+    }
+
+    async fn turn(&self, id: SessionId, turn: Uuid) -> Result<Option<TurnRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, status, first_event_id, last_event_id, status_code, result, started_at,
+                    finished_at
+             FROM turns WHERE session_id = ? AND id = ?",
+        )
+        .bind(id.to_string())
+        .bind(turn.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(turn_from_row).transpose()
+    }
+
+    fn event_notices(&self) -> broadcast::Receiver<SessionId> {
+        self.notices.subscribe()
     }
 }

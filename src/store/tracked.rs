@@ -6,14 +6,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use tokio::sync::broadcast;
 use uuid::Uuid;
 
 use super::{
     Answering, Changed, DynStore, ForkPoint, LeaseOutcome, Limits, NewMessage, NewSession,
-    PersonRequest, QueuedMessage, Renewal, RequestKind, Session, SessionChange, SessionKey,
-    SessionStore, StoreError, StoredMessage, Todo, UsageTotals,
+    PersonRequest, QueuedMessage, Renewal, RequestKind, Session, SessionChange, SessionEvent,
+    SessionKey, SessionStore, StoreError, StoredMessage, Todo, TurnEnded, TurnRecord, UsageTotals,
 };
-use crate::config::StorageKind;
+use crate::config::{EventRetention, StorageKind};
 use crate::domain::{SessionId, UserId};
 
 /// A store whose failed writes are remembered. Reads answering is not
@@ -229,5 +230,50 @@ impl SessionStore for WriteTracked {
         holder: Uuid,
     ) -> Result<Option<QueuedMessage>, StoreError> {
         self.observe(self.inner.next_queued_or_release(id, holder).await)
+    }
+
+    async fn begin_turn(&self, id: SessionId, turn: Uuid) -> Result<u64, StoreError> {
+        self.observe(self.inner.begin_turn(id, turn).await)
+    }
+
+    async fn append_events(
+        &self,
+        id: SessionId,
+        turn: Uuid,
+        events: &[SessionEvent],
+    ) -> Result<(), StoreError> {
+        self.observe(self.inner.append_events(id, turn, events).await)
+    }
+
+    async fn finish_turn(
+        &self,
+        id: SessionId,
+        turn: Uuid,
+        events: &[SessionEvent],
+        ended: &TurnEnded,
+        retention: &EventRetention,
+    ) -> Result<(), StoreError> {
+        self.observe(
+            self.inner
+                .finish_turn(id, turn, events, ended, retention)
+                .await,
+        )
+    }
+
+    async fn events_after(
+        &self,
+        id: SessionId,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<SessionEvent>, StoreError> {
+        self.inner.events_after(id, after, limit).await
+    }
+
+    async fn turn(&self, id: SessionId, turn: Uuid) -> Result<Option<TurnRecord>, StoreError> {
+        self.inner.turn(id, turn).await
+    }
+
+    fn event_notices(&self) -> broadcast::Receiver<SessionId> {
+        self.inner.event_notices()
     }
 }

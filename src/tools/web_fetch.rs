@@ -318,31 +318,8 @@ impl WebFetchTool {
         Ok(())
     }
 
-    /// Every address `host` resolves to, refused when one is internal and
-    /// private networks are not allowed.
     async fn resolve(&self, url: &Url, host: &str) -> Result<Vec<SocketAddr>, String> {
-        let port = url.port_or_known_default().unwrap_or(80);
-        let literal = host.trim_start_matches('[').trim_end_matches(']');
-        let addrs: Vec<SocketAddr> = match literal.parse::<IpAddr>() {
-            Ok(ip) => vec![SocketAddr::new(ip, port)],
-            Err(_) => tokio::net::lookup_host((host, port))
-                .await
-                .map_err(|e| format!("Could not resolve {host}: {e}"))?
-                .collect(),
-        };
-        if addrs.is_empty() {
-            return Err(format!("{host} has no address."));
-        }
-        if !self.settings.allow_private_networks
-            && let Some(internal) = addrs.iter().find(|a| is_internal(a.ip()))
-        {
-            return Err(format!(
-                "{host} resolves to {}, an address of a private, loopback, link-local or \
-                 metadata network; such pages are not fetched (tools.web_fetch.allow_private_networks).",
-                internal.ip()
-            ));
-        }
-        Ok(addrs)
+        resolve_checked(url, host, self.settings.allow_private_networks).await
     }
 
     async fn read_body(&self, response: reqwest::Response) -> Result<Vec<u8>, String> {
@@ -376,6 +353,37 @@ fn cut_chars(text: &str, max: usize) -> (&str, bool) {
         Some((end, _)) => (&text[..end], true),
         None => (text, false),
     }
+}
+
+/// Every address `host` (of `url`) resolves to, refused when one is internal
+/// and private networks are not allowed (`tools.web_fetch.allow_private_networks`,
+/// which callbacks follow too). Connect to the addresses returned, so a
+/// second DNS answer cannot point elsewhere.
+pub async fn resolve_checked(
+    url: &Url,
+    host: &str,
+    allow_private_networks: bool,
+) -> Result<Vec<SocketAddr>, String> {
+    let port = url.port_or_known_default().unwrap_or(80);
+    let literal = host.trim_start_matches('[').trim_end_matches(']');
+    let addrs: Vec<SocketAddr> = match literal.parse::<IpAddr>() {
+        Ok(ip) => vec![SocketAddr::new(ip, port)],
+        Err(_) => tokio::net::lookup_host((host, port))
+            .await
+            .map_err(|e| format!("Could not resolve {host}: {e}"))?
+            .collect(),
+    };
+    if addrs.is_empty() {
+        return Err(format!("{host} has no address."));
+    }
+    if !allow_private_networks && let Some(internal) = addrs.iter().find(|a| is_internal(a.ip())) {
+        return Err(format!(
+            "{host} resolves to {}, an address of a private, loopback, link-local or \
+             metadata network; such addresses are not fetched or called back (tools.web_fetch.allow_private_networks).",
+            internal.ip()
+        ));
+    }
+    Ok(addrs)
 }
 
 /// Addresses of the service's own networks: loopback, private, link-local

@@ -80,6 +80,8 @@ impl TestApp {
 pub struct Frames {
     stream: futures::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>,
     buffer: String,
+    /// The SSE `id:` of the frame `next` returned last.
+    pub last_id: Option<u64>,
 }
 
 impl Frames {
@@ -93,6 +95,7 @@ impl Frames {
         Self {
             stream: response.bytes_stream().boxed(),
             buffer: String::new(),
+            last_id: None,
         }
     }
 
@@ -107,6 +110,10 @@ impl Frames {
                     .map(str::trim_start)
                     .collect();
                 if !data.is_empty() {
+                    self.last_id = block
+                        .lines()
+                        .find_map(|l| l.strip_prefix("id:"))
+                        .map(|id| id.trim().parse().expect("SSE id is a number"));
                     return Some(serde_json::from_str(&data.join("\n")).expect("frame is JSON"));
                 }
             }
@@ -116,6 +123,21 @@ impl Frames {
                 Err(_) => panic!("no SSE frame within 30 s"),
             }
         }
+    }
+
+    /// The next frame with its SSE id.
+    pub async fn next_with_id(&mut self) -> Option<(u64, Value)> {
+        let frame = self.next().await?;
+        Some((self.last_id.expect("every frame has an id"), frame))
+    }
+
+    /// Every frame to the end, with its id.
+    pub async fn collect_with_ids(mut self) -> Vec<(u64, Value)> {
+        let mut frames = Vec::new();
+        while let Some(frame) = self.next_with_id().await {
+            frames.push(frame);
+        }
+        frames
     }
 
     pub async fn collect(mut self) -> Vec<Value> {
@@ -129,7 +151,7 @@ impl Frames {
 
 /// Two apps on one fresh PostgreSQL database, both talking to `fake` and
 /// seeing the same user files, as they would on a shared volume.
-async fn two_instances(fake: &FakeAnthropic) -> (TestApp, TestApp) {
+pub async fn two_instances(fake: &FakeAnthropic) -> (TestApp, TestApp) {
     let db = fresh_db_name();
     let one = agent_app(StorageKind::Postgresql, fake, |s| use_postgres(s, &db))
         .await

@@ -7,6 +7,8 @@ mod chat;
 mod connections;
 mod context;
 mod contract_errors;
+mod contract_frames;
+mod events;
 mod examples;
 mod extensions;
 mod files;
