@@ -105,6 +105,37 @@ impl FromStr for SandboxMode {
     }
 }
 
+/// Whether requests must carry an API key (see `api::auth`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMode {
+    /// Anyone who reaches the port has full access: for a deployment behind
+    /// a gateway that authenticates.
+    None,
+    /// Every request but `/`, `/health`, `/docs` and `/openapi.json` needs a key.
+    ApiKey,
+}
+
+impl AuthMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::ApiKey => "api_key",
+        }
+    }
+}
+
+impl FromStr for AuthMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "none" => Ok(Self::None),
+            "api_key" => Ok(Self::ApiKey),
+            _ => Err("expected one of none, api_key".into()),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -229,6 +260,12 @@ impl Default for SessionSettings {
 pub struct ApiSettings {
     pub host: String,
     pub port: u16,
+    /// `none` or `api_key`. Unset: `api_key` as soon as any key exists (an
+    /// admin key here, or a user key in the store), else `none`.
+    pub auth: Option<AuthMode>,
+    /// Admin keys: full access to every user's sessions and to `/api/v1/keys`.
+    pub api_keys: Vec<Secret>,
+    /// Origins whose web pages may call the API; none by default.
     pub cors_origins: Vec<String>,
     /// 0 means no limit.
     pub max_sessions: u64,
@@ -257,7 +294,9 @@ impl Default for ApiSettings {
         Self {
             host: "0.0.0.0".into(),
             port: 8000,
-            cors_origins: vec!["*".into()],
+            auth: None,
+            api_keys: Vec::new(),
+            cors_origins: Vec::new(),
             max_sessions: 0,
             max_sessions_per_user: 0,
             max_concurrent_requests: 64,
@@ -685,6 +724,19 @@ impl Default for ToolSettings {
     }
 }
 
+/// Per-user spending limits and per-key turn rates, counted in the store so
+/// every instance sharing it enforces the same totals. 0 means no limit.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct QuotaSettings {
+    /// Tokens (input, output, cache writes and reads) one user may spend per UTC day.
+    pub per_user_daily_tokens: u64,
+    /// US dollars one user may spend per UTC day.
+    pub per_user_daily_usd: f64,
+    /// Turns one API key (or, without keys, one user) may start per minute.
+    pub turns_per_minute: u64,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct Settings {
@@ -705,6 +757,7 @@ pub struct Settings {
     /// Local plugin folders bundling skills and MCP servers.
     pub plugins: Vec<PluginConfig>,
     pub log: LogSettings,
+    pub quotas: QuotaSettings,
 }
 
 impl Default for Settings {
@@ -722,6 +775,7 @@ impl Default for Settings {
             mcp_servers: BTreeMap::new(),
             plugins: Vec::new(),
             log: LogSettings::default(),
+            quotas: QuotaSettings::default(),
         }
     }
 }
@@ -731,7 +785,12 @@ enum Kind {
     Text,
     Port,
     Int,
+    /// A non-negative number, fractions allowed.
+    Float,
     Bool,
+    /// Comma-separated values, blanks dropped.
+    List,
+    Auth,
     Storage,
     Sandbox,
     Network,
@@ -791,6 +850,28 @@ const ENV_KEYS: &[(&str, &str, Kind)] = &[
         Kind::Text,
     ),
     ("CLAUDE_AGENT_API_HOST", "api.host", Kind::Text),
+    ("CLAUDE_AGENT_API_AUTH", "api.auth", Kind::Auth),
+    ("CLAUDE_AGENT_API_KEYS", "api.api_keys", Kind::List),
+    (
+        "CLAUDE_AGENT_API_CORS_ORIGINS",
+        "api.cors_origins",
+        Kind::List,
+    ),
+    (
+        "CLAUDE_AGENT_QUOTAS_PER_USER_DAILY_TOKENS",
+        "quotas.per_user_daily_tokens",
+        Kind::Int,
+    ),
+    (
+        "CLAUDE_AGENT_QUOTAS_PER_USER_DAILY_USD",
+        "quotas.per_user_daily_usd",
+        Kind::Float,
+    ),
+    (
+        "CLAUDE_AGENT_QUOTAS_TURNS_PER_MINUTE",
+        "quotas.turns_per_minute",
+        Kind::Int,
+    ),
     ("API_PORT", "api.port", Kind::Port),
     ("CLAUDE_AGENT_API_PORT", "api.port", Kind::Port),
     (
@@ -949,6 +1030,13 @@ impl Settings {
             if secs == 0 {
                 return Err(ConfigError::invalid(key, 0, "must be at least 1 second"));
             }
+        }
+        if !(self.quotas.per_user_daily_usd.is_finite() && self.quotas.per_user_daily_usd >= 0.0) {
+            return Err(ConfigError::invalid(
+                "quotas.per_user_daily_usd",
+                self.quotas.per_user_daily_usd,
+                "must be 0 (no limit) or a positive number of dollars",
+            ));
         }
         if self.defaults.max_turns == 0 {
             return Err(ConfigError::invalid(
@@ -1117,6 +1205,28 @@ fn apply_env(
                 return Err(bad("must not be negative"));
             }
             builder.set_override(key, n)
+        }
+        Kind::Float => {
+            let x: f64 = raw
+                .trim()
+                .parse()
+                .ok()
+                .filter(|x: &f64| x.is_finite() && *x >= 0.0)
+                .ok_or_else(|| bad("expected a number of 0 or more"))?;
+            builder.set_override(key, x)
+        }
+        Kind::List => {
+            let items: Vec<String> = raw
+                .split(',')
+                .map(str::trim)
+                .filter(|item| !item.is_empty())
+                .map(str::to_owned)
+                .collect();
+            builder.set_override(key, items)
+        }
+        Kind::Auth => {
+            let mode: AuthMode = raw.parse().map_err(|e: String| bad(&e))?;
+            builder.set_override(key, mode.as_str())
         }
         Kind::Bool => {
             let b = match raw.trim().to_ascii_lowercase().as_str() {

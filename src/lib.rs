@@ -3,7 +3,9 @@
 
 pub mod agent;
 pub mod api;
+pub mod auth;
 pub mod child_env;
+pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod error;
@@ -12,6 +14,7 @@ pub mod hooks;
 pub mod mcp;
 pub mod permissions;
 pub mod plugins;
+pub mod quotas;
 pub mod sandbox;
 pub mod serve;
 pub mod skills;

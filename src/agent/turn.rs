@@ -190,6 +190,8 @@ impl Agent {
         let id = request.session_id;
         let session = self.store.get(id).await?.ok_or(ApiError::SessionNotFound)?;
         let model = self.model.clone().ok_or(ApiError::UpstreamNotConfigured)?;
+        crate::quotas::check_daily(self.store.as_ref(), &self.settings.quotas, &session.user_id)
+            .await?;
         if let Some(budget) = self.settings.defaults.max_budget_usd
             && session.usage.cost_usd >= budget
         {

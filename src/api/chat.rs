@@ -8,7 +8,7 @@ use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use chrono::{DateTime, Utc};
 use futures::Stream;
 use serde::{Deserialize, Serialize};
@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use utoipa::ToSchema;
 
+use super::auth::{AuditSubject, Caller};
 use super::frames::{REFERENCE_KEYS, StreamFrame};
 use super::sessions::parse_session_id;
 use super::{ApiJson, AppState, SessionPath, rfc3339};
@@ -143,7 +144,8 @@ impl ChatResponse {
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Not a JSON content type", body = ErrorBody),
         (status = 422, description = "Blank or too long message, timeout outside 1..600", body = ErrorBody),
-        (status = 429, description = "A turn is already running in this session (session_busy)", body = ErrorBody),
+        (status = 401, description = "No valid API key (unauthorized)", body = ErrorBody),
+        (status = 429, description = "A turn is already running in this session (session_busy), a daily quota is spent (quota_exceeded) or too many turns this minute (rate_limited); see retry-after", body = ErrorBody),
         (status = 502, description = "The model API failed after retries", body = ErrorBody),
         (status = 503, description = "No API key configured, or store unavailable", body = ErrorBody),
         (status = 504, description = "The turn ran past its timeout", body = ErrorBody),
@@ -151,14 +153,21 @@ impl ChatResponse {
 )]
 pub async fn chat(
     State(state): State<AppState>,
+    caller: Caller,
     ApiJson(request): ApiJson<ChatRequest>,
-) -> Result<Json<ChatResponse>, ApiError> {
+) -> Result<(Extension<AuditSubject>, Json<ChatResponse>), ApiError> {
     let session_id = request.session_id.clone();
     let turn = request.parse()?;
+    let subject = admit(&state, &caller, turn.session_id).await?;
     let mut events = state.agent.start(turn).await?;
     while let Some(event) = events.recv().await {
         match event {
-            TurnEvent::Done(summary) => return Ok(Json(ChatResponse::new(session_id, summary))),
+            TurnEvent::Done(summary) => {
+                return Ok((
+                    Extension(subject),
+                    Json(ChatResponse::new(session_id, summary)),
+                ));
+            }
             TurnEvent::Failed(err) => return Err(err),
             _ => {}
         }
@@ -184,19 +193,39 @@ pub async fn chat(
         (status = 404, description = "Unknown, deleted or expired session", body = ErrorBody),
         (status = 415, description = "Not a JSON content type", body = ErrorBody),
         (status = 422, description = "Blank or too long message, timeout outside 1..600", body = ErrorBody),
-        (status = 429, description = "A turn is already running in this session (session_busy)", body = ErrorBody),
+        (status = 401, description = "No valid API key (unauthorized)", body = ErrorBody),
+        (status = 429, description = "A turn is already running in this session (session_busy), a daily quota is spent (quota_exceeded) or too many turns this minute (rate_limited); see retry-after", body = ErrorBody),
         (status = 503, description = "No API key configured, or store unavailable", body = ErrorBody),
     )
 )]
 pub async fn chat_stream(
     State(state): State<AppState>,
+    caller: Caller,
     ApiJson(request): ApiJson<ChatRequest>,
 ) -> Result<Response, ApiError> {
     let turn = request.parse()?;
+    let subject = admit(&state, &caller, turn.session_id).await?;
     let events = state.agent.start(turn).await?;
-    Ok(Sse::new(frames(events))
-        .keep_alive(KeepAlive::new().interval(KEEP_ALIVE).text("keep-alive"))
+    Ok((
+        Extension(subject),
+        Sse::new(frames(events))
+            .keep_alive(KeepAlive::new().interval(KEEP_ALIVE).text("keep-alive")),
+    )
         .into_response())
+}
+
+/// The session a chat request names, when the caller may reach it, its turn
+/// counted against the caller's rate; what the audit line records.
+async fn admit(
+    state: &AppState,
+    caller: &Caller,
+    id: crate::domain::SessionId,
+) -> Result<AuditSubject, ApiError> {
+    let session = caller.admit_turn(state, id).await?;
+    Ok(AuditSubject {
+        user: Some(session.user_id),
+        session: Some(session.id),
+    })
 }
 
 /// Turn events as SSE frames, numbered, ending after `done` or `error`.

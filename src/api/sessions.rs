@@ -3,12 +3,13 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
+use super::auth::{AuditSubject, Caller, ListScope};
 use super::chat::ChatResponse;
 use super::{ApiJson, ApiQuery, AppState, SessionPath, rfc3339};
 use crate::agent::context::View;
@@ -131,6 +132,8 @@ pub fn parse_session_id(raw: &str) -> Result<SessionId, ApiError> {
         (status = 400, description = "Body is not a JSON object", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Not a JSON content type", body = ErrorBody),
+        (status = 401, description = "No valid API key (unauthorized)", body = ErrorBody),
+        (status = 403, description = "A user key creating a session for another user (forbidden)", body = ErrorBody),
         (status = 422, description = "Bad user_id, subdir or metadata", body = ErrorBody),
         (status = 429, description = "max_sessions or max_sessions_per_user reached (session_limit)", body = ErrorBody),
         (status = 503, description = "Session store unavailable", body = ErrorBody),
@@ -139,8 +142,10 @@ pub fn parse_session_id(raw: &str) -> Result<SessionId, ApiError> {
 #[tracing::instrument(skip_all, fields(user_id = %request.user_id))]
 pub async fn create_session(
     State(state): State<AppState>,
+    caller: Caller,
     ApiJson(request): ApiJson<CreateSessionRequest>,
-) -> Result<(StatusCode, Json<SessionResponse>), ApiError> {
+) -> Result<(StatusCode, Extension<AuditSubject>, Json<SessionResponse>), ApiError> {
+    caller.act_as(&request.user_id)?;
     let metadata = match request.metadata {
         None | Some(Value::Null) => Value::Object(Default::default()),
         Some(v @ Value::Object(_)) => v,
@@ -172,7 +177,15 @@ pub async fn create_session(
         )
         .await?;
     tracing::info!(session_id = %session.id, "session created");
-    Ok((StatusCode::CREATED, Json(session.into())))
+    let subject = AuditSubject {
+        user: Some(session.user_id.clone()),
+        session: Some(session.id),
+    };
+    Ok((
+        StatusCode::CREATED,
+        Extension(subject),
+        Json(session.into()),
+    ))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -185,18 +198,21 @@ pub struct ListQuery {
 
 /// List session ids
 ///
-/// All live sessions, or one user's, oldest first.
+/// All live sessions, or one user's, oldest first. A user key sees only its
+/// own user's sessions.
 #[utoipa::path(
     get, path = "/api/v1/sessions", tag = "sessions",
     params(ListQuery),
     responses(
         (status = 200, description = "Session ids", body = Vec<String>),
+        (status = 401, description = "No valid API key (unauthorized)", body = ErrorBody),
         (status = 422, description = "Bad user_id", body = ErrorBody),
         (status = 503, description = "Session store unavailable", body = ErrorBody),
     )
 )]
 pub async fn list_sessions(
     State(state): State<AppState>,
+    caller: Caller,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Json<Vec<String>>, ApiError> {
     let user = query
@@ -205,7 +221,11 @@ pub async fn list_sessions(
         .map(UserId::parse)
         .transpose()
         .map_err(|e| ApiError::validation("user_id", e.0))?;
-    let ids = state.store.list(user.as_ref()).await?;
+    let ids = match caller.list_scope(user) {
+        ListScope::All => state.store.list(None).await?,
+        ListScope::One(user) => state.store.list(Some(&user)).await?,
+        ListScope::Nothing => Vec::new(),
+    };
     Ok(Json(ids.into_iter().map(|id| id.to_string()).collect()))
 }
 
@@ -397,6 +417,7 @@ pub struct CompactRequest {
 pub async fn compact_session(
     State(state): State<AppState>,
     SessionPath(id): SessionPath,
+    caller: Caller,
     request: axum::extract::Request,
 ) -> Result<Json<ChatResponse>, ApiError> {
     let empty = request
@@ -431,6 +452,7 @@ pub async fn compact_session(
             "must be between 1 and 600 seconds",
         ));
     }
+    caller.admit_turn(&state, id).await?;
     let message = format!("/compact {}", instructions.trim());
     let turn = TurnRequest {
         session_id: id,

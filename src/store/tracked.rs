@@ -8,9 +8,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use uuid::Uuid;
 
+use chrono::{DateTime, NaiveDate, Utc};
+
 use super::{
-    DynStore, LeaseOutcome, Limits, NewMessage, NewSession, Renewal, Session, SessionStore,
-    StoreError, StoredMessage, Todo, UsageTotals,
+    DailyUsage, DynStore, LeaseOutcome, Limits, NewMessage, NewSession, Renewal, Session,
+    SessionStore, StoreError, StoredKey, StoredMessage, Todo, UsageTotals,
 };
 use crate::config::StorageKind;
 use crate::domain::{SessionId, UserId};
@@ -151,5 +153,42 @@ impl SessionStore for WriteTracked {
 
     async fn set_todos(&self, id: SessionId, todos: &[Todo]) -> Result<(), StoreError> {
         self.observe(self.inner.set_todos(id, todos).await)
+    }
+
+    async fn insert_key(&self, key: &StoredKey) -> Result<(), StoreError> {
+        self.observe(self.inner.insert_key(key).await)
+    }
+
+    async fn key(&self, id: &str) -> Result<Option<StoredKey>, StoreError> {
+        self.inner.key(id).await
+    }
+
+    async fn list_keys(&self, user: Option<&UserId>) -> Result<Vec<StoredKey>, StoreError> {
+        self.inner.list_keys(user).await
+    }
+
+    async fn revoke_key(&self, id: &str, at: DateTime<Utc>) -> Result<bool, StoreError> {
+        self.observe(self.inner.revoke_key(id, at).await)
+    }
+
+    async fn has_keys(&self) -> Result<bool, StoreError> {
+        self.inner.has_keys().await
+    }
+
+    async fn usage_by_day(
+        &self,
+        user: Option<&UserId>,
+        from: NaiveDate,
+        to: NaiveDate,
+    ) -> Result<Vec<DailyUsage>, StoreError> {
+        self.inner.usage_by_day(user, from, to).await
+    }
+
+    async fn count_turn(
+        &self,
+        bucket: &str,
+        window_start: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        self.observe(self.inner.count_turn(bucket, window_start).await)
     }
 }
