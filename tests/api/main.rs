@@ -21,5 +21,6 @@ mod session_tools;
 mod sessions;
 mod starvation;
 mod store_full;
+mod tenants;
 mod tools;
 mod web_fetch;
