@@ -832,3 +832,99 @@ async fn keys_command(db: &Path, args: &[&str]) -> std::process::Output {
     .expect("keys command within 60 s")
     .unwrap()
 }
+
+/// The binary with an admin key, listening on every interface: no warning
+/// about running without authentication, one audit line per mutating
+/// request naming the key id, and the key itself in no log line.
+#[tokio::test]
+async fn mutating_requests_are_audited_by_key_id_and_keys_quiet_the_warning() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    let root = test_dir();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_claude-agent-http"))
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", root.path())
+        .current_dir(root.path())
+        .env("CLAUDE_AGENT_API_HOST", "0.0.0.0")
+        .env("CLAUDE_AGENT_API_PORT", "0")
+        .env("CLAUDE_AGENT_API_KEYS", format!("other-admin-key,{ADMIN}"))
+        .env("CLAUDE_AGENT_SESSION_STORAGE", "memory")
+        .env("CLAUDE_AGENT_USER_BASE_DIR", root.path().join("users"))
+        .env("CLAUDE_AGENT_TOOLS_SANDBOX", "off")
+        .env("CLAUDE_AGENT_LOG_FORMAT", "json")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the service starts");
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut log: Vec<String> = Vec::new();
+    let port = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            log.push(line.clone());
+            let Ok(event) = serde_json::from_str::<Value>(&line) else {
+                continue;
+            };
+            if event["message"] == "listening" {
+                assert_eq!(event["auth"], "api_key", "{event}");
+                return event["port"].as_u64().unwrap();
+            }
+        }
+        panic!("the service exited before listening: {log:?}");
+    })
+    .await
+    .expect("the service listens within 30 s");
+    assert!(
+        !log.iter().any(|l| l.contains("LISTENING BEYOND LOOPBACK")),
+        "{log:?}"
+    );
+
+    let client = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}/api/v1/sessions");
+    let response = client
+        .post(&url)
+        .bearer_auth(ADMIN)
+        .json(&json!({"user_id": "alice"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let session: Value = response.json().await.unwrap();
+    let refused = client
+        .post(&url)
+        .json(&json!({"user_id": "alice"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+
+    let audits = tokio::time::timeout(Duration::from_secs(30), async {
+        let mut audits = Vec::new();
+        while let Some(line) = lines.next_line().await.unwrap() {
+            log.push(line.clone());
+            let Ok(event) = serde_json::from_str::<Value>(&line) else {
+                continue;
+            };
+            if event["target"] == "audit" {
+                audits.push(event);
+                if audits.len() == 2 {
+                    return audits;
+                }
+            }
+        }
+        panic!("the service exited: {log:?}");
+    })
+    .await
+    .expect("two audit lines within 30 s");
+    let _ = child.kill().await;
+    assert_eq!(audits[0]["key_id"], "admin-2", "{:?}", audits[0]);
+    assert_eq!(audits[0]["user"], "alice");
+    assert_eq!(audits[0]["action"], "POST /api/v1/sessions");
+    assert_eq!(audits[0]["session_id"], session["session_id"]);
+    assert_eq!(audits[0]["status"], 201);
+    assert_eq!(audits[1]["key_id"], "-");
+    assert_eq!(audits[1]["status"], 401);
+    assert!(!log.iter().any(|l| l.contains(ADMIN)), "{log:?}");
+}
