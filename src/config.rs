@@ -1279,6 +1279,58 @@ mod tests {
     }
 
     #[test]
+    fn keys_auth_cors_and_quotas_come_from_the_environment() {
+        let settings = load(None, &[]).unwrap();
+        assert_eq!(settings.api.auth, None);
+        assert!(settings.api.api_keys.is_empty());
+        assert!(settings.api.cors_origins.is_empty(), "no CORS by default");
+        let settings = load(
+            None,
+            &[
+                ("CLAUDE_AGENT_API_KEYS", " k1-secret , ,k2-secret"),
+                ("CLAUDE_AGENT_API_AUTH", "api_key"),
+                (
+                    "CLAUDE_AGENT_API_CORS_ORIGINS",
+                    "http://a.example,http://b.example",
+                ),
+                ("CLAUDE_AGENT_QUOTAS_PER_USER_DAILY_TOKENS", "100000"),
+                ("CLAUDE_AGENT_QUOTAS_PER_USER_DAILY_USD", "2.5"),
+                ("CLAUDE_AGENT_QUOTAS_TURNS_PER_MINUTE", "10"),
+            ],
+        )
+        .unwrap();
+        let keys: Vec<&str> = settings
+            .api
+            .api_keys
+            .iter()
+            .filter_map(|k| k.expose())
+            .collect();
+        assert_eq!(keys, ["k1-secret", "k2-secret"]);
+        assert!(!format!("{settings:?}").contains("k1-secret"));
+        assert_eq!(settings.api.auth, Some(AuthMode::ApiKey));
+        assert_eq!(
+            settings.api.cors_origins,
+            ["http://a.example", "http://b.example"]
+        );
+        assert_eq!(settings.quotas.per_user_daily_tokens, 100_000);
+        assert_eq!(settings.quotas.per_user_daily_usd, 2.5);
+        assert_eq!(settings.quotas.turns_per_minute, 10);
+        let yaml =
+            "api:\n  auth: none\n  api_keys: [from-file]\nquotas:\n  per_user_daily_usd: 1\n";
+        let settings = load(Some(yaml), &[]).unwrap();
+        assert_eq!(settings.api.auth, Some(AuthMode::None));
+        assert_eq!(settings.api.api_keys[0].expose(), Some("from-file"));
+        for (var, value) in [
+            ("CLAUDE_AGENT_API_AUTH", "basic"),
+            ("CLAUDE_AGENT_QUOTAS_PER_USER_DAILY_USD", "-1"),
+            ("CLAUDE_AGENT_QUOTAS_TURNS_PER_MINUTE", "many"),
+        ] {
+            let err = load(None, &[(var, value)]).unwrap_err().to_string();
+            assert!(err.contains(var), "{err}");
+        }
+    }
+
+    #[test]
     fn defaults_run_on_a_laptop() {
         let s = load(None, &[]).unwrap();
         assert_eq!(s.session.storage, StorageKind::Sqlite);

@@ -1,5 +1,6 @@
 //! `/api/v1/keys`: user API keys, made, listed and revoked by an admin key.
 
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{delete, post};
@@ -222,9 +223,13 @@ pub async fn list_keys(
 pub async fn revoke_key(
     State(state): State<AppState>,
     caller: Caller,
-    Path(key_id): Path<String>,
+    key_id: Result<Path<String>, PathRejection>,
 ) -> Result<StatusCode, ApiError> {
     caller.require_admin()?;
+    // Not even UTF-8 (`%FF`): no key has that id.
+    let Ok(Path(key_id)) = key_id else {
+        return Err(ApiError::KeyNotFound);
+    };
     if !auth::is_key_id(&key_id) || !state.store.revoke_key(&key_id, Utc::now()).await? {
         return Err(ApiError::KeyNotFound);
     }
