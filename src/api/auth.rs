@@ -2,9 +2,11 @@
 //! route runs behind, the `Caller` extractor, and the audit line.
 //!
 //! How an endpoint is covered:
-//! - Any route under `/api/v1/sessions/{session_id}` is scoped here, before
-//!   its handler runs: a user key gets 404 `session_not_found` for a session
-//!   of another user. A new endpoint there needs nothing more.
+//! - Any route under `/api/v1/sessions/{session_id}` (whatever the
+//!   parameter's name) is scoped here, before its handler runs: a user key
+//!   gets 404 `session_not_found` for a session of another user. A new
+//!   endpoint there needs nothing more, as long as it is merged in
+//!   `api::router` before the auth layer.
 //! - An endpoint that takes a session id or a `user_id` in its body or
 //!   query extracts [`Caller`] and asks it: [`Caller::session`] for a session
 //!   id (404 when not the caller's), [`Caller::act_as`] for a user it would
@@ -29,8 +31,9 @@ use crate::domain::{SessionId, UserId};
 use crate::error::ApiError;
 use crate::store::Session;
 
-/// The session routes scoped by the middleware: every path below this one.
-const SESSION_SCOPE: &str = "/api/v1/sessions/{session_id}";
+/// The session routes scoped by the middleware: every route whose template
+/// starts with this and a path parameter (the session id).
+const SESSION_SCOPE: &str = "/api/v1/sessions/{";
 
 /// Endpoints anyone may call: what the service is, whether it is up (status
 /// only without a key), and its API documentation.
@@ -177,7 +180,7 @@ fn presented_key(headers: &HeaderMap) -> Option<&str> {
         .filter(|k| !k.is_empty())
 }
 
-/// For a route under [`SESSION_SCOPE`] called with a user key: the session,
+/// For a route under `/api/v1/sessions/{..}` called with a user key: the session,
 /// when it is the key's user's; 404 otherwise. `None` for other routes and
 /// unrestricted callers, whose handlers look the session up themselves.
 async fn scope_session(
@@ -188,18 +191,21 @@ async fn scope_session(
     let Some(user) = caller.user() else {
         return Ok(None);
     };
-    let under_session = parts
+    // The parameter's name, whatever a route calls it (`{session_id}`, `{id}`).
+    let Some(param) = parts
         .extensions
         .get::<MatchedPath>()
-        .is_some_and(|m| m.as_str().starts_with(SESSION_SCOPE));
-    if !under_session {
+        .and_then(|m| m.as_str().strip_prefix(SESSION_SCOPE))
+        .and_then(|rest| rest.split_once('}'))
+        .map(|(name, _)| name.trim_start_matches('*').to_owned())
+    else {
         return Ok(None);
-    }
+    };
     let params = Path::<HashMap<String, String>>::from_request_parts(parts, state)
         .await
         .map_err(|_| ApiError::SessionNotFound)?;
     let id = params
-        .get("session_id")
+        .get(&param)
         .and_then(|raw| SessionId::parse(raw))
         .ok_or(ApiError::SessionNotFound)?;
     match state.store.get(id).await? {
