@@ -928,3 +928,67 @@ async fn mutating_requests_are_audited_by_key_id_and_keys_quiet_the_warning() {
     assert_eq!(audits[1]["status"], 401);
     assert!(!log.iter().any(|l| l.contains(ADMIN)), "{log:?}");
 }
+
+/// The command line as Docker and scripts call it: `healthcheck` (also
+/// against a service whose `/health` shows strangers its status only),
+/// `--config`/`-c` before or after the command, usage errors exiting 2.
+#[tokio::test]
+async fn the_command_line_keeps_its_existing_commands() {
+    let app = spawn_app_with(StorageKind::Memory, with_admin)
+        .await
+        .unwrap();
+    let port = app.address.rsplit(':').next().unwrap().to_owned();
+    let dir = test_dir();
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        format!("api:\n  host: 127.0.0.1\n  port: {port}\n"),
+    )
+    .unwrap();
+    let run = |args: Vec<String>| {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_claude-agent-http"))
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .current_dir(dir.path())
+            .output()
+    };
+    let config = config.display().to_string();
+    for args in [
+        vec![
+            "healthcheck".to_owned(),
+            "--config".to_owned(),
+            config.clone(),
+        ],
+        vec!["-c".to_owned(), config.clone(), "healthcheck".to_owned()],
+    ] {
+        let output = run(args.clone()).await.unwrap();
+        assert!(output.status.success(), "{args:?}: {output:?}");
+        assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "healthy");
+    }
+    let missing = run(vec![
+        "--config".into(),
+        "/no/such.yaml".into(),
+        "healthcheck".into(),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(missing.status.code(), Some(2), "{missing:?}");
+    let unknown = run(vec!["bogus".into()]).await.unwrap();
+    assert_eq!(unknown.status.code(), Some(2), "{unknown:?}");
+    let help = run(vec!["--help".into()]).await.unwrap();
+    assert!(help.status.success());
+    let help = String::from_utf8(help.stdout).unwrap();
+    for command in ["serve", "healthcheck", "keys"] {
+        assert!(help.contains(command), "{help}");
+    }
+    assert!(
+        !help.contains("sandbox-exec"),
+        "the internal helper stays out of the help"
+    );
+    let version = run(vec!["--version".into()]).await.unwrap();
+    assert_eq!(
+        String::from_utf8(version.stdout).unwrap().trim(),
+        format!("claude-agent-http {}", env!("CARGO_PKG_VERSION"))
+    );
+}
