@@ -248,6 +248,14 @@ impl Authenticator {
         }))
     }
 
+    /// Whether any key exists: an admin key, or a user key in the store.
+    pub async fn any_key(&self, store: &dyn SessionStore) -> Result<bool, StoreError> {
+        if !self.admin.is_empty() || self.store_has_keys.load(Ordering::Relaxed) {
+            return Ok(true);
+        }
+        store.has_keys().await
+    }
+
     /// A user key was just stored by this process.
     pub fn key_stored(&self) {
         self.store_has_keys.store(true, Ordering::Relaxed);

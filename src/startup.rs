@@ -133,7 +133,17 @@ impl Application {
         let sweeper = tokio::spawn(sweep_expired(self.state.clone()));
         let limits = ConnectionLimits::from_settings(&self.state.settings.api);
         let auth = match self.state.auth.required(self.state.store.as_ref()).await {
-            Ok(true) => "api_key",
+            Ok(true) => {
+                if matches!(
+                    self.state.auth.any_key(self.state.store.as_ref()).await,
+                    Ok(false)
+                ) {
+                    tracing::warn!(
+                        "api.auth is api_key but no key exists: every request but /health and the docs is refused until CLAUDE_AGENT_API_KEYS is set or `claude-agent-http keys create` makes one"
+                    );
+                }
+                "api_key"
+            }
             Ok(false) => {
                 warn_unless_loopback(&self.listener);
                 "none"
