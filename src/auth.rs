@@ -5,7 +5,9 @@
 //! revocation), the secret is 256 random bits shown once and stored only as
 //! its SHA-256 digest. A fast hash suffices for a secret of that entropy.
 
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use rand::RngCore;
@@ -163,6 +165,11 @@ pub fn parse_expiry(text: &str) -> Result<chrono::Duration, String> {
     Ok(chrono::Duration::minutes(minutes))
 }
 
+/// How long "no key exists" is believed before the store is asked again: a
+/// key made on the command line or another instance takes effect within it,
+/// and a service without keys does not ask the store on every request.
+const NO_KEYS_RECHECK: Duration = Duration::from_secs(1);
+
 /// Checks keys and decides whether they are needed at all.
 pub struct Authenticator {
     mode: Option<AuthMode>,
@@ -171,6 +178,8 @@ pub struct Authenticator {
     /// A user key has been seen in the store; keys are never deleted, so
     /// once true it stays true and the store is not asked again.
     store_has_keys: AtomicBool,
+    /// When the store last answered that it holds no key.
+    no_keys_seen: Mutex<Option<Instant>>,
 }
 
 impl Authenticator {
@@ -184,6 +193,7 @@ impl Authenticator {
                 .map(|k| Sha256::digest(k.as_bytes()).into())
                 .collect(),
             store_has_keys: AtomicBool::new(false),
+            no_keys_seen: Mutex::new(None),
         }
     }
 
@@ -197,9 +207,20 @@ impl Authenticator {
                 Ok(true)
             }
             None => {
+                let recent = self
+                    .no_keys_seen
+                    .lock()
+                    .ok()
+                    .and_then(|seen| *seen)
+                    .is_some_and(|at| at.elapsed() < NO_KEYS_RECHECK);
+                if recent {
+                    return Ok(false);
+                }
                 let any = store.has_keys().await?;
                 if any {
                     self.store_has_keys.store(true, Ordering::Relaxed);
+                } else if let Ok(mut seen) = self.no_keys_seen.lock() {
+                    *seen = Some(Instant::now());
                 }
                 Ok(any)
             }

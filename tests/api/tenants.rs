@@ -69,6 +69,24 @@ impl TestApp {
     }
 }
 
+/// Waits (up to 10 s) until the app requires a key: one made outside it
+/// (the store, the command line) takes effect within a second.
+async fn wait_until_keys_are_required(app: &TestApp) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let response = app.list_sessions(None).await;
+        if response.status() == StatusCode::UNAUTHORIZED {
+            return assert_refused(response, StatusCode::UNAUTHORIZED, "unauthorized").await;
+        }
+        assert_eq!(response.status(), StatusCode::OK);
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a stored key did not turn authentication on"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// An error the auth layer answers: status, code, and the challenge header.
 async fn assert_refused(response: reqwest::Response, status: StatusCode, code: &str) {
     let challenge = response
@@ -452,8 +470,7 @@ async fn a_stored_key_turns_authentication_on(storage: StorageKind) {
     assert_eq!(app.ids_listed("ignored", None).await, vec![open.clone()]);
     let issued = claude_agent_http::auth::issue(UserId::parse("alice").unwrap(), None, None);
     store.insert_key(&issued.record).await.unwrap();
-    let response = app.list_sessions(None).await;
-    assert_refused(response, StatusCode::UNAUTHORIZED, "unauthorized").await;
+    wait_until_keys_are_required(&app).await;
     assert_eq!(app.ids_listed(&issued.key, None).await, vec![open]);
 
     let Some(off) = spawn_app_with(storage, |s| {
@@ -768,12 +785,7 @@ async fn the_keys_subcommands_manage_the_keys_an_instance_accepts() {
     assert!(!listed.contains(key.rsplit('_').next().unwrap()));
 
     // The instance now needs a key, and takes this one.
-    assert_refused(
-        app.list_sessions(None).await,
-        StatusCode::UNAUTHORIZED,
-        "unauthorized",
-    )
-    .await;
+    wait_until_keys_are_required(&app).await;
     app.session_as(&key, "alice").await;
 
     for bad in [
