@@ -143,6 +143,24 @@ if [ -z "$api_key" ] && [ -z "$auth_token" ]; then
 EOF
 fi
 
+# --- admin key -------------------------------------------------------------
+# Only asked at a terminal: scripted runs start exactly as they did.
+if [ -z "$(setting CLAUDE_AGENT_API_KEYS)" ] && [ "$(setting CLAUDE_AGENT_API_AUTH)" != none ] &&
+    [ -t 0 ] && [ -t 1 ]; then
+    printf '\nNo admin API key is set: anyone who can reach the port can run commands here.\n'
+    read -r -p "Generate an admin key into .env now? [Y/n] " answer || answer=n
+    case "$answer" in
+    "" | [Yy]*)
+        admin_key="cah_admin_$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')"
+        printf '\nCLAUDE_AGENT_API_KEYS=%s\n' "$admin_key" >>.env
+        chmod 600 .env
+        info "admin key written to .env (CLAUDE_AGENT_API_KEYS); send it as 'Authorization: Bearer <key>':"
+        printf '    %s\n\n' "$admin_key"
+        ;;
+    *) info "no admin key; set CLAUDE_AGENT_API_KEYS in .env, or CLAUDE_AGENT_API_AUTH=none behind a gateway, to stop this question" ;;
+    esac
+fi
+
 # --- PostgreSQL ---------------------------------------------------------
 storage=$(setting CLAUDE_AGENT_SESSION_STORAGE sqlite)
 if [ "$postgres" = 1 ] && [ "$storage" != postgresql ]; then

@@ -9,12 +9,18 @@
 //   CLAUDE_AGENT_URL      the service (default http://127.0.0.1:8000)
 //   CLAUDE_AGENT_USER     the user_id to create the session for (default alice)
 //   CLAUDE_AGENT_SESSION  an existing session to talk to instead of a new one
+//   CLAUDE_AGENT_API_KEY  the API key to send, once the service has keys
+
+// The key Node was given; a browser page has none (keys do not belong in pages).
+const apiKey = globalThis.process?.env?.CLAUDE_AGENT_API_KEY ?? "";
 
 /** POSTs JSON; throws with the service's error code and detail on failure. */
 async function post(baseUrl, path, body) {
+  const headers = { "Content-Type": "application/json" };
+  if (apiKey) headers.Authorization = `Bearer ${apiKey}`;
   const response = await fetch(baseUrl + path, {
     method: "POST",
-    headers: { "Content-Type": "application/json" },
+    headers,
     body: JSON.stringify(body),
   });
   if (!response.ok) {

@@ -8,6 +8,7 @@ Settings from the environment:
     CLAUDE_AGENT_URL   the service (default http://127.0.0.1:8000)
     CLAUDE_AGENT_USER  the user_id to create the session for (default alice)
     CLAUDE_AGENT_SESSION  an existing session to talk to instead of a new one
+    CLAUDE_AGENT_API_KEY  the API key to send, once the service has keys
 
 Only the standard library is used, so it runs wherever python3 does. With
 `requests` the same is `requests.post(url, json=body, stream=True)` and
@@ -23,6 +24,7 @@ import urllib.request
 
 BASE_URL = os.environ.get("CLAUDE_AGENT_URL", "http://127.0.0.1:8000").rstrip("/")
 USER_ID = os.environ.get("CLAUDE_AGENT_USER", "alice")
+API_KEY = os.environ.get("CLAUDE_AGENT_API_KEY", "")
 # Longer than the service's keep-alive comments (every 15 s).
 READ_TIMEOUT_S = 60
 
@@ -32,7 +34,8 @@ def post(path, body):
     request = urllib.request.Request(
         BASE_URL + path,
         data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json"},
+        headers={"Content-Type": "application/json"}
+        | ({"Authorization": f"Bearer {API_KEY}"} if API_KEY else {}),
         method="POST",
     )
     try:

@@ -105,6 +105,37 @@ impl FromStr for SandboxMode {
     }
 }
 
+/// Whether requests must carry an API key (see `api::auth`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMode {
+    /// Anyone who reaches the port has full access: for a deployment behind
+    /// a gateway that authenticates.
+    None,
+    /// Every request but `/`, `/health`, `/docs` and `/openapi.json` needs a key.
+    ApiKey,
+}
+
+impl AuthMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::ApiKey => "api_key",
+        }
+    }
+}
+
+impl FromStr for AuthMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "none" => Ok(Self::None),
+            "api_key" => Ok(Self::ApiKey),
+            _ => Err("expected one of none, api_key".into()),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -253,6 +284,12 @@ impl Default for SessionSettings {
 pub struct ApiSettings {
     pub host: String,
     pub port: u16,
+    /// `none` or `api_key`. Unset: `api_key` as soon as any key exists (an
+    /// admin key here, or a user key in the store), else `none`.
+    pub auth: Option<AuthMode>,
+    /// Admin keys: full access to every user's sessions and to `/api/v1/keys`.
+    pub api_keys: Vec<Secret>,
+    /// Origins whose web pages may call the API; none by default.
     pub cors_origins: Vec<String>,
     /// 0 means no limit.
     pub max_sessions: u64,
@@ -311,7 +348,9 @@ impl Default for ApiSettings {
         Self {
             host: "0.0.0.0".into(),
             port: 8000,
-            cors_origins: vec!["*".into()],
+            auth: None,
+            api_keys: Vec::new(),
+            cors_origins: Vec::new(),
             max_sessions: 0,
             max_sessions_per_user: 0,
             max_concurrent_requests: 64,
@@ -771,6 +810,19 @@ impl Default for ToolSettings {
     }
 }
 
+/// Per-user spending limits and per-key turn rates, counted in the store so
+/// every instance sharing it enforces the same totals. 0 means no limit.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct QuotaSettings {
+    /// Tokens (input, output, cache writes and reads) one user may spend per UTC day.
+    pub per_user_daily_tokens: u64,
+    /// US dollars one user may spend per UTC day.
+    pub per_user_daily_usd: f64,
+    /// Turns one API key (or, without keys, one user) may start per minute.
+    pub turns_per_minute: u64,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct Settings {
@@ -792,6 +844,7 @@ pub struct Settings {
     pub plugins: Vec<PluginConfig>,
     pub log: LogSettings,
     pub metrics: MetricsSettings,
+    pub quotas: QuotaSettings,
 }
 
 impl Default for Settings {
@@ -810,6 +863,7 @@ impl Default for Settings {
             plugins: Vec::new(),
             log: LogSettings::default(),
             metrics: MetricsSettings::default(),
+            quotas: QuotaSettings::default(),
         }
     }
 }
@@ -819,15 +873,18 @@ enum Kind {
     Text,
     Port,
     Int,
+    /// A non-negative number, fractions allowed.
+    Float,
     Bool,
+    /// Comma-separated values, blanks dropped.
+    List,
+    Auth,
     Storage,
     Sandbox,
     Network,
     /// Text added to the default system prompt (`defaults.system_prompt`
     /// becomes `{preset: claude_code, append: <text>}`).
     AppendPrompt,
-    /// Comma-separated words; empty entries dropped.
-    List,
 }
 
 /// Environment variable → settings key. Later rows win over earlier ones
@@ -906,6 +963,28 @@ const ENV_KEYS: &[(&str, &str, Kind)] = &[
         "CLAUDE_AGENT_API_CALLBACK_SECRET",
         "api.callback_secret",
         Kind::Text,
+    ),
+    ("CLAUDE_AGENT_API_AUTH", "api.auth", Kind::Auth),
+    ("CLAUDE_AGENT_API_KEYS", "api.api_keys", Kind::List),
+    (
+        "CLAUDE_AGENT_API_CORS_ORIGINS",
+        "api.cors_origins",
+        Kind::List,
+    ),
+    (
+        "CLAUDE_AGENT_QUOTAS_PER_USER_DAILY_TOKENS",
+        "quotas.per_user_daily_tokens",
+        Kind::Int,
+    ),
+    (
+        "CLAUDE_AGENT_QUOTAS_PER_USER_DAILY_USD",
+        "quotas.per_user_daily_usd",
+        Kind::Float,
+    ),
+    (
+        "CLAUDE_AGENT_QUOTAS_TURNS_PER_MINUTE",
+        "quotas.turns_per_minute",
+        Kind::Int,
     ),
     ("API_PORT", "api.port", Kind::Port),
     ("CLAUDE_AGENT_API_PORT", "api.port", Kind::Port),
@@ -1132,6 +1211,13 @@ impl Settings {
                 "must be at least 1 second",
             ));
         }
+        if !(self.quotas.per_user_daily_usd.is_finite() && self.quotas.per_user_daily_usd >= 0.0) {
+            return Err(ConfigError::invalid(
+                "quotas.per_user_daily_usd",
+                self.quotas.per_user_daily_usd,
+                "must be 0 (no limit) or a positive number of dollars",
+            ));
+        }
         if self.defaults.max_turns == 0 {
             return Err(ConfigError::invalid(
                 "defaults.max_turns",
@@ -1315,6 +1401,28 @@ fn apply_env(
             }
             builder.set_override(key, n)
         }
+        Kind::Float => {
+            let x: f64 = raw
+                .trim()
+                .parse()
+                .ok()
+                .filter(|x: &f64| x.is_finite() && *x >= 0.0)
+                .ok_or_else(|| bad("expected a number of 0 or more"))?;
+            builder.set_override(key, x)
+        }
+        Kind::List => {
+            let items: Vec<String> = raw
+                .split(',')
+                .map(str::trim)
+                .filter(|item| !item.is_empty())
+                .map(str::to_owned)
+                .collect();
+            builder.set_override(key, items)
+        }
+        Kind::Auth => {
+            let mode: AuthMode = raw.parse().map_err(|e: String| bad(&e))?;
+            builder.set_override(key, mode.as_str())
+        }
         Kind::Bool => {
             let b = match raw.trim().to_ascii_lowercase().as_str() {
                 "1" | "true" | "yes" | "on" => true,
@@ -1342,15 +1450,6 @@ fn apply_env(
             ]);
             builder.set_override(key, preset)
         }
-        Kind::List => {
-            let words: Vec<config::Value> = raw
-                .split(',')
-                .map(str::trim)
-                .filter(|w| !w.is_empty())
-                .map(config::Value::from)
-                .collect();
-            builder.set_override(key, words)
-        }
     };
     result.map_err(|e| bad(&e.to_string()))
 }
@@ -1372,6 +1471,58 @@ mod tests {
             .collect();
         let p = yaml.map(|_| path.as_path());
         Settings::load_from(p, |k| env.get(k).cloned())
+    }
+
+    #[test]
+    fn keys_auth_cors_and_quotas_come_from_the_environment() {
+        let settings = load(None, &[]).unwrap();
+        assert_eq!(settings.api.auth, None);
+        assert!(settings.api.api_keys.is_empty());
+        assert!(settings.api.cors_origins.is_empty(), "no CORS by default");
+        let settings = load(
+            None,
+            &[
+                ("CLAUDE_AGENT_API_KEYS", " k1-secret , ,k2-secret"),
+                ("CLAUDE_AGENT_API_AUTH", "api_key"),
+                (
+                    "CLAUDE_AGENT_API_CORS_ORIGINS",
+                    "http://a.example,http://b.example",
+                ),
+                ("CLAUDE_AGENT_QUOTAS_PER_USER_DAILY_TOKENS", "100000"),
+                ("CLAUDE_AGENT_QUOTAS_PER_USER_DAILY_USD", "2.5"),
+                ("CLAUDE_AGENT_QUOTAS_TURNS_PER_MINUTE", "10"),
+            ],
+        )
+        .unwrap();
+        let keys: Vec<&str> = settings
+            .api
+            .api_keys
+            .iter()
+            .filter_map(|k| k.expose())
+            .collect();
+        assert_eq!(keys, ["k1-secret", "k2-secret"]);
+        assert!(!format!("{settings:?}").contains("k1-secret"));
+        assert_eq!(settings.api.auth, Some(AuthMode::ApiKey));
+        assert_eq!(
+            settings.api.cors_origins,
+            ["http://a.example", "http://b.example"]
+        );
+        assert_eq!(settings.quotas.per_user_daily_tokens, 100_000);
+        assert_eq!(settings.quotas.per_user_daily_usd, 2.5);
+        assert_eq!(settings.quotas.turns_per_minute, 10);
+        let yaml =
+            "api:\n  auth: none\n  api_keys: [from-file]\nquotas:\n  per_user_daily_usd: 1\n";
+        let settings = load(Some(yaml), &[]).unwrap();
+        assert_eq!(settings.api.auth, Some(AuthMode::None));
+        assert_eq!(settings.api.api_keys[0].expose(), Some("from-file"));
+        for (var, value) in [
+            ("CLAUDE_AGENT_API_AUTH", "basic"),
+            ("CLAUDE_AGENT_QUOTAS_PER_USER_DAILY_USD", "-1"),
+            ("CLAUDE_AGENT_QUOTAS_TURNS_PER_MINUTE", "many"),
+        ] {
+            let err = load(None, &[(var, value)]).unwrap_err().to_string();
+            assert!(err.contains(var), "{err}");
+        }
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! `{"error", "detail"}`. Internal details are logged, never sent.
 
 use axum::Json;
-use axum::http::StatusCode;
+use axum::http::header::{RETRY_AFTER, WWW_AUTHENTICATE};
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
@@ -89,6 +90,21 @@ pub enum ApiError {
     /// One part of a request over its own size limit (an attachment).
     #[error("{0}")]
     PartTooLarge(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{detail}")]
+    QuotaExceeded {
+        detail: String,
+        retry_after_secs: u64,
+    },
+    #[error("too many turns per minute")]
+    RateLimited { limit: u64, retry_after_secs: u64 },
+    #[error("API key not found")]
+    KeyNotFound,
+    /// A user id a user key may not look at: answered like a missing
+    /// resource, so keys cannot probe which users exist.
+    #[error("not visible to this key")]
+    NotVisible,
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -108,7 +124,13 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::MalformedJson(_) => StatusCode::BAD_REQUEST,
-            Self::NotFound | Self::SessionNotFound | Self::TurnNotFound => StatusCode::NOT_FOUND,
+            Self::NotFound
+            | Self::SessionNotFound
+            | Self::TurnNotFound
+            | Self::KeyNotFound
+            | Self::NotVisible => StatusCode::NOT_FOUND,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::QuotaExceeded { .. } | Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::NoTurnRunning
             | Self::ChangeWhileBusy
@@ -158,6 +180,11 @@ impl ApiError {
             Self::UpstreamNotConfigured => "upstream_not_configured",
             Self::StoreUnavailable(_) => "store_unavailable",
             Self::TurnTimeout(_) => "turn_timeout",
+            Self::Unauthorized(_) => "unauthorized",
+            Self::QuotaExceeded { .. } => "quota_exceeded",
+            Self::RateLimited { .. } => "rate_limited",
+            Self::KeyNotFound => "key_not_found",
+            Self::NotVisible => "not_found",
             Self::Internal(_) => "internal",
         }
     }
@@ -225,6 +252,13 @@ impl ApiError {
             Self::TurnTimeout(secs) => format!(
                 "The turn did not finish within {secs} s and was cancelled; the conversation is kept and you can send the next message."
             ),
+            Self::Unauthorized(why) => why.clone(),
+            Self::QuotaExceeded { detail, .. } => detail.clone(),
+            Self::RateLimited { limit, retry_after_secs } => format!(
+                "This API key has started {limit} turns this minute (quotas.turns_per_minute); retry in {retry_after_secs} s."
+            ),
+            Self::KeyNotFound => "No API key has this id.".into(),
+            Self::NotVisible => "Nothing under that user_id is visible to this API key.".into(),
             Self::Internal(_) => {
                 "Something went wrong on our side; the x-request-id header identifies it in the logs."
                     .into()
@@ -254,7 +288,34 @@ impl IntoResponse for ApiError {
             Self::Upstream(why) => tracing::warn!(error = %why, "model API failed"),
             _ => {}
         }
-        (self.status(), Json(self.body())).into_response()
+        let mut response = (self.status(), Json(self.body())).into_response();
+        let headers = response.headers_mut();
+        match &self {
+            Self::Unauthorized(_) => {
+                headers.insert(
+                    WWW_AUTHENTICATE,
+                    HeaderValue::from_static(r#"Bearer realm="claude-agent-http""#),
+                );
+            }
+            Self::Forbidden(_) => {
+                headers.insert(
+                    WWW_AUTHENTICATE,
+                    HeaderValue::from_static(
+                        r#"Bearer realm="claude-agent-http", error="insufficient_scope""#,
+                    ),
+                );
+            }
+            Self::QuotaExceeded {
+                retry_after_secs, ..
+            }
+            | Self::RateLimited {
+                retry_after_secs, ..
+            } => {
+                headers.insert(RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+            }
+            _ => {}
+        }
+        response
     }
 }
 

@@ -3,8 +3,10 @@
 
 pub mod agent;
 pub mod api;
+pub mod auth;
 pub mod callback;
 pub mod child_env;
+pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod error;
@@ -16,6 +18,7 @@ pub mod metrics;
 pub mod options;
 pub mod permissions;
 pub mod plugins;
+pub mod quotas;
 pub mod sandbox;
 pub mod serve;
 pub mod skills;

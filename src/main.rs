@@ -1,20 +1,13 @@
 //! Entry point: parse arguments, load settings, start logging, run.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use clap::Parser;
+use claude_agent_http::cli::{Cli, Command, run_keys};
 use claude_agent_http::config::Settings;
 use claude_agent_http::startup::Application;
 use claude_agent_http::{healthcheck, sandbox, telemetry};
-
-const USAGE: &str = "usage: claude-agent-http [--config PATH] [healthcheck]
-
-  (no command)   serve the HTTP API
-  healthcheck    exit 0 when the running service's /health is healthy
-
-The config file defaults to $CLAUDE_AGENT_CONFIG, then ./config.yaml;
-environment variables override it (see README.md).";
 
 /// How long blocking work left at exit may hold the process.
 const RUNTIME_SHUTDOWN: Duration = Duration::from_secs(1);
@@ -37,29 +30,10 @@ fn main() -> ExitCode {
         eprintln!("claude-agent-http: warning: cannot make the process non-dumpable: {err}");
     }
 
-    let mut config: Option<PathBuf> = None;
-    let mut command: Option<String> = None;
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--config" | "-c" => match args.next() {
-                Some(path) => config = Some(PathBuf::from(path)),
-                None => return usage_error("--config needs a path"),
-            },
-            "--help" | "-h" => {
-                println!("{USAGE}");
-                return ExitCode::SUCCESS;
-            }
-            "--version" | "-V" => {
-                println!("claude-agent-http {}", env!("CARGO_PKG_VERSION"));
-                return ExitCode::SUCCESS;
-            }
-            "healthcheck" | "serve" if command.is_none() => command = Some(arg),
-            other => return usage_error(&format!("unexpected argument '{other}'")),
-        }
-    }
+    // Parsed after the sandbox check: clap exits 2 on a usage error, 0 for --help.
+    let cli = Cli::parse();
 
-    let settings = match Settings::load(config.as_deref()) {
+    let settings = match Settings::load(cli.config.as_deref()) {
         Ok(settings) => settings,
         Err(err) => {
             eprintln!("claude-agent-http: configuration error: {err}");
@@ -75,8 +49,10 @@ fn main() -> ExitCode {
         }
     };
 
-    if command.as_deref() == Some("healthcheck") {
-        return runtime.block_on(healthcheck::run(&settings));
+    match cli.command {
+        Some(Command::Healthcheck) => return runtime.block_on(healthcheck::run(&settings)),
+        Some(Command::Keys { action }) => return runtime.block_on(run_keys(&settings, action)),
+        Some(Command::Serve) | None => {}
     }
 
     telemetry::init(settings.log.format);
@@ -101,9 +77,4 @@ fn main() -> ExitCode {
     // tool's file walk), past the shutdown grace.
     runtime.shutdown_timeout(RUNTIME_SHUTDOWN);
     code
-}
-
-fn usage_error(problem: &str) -> ExitCode {
-    eprintln!("claude-agent-http: {problem}\n\n{USAGE}");
-    ExitCode::from(2)
 }

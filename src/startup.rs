@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use axum::http::{HeaderName, HeaderValue, Method};
 use tokio::net::TcpListener;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
@@ -18,6 +19,7 @@ use crate::agent::anthropic::{AnthropicClient, AnthropicConfig};
 use crate::agent::model::ModelClient;
 use crate::agent::turn::Agent;
 use crate::api::{self, AppState};
+use crate::auth::Authenticator;
 use crate::config::Settings;
 use crate::mcp::McpHub;
 use crate::metrics;
@@ -94,7 +96,9 @@ impl Application {
             Arc::new(tools),
             policy,
         ));
+        let auth = Arc::new(Authenticator::new(&settings.api));
         let state = AppState {
+            auth,
             settings,
             store,
             agent,
@@ -131,7 +135,27 @@ impl Application {
     ) -> anyhow::Result<()> {
         let sweeper = tokio::spawn(sweep_expired(self.state.clone()));
         let limits = ConnectionLimits::from_settings(&self.state.settings.api);
-        warn_unless_loopback(&self.listener);
+        let auth = match self.state.auth.required(self.state.store.as_ref()).await {
+            Ok(true) => {
+                if matches!(
+                    self.state.auth.any_key(self.state.store.as_ref()).await,
+                    Ok(false)
+                ) {
+                    tracing::warn!(
+                        "api.auth is api_key but no key exists: every request but /health and the docs is refused until CLAUDE_AGENT_API_KEYS is set or `claude-agent-http keys create` makes one"
+                    );
+                }
+                "api_key"
+            }
+            Ok(false) => {
+                warn_unless_loopback(&self.listener);
+                "none"
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot tell whether API keys exist yet");
+                "unknown"
+            }
+        };
         let address = self
             .listener
             .local_addr()
@@ -140,6 +164,7 @@ impl Application {
             %address,
             port = self.port,
             storage = self.state.store.kind().as_str(),
+            auth,
             max_connections = limits.max_connections,
             "listening"
         );
@@ -169,9 +194,9 @@ impl Application {
     }
 }
 
-/// There is no authentication yet: whoever reaches the port can read every
-/// session and run commands in every user's directory, so listening beyond
-/// loopback must be a choice someone sees.
+/// Without authentication whoever reaches the port can read every session
+/// and run commands in every user's directory, so listening beyond loopback
+/// that way must be a choice someone sees.
 fn warn_unless_loopback(listener: &TcpListener) {
     let Ok(addr) = listener.local_addr() else {
         return;
@@ -179,7 +204,7 @@ fn warn_unless_loopback(listener: &TcpListener) {
     if !addr.ip().is_loopback() {
         tracing::warn!(
             address = %addr,
-            "LISTENING BEYOND LOOPBACK WITHOUT AUTHENTICATION: anyone who can reach this port can read every session and run commands as this service's user; set api.host (CLAUDE_AGENT_API_HOST) to 127.0.0.1, or keep the port behind a firewall or an authenticating gateway"
+            "LISTENING BEYOND LOOPBACK WITHOUT AUTHENTICATION: anyone who can reach this port can read every session and run commands as this service's user; set an admin key (CLAUDE_AGENT_API_KEYS), or api.host (CLAUDE_AGENT_API_HOST) to 127.0.0.1, or keep the port behind a firewall or an authenticating gateway (api.auth: none)"
         );
     }
 }
@@ -233,37 +258,52 @@ fn with_middleware(router: Router, settings: &Settings) -> Router {
             )
         })
         .on_response(DefaultOnResponse::new().level(Level::INFO));
-    router
+    let router = router
         .layer(axum::middleware::from_fn(metrics::track_http))
-        .layer(DefaultBodyLimit::max(settings.api.max_body_bytes))
-        .layer(cors(&settings.api.cors_origins))
+        .layer(DefaultBodyLimit::max(settings.api.max_body_bytes));
+    // Outside authentication: a browser's preflight carries no key.
+    let router = match cors(&settings.api.cors_origins) {
+        Some(cors) => router.layer(cors),
+        None => router,
+    };
+    router
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(trace)
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
 }
 
-fn cors(origins: &[String]) -> CorsLayer {
+/// Cross-origin access for the listed origins only; `None` (no CORS headers
+/// at all, so browsers refuse other origins' pages) when none are listed.
+fn cors(origins: &[String]) -> Option<CorsLayer> {
+    if origins.is_empty() {
+        return None;
+    }
     let layer = CorsLayer::new()
         .allow_methods([
             Method::GET,
             Method::POST,
             Method::PUT,
+            Method::PATCH,
             Method::DELETE,
             Method::OPTIONS,
         ])
-        .allow_headers(Any)
-        .expose_headers([REQUEST_ID]);
-    if origins.is_empty() {
-        return layer;
-    }
+        // Named, not `*`: a wildcard does not cover `Authorization`.
+        .allow_headers([
+            CONTENT_TYPE,
+            AUTHORIZATION,
+            HeaderName::from_static("x-api-key"),
+            HeaderName::from_static("last-event-id"),
+            REQUEST_ID,
+        ])
+        .expose_headers([REQUEST_ID, RETRY_AFTER]);
     if origins.iter().any(|o| o == "*") {
-        return layer.allow_origin(Any);
+        return Some(layer.allow_origin(Any));
     }
     let list: Vec<HeaderValue> = origins
         .iter()
         .filter_map(|o| HeaderValue::from_str(o).ok())
         .collect();
-    layer.allow_origin(AllowOrigin::list(list))
+    Some(layer.allow_origin(AllowOrigin::list(list)))
 }
 
 /// Deletes expired sessions periodically, so idle rows do not pile up.

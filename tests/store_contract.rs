@@ -86,6 +86,9 @@ contract!(
     requests_are_answered_once_and_go_with_the_session,
     queued_messages_run_in_order_under_the_same_lease,
     the_event_log_numbers_keeps_and_prunes_turns,
+    keys_are_stored_listed_and_revoked,
+    daily_usage_outlives_its_sessions,
+    turn_windows_count_concurrent_turns_once_each,
 );
 
 async fn create_get_list_delete(storage: StorageKind) {
@@ -1071,4 +1074,128 @@ async fn the_event_log_numbers_keeps_and_prunes_turns(storage: StorageKind) {
         f.store.begin_turn(s.id, uuid::Uuid::new_v4()).await,
         Err(StoreError::NotFound)
     ));
+}
+
+async fn keys_are_stored_listed_and_revoked(storage: StorageKind) {
+    let Some(f) = open(storage, 0).await else {
+        return;
+    };
+    assert!(!f.store.has_keys().await.unwrap());
+    let alice = UserId::parse("alice").unwrap();
+    let expires = chrono::Utc::now() + chrono::Duration::days(30);
+    let first = claude_agent_http::auth::issue(alice.clone(), Some("ci".into()), Some(expires));
+    let second = claude_agent_http::auth::issue(UserId::parse("bob").unwrap(), None, None);
+    f.store.insert_key(&first.record).await.unwrap();
+    f.store.insert_key(&second.record).await.unwrap();
+    assert!(f.store.has_keys().await.unwrap());
+
+    let stored = f.store.key(&first.record.id).await.unwrap().unwrap();
+    assert_eq!(stored.user_id, alice);
+    assert_eq!(stored.name.as_deref(), Some("ci"));
+    assert_eq!(stored.secret_hash, first.record.secret_hash);
+    assert_eq!(
+        stored.expires_at.map(|t| t.timestamp_millis()),
+        Some(expires.timestamp_millis())
+    );
+    assert!(stored.revoked_at.is_none());
+    assert!(f.store.key("000000000000").await.unwrap().is_none());
+
+    let all = f.store.list_keys(None).await.unwrap();
+    assert_eq!(all.len(), 2);
+    let only = f.store.list_keys(Some(&alice)).await.unwrap();
+    assert_eq!(only.len(), 1);
+    assert_eq!(only[0].id, first.record.id);
+
+    let at = chrono::Utc::now() - chrono::Duration::minutes(5);
+    assert!(f.store.revoke_key(&first.record.id, at).await.unwrap());
+    // A second revocation keeps the first time.
+    assert!(
+        f.store
+            .revoke_key(&first.record.id, chrono::Utc::now())
+            .await
+            .unwrap()
+    );
+    let revoked = f.store.key(&first.record.id).await.unwrap().unwrap();
+    assert_eq!(
+        revoked.revoked_at.map(|t| t.timestamp_millis()),
+        Some(at.timestamp_millis())
+    );
+    assert!(!f.store.revoke_key("000000000000", at).await.unwrap());
+    // The same id twice is refused, not overwritten.
+    assert!(f.store.insert_key(&first.record).await.is_err());
+}
+
+async fn daily_usage_outlives_its_sessions(storage: StorageKind) {
+    let Some(f) = open(storage, 0).await else {
+        return;
+    };
+    let one = f
+        .store
+        .create(new_session("alice"), Limits::default())
+        .await
+        .unwrap();
+    let two = f
+        .store
+        .create(new_session("alice"), Limits::default())
+        .await
+        .unwrap();
+    let bob = f
+        .store
+        .create(new_session("bob"), Limits::default())
+        .await
+        .unwrap();
+    let usage = UsageTotals {
+        input_tokens: 10,
+        output_tokens: 5,
+        cache_creation_input_tokens: 2,
+        cache_read_input_tokens: 1,
+        cost_usd: 0.25,
+    };
+    f.store.record_usage(one.id, usage, 1).await.unwrap();
+    f.store.record_usage(two.id, usage, 1).await.unwrap();
+    f.store.record_usage(bob.id, usage, 0).await.unwrap();
+    f.store.delete(one.id).await.unwrap();
+
+    let today = chrono::Utc::now().date_naive();
+    let days = f.store.usage_by_day(None, today, today).await.unwrap();
+    assert_eq!(days.len(), 2, "{days:?}");
+    assert_eq!(days[0].user_id.as_str(), "alice");
+    assert_eq!(days[0].day, today);
+    assert_eq!(days[0].turns, 2);
+    assert_eq!(days[0].usage.input_tokens, 20);
+    assert_eq!(days[0].usage.cache_read_input_tokens, 2);
+    assert!((days[0].usage.cost_usd - 0.5).abs() < 1e-9);
+    assert_eq!(days[1].user_id.as_str(), "bob");
+    let alice = UserId::parse("alice").unwrap();
+    let only = f
+        .store
+        .usage_by_day(Some(&alice), today, today)
+        .await
+        .unwrap();
+    assert_eq!(only.len(), 1);
+    let yesterday = today - chrono::Duration::days(1);
+    assert!(
+        f.store
+            .usage_by_day(None, yesterday, yesterday)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn turn_windows_count_concurrent_turns_once_each(storage: StorageKind) {
+    let Some(f) = open(storage, 0).await else {
+        return;
+    };
+    let window = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+    let counts =
+        futures::future::join_all((0..8).map(|_| f.store.count_turn("key:abc", window))).await;
+    let mut counts: Vec<u64> = counts.into_iter().map(Result::unwrap).collect();
+    counts.sort_unstable();
+    assert_eq!(counts, (1..=8).collect::<Vec<u64>>());
+    assert_eq!(f.store.count_turn("key:other", window).await.unwrap(), 1);
+    // A new window starts from one, and the old one is gone.
+    let next = window + chrono::Duration::minutes(1);
+    assert_eq!(f.store.count_turn("key:abc", next).await.unwrap(), 1);
+    assert_eq!(f.store.count_turn("key:abc", window).await.unwrap(), 1);
 }

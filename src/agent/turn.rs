@@ -440,6 +440,8 @@ impl Agent {
     ) -> Result<(Session, Arc<dyn ModelClient>, Workspace), ApiError> {
         let session = self.store.get(id).await?.ok_or(ApiError::SessionNotFound)?;
         let model = self.model.clone().ok_or(ApiError::UpstreamNotConfigured)?;
+        crate::quotas::check_daily(self.store.as_ref(), &self.settings.quotas, &session.user_id)
+            .await?;
         let budget = session
             .options
             .apply(&self.settings)

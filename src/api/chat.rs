@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 use utoipa::ToSchema;
 
 use super::attachments::{self, Attachment};
+use super::auth::{AuditSubject, Caller};
 use super::frames::StreamFrame;
 use super::sessions::parse_session_id;
 use super::{ApiJson, AppState, BodyLimit, SessionPath};
@@ -80,14 +81,20 @@ pub struct ChatRequest {
 }
 
 impl ChatRequest {
-    /// The turn this request asks for, its attachments read and checked,
-    /// and whether it may wait in the queue.
-    async fn into_turn(mut self, state: &AppState) -> Result<(TurnRequest, bool), ApiError> {
+    /// The turn this request asks for, once the caller may run it there
+    /// (its attachments read and checked only then), whether it may wait in
+    /// the queue, and what the audit line records.
+    async fn into_turn(
+        mut self,
+        state: &AppState,
+        caller: &Caller,
+    ) -> Result<(TurnRequest, bool, AuditSubject), ApiError> {
         let attachments = std::mem::take(&mut self.attachments);
         let queue = self.queue.unwrap_or(false);
         let mut turn = self.parse(&state.settings).await?;
+        let subject = admit(state, caller, turn.session_id).await?;
         turn.attachments = attachments::resolve(state, turn.session_id, attachments).await?;
-        Ok((turn, queue))
+        Ok((turn, queue, subject))
     }
 
     async fn parse(self, settings: &Settings) -> Result<TurnRequest, ApiError> {
@@ -155,7 +162,8 @@ pub struct AsyncTurn {
         (status = 413, description = "Body too large, or an attachment over its size limit", body = ErrorBody),
         (status = 415, description = "Not a JSON content type", body = ErrorBody),
         (status = 422, description = "Blank or too long message, timeout outside 1..600, callback_url refused, a bad attachment (base64, media type not matching the bytes, too many)", body = ErrorBody),
-        (status = 429, description = "A turn is already running in this session (session_busy)", body = ErrorBody),
+        (status = 401, description = "No valid API key (unauthorized)", body = ErrorBody),
+        (status = 429, description = "A turn is already running in this session (session_busy), a daily quota is spent (quota_exceeded) or too many turns this minute (rate_limited); see retry-after", body = ErrorBody),
         (status = 502, description = "The model API failed after retries", body = ErrorBody),
         (status = 503, description = "No API key configured, or store unavailable", body = ErrorBody),
         (status = 504, description = "The turn ran past its timeout", body = ErrorBody),
@@ -163,15 +171,18 @@ pub struct AsyncTurn {
 )]
 pub async fn chat(
     State(state): State<AppState>,
+    caller: Caller,
     ApiJson(request): ApiJson<ChatRequest>,
 ) -> Result<Response, ApiError> {
     let run_async = request.run_async;
     let session_id = request.session_id.clone();
-    let (turn, queue) = request.into_turn(&state).await?;
+    let (turn, queue, subject) = request.into_turn(&state, &caller).await?;
     let session = turn.session_id;
     let started = match start(&state, turn, queue).await? {
         Started::Running(started) => started,
-        Started::Queued(position) => return Ok(queued(&session_id, position)),
+        Started::Queued(position) => {
+            return Ok((Extension(subject), queued(&session_id, position)).into_response());
+        }
     };
     if run_async {
         let body = AsyncTurn {
@@ -180,10 +191,14 @@ pub async fn chat(
             events: events_path(session, started.after_event_id),
             turn: format!("/api/v1/sessions/{session}/turns/{}", started.turn_id),
         };
-        return Ok((StatusCode::ACCEPTED, Json(body)).into_response());
+        return Ok((StatusCode::ACCEPTED, Extension(subject), Json(body)).into_response());
     }
     let summary = started.outcome().await?;
-    Ok(Json(ChatResponse::new(session.to_string(), summary)).into_response())
+    Ok((
+        Extension(subject),
+        Json(ChatResponse::new(session.to_string(), summary)),
+    )
+        .into_response())
 }
 
 /// Run one agent turn, streamed
@@ -207,12 +222,14 @@ pub async fn chat(
         (status = 413, description = "Body too large, or an attachment over its size limit", body = ErrorBody),
         (status = 415, description = "Not a JSON content type", body = ErrorBody),
         (status = 422, description = "Blank or too long message, timeout outside 1..600, callback_url refused, async given, a bad attachment", body = ErrorBody),
-        (status = 429, description = "A turn is already running in this session (session_busy)", body = ErrorBody),
+        (status = 401, description = "No valid API key (unauthorized)", body = ErrorBody),
+        (status = 429, description = "A turn is already running in this session (session_busy), a daily quota is spent (quota_exceeded) or too many turns this minute (rate_limited); see retry-after", body = ErrorBody),
         (status = 503, description = "No API key configured, or store unavailable", body = ErrorBody),
     )
 )]
 pub async fn chat_stream(
     State(state): State<AppState>,
+    caller: Caller,
     ApiJson(request): ApiJson<ChatRequest>,
 ) -> Result<Response, ApiError> {
     if request.run_async {
@@ -222,12 +239,28 @@ pub async fn chat_stream(
         ));
     }
     let session_id = request.session_id.clone();
-    let (turn, queue) = request.into_turn(&state).await?;
+    let (turn, queue, subject) = request.into_turn(&state, &caller).await?;
     let started = match start(&state, turn, queue).await? {
         Started::Running(started) => started,
-        Started::Queued(position) => return Ok(queued(&session_id, position)),
+        Started::Queued(position) => {
+            return Ok((Extension(subject), queued(&session_id, position)).into_response());
+        }
     };
-    Ok(sse(frames(started.events)))
+    Ok((Extension(subject), sse(frames(started.events))).into_response())
+}
+
+/// The session a chat request names, when the caller may reach it, its turn
+/// counted against the caller's rate; what the audit line records.
+async fn admit(
+    state: &AppState,
+    caller: &Caller,
+    id: crate::domain::SessionId,
+) -> Result<AuditSubject, ApiError> {
+    let session = caller.admit_turn(state, id).await?;
+    Ok(AuditSubject {
+        user: Some(session.user_id),
+        session: Some(session.id),
+    })
 }
 
 /// Starts the turn, or with `queue` queues it behind the running one.

@@ -11,6 +11,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::AppState;
+use super::auth::{Access, Caller};
 use crate::mcp::McpServerStatus;
 use crate::store::StoreError;
 
@@ -38,7 +39,7 @@ pub struct RootResponse {
 }
 
 /// Service information
-#[utoipa::path(get, path = "/", tag = "service",
+#[utoipa::path(get, path = "/", tag = "service", security(()),
     responses((status = 200, description = "Name, version and where to look next", body = RootResponse)))]
 pub async fn root() -> Json<RootResponse> {
     Json(RootResponse {
@@ -81,16 +82,26 @@ pub struct HealthResponse {
 
 /// Health check
 ///
+/// Callers without a valid key, once keys are required, get `status` only.
 /// 200 when the session store answers; 503 `unhealthy` when it does not
 /// (e.g. PostgreSQL stopped) or, after a write failed, while it still refuses
 /// writes (e.g. a full disk), or while every blocking thread is busy (file
 /// work would stall); healthy again once it is back.
-#[utoipa::path(get, path = "/health", tag = "service",
+#[utoipa::path(get, path = "/health", tag = "service", security(()),
     responses(
         (status = 200, description = "Healthy", body = HealthResponse),
         (status = 503, description = "The session store does not answer or refuses writes", body = HealthResponse),
     ))]
-pub async fn health(State(state): State<AppState>) -> Response {
+pub async fn health(State(state): State<AppState>, caller: Caller) -> Response {
+    let (code, report) = report(&state).await;
+    if caller.access == Access::Anonymous {
+        // Without a key, whether it works and nothing about what it holds.
+        return (code, Json(serde_json::json!({ "status": report.status }))).into_response();
+    }
+    (code, Json(report)).into_response()
+}
+
+async fn report(state: &AppState) -> (StatusCode, HealthResponse) {
     let storage_type = state.store.kind().as_str();
     // Counting live sessions is itself a round trip: it answers only when the
     // store does. Reads still answer on a full disk, so once a write has
@@ -120,19 +131,21 @@ pub async fn health(State(state): State<AppState>) -> Response {
     let version = env!("CARGO_PKG_VERSION");
     let model_api_configured = state.settings.anthropic.is_configured();
     match tokio::time::timeout(STORE_PROBE_TIMEOUT, probe).await {
-        Ok(Ok(active_sessions)) => Json(HealthResponse {
-            status: "healthy",
-            version,
-            active_sessions,
-            in_memory_clients: Some(state.agent.turns_in_flight()),
-            memory_mb: resident_memory_mb(),
-            storage_type,
-            uptime_seconds: Some(state.started.elapsed().as_secs()),
-            model_api_configured,
-            mcp_servers: state.mcp.status(),
-            error: None,
-        })
-        .into_response(),
+        Ok(Ok(active_sessions)) => (
+            StatusCode::OK,
+            HealthResponse {
+                status: "healthy",
+                version,
+                active_sessions,
+                in_memory_clients: Some(state.agent.turns_in_flight()),
+                memory_mb: resident_memory_mb(),
+                storage_type,
+                uptime_seconds: Some(state.started.elapsed().as_secs()),
+                model_api_configured,
+                mcp_servers: state.mcp.status(),
+                error: None,
+            },
+        ),
         outcome => {
             let error = match outcome {
                 Ok(Err(StoreProblem::Reads(err))) => {
@@ -152,7 +165,7 @@ pub async fn health(State(state): State<AppState>) -> Response {
             };
             (
                 StatusCode::SERVICE_UNAVAILABLE,
-                Json(HealthResponse {
+                HealthResponse {
                     status: "unhealthy",
                     version,
                     active_sessions: 0,
@@ -163,9 +176,8 @@ pub async fn health(State(state): State<AppState>) -> Response {
                     model_api_configured,
                     mcp_servers: state.mcp.status(),
                     error: Some(error),
-                }),
+                },
             )
-                .into_response()
         }
     }
 }

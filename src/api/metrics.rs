@@ -10,6 +10,7 @@ use axum::{Json, Router};
 use subtle::ConstantTimeEq;
 
 use super::AppState;
+use super::auth::Caller;
 use crate::error::{ApiError, ErrorBody};
 
 pub fn routes() -> Router<AppState> {
@@ -32,15 +33,21 @@ pub fn routes() -> Router<AppState> {
         (status = 404, description = "metrics.enabled is false (not_found)", body = ErrorBody),
     )
 )]
-pub async fn scrape(State(state): State<AppState>, headers: HeaderMap) -> Response {
+pub async fn scrape(State(state): State<AppState>, caller: Caller, headers: HeaderMap) -> Response {
     let settings = &state.settings.metrics;
     if !settings.enabled {
         return ApiError::NotFound.into_response();
     }
-    if let Some(token) = settings.token.expose()
-        && !bearer_matches(&headers, token)
-    {
-        return unauthorized();
+    match settings.token.expose() {
+        Some(token) if !bearer_matches(&headers, token) => return unauthorized(),
+        Some(_) => {}
+        // Without a token of its own, the page is for admin keys (or anyone
+        // when the service runs without API keys).
+        None => {
+            if let Err(err) = caller.require_admin() {
+                return err.into_response();
+            }
+        }
     }
     // A store that does not answer leaves the gauge at its last value; the
     // rest of the page is still worth scraping.

@@ -2,6 +2,7 @@
 //! the contract's errors, the router and the OpenAPI document.
 
 pub mod attachments;
+pub mod auth;
 pub mod chat;
 pub mod commands;
 pub mod events;
@@ -9,11 +10,13 @@ pub mod export;
 pub mod files;
 mod frames;
 pub mod health;
+pub mod keys;
 pub mod metrics;
 pub mod permissions;
 pub mod sessions;
 pub mod skills;
 mod ui;
+pub mod usage;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -33,6 +36,7 @@ use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::agent::turn::Agent;
+use crate::auth::Authenticator;
 use crate::config::Settings;
 use crate::domain::SessionId;
 use crate::error::{ApiError, ErrorBody, FieldProblem};
@@ -48,6 +52,7 @@ pub struct AppState {
     pub agent: Arc<Agent>,
     pub skills: Arc<SkillSource>,
     pub mcp: Arc<McpHub>,
+    pub auth: Arc<Authenticator>,
     pub started: Instant,
 }
 
@@ -202,18 +207,53 @@ pub fn rfc3339<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error
         files::download,
         files::upload,
         files::remove,
+        keys::create_key,
+        keys::list_keys,
+        keys::revoke_key,
+        usage::usage,
     ),
     components(schemas(ErrorBody, FieldProblem)),
+    modifiers(&SecuritySchemes),
+    security(("bearer" = []), ("api_key" = [])),
     tags(
         (name = "sessions", description = "Create, inspect, resume and delete sessions"),
         (name = "files", description = "Download, list, upload and delete files in a session's directory"),
         (name = "skills", description = "Skills and slash commands a session would see"),
         (name = "chat", description = "Talk to the agent: one turn per message"),
         (name = "permissions", description = "Approve the agent's calls and answer its questions while a turn waits"),
+        (name = "keys", description = "User API keys (admin keys only)"),
+        (name = "usage", description = "Tokens and cost per user and day"),
         (name = "service", description = "Service information and health")
     )
 )]
 pub struct ApiDoc;
+
+/// The two ways to send a key, so Swagger UI's Authorize button offers them.
+struct SecuritySchemes;
+
+impl utoipa::Modify for SecuritySchemes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            utoipa::openapi::security::SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "An API key as `Authorization: Bearer <key>` (needed once any key exists)",
+                    ))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "api_key",
+            utoipa::openapi::security::SecurityScheme::ApiKey(ApiKey::Header(
+                ApiKeyValue::with_description("x-api-key", "The same API key in `x-api-key`"),
+            )),
+        );
+    }
+}
 
 pub fn openapi() -> utoipa::openapi::OpenApi {
     ApiDoc::openapi()
@@ -234,7 +274,9 @@ pub fn router(state: AppState) -> Router {
         .merge(files::routes(max_upload))
         .merge(ui::routes())
         .merge(metrics::routes())
-        .with_state(state)
+        .merge(keys::routes())
+        .merge(usage::routes())
+        .with_state(state.clone())
         .merge(
             Router::new()
                 .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi()))
@@ -244,6 +286,12 @@ pub fn router(state: AppState) -> Router {
         )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        // Last, so every route merged above, and any added later in this
+        // function's chain, runs behind it (see `auth`).
+        .layer(axum::middleware::from_fn_with_state(
+            state,
+            auth::authenticate,
+        ))
 }
 
 async fn not_found() -> Response {

@@ -3,12 +3,13 @@
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
+use super::auth::{AuditSubject, Caller, ListScope};
 use super::chat::ChatResponse;
 use super::{ApiJson, ApiQuery, AppState, SessionPath, rfc3339};
 use crate::agent::context::View;
@@ -182,9 +183,10 @@ pub fn parse_session_id(raw: &str) -> Result<SessionId, ApiError> {
     responses(
         (status = 201, description = "Session created", body = SessionResponse),
         (status = 400, description = "Body is not a JSON object", body = ErrorBody),
-        (status = 403, description = "An option api.session_overrides does not allow (forbidden)", body = ErrorBody),
+        (status = 403, description = "An option api.session_overrides does not allow, or a user key creating a session for another user (forbidden)", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Not a JSON content type", body = ErrorBody),
+        (status = 401, description = "No valid API key (unauthorized)", body = ErrorBody),
         (status = 422, description = "Bad user_id, subdir, metadata, or an option looser than the service's defaults", body = ErrorBody),
         (status = 429, description = "max_sessions or max_sessions_per_user reached (session_limit)", body = ErrorBody),
         (status = 503, description = "Session store unavailable", body = ErrorBody),
@@ -193,8 +195,10 @@ pub fn parse_session_id(raw: &str) -> Result<SessionId, ApiError> {
 #[tracing::instrument(skip_all, fields(user_id = %request.user_id))]
 pub async fn create_session(
     State(state): State<AppState>,
+    caller: Caller,
     ApiJson(request): ApiJson<CreateSessionRequest>,
-) -> Result<(StatusCode, Json<SessionResponse>), ApiError> {
+) -> Result<(StatusCode, Extension<AuditSubject>, Json<SessionResponse>), ApiError> {
+    caller.act_as(&request.user_id)?;
     let metadata = metadata_object(request.metadata)?;
     let options = SessionOptions {
         model: request.model,
@@ -222,7 +226,15 @@ pub async fn create_session(
         )
         .await?;
     tracing::info!(session_id = %session.id, "session created");
-    Ok((StatusCode::CREATED, Json(session.into())))
+    let subject = AuditSubject {
+        user: Some(session.user_id.clone()),
+        session: Some(session.id),
+    };
+    Ok((
+        StatusCode::CREATED,
+        Extension(subject),
+        Json(session.into()),
+    ))
 }
 
 /// `metadata` of a request: a JSON object, `{}` when absent or null.
@@ -329,12 +341,14 @@ fn page_limit(limit: Option<u64>) -> Result<Option<u64>, ApiError> {
     responses(
         (status = 200, description = "Session ids", body = Vec<String>,
             headers(("Link" = String, description = "`<url>; rel=\"next\"` while more sessions follow"))),
+        (status = 401, description = "No valid API key (unauthorized)", body = ErrorBody),
         (status = 422, description = "Bad user_id, limit or cursor", body = ErrorBody),
         (status = 503, description = "Session store unavailable", body = ErrorBody),
     )
 )]
 pub async fn list_sessions(
     State(state): State<AppState>,
+    caller: Caller,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<(HeaderMap, Json<Vec<String>>), ApiError> {
     let user = query
@@ -345,6 +359,11 @@ pub async fn list_sessions(
         .map_err(|e| ApiError::validation("user_id", e.0))?;
     let limit = page_limit(query.limit)?;
     let after = query.cursor.as_deref().map(decode_cursor).transpose()?;
+    let user = match caller.list_scope(user) {
+        ListScope::All => None,
+        ListScope::One(user) => Some(user),
+        ListScope::Nothing => return Ok((HeaderMap::new(), Json(Vec::new()))),
+    };
     // One more than asked, to learn whether a next page exists.
     let mut keys = state
         .store
@@ -807,6 +826,7 @@ pub struct CompactRequest {
 pub async fn compact_session(
     State(state): State<AppState>,
     SessionPath(id): SessionPath,
+    caller: Caller,
     request: axum::extract::Request,
 ) -> Result<Json<ChatResponse>, ApiError> {
     let body: CompactRequest = optional_json(request, &state).await?;
@@ -824,6 +844,7 @@ pub async fn compact_session(
             "must be between 1 and 600 seconds",
         ));
     }
+    caller.admit_turn(&state, id).await?;
     let message = format!("/compact {}", instructions.trim());
     let turn = TurnRequest {
         session_id: id,

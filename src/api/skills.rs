@@ -6,6 +6,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use super::auth::Caller;
 use super::{ApiQuery, AppState};
 use crate::domain::{Subdir, UserId};
 use crate::error::{ApiError, ErrorBody};
@@ -52,15 +53,17 @@ pub struct SkillInfo {
     params(SkillsQuery),
     responses(
         (status = 200, description = "Skills, by name", body = Vec<SkillInfo>),
+        (status = 404, description = "Another user's directory, asked with a user key (not_found)", body = ErrorBody),
         (status = 422, description = "Bad user_id or subdir, or a subdir that leads outside the user's directory through a symlink (validation_failed)", body = ErrorBody),
         (status = 500, description = "The directory could not be read (internal; details in the log)", body = ErrorBody),
     )
 )]
 pub async fn list_skills(
     State(state): State<AppState>,
+    caller: Caller,
     ApiQuery(query): ApiQuery<SkillsQuery>,
 ) -> Result<Json<Vec<SkillInfo>>, ApiError> {
-    let skills = match lookup_directory(&state, &query).await? {
+    let skills = match lookup_directory(&state, &caller, &query).await? {
         Directory::Session(workspace) => state.skills.list(&workspace).await,
         Directory::Missing(scratch) => {
             // Nothing on disk yet: only the skills that do not live in it.
@@ -106,9 +109,11 @@ pub(super) enum Directory {
 /// Parses the query and opens the directory without creating it.
 pub(super) async fn lookup_directory(
     state: &AppState,
+    caller: &Caller,
     query: &SkillsQuery,
 ) -> Result<Directory, ApiError> {
     let user = UserId::parse(&query.user_id).map_err(|e| ApiError::validation("user_id", e.0))?;
+    caller.look_at(&user)?;
     let subdir = query
         .subdir
         .as_deref()

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use serde_json::Value;
 use tokio::sync::broadcast;
 use uuid::Uuid;
@@ -201,6 +201,31 @@ impl TodoStatus {
 /// A stored todo list back as values; anything else is corrupt data.
 fn todos_from_json(value: Value) -> Result<Vec<Todo>, StoreError> {
     serde_json::from_value(value).map_err(|e| StoreError::Internal(format!("stored todos: {e}")))
+}
+
+/// An API key bound to one user, as stored: the secret only as its digest.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredKey {
+    /// The public part of the key, safe to log and show.
+    pub id: String,
+    pub user_id: UserId,
+    pub name: Option<String>,
+    /// Lower-case hex SHA-256 of the secret part.
+    pub secret_hash: String,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// What one user spent on one UTC day, over all their sessions (deleted
+/// ones included).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DailyUsage {
+    pub user_id: UserId,
+    pub day: NaiveDate,
+    pub usage: UsageTotals,
+    /// User messages sent that day.
+    pub turns: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -570,6 +595,39 @@ pub trait SessionStore: Send + Sync {
     /// PostgreSQL) by another instance. Notices can be missed (a lagging
     /// receiver, a dropped connection): viewers also poll.
     fn event_notices(&self) -> broadcast::Receiver<SessionId>;
+
+    /// Stores a new API key; its id must be unused.
+    async fn insert_key(&self, key: &StoredKey) -> Result<(), StoreError>;
+
+    /// A key by id, revoked and expired ones included.
+    async fn key(&self, id: &str) -> Result<Option<StoredKey>, StoreError>;
+
+    /// Keys, oldest first, all users or one.
+    async fn list_keys(&self, user: Option<&UserId>) -> Result<Vec<StoredKey>, StoreError>;
+
+    /// Marks a key revoked (keeping the first revocation time); `false`
+    /// when there is no such key.
+    async fn revoke_key(&self, id: &str, at: DateTime<Utc>) -> Result<bool, StoreError>;
+
+    /// Whether any API key was ever stored (revoked ones count).
+    async fn has_keys(&self) -> Result<bool, StoreError>;
+
+    /// Usage per user and day from `from` to `to` inclusive, by day then user.
+    async fn usage_by_day(
+        &self,
+        user: Option<&UserId>,
+        from: NaiveDate,
+        to: NaiveDate,
+    ) -> Result<Vec<DailyUsage>, StoreError>;
+
+    /// Counts one turn in `bucket`'s window starting at `window_start` and
+    /// returns the window's count so far, this turn included. Older windows
+    /// of the bucket are dropped.
+    async fn count_turn(
+        &self,
+        bucket: &str,
+        window_start: DateTime<Utc>,
+    ) -> Result<u64, StoreError>;
 }
 
 /// One stored frame: its per-session id and its JSON text as streamed.

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, SubsecRound, Utc};
+use chrono::{DateTime, NaiveDate, SubsecRound, Utc};
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
 use sqlx::{ConnectOptions, Connection, Row};
 use tokio::sync::broadcast;
@@ -13,11 +13,11 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 use uuid::Uuid;
 
 use super::{
-    Answering, Changed, ForkPoint, LeaseOutcome, Limits, NOTICE_CAPACITY, NewMessage, NewSession,
-    PersonRequest, QueuedMessage, Renewal, RequestKind, Session, SessionChange, SessionEvent,
-    SessionKey, SessionStore, StoreError, StoredMessage, Todo, TurnEnded, TurnRecord, TurnStatus,
-    UsageTotals, describe_limit, event_id, events_cutoff, expiry_cutoff, lease_until,
-    options_from_json, result_from_text, todos_from_json, write_probe_row,
+    Answering, Changed, DailyUsage, ForkPoint, LeaseOutcome, Limits, NOTICE_CAPACITY, NewMessage,
+    NewSession, PersonRequest, QueuedMessage, Renewal, RequestKind, Session, SessionChange,
+    SessionEvent, SessionKey, SessionStore, StoreError, StoredKey, StoredMessage, Todo, TurnEnded,
+    TurnRecord, TurnStatus, UsageTotals, describe_limit, event_id, events_cutoff, expiry_cutoff,
+    lease_until, options_from_json, result_from_text, todos_from_json, write_probe_row,
 };
 use crate::config::{EventRetention, SessionSettings, StorageKind};
 use crate::domain::{SessionId, UserId};
@@ -693,6 +693,8 @@ impl SessionStore for PostgresStore {
         usage: UsageTotals,
         user_messages: u64,
     ) -> Result<(), StoreError> {
+        let now = Utc::now();
+        let mut tx = self.pool.begin().await?;
         sqlx::query(
             "UPDATE sessions SET
                 message_count = message_count + $1,
@@ -710,10 +712,35 @@ impl SessionStore for PostgresStore {
         .bind(to_i64(usage.cache_creation_input_tokens))
         .bind(to_i64(usage.cache_read_input_tokens))
         .bind(usage.cost_usd)
-        .bind(Utc::now())
+        .bind(now)
         .bind(id.0)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        // The user's day, which daily quotas on every instance read: it
+        // outlives the session.
+        sqlx::query(
+            "INSERT INTO usage_daily AS u (user_id, day, input_tokens, output_tokens,
+                 cache_creation_tokens, cache_read_tokens, cost_usd, turns)
+             SELECT user_id, $1, $2, $3, $4, $5, $6, $7 FROM sessions WHERE id = $8
+             ON CONFLICT (user_id, day) DO UPDATE SET
+                 input_tokens = u.input_tokens + excluded.input_tokens,
+                 output_tokens = u.output_tokens + excluded.output_tokens,
+                 cache_creation_tokens = u.cache_creation_tokens + excluded.cache_creation_tokens,
+                 cache_read_tokens = u.cache_read_tokens + excluded.cache_read_tokens,
+                 cost_usd = u.cost_usd + excluded.cost_usd,
+                 turns = u.turns + excluded.turns",
+        )
+        .bind(now.date_naive())
+        .bind(to_i64(usage.input_tokens))
+        .bind(to_i64(usage.output_tokens))
+        .bind(to_i64(usage.cache_creation_input_tokens))
+        .bind(to_i64(usage.cache_read_input_tokens))
+        .bind(usage.cost_usd)
+        .bind(to_i64(user_messages))
+        .bind(id.0)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -1188,6 +1215,139 @@ impl SessionStore for PostgresStore {
     fn event_notices(&self) -> broadcast::Receiver<SessionId> {
         self.notices.subscribe()
     }
+
+    async fn insert_key(&self, key: &StoredKey) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO api_keys (id, user_id, name, secret_hash, created_at, expires_at, revoked_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&key.id)
+        .bind(key.user_id.as_str())
+        .bind(key.name.as_deref())
+        .bind(&key.secret_hash)
+        .bind(key.created_at)
+        .bind(key.expires_at)
+        .bind(key.revoked_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn key(&self, id: &str) -> Result<Option<StoredKey>, StoreError> {
+        let row = sqlx::query(&format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| key_from_row(&r)).transpose()
+    }
+
+    async fn list_keys(&self, user: Option<&UserId>) -> Result<Vec<StoredKey>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {KEY_COLUMNS} FROM api_keys WHERE ($1::TEXT IS NULL OR user_id = $1)
+             ORDER BY created_at, id"
+        ))
+        .bind(user.map(UserId::as_str))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(key_from_row).collect()
+    }
+
+    async fn revoke_key(&self, id: &str, at: DateTime<Utc>) -> Result<bool, StoreError> {
+        let updated =
+            sqlx::query("UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2")
+                .bind(at)
+                .bind(id)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+        Ok(updated > 0)
+    }
+
+    async fn has_keys(&self) -> Result<bool, StoreError> {
+        let any: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM api_keys)")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(any)
+    }
+
+    async fn usage_by_day(
+        &self,
+        user: Option<&UserId>,
+        from: NaiveDate,
+        to: NaiveDate,
+    ) -> Result<Vec<DailyUsage>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT user_id, day, input_tokens, output_tokens, cache_creation_tokens,
+                    cache_read_tokens, cost_usd, turns
+             FROM usage_daily
+             WHERE ($1::TEXT IS NULL OR user_id = $1) AND day >= $2 AND day <= $3
+             ORDER BY day, user_id",
+        )
+        .bind(user.map(UserId::as_str))
+        .bind(from)
+        .bind(to)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let user: String = row.try_get("user_id")?;
+                Ok(DailyUsage {
+                    user_id: UserId::parse(&user)
+                        .map_err(|e| StoreError::Internal(e.to_string()))?,
+                    day: row.try_get("day")?,
+                    usage: UsageTotals {
+                        input_tokens: count(row, "input_tokens")?,
+                        output_tokens: count(row, "output_tokens")?,
+                        cache_creation_input_tokens: count(row, "cache_creation_tokens")?,
+                        cache_read_input_tokens: count(row, "cache_read_tokens")?,
+                        cost_usd: row.try_get("cost_usd")?,
+                    },
+                    turns: count(row, "turns")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn count_turn(
+        &self,
+        bucket: &str,
+        window_start: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM rate_windows WHERE bucket = $1 AND window_start < $2")
+            .bind(bucket)
+            .bind(window_start)
+            .execute(&mut *tx)
+            .await?;
+        // One statement takes the row lock, so instances counting at once
+        // each see their own increment.
+        let n: i64 = sqlx::query_scalar(
+            "INSERT INTO rate_windows AS w (bucket, window_start, count) VALUES ($1, $2, 1)
+             ON CONFLICT (bucket, window_start) DO UPDATE SET count = w.count + 1
+             RETURNING count",
+        )
+        .bind(bucket)
+        .bind(window_start)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+}
+
+const KEY_COLUMNS: &str = "id, user_id, name, secret_hash, created_at, expires_at, revoked_at";
+
+fn key_from_row(row: &PgRow) -> Result<StoredKey, StoreError> {
+    let user: String = row.try_get("user_id")?;
+    Ok(StoredKey {
+        id: row.try_get("id")?,
+        user_id: UserId::parse(&user).map_err(|e| StoreError::Internal(e.to_string()))?,
+        name: row.try_get("name")?,
+        secret_hash: row.try_get("secret_hash")?,
+        created_at: row.try_get("created_at")?,
+        expires_at: row.try_get("expires_at")?,
+        revoked_at: row.try_get("revoked_at")?,
+    })
 }
 
 /// PostgreSQL's jsonb (and text) cannot hold U+0000, which SQLite stores and

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, SubsecRound, Utc};
+use chrono::{DateTime, NaiveDate, SubsecRound, Utc};
 use sqlx::Row;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
@@ -17,11 +17,11 @@ use tokio::sync::broadcast;
 use uuid::Uuid;
 
 use super::{
-    Answering, Changed, ForkPoint, LeaseOutcome, Limits, NOTICE_CAPACITY, NewMessage, NewSession,
-    PersonRequest, QueuedMessage, Renewal, RequestKind, Session, SessionChange, SessionEvent,
-    SessionKey, SessionStore, StoreError, StoredMessage, Todo, TurnEnded, TurnRecord, TurnStatus,
-    UsageTotals, describe_limit, event_id, events_cutoff, expiry_cutoff, lease_until,
-    options_from_json, result_from_text, todos_from_json, write_probe_row,
+    Answering, Changed, DailyUsage, ForkPoint, LeaseOutcome, Limits, NOTICE_CAPACITY, NewMessage,
+    NewSession, PersonRequest, QueuedMessage, Renewal, RequestKind, Session, SessionChange,
+    SessionEvent, SessionKey, SessionStore, StoreError, StoredKey, StoredMessage, Todo, TurnEnded,
+    TurnRecord, TurnStatus, UsageTotals, describe_limit, event_id, events_cutoff, expiry_cutoff,
+    lease_until, options_from_json, result_from_text, todos_from_json, write_probe_row,
 };
 use crate::config::{EventRetention, StorageKind};
 use crate::domain::{SessionId, UserId};
@@ -618,6 +618,8 @@ impl SessionStore for SqliteStore {
         usage: UsageTotals,
         user_messages: u64,
     ) -> Result<(), StoreError> {
+        let now = Utc::now();
+        let mut tx = self.pool.begin().await?;
         sqlx::query(
             "UPDATE sessions SET
                 message_count = message_count + ?,
@@ -635,10 +637,34 @@ impl SessionStore for SqliteStore {
         .bind(to_i64(usage.cache_creation_input_tokens))
         .bind(to_i64(usage.cache_read_input_tokens))
         .bind(usage.cost_usd)
-        .bind(Utc::now().timestamp_millis())
+        .bind(now.timestamp_millis())
         .bind(id.to_string())
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        // The user's day, which daily quotas read: it outlives the session.
+        sqlx::query(
+            "INSERT INTO usage_daily (user_id, day, input_tokens, output_tokens,
+                 cache_creation_tokens, cache_read_tokens, cost_usd, turns)
+             SELECT user_id, ?, ?, ?, ?, ?, ?, ? FROM sessions WHERE id = ?
+             ON CONFLICT (user_id, day) DO UPDATE SET
+                 input_tokens = input_tokens + excluded.input_tokens,
+                 output_tokens = output_tokens + excluded.output_tokens,
+                 cache_creation_tokens = cache_creation_tokens + excluded.cache_creation_tokens,
+                 cache_read_tokens = cache_read_tokens + excluded.cache_read_tokens,
+                 cost_usd = cost_usd + excluded.cost_usd,
+                 turns = turns + excluded.turns",
+        )
+        .bind(now.date_naive().to_string())
+        .bind(to_i64(usage.input_tokens))
+        .bind(to_i64(usage.output_tokens))
+        .bind(to_i64(usage.cache_creation_input_tokens))
+        .bind(to_i64(usage.cache_read_input_tokens))
+        .bind(usage.cost_usd)
+        .bind(to_i64(user_messages))
+        .bind(id.to_string())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -1075,4 +1101,141 @@ impl SessionStore for SqliteStore {
     fn event_notices(&self) -> broadcast::Receiver<SessionId> {
         self.notices.subscribe()
     }
+
+    async fn insert_key(&self, key: &StoredKey) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO api_keys (id, user_id, name, secret_hash, created_at, expires_at, revoked_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&key.id)
+        .bind(key.user_id.as_str())
+        .bind(key.name.as_deref())
+        .bind(&key.secret_hash)
+        .bind(key.created_at.timestamp_millis())
+        .bind(key.expires_at.map(|t| t.timestamp_millis()))
+        .bind(key.revoked_at.map(|t| t.timestamp_millis()))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn key(&self, id: &str) -> Result<Option<StoredKey>, StoreError> {
+        let row = sqlx::query(&format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = ?"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| key_from_row(&r)).transpose()
+    }
+
+    async fn list_keys(&self, user: Option<&UserId>) -> Result<Vec<StoredKey>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {KEY_COLUMNS} FROM api_keys WHERE (?1 IS NULL OR user_id = ?1)
+             ORDER BY created_at, id"
+        ))
+        .bind(user.map(UserId::as_str))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(key_from_row).collect()
+    }
+
+    async fn revoke_key(&self, id: &str, at: DateTime<Utc>) -> Result<bool, StoreError> {
+        let updated =
+            sqlx::query("UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?")
+                .bind(at.timestamp_millis())
+                .bind(id)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+        Ok(updated > 0)
+    }
+
+    async fn has_keys(&self) -> Result<bool, StoreError> {
+        let any: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM api_keys)")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(any)
+    }
+
+    async fn usage_by_day(
+        &self,
+        user: Option<&UserId>,
+        from: NaiveDate,
+        to: NaiveDate,
+    ) -> Result<Vec<DailyUsage>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT user_id, day, input_tokens, output_tokens, cache_creation_tokens,
+                    cache_read_tokens, cost_usd, turns
+             FROM usage_daily
+             WHERE (?1 IS NULL OR user_id = ?1) AND day >= ?2 AND day <= ?3
+             ORDER BY day, user_id",
+        )
+        .bind(user.map(UserId::as_str))
+        .bind(from.to_string())
+        .bind(to.to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let user: String = row.try_get("user_id")?;
+                let day: String = row.try_get("day")?;
+                Ok(DailyUsage {
+                    user_id: UserId::parse(&user)
+                        .map_err(|e| StoreError::Internal(e.to_string()))?,
+                    day: day
+                        .parse()
+                        .map_err(|e| StoreError::Internal(format!("stored day {day}: {e}")))?,
+                    usage: UsageTotals {
+                        input_tokens: count(row, "input_tokens")?,
+                        output_tokens: count(row, "output_tokens")?,
+                        cache_creation_input_tokens: count(row, "cache_creation_tokens")?,
+                        cache_read_input_tokens: count(row, "cache_read_tokens")?,
+                        cost_usd: row.try_get("cost_usd")?,
+                    },
+                    turns: count(row, "turns")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn count_turn(
+        &self,
+        bucket: &str,
+        window_start: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let start = window_start.timestamp_millis();
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM rate_windows WHERE bucket = ? AND window_start < ?")
+            .bind(bucket)
+            .bind(start)
+            .execute(&mut *tx)
+            .await?;
+        let n: i64 = sqlx::query_scalar(
+            "INSERT INTO rate_windows (bucket, window_start, count) VALUES (?, ?, 1)
+             ON CONFLICT (bucket, window_start) DO UPDATE SET count = count + 1
+             RETURNING count",
+        )
+        .bind(bucket)
+        .bind(start)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+}
+
+const KEY_COLUMNS: &str = "id, user_id, name, secret_hash, created_at, expires_at, revoked_at";
+
+fn key_from_row(row: &SqliteRow) -> Result<StoredKey, StoreError> {
+    let user: String = row.try_get("user_id")?;
+    let expires: Option<i64> = row.try_get("expires_at")?;
+    let revoked: Option<i64> = row.try_get("revoked_at")?;
+    Ok(StoredKey {
+        id: row.try_get("id")?,
+        user_id: UserId::parse(&user).map_err(|e| StoreError::Internal(e.to_string()))?,
+        name: row.try_get("name")?,
+        secret_hash: row.try_get("secret_hash")?,
+        created_at: millis(row.try_get("created_at")?),
+        expires_at: expires.map(millis),
+        revoked_at: revoked.map(millis),
+    })
 }

@@ -6,13 +6,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chrono::{DateTime, NaiveDate, Utc};
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
 use super::{
-    Answering, Changed, DynStore, ForkPoint, LeaseOutcome, Limits, NewMessage, NewSession,
-    PersonRequest, QueuedMessage, Renewal, RequestKind, Session, SessionChange, SessionEvent,
-    SessionKey, SessionStore, StoreError, StoredMessage, Todo, TurnEnded, TurnRecord, UsageTotals,
+    Answering, Changed, DailyUsage, DynStore, ForkPoint, LeaseOutcome, Limits, NewMessage,
+    NewSession, PersonRequest, QueuedMessage, Renewal, RequestKind, Session, SessionChange,
+    SessionEvent, SessionKey, SessionStore, StoreError, StoredKey, StoredMessage, Todo, TurnEnded,
+    TurnRecord, UsageTotals,
 };
 use crate::config::{EventRetention, StorageKind};
 use crate::domain::{SessionId, UserId};
@@ -275,5 +277,42 @@ impl SessionStore for WriteTracked {
 
     fn event_notices(&self) -> broadcast::Receiver<SessionId> {
         self.inner.event_notices()
+    }
+
+    async fn insert_key(&self, key: &StoredKey) -> Result<(), StoreError> {
+        self.observe(self.inner.insert_key(key).await)
+    }
+
+    async fn key(&self, id: &str) -> Result<Option<StoredKey>, StoreError> {
+        self.inner.key(id).await
+    }
+
+    async fn list_keys(&self, user: Option<&UserId>) -> Result<Vec<StoredKey>, StoreError> {
+        self.inner.list_keys(user).await
+    }
+
+    async fn revoke_key(&self, id: &str, at: DateTime<Utc>) -> Result<bool, StoreError> {
+        self.observe(self.inner.revoke_key(id, at).await)
+    }
+
+    async fn has_keys(&self) -> Result<bool, StoreError> {
+        self.inner.has_keys().await
+    }
+
+    async fn usage_by_day(
+        &self,
+        user: Option<&UserId>,
+        from: NaiveDate,
+        to: NaiveDate,
+    ) -> Result<Vec<DailyUsage>, StoreError> {
+        self.inner.usage_by_day(user, from, to).await
+    }
+
+    async fn count_turn(
+        &self,
+        bucket: &str,
+        window_start: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        self.observe(self.inner.count_turn(bucket, window_start).await)
     }
 }

@@ -17,7 +17,7 @@ use crate::chat::agent_app;
 
 /// Runs an example with the service's URL in its environment and returns
 /// its standard output; panics, showing both streams, unless it exits 0.
-async fn run_example(program: &str, script: &str, url: &str) -> String {
+async fn run_example(program: &str, script: &str, url: &str, key: Option<&str>) -> String {
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
     let mut command = tokio::process::Command::new(program);
     command
@@ -26,6 +26,9 @@ async fn run_example(program: &str, script: &str, url: &str) -> String {
         .env("CLAUDE_AGENT_URL", url)
         .env("CLAUDE_AGENT_USER", "example-user")
         .kill_on_drop(true);
+    if let Some(key) = key {
+        command.env("CLAUDE_AGENT_API_KEY", key);
+    }
     let output = tokio::time::timeout(Duration::from_secs(60), command.output())
         .await
         .unwrap_or_else(|_| panic!("{program} {script} took over 60 s"))
@@ -41,17 +44,25 @@ async fn run_example(program: &str, script: &str, url: &str) -> String {
 }
 
 /// Scripts a Bash call and an answer, runs the example and checks that it
-/// printed the session, the call, its result and the answer.
-async fn an_example_client_shows_what_the_agent_did(program: &str, script: &str) {
+/// printed the session, the call, its result and the answer. With `key`,
+/// the service requires it and the example sends it.
+async fn an_example_client_shows_what_the_agent_did(
+    program: &str,
+    script: &str,
+    key: Option<&str>,
+) {
     let fake = FakeAnthropic::start().await;
-    let app = agent_app(StorageKind::Memory, &fake, |_| {}).await.unwrap();
+    let admin = key.map(claude_agent_http::config::Secret::new);
+    let app = agent_app(StorageKind::Memory, &fake, |s| s.api.api_keys.extend(admin))
+        .await
+        .unwrap();
     fake.push(Reply::tool_use(
         "Bash",
         json!({"command": "echo hello-from-bash"}),
     ));
     fake.push(Reply::text("The command printed hello-from-bash."));
 
-    let out = run_example(program, script, &app.address).await;
+    let out = run_example(program, script, &app.address, key).await;
 
     assert!(out.starts_with("session "), "{out}");
     assert!(
@@ -87,10 +98,22 @@ async fn an_example_client_shows_what_the_agent_did(program: &str, script: &str)
 
 #[tokio::test]
 async fn the_javascript_example_client_streams_a_turn() {
-    an_example_client_shows_what_the_agent_did("node", "client.mjs").await;
+    an_example_client_shows_what_the_agent_did("node", "client.mjs", None).await;
+}
+
+#[tokio::test]
+async fn the_javascript_example_client_sends_its_api_key() {
+    an_example_client_shows_what_the_agent_did("node", "client.mjs", Some("example-admin-key"))
+        .await;
 }
 
 #[tokio::test]
 async fn the_python_example_client_streams_a_turn() {
-    an_example_client_shows_what_the_agent_did("python3", "client.py").await;
+    an_example_client_shows_what_the_agent_did("python3", "client.py", None).await;
+}
+
+#[tokio::test]
+async fn the_python_example_client_sends_its_api_key() {
+    an_example_client_shows_what_the_agent_did("python3", "client.py", Some("example-admin-key"))
+        .await;
 }

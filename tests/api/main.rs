@@ -27,6 +27,7 @@ mod session_tools;
 mod sessions;
 mod starvation;
 mod store_full;
+mod tenants;
 mod tools;
 mod ui;
 mod web_fetch;
