@@ -220,6 +220,15 @@ async fn metrics_count_turns_model_calls_tokens_tools_and_requests() {
         2.0
     );
     assert!(!page.contains(&id), "a session id in the metrics");
+    // Store operations are timed by name.
+    assert!(
+        sample(
+            &page,
+            "claude_agent_store_query_duration_seconds_count",
+            &[("operation", "get")]
+        ) >= 2.0,
+        "{page}"
+    );
     assert_eq!(sample(&page, "claude_agent_live_sessions", &[]), 1.0);
     assert_eq!(sample(&page, "claude_agent_turns_in_flight", &[]), 0.0);
     assert!(page.contains("# HELP claude_agent_turns_total"));

@@ -573,7 +573,9 @@ function size(n) {
 }
 
 function filesUrl(path) {
-  return `/api/v1/sessions/${state.sessionId}/files/` + path.split("/").filter(Boolean).map(encodeURIComponent).join("/");
+  const parts = path.split("/").filter(Boolean).map(encodeURIComponent);
+  const base = `/api/v1/sessions/${state.sessionId}/files`;
+  return parts.length ? base + "/" + parts.join("/") : base;
 }
 
 async function loadFiles() {

@@ -54,11 +54,11 @@ impl SessionStore for WriteTracked {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        self.inner.ping().await
+        crate::metrics::store_query("ping", self.inner.ping()).await
     }
 
     async fn probe_write(&self) -> Result<(), StoreError> {
-        let result = self.inner.probe_write().await;
+        let result = crate::metrics::store_query("probe_write", self.inner.probe_write()).await;
         if result.is_ok() && self.failing.swap(false, Ordering::SeqCst) {
             tracing::info!("session store accepts writes again");
         }
@@ -70,11 +70,11 @@ impl SessionStore for WriteTracked {
     }
 
     async fn create(&self, new: NewSession, limits: Limits) -> Result<Session, StoreError> {
-        self.observe(self.inner.create(new, limits).await)
+        self.observe(crate::metrics::store_query("create", self.inner.create(new, limits)).await)
     }
 
     async fn get(&self, id: SessionId) -> Result<Option<Session>, StoreError> {
-        self.inner.get(id).await
+        crate::metrics::store_query("get", self.inner.get(id)).await
     }
 
     async fn list_page(
@@ -83,23 +83,23 @@ impl SessionStore for WriteTracked {
         after: Option<SessionKey>,
         limit: Option<u64>,
     ) -> Result<Vec<SessionKey>, StoreError> {
-        self.inner.list_page(user, after, limit).await
+        crate::metrics::store_query("list_page", self.inner.list_page(user, after, limit)).await
     }
 
     async fn count_live(&self) -> Result<u64, StoreError> {
-        self.inner.count_live().await
+        crate::metrics::store_query("count_live", self.inner.count_live()).await
     }
 
     async fn delete(&self, id: SessionId) -> Result<bool, StoreError> {
-        self.observe(self.inner.delete(id).await)
+        self.observe(crate::metrics::store_query("delete", self.inner.delete(id)).await)
     }
 
     async fn touch(&self, id: SessionId) -> Result<Option<Session>, StoreError> {
-        self.observe(self.inner.touch(id).await)
+        self.observe(crate::metrics::store_query("touch", self.inner.touch(id)).await)
     }
 
     async fn purge_expired(&self) -> Result<u64, StoreError> {
-        self.observe(self.inner.purge_expired().await)
+        self.observe(crate::metrics::store_query("purge_expired", self.inner.purge_expired()).await)
     }
 
     async fn append_messages(
@@ -107,7 +107,13 @@ impl SessionStore for WriteTracked {
         id: SessionId,
         messages: &[NewMessage],
     ) -> Result<(), StoreError> {
-        self.observe(self.inner.append_messages(id, messages).await)
+        self.observe(
+            crate::metrics::store_query(
+                "append_messages",
+                self.inner.append_messages(id, messages),
+            )
+            .await,
+        )
     }
 
     async fn save_message_at(
@@ -116,7 +122,13 @@ impl SessionStore for WriteTracked {
         seq: Option<i64>,
         message: &NewMessage,
     ) -> Result<i64, StoreError> {
-        self.observe(self.inner.save_message_at(id, seq, message).await)
+        self.observe(
+            crate::metrics::store_query(
+                "save_message_at",
+                self.inner.save_message_at(id, seq, message),
+            )
+            .await,
+        )
     }
 
     async fn messages_after(
@@ -125,11 +137,15 @@ impl SessionStore for WriteTracked {
         after_seq: i64,
         limit: Option<u64>,
     ) -> Result<Vec<StoredMessage>, StoreError> {
-        self.inner.messages_after(id, after_seq, limit).await
+        crate::metrics::store_query(
+            "messages_after",
+            self.inner.messages_after(id, after_seq, limit),
+        )
+        .await
     }
 
     async fn change(&self, id: SessionId, change: SessionChange) -> Result<Changed, StoreError> {
-        self.observe(self.inner.change(id, change).await)
+        self.observe(crate::metrics::store_query("change", self.inner.change(id, change)).await)
     }
 
     async fn fork(
@@ -139,7 +155,9 @@ impl SessionStore for WriteTracked {
         todos: &[Todo],
         limits: Limits,
     ) -> Result<Session, StoreError> {
-        self.observe(self.inner.fork(from, new, todos, limits).await)
+        self.observe(
+            crate::metrics::store_query("fork", self.inner.fork(from, new, todos, limits)).await,
+        )
     }
 
     async fn record_usage(
@@ -148,7 +166,13 @@ impl SessionStore for WriteTracked {
         usage: UsageTotals,
         user_messages: u64,
     ) -> Result<(), StoreError> {
-        self.observe(self.inner.record_usage(id, usage, user_messages).await)
+        self.observe(
+            crate::metrics::store_query(
+                "record_usage",
+                self.inner.record_usage(id, usage, user_messages),
+            )
+            .await,
+        )
     }
 
     async fn acquire_turn(
@@ -157,7 +181,10 @@ impl SessionStore for WriteTracked {
         holder: Uuid,
         lease: Duration,
     ) -> Result<LeaseOutcome, StoreError> {
-        self.observe(self.inner.acquire_turn(id, holder, lease).await)
+        self.observe(
+            crate::metrics::store_query("acquire_turn", self.inner.acquire_turn(id, holder, lease))
+                .await,
+        )
     }
 
     async fn renew_turn(
@@ -166,23 +193,35 @@ impl SessionStore for WriteTracked {
         holder: Uuid,
         lease: Duration,
     ) -> Result<Renewal, StoreError> {
-        self.observe(self.inner.renew_turn(id, holder, lease).await)
+        self.observe(
+            crate::metrics::store_query("renew_turn", self.inner.renew_turn(id, holder, lease))
+                .await,
+        )
     }
 
     async fn request_interrupt(&self, id: SessionId) -> Result<bool, StoreError> {
-        self.observe(self.inner.request_interrupt(id).await)
+        self.observe(
+            crate::metrics::store_query("request_interrupt", self.inner.request_interrupt(id))
+                .await,
+        )
     }
 
     async fn release_turn(&self, id: SessionId, holder: Uuid) -> Result<(), StoreError> {
-        self.observe(self.inner.release_turn(id, holder).await)
+        self.observe(
+            crate::metrics::store_query("release_turn", self.inner.release_turn(id, holder)).await,
+        )
     }
 
     async fn set_todos(&self, id: SessionId, todos: &[Todo]) -> Result<(), StoreError> {
-        self.observe(self.inner.set_todos(id, todos).await)
+        self.observe(
+            crate::metrics::store_query("set_todos", self.inner.set_todos(id, todos)).await,
+        )
     }
 
     async fn add_request(&self, id: SessionId, request: &PersonRequest) -> Result<(), StoreError> {
-        self.observe(self.inner.add_request(id, request).await)
+        self.observe(
+            crate::metrics::store_query("add_request", self.inner.add_request(id, request)).await,
+        )
     }
 
     async fn request(
@@ -190,7 +229,7 @@ impl SessionStore for WriteTracked {
         id: SessionId,
         request_id: Uuid,
     ) -> Result<Option<PersonRequest>, StoreError> {
-        self.inner.request(id, request_id).await
+        crate::metrics::store_query("request", self.inner.request(id, request_id)).await
     }
 
     async fn pending_requests(
@@ -198,7 +237,7 @@ impl SessionStore for WriteTracked {
         id: SessionId,
         kind: RequestKind,
     ) -> Result<Vec<PersonRequest>, StoreError> {
-        self.inner.pending_requests(id, kind).await
+        crate::metrics::store_query("pending_requests", self.inner.pending_requests(id, kind)).await
     }
 
     async fn answer_request(
@@ -207,15 +246,24 @@ impl SessionStore for WriteTracked {
         request_id: Uuid,
         answer: &serde_json::Value,
     ) -> Result<Answering, StoreError> {
-        self.observe(self.inner.answer_request(id, request_id, answer).await)
+        self.observe(
+            crate::metrics::store_query(
+                "answer_request",
+                self.inner.answer_request(id, request_id, answer),
+            )
+            .await,
+        )
     }
 
     async fn allow_rules(&self, id: SessionId) -> Result<Vec<String>, StoreError> {
-        self.inner.allow_rules(id).await
+        crate::metrics::store_query("allow_rules", self.inner.allow_rules(id)).await
     }
 
     async fn add_allow_rule(&self, id: SessionId, rule: &str) -> Result<(), StoreError> {
-        self.observe(self.inner.add_allow_rule(id, rule).await)
+        self.observe(
+            crate::metrics::store_query("add_allow_rule", self.inner.add_allow_rule(id, rule))
+                .await,
+        )
     }
 
     async fn enqueue_message(
@@ -223,7 +271,10 @@ impl SessionStore for WriteTracked {
         id: SessionId,
         message: &QueuedMessage,
     ) -> Result<Option<u64>, StoreError> {
-        self.observe(self.inner.enqueue_message(id, message).await)
+        self.observe(
+            crate::metrics::store_query("enqueue_message", self.inner.enqueue_message(id, message))
+                .await,
+        )
     }
 
     async fn next_queued_or_release(
@@ -231,11 +282,19 @@ impl SessionStore for WriteTracked {
         id: SessionId,
         holder: Uuid,
     ) -> Result<Option<QueuedMessage>, StoreError> {
-        self.observe(self.inner.next_queued_or_release(id, holder).await)
+        self.observe(
+            crate::metrics::store_query(
+                "next_queued_or_release",
+                self.inner.next_queued_or_release(id, holder),
+            )
+            .await,
+        )
     }
 
     async fn begin_turn(&self, id: SessionId, turn: Uuid) -> Result<u64, StoreError> {
-        self.observe(self.inner.begin_turn(id, turn).await)
+        self.observe(
+            crate::metrics::store_query("begin_turn", self.inner.begin_turn(id, turn)).await,
+        )
     }
 
     async fn append_events(
@@ -244,7 +303,13 @@ impl SessionStore for WriteTracked {
         turn: Uuid,
         events: &[SessionEvent],
     ) -> Result<(), StoreError> {
-        self.observe(self.inner.append_events(id, turn, events).await)
+        self.observe(
+            crate::metrics::store_query(
+                "append_events",
+                self.inner.append_events(id, turn, events),
+            )
+            .await,
+        )
     }
 
     async fn finish_turn(
@@ -268,11 +333,11 @@ impl SessionStore for WriteTracked {
         after: u64,
         limit: u32,
     ) -> Result<Vec<SessionEvent>, StoreError> {
-        self.inner.events_after(id, after, limit).await
+        crate::metrics::store_query("events_after", self.inner.events_after(id, after, limit)).await
     }
 
     async fn turn(&self, id: SessionId, turn: Uuid) -> Result<Option<TurnRecord>, StoreError> {
-        self.inner.turn(id, turn).await
+        crate::metrics::store_query("turn", self.inner.turn(id, turn)).await
     }
 
     fn event_notices(&self) -> broadcast::Receiver<SessionId> {
@@ -280,23 +345,23 @@ impl SessionStore for WriteTracked {
     }
 
     async fn insert_key(&self, key: &StoredKey) -> Result<(), StoreError> {
-        self.observe(self.inner.insert_key(key).await)
+        self.observe(crate::metrics::store_query("insert_key", self.inner.insert_key(key)).await)
     }
 
     async fn key(&self, id: &str) -> Result<Option<StoredKey>, StoreError> {
-        self.inner.key(id).await
+        crate::metrics::store_query("key", self.inner.key(id)).await
     }
 
     async fn list_keys(&self, user: Option<&UserId>) -> Result<Vec<StoredKey>, StoreError> {
-        self.inner.list_keys(user).await
+        crate::metrics::store_query("list_keys", self.inner.list_keys(user)).await
     }
 
     async fn revoke_key(&self, id: &str, at: DateTime<Utc>) -> Result<bool, StoreError> {
-        self.observe(self.inner.revoke_key(id, at).await)
+        self.observe(crate::metrics::store_query("revoke_key", self.inner.revoke_key(id, at)).await)
     }
 
     async fn has_keys(&self) -> Result<bool, StoreError> {
-        self.inner.has_keys().await
+        crate::metrics::store_query("has_keys", self.inner.has_keys()).await
     }
 
     async fn usage_by_day(
@@ -305,7 +370,7 @@ impl SessionStore for WriteTracked {
         from: NaiveDate,
         to: NaiveDate,
     ) -> Result<Vec<DailyUsage>, StoreError> {
-        self.inner.usage_by_day(user, from, to).await
+        crate::metrics::store_query("usage_by_day", self.inner.usage_by_day(user, from, to)).await
     }
 
     async fn count_turn(
@@ -313,6 +378,9 @@ impl SessionStore for WriteTracked {
         bucket: &str,
         window_start: DateTime<Utc>,
     ) -> Result<u64, StoreError> {
-        self.observe(self.inner.count_turn(bucket, window_start).await)
+        self.observe(
+            crate::metrics::store_query("count_turn", self.inner.count_turn(bucket, window_start))
+                .await,
+        )
     }
 }

@@ -77,17 +77,59 @@ async fn a_person_chats_sees_tool_calls_and_todos_and_a_reload_keeps_the_convers
         "Bash",
         json!({"command": "echo hello-from-bash"}),
     ));
+    fake.push(Reply::tool_use(
+        "Write",
+        json!({"file_path": "notes.md", "content": "# Notes\n"}),
+    ));
     fake.push(Reply::text("The command printed **hello-from-bash**."));
 
     run_scenario(&chromium, &app.address, "conversation").await;
 
-    // The page drove a real turn: three model calls, the command's output
+    // The page drove a real turn: four model calls, the command's output
     // went back to the model.
     let requests = fake.requests();
-    assert_eq!(requests.len(), 3, "model calls made from the page");
+    assert_eq!(requests.len(), 4, "model calls made from the page");
     assert!(
         requests[2].body.to_string().contains("hello-from-bash"),
         "the Bash output reached the model"
+    );
+}
+
+#[tokio::test]
+async fn a_reload_in_the_middle_of_a_turn_picks_the_stream_up_again() {
+    let Some(chromium) = browser() else { return };
+    let fake = FakeAnthropic::start().await;
+    let app = agent_app(StorageKind::Sqlite, &fake, |_| {}).await.unwrap();
+    fake.push(
+        Reply::text(
+            "First part of the answer, then a few more words that arrive slowly, \
+             one after another, until the last part.",
+        )
+        .slow(150),
+    );
+
+    run_scenario(&chromium, &app.address, "reload-mid-turn").await;
+}
+
+#[tokio::test]
+async fn a_person_approves_a_command_from_the_page() {
+    let Some(chromium) = browser() else { return };
+    let fake = FakeAnthropic::start().await;
+    let app = agent_app(StorageKind::Sqlite, &fake, |s| {
+        s.defaults.ask_tools = vec!["Bash".into()];
+    })
+    .await
+    .unwrap();
+    fake.push(Reply::tool_use("Bash", json!({"command": "rm -rf build"})));
+    fake.push(Reply::text("Cleaned the build directory."));
+
+    run_scenario(&chromium, &app.address, "approval").await;
+
+    let last = fake.requests().pop().unwrap();
+    assert!(
+        !last.body.to_string().contains("denied"),
+        "the approved call ran: {}",
+        last.body
     );
 }
 

@@ -27,6 +27,7 @@ try {
 
   if (scenario === "conversation") await conversation(page, box);
   else if (scenario === "reload-mid-turn") await reloadMidTurn(page, box);
+  else if (scenario === "approval") await approval(page, box);
   else throw new Error("unknown scenario " + scenario);
 
   check(problems.length === 0, problems.join("\n"));
@@ -53,10 +54,17 @@ async function conversation(page, box) {
   check((await output.textContent()).includes("hello-from-bash"), "the expanded call shows the command's output");
   // The todo list the agent wrote shows beside the conversation.
   await page.locator("#todos li", { hasText: "Saying hello" }).waitFor();
+  // The file the agent wrote is listed beside the conversation and downloads.
+  const file = page.locator("#files button", { hasText: "notes.md" });
+  await file.waitFor();
+  const [download] = await Promise.all([page.waitForEvent("download"), file.click()]);
+  check(download.suggestedFilename() === "notes.md", "the download keeps the file's name");
+  const saved = await download.path();
+  const { readFile } = await import("node:fs/promises");
+  check((await readFile(saved, "utf8")) === "# Notes\n", "the download has the file's content");
   // Usage and cost of the session.
   await page.locator("#usage", { hasText: "$" }).waitFor();
-  await page.getByRole("button", { name: "Send" }).waitFor({ state: "visible" });
-  check(await page.getByRole("button", { name: "Send" }).isEnabled(), "sending is possible again after the turn");
+  await page.waitForFunction(() => !document.getElementById("send-button").disabled);
 
   // A reload shows the same conversation, from the service's history.
   await page.reload();
@@ -87,6 +95,21 @@ async function reloadMidTurn(page, box) {
   await page.locator("article.assistant .text", { hasText: "last part" }).waitFor({ timeout: 30000 });
   const text = await page.locator("article.assistant .text").last().textContent();
   check(text.split("First part").length === 2, "the answer after the reload is shown once: " + text);
-  await page.getByRole("button", { name: "Send" }).waitFor();
-  check(await page.getByRole("button", { name: "Send" }).isEnabled(), "sending is possible again after the turn");
+  await page.waitForFunction(() => !document.getElementById("send-button").disabled);
+}
+
+async function approval(page, box) {
+  await box.fill("Clean the build");
+  await box.press("Enter");
+  // The turn waits for a person: the call is shown with its command.
+  const card = page.getByRole("group", { name: "Approve Bash" });
+  await card.waitFor();
+  check((await card.textContent()).includes("rm -rf build"), "the request shows the command");
+  await card.getByRole("button", { name: "Allow", exact: true }).click();
+  await card.waitFor({ state: "detached" });
+  // Approved, the command ran and the agent answered.
+  await page.locator("article.assistant .text", { hasText: "Cleaned" }).waitFor();
+  const call = page.locator("details.tool", { hasText: "Bash" });
+  await call.locator("summary").click();
+  await call.locator(".status.ok").waitFor();
 }
