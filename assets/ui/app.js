@@ -498,9 +498,10 @@ async function stop() {
 
 function requestCard(frame) {
   const id = frame.request_id;
+  const collection = frame.type === "question" ? "questions" : "permissions";
   const answer = async (body) => {
     try {
-      await api("POST", `/api/v1/sessions/${state.sessionId}/permissions/${encodeURIComponent(id)}`, body);
+      await api("POST", `/api/v1/sessions/${state.sessionId}/${collection}/${encodeURIComponent(id)}`, body);
       removeRequest(id);
     } catch (e) { showNotice(e.message); }
   };
@@ -526,7 +527,7 @@ function requestCard(frame) {
         if (other) picked.push(other);
         answers[q.question] = picked.join(", ");
       });
-      answer({ decision: "allow", answers });
+      answer({ answers });
     });
     return el("div", { class: "approval", "data-request-id": id }, el("strong", {}, "The agent asks"), form);
   }
@@ -554,12 +555,16 @@ function removeRequest(id) {
 
 async function loadPending(id) {
   if (state.features.permissions === false) return;
-  try {
-    const pending = await api("GET", `/api/v1/sessions/${id}/permissions`);
-    state.features.permissions = true;
-    for (const p of Array.isArray(pending) ? pending : (pending.requests || [])) showRequest({ type: p.type || "permission_request", ...p });
-  } catch (e) {
-    if (e.status === 404 && e.code === "not_found") state.features.permissions = false;
+  for (const [collection, type] of [["permissions", "permission_request"], ["questions", "question"]]) {
+    try {
+      const pending = await api("GET", `/api/v1/sessions/${id}/${collection}`);
+      state.features.permissions = true;
+      for (const p of Array.isArray(pending) ? pending : []) {
+        showRequest({ type, questions: p.tool_input && p.tool_input.questions, ...p });
+      }
+    } catch (e) {
+      if (e.status === 404 && e.code === "not_found") state.features.permissions = false;
+    }
   }
 }
 

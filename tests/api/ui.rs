@@ -180,3 +180,28 @@ async fn the_page_serves_its_assets_with_a_strict_content_security_policy() {
         .unwrap();
     assert_eq!(root["ui"], "/ui");
 }
+
+#[tokio::test]
+async fn a_person_answers_the_agents_question_from_the_page() {
+    let Some(chromium) = browser() else { return };
+    let fake = FakeAnthropic::start().await;
+    let app = agent_app(StorageKind::Sqlite, &fake, |_| {}).await.unwrap();
+    fake.push(Reply::tool_use(
+        "AskUserQuestion",
+        json!({"questions": [{"question": "Which file next?", "header": "File", "multiSelect": false,
+                "options": [{"label": "b.txt", "description": "Write b.txt"},
+                            {"label": "none", "description": "Stop here"}]}]}),
+    ));
+    fake.push(Reply::text("You chose b.txt."));
+
+    run_scenario(&chromium, &app.address, "question").await;
+
+    let last = fake.requests().pop().unwrap();
+    assert!(
+        last.body
+            .to_string()
+            .contains(r#"\"Which file next?\"=\"b.txt\""#),
+        "the answer reached the model: {}",
+        last.body
+    );
+}

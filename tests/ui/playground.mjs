@@ -28,6 +28,7 @@ try {
   if (scenario === "conversation") await conversation(page, box);
   else if (scenario === "reload-mid-turn") await reloadMidTurn(page, box);
   else if (scenario === "approval") await approval(page, box);
+  else if (scenario === "question") await question(page, box);
   else throw new Error("unknown scenario " + scenario);
 
   check(problems.length === 0, problems.join("\n"));
@@ -112,4 +113,16 @@ async function approval(page, box) {
   const call = page.locator("details.tool", { hasText: "Bash" });
   await call.locator("summary").click();
   await call.locator(".status.ok").waitFor();
+}
+
+async function question(page, box) {
+  await box.fill("Pick for me");
+  await box.press("Enter");
+  // The agent's question shows with its options; the person picks one.
+  const card = page.locator(".approval", { hasText: "Which file next?" });
+  await card.waitFor();
+  await card.getByLabel("b.txt").check();
+  await card.getByRole("button", { name: "Answer" }).click();
+  await card.waitFor({ state: "detached" });
+  await page.locator("article.assistant .text", { hasText: "You chose b.txt" }).waitFor();
 }
