@@ -364,9 +364,16 @@ pub fn open_trusted_file(canonical: &Path) -> Result<OpenFile, FileError> {
     let (Some(parent), Some(name)) = (canonical.parent(), canonical.file_name()) else {
         return Err(FileError::NotFound(shown));
     };
-    let dir = beneath::open_dir(parent).map_err(|source| FileError::Io {
-        path: shown.clone(),
-        source,
+    let dir = beneath::open_dir(parent).map_err(|source| {
+        // No directory (a home without `.claude`) means no file, not a fault.
+        if source.kind() == std::io::ErrorKind::NotFound {
+            FileError::NotFound(shown.clone())
+        } else {
+            FileError::Io {
+                path: shown.clone(),
+                source,
+            }
+        }
     })?;
     beneath::open_file(&dir, Path::new(name), Access::Read, &shown)
 }
@@ -386,6 +393,21 @@ pub fn lexical_normalize(path: &Path) -> PathBuf {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod trusted_tests {
+    use super::*;
+
+    #[test]
+    fn a_trusted_file_in_a_missing_directory_is_not_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join(".claude").join("settings.json");
+        assert!(matches!(
+            open_trusted_file(&missing),
+            Err(FileError::NotFound(_))
+        ));
+    }
 }
 
 #[cfg(test)]
