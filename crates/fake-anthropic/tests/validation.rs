@@ -500,7 +500,7 @@ async fn an_image_counts_as_an_image_not_as_its_base64() {
 fn base64_png_padded(len: usize) -> String {
     let mut s = PNG_1PX.trim_end_matches('=').to_owned();
     // Re-pad to a whole number of groups, then append zeros.
-    while s.len() % 4 != 0 {
+    while !s.len().is_multiple_of(4) {
         s.push('A');
     }
     while s.len() < len {
