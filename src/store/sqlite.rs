@@ -43,6 +43,9 @@ const SESSION_COLUMNS: &str = "id, user_id, subdir, cwd, metadata, created_at, l
       ORDER BY r.created_at LIMIT 1) AS waiting_on, \
      (SELECT COUNT(*) FROM queued_messages q WHERE q.session_id = sessions.id) AS queued";
 
+/// Connections to a database file.
+const SQLITE_CONNECTIONS: u32 = 8;
+
 impl SqliteStore {
     /// Opens (creating when missing) the database file and migrates it.
     pub async fn open(path: &Path, ttl: Option<Duration>) -> Result<Self, StoreError> {
@@ -72,11 +75,22 @@ impl SqliteStore {
         options: SqliteConnectOptions,
         ttl: Option<Duration>,
     ) -> Result<Self, StoreError> {
+        // Every connection is opened at start-up and kept: a command running
+        // as the service's user can take away its access to the database's
+        // directory (Landlock does not govern chmod), which only breaks
+        // opening new connections. A restart gives the access back.
         let pool = SqlitePoolOptions::new()
-            .max_connections(8)
+            .max_connections(SQLITE_CONNECTIONS)
+            .min_connections(SQLITE_CONNECTIONS)
+            .idle_timeout(None)
+            .max_lifetime(None)
             .acquire_timeout(Duration::from_secs(5))
             .connect_with(options)
             .await?;
+        // Open them all now rather than whenever the pool gets round to it.
+        let opened =
+            futures::future::try_join_all((0..SQLITE_CONNECTIONS).map(|_| pool.acquire())).await?;
+        drop(opened);
         Self::migrated(pool, ttl, StorageKind::Sqlite).await
     }
 
