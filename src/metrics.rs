@@ -13,6 +13,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::agent::context::Trigger;
 use crate::agent::wire::Usage;
+use crate::store::RequestKind;
 
 /// Seconds: from a millisecond to the longest turn a request may ask for.
 const SECONDS_BUCKETS: &[f64] = &[
@@ -90,6 +91,10 @@ fn describe() {
     describe_gauge!(
         "claude_agent_turns_in_flight",
         "Turns running in this process"
+    );
+    describe_gauge!(
+        "claude_agent_pending_requests",
+        "Approvals (permission) and questions turns of this process wait on"
     );
     describe_counter!(
         "claude_agent_http_requests_total",
@@ -197,6 +202,27 @@ pub fn compaction(trigger: Trigger) {
         Trigger::Clear => "clear",
     };
     counter!("claude_agent_compactions_total", "trigger" => trigger).increment(1);
+}
+
+/// A request for a person that a turn of this process waits on, counted
+/// in `claude_agent_pending_requests` for as long as it lives.
+pub struct PendingRequest(&'static str);
+
+impl PendingRequest {
+    pub fn new(kind: RequestKind) -> Self {
+        let kind = match kind {
+            RequestKind::Permission => "permission",
+            RequestKind::Question => "question",
+        };
+        metrics::gauge!("claude_agent_pending_requests", "kind" => kind).increment(1.0);
+        Self(kind)
+    }
+}
+
+impl Drop for PendingRequest {
+    fn drop(&mut self) {
+        metrics::gauge!("claude_agent_pending_requests", "kind" => self.0).decrement(1.0);
+    }
 }
 
 /// Times one store operation.

@@ -234,6 +234,86 @@ async fn metrics_count_turns_model_calls_tokens_tools_and_requests() {
     assert!(page.contains("# HELP claude_agent_turns_total"));
     assert!(page.contains("# TYPE claude_agent_turn_duration_seconds histogram"));
 
+    // A turn waiting for a person's approval counts as pending until it is answered.
+    let asking = helpers::spawn_app_with(StorageKind::Sqlite, {
+        let url = fake.url();
+        move |s| {
+            s.anthropic.base_url = url;
+            s.anthropic.api_key = Secret::new("test-key");
+            s.defaults.model = "claude-sonnet-4-6".into();
+            s.defaults.ask_tools = vec!["Bash".into()];
+        }
+    })
+    .await
+    .unwrap();
+    let session = asking.new_session_id("metrics-asker").await;
+    fake.push(Reply::tool_use("Bash", json!({"command": "echo asked"})));
+    fake.push(Reply::text("Ran it."));
+    let turn = tokio::spawn({
+        let request = asking
+            .client
+            .post(asking.url("/api/v1/chat"))
+            .json(&json!({"session_id": session, "message": "ask first"}));
+        async move { request.send().await.unwrap().status() }
+    });
+    let pending_url = asking.url(&format!("/api/v1/sessions/{session}/permissions"));
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    let request_id = loop {
+        let pending: Vec<Value> = asking
+            .client
+            .get(&pending_url)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if let Some(first) = pending.first() {
+            break first["request_id"].as_str().unwrap().to_owned();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no pending request");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let scrape_asking = || async {
+        asking
+            .client
+            .get(asking.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let waiting = scrape_asking().await;
+    assert_eq!(
+        sample(
+            &waiting,
+            "claude_agent_pending_requests",
+            &[("kind", "permission")]
+        ),
+        1.0,
+        "{waiting}"
+    );
+    let answered = asking
+        .client
+        .post(format!("{pending_url}/{request_id}"))
+        .json(&json!({"decision": "allow"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answered.status(), 200);
+    assert_eq!(turn.await.unwrap(), 200);
+    let after = scrape_asking().await;
+    assert_eq!(
+        sample(
+            &after,
+            "claude_agent_pending_requests",
+            &[("kind", "permission")]
+        ),
+        0.0
+    );
+
     // Switched off, the endpoint is not there.
     let off = helpers::spawn_app_with(StorageKind::Memory, |s| s.metrics.enabled = false)
         .await

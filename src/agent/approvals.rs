@@ -343,7 +343,10 @@ impl Person for Approvals {
             tool_input: request.tool_input.clone(),
             reason: ask.reason.to_owned(),
         });
-        let answer = self.wait(request.id).await;
+        let answer = {
+            let _waiting = crate::metrics::PendingRequest::new(ask.kind);
+            self.wait(request.id).await
+        };
         let allow = answer["decision"] == "allow";
         let rule = answer["rule"].as_str().filter(|_| allow).map(str::to_owned);
         if let Some(text) = &rule
