@@ -87,9 +87,13 @@ impl SqliteStore {
             .acquire_timeout(Duration::from_secs(5))
             .connect_with(options)
             .await?;
-        // Open them all now rather than whenever the pool gets round to it.
-        let opened =
-            futures::future::try_join_all((0..SQLITE_CONNECTIONS).map(|_| pool.acquire())).await?;
+        // Open them all now rather than whenever the pool gets round to it,
+        // one after another: opening sets WAL mode, which two new
+        // connections at once would contend for.
+        let mut opened = Vec::new();
+        for _ in 0..SQLITE_CONNECTIONS {
+            opened.push(pool.acquire().await?);
+        }
         drop(opened);
         Self::migrated(pool, ttl, StorageKind::Sqlite).await
     }

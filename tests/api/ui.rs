@@ -51,9 +51,9 @@ async fn run_scenario(chromium: &Path, url: &str, scenario: &str) {
         .arg(scenario)
         .env("CHROMIUM", chromium)
         .kill_on_drop(true);
-    let output = tokio::time::timeout(Duration::from_secs(120), command.output())
+    let output = tokio::time::timeout(Duration::from_secs(240), command.output())
         .await
-        .unwrap_or_else(|_| panic!("the browser scenario {scenario} took over 120 s"))
+        .unwrap_or_else(|_| panic!("the browser scenario {scenario} took over 240 s"))
         .unwrap_or_else(|e| panic!("cannot run node for the browser test: {e}"));
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);

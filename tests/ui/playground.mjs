@@ -15,7 +15,8 @@ const problems = [];
 try {
   const context = await browser.newContext();
   const page = await context.newPage();
-  page.setDefaultTimeout(20000);
+  // Generous: the suite runs many tests at once on a small machine.
+  page.setDefaultTimeout(45000);
   page.on("pageerror", (e) => problems.push("script error: " + e.message));
   page.on("console", (m) => { if (m.type() === "error") problems.push("console error: " + m.text()); });
 
@@ -33,6 +34,15 @@ try {
 
   check(problems.length === 0, problems.join("\n"));
   console.log("ok " + scenario);
+} catch (error) {
+  // What the person would have seen: the page's notice, if it showed one.
+  const pages = browser.contexts().flatMap((c) => c.pages());
+  for (const page of pages) {
+    const notice = await page.locator("#notice").textContent().catch(() => null);
+    if (notice) console.error("the page said: " + notice);
+  }
+  if (problems.length) console.error(problems.join("\n"));
+  throw error;
 } finally {
   await browser.close();
 }
@@ -93,7 +103,7 @@ async function reloadMidTurn(page, box) {
   await page.reload();
   // After the reload the page finds the running turn and follows it to its end.
   await page.locator("article.user .bubble", { hasText: "Take your time" }).waitFor();
-  await page.locator("article.assistant .text", { hasText: "last part" }).waitFor({ timeout: 30000 });
+  await page.locator("article.assistant .text", { hasText: "last part" }).waitFor({ timeout: 60000 });
   const text = await page.locator("article.assistant .text").last().textContent();
   check(text.split("First part").length === 2, "the answer after the reload is shown once: " + text);
   await page.waitForFunction(() => !document.getElementById("send-button").disabled);
