@@ -81,15 +81,14 @@ impl SqliteStore {
         // opening new connections. A restart gives the access back.
         let pool = SqlitePoolOptions::new()
             .max_connections(SQLITE_CONNECTIONS)
-            .min_connections(SQLITE_CONNECTIONS)
             .idle_timeout(None)
             .max_lifetime(None)
             .acquire_timeout(Duration::from_secs(5))
             .connect_with(options)
             .await?;
-        // Open them all now rather than whenever the pool gets round to it,
-        // one after another: opening sets WAL mode, which two new
-        // connections at once would contend for.
+        // Open them all now, one after another: opening sets WAL mode,
+        // which two new connections at once would contend for (so no
+        // `min_connections`, whose background opening runs alongside).
         let mut opened = Vec::new();
         for _ in 0..SQLITE_CONNECTIONS {
             opened.push(pool.acquire().await?);
