@@ -276,6 +276,15 @@ impl SessionOptions {
         Ok(())
     }
 
+    /// The session's spend limit: its own, never above the service's.
+    pub fn max_budget_usd(&self, settings: &Settings) -> Option<f64> {
+        let service = settings.defaults.max_budget_usd;
+        match self.max_budget_usd {
+            Some(budget) => Some(service.map_or(budget, |limit| budget.min(limit))),
+            None => service,
+        }
+    }
+
     /// The settings a turn of this session runs with: the service's, with
     /// these options in place of the defaults they override.
     pub fn apply(&self, settings: &Settings) -> Settings {
@@ -310,14 +319,7 @@ impl SessionOptions {
         if let Some(turns) = self.max_turns {
             defaults.max_turns = turns.min(settings.defaults.max_turns);
         }
-        if let Some(budget) = self.max_budget_usd {
-            defaults.max_budget_usd = Some(
-                settings
-                    .defaults
-                    .max_budget_usd
-                    .map_or(budget, |limit| budget.min(limit)),
-            );
-        }
+        defaults.max_budget_usd = self.max_budget_usd(settings);
         if let Some(budget) = self.thinking_budget_tokens {
             let max_tokens = effective.max_tokens_for(&effective.defaults.model);
             // Thinking must leave room for the answer within max_tokens.

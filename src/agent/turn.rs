@@ -442,11 +442,9 @@ impl Agent {
         let model = self.model.clone().ok_or(ApiError::UpstreamNotConfigured)?;
         crate::quotas::check_daily(self.store.as_ref(), &self.settings.quotas, &session.user_id)
             .await?;
-        let budget = session
-            .options
-            .apply(&self.settings)
-            .defaults
-            .max_budget_usd;
+        // Checked without building the whole effective settings, which
+        // the turn does once it holds the lease.
+        let budget = session.options.max_budget_usd(&self.settings);
         if let Some(budget) = budget
             && session.usage.cost_usd >= budget
         {
