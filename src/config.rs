@@ -715,6 +715,52 @@ impl FromStr for NetworkMode {
     }
 }
 
+/// Which user confined commands run as (`tools.command_user`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CommandUser {
+    /// `per_user` when the service may switch users (it runs as root) and
+    /// the kernel lets it; the service's own user otherwise.
+    #[default]
+    Auto,
+    /// Each user's commands run as a user id of their own, never root; the
+    /// service refuses to start when it cannot switch users.
+    PerUser,
+    /// Commands run as the service's own user.
+    Service,
+}
+
+impl FromStr for CommandUser {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(Self::Auto),
+            "per_user" => Ok(Self::PerUser),
+            "service" => Ok(Self::Service),
+            _ => Err("expected one of auto, per_user, service".into()),
+        }
+    }
+}
+
+/// The numeric user ids handed out to users' commands
+/// (`tools.command_uids`): `first` up to, not including, `first + count`.
+/// Each user keeps the one it was given (recorded under `user.base_dir`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(default)]
+pub struct CommandUids {
+    pub first: u32,
+    pub count: u32,
+}
+
+impl Default for CommandUids {
+    fn default() -> Self {
+        Self {
+            first: 1_000_000,
+            count: 1_000_000,
+        }
+    }
+}
+
 /// Resource limits for each confined command (`tools.limits`); 0 leaves a
 /// limit unset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -755,6 +801,8 @@ pub struct ToolSettings {
     pub max_file_bytes: u64,
     pub network: NetworkMode,
     pub limits: CommandLimits,
+    pub command_user: CommandUser,
+    pub command_uids: CommandUids,
     /// Directories every confined command may read and execute from, on
     /// top of the system's and the toolchains on the service's PATH.
     pub sandbox_read_paths: Vec<PathBuf>,
@@ -803,6 +851,8 @@ impl Default for ToolSettings {
             max_file_bytes: DEFAULT_MAX_FILE_BYTES,
             network: NetworkMode::default(),
             limits: CommandLimits::default(),
+            command_user: CommandUser::default(),
+            command_uids: CommandUids::default(),
             sandbox_read_paths: Vec::new(),
             max_result_tokens: 25_000,
             web_fetch: WebFetchSettings::default(),
@@ -882,6 +932,7 @@ enum Kind {
     Storage,
     Sandbox,
     Network,
+    CommandUser,
     /// Text added to the default system prompt (`defaults.system_prompt`
     /// becomes `{preset: claude_code, append: <text>}`).
     AppendPrompt,
@@ -1080,6 +1131,11 @@ const ENV_KEYS: &[(&str, &str, Kind)] = &[
     ("CLAUDE_AGENT_TOOLS_SANDBOX", "tools.sandbox", Kind::Sandbox),
     ("CLAUDE_AGENT_TOOLS_NETWORK", "tools.network", Kind::Network),
     (
+        "CLAUDE_AGENT_TOOLS_COMMAND_USER",
+        "tools.command_user",
+        Kind::CommandUser,
+    ),
+    (
         "CLAUDE_AGENT_TOOLS_WEB_FETCH_ALLOW_PRIVATE_NETWORKS",
         "tools.web_fetch.allow_private_networks",
         Kind::Bool,
@@ -1143,6 +1199,14 @@ impl Settings {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
+        let uids = self.tools.command_uids;
+        if uids.first == 0 || uids.count == 0 || uids.first.checked_add(uids.count).is_none() {
+            return Err(ConfigError::invalid(
+                "tools.command_uids",
+                format!("{}+{}", uids.first, uids.count),
+                "first must be above 0 (root), count above 0, and first + count within 32 bits",
+            ));
+        }
         if self.tools.max_file_bytes == 0 {
             return Err(ConfigError::invalid(
                 "tools.max_file_bytes",
@@ -1443,6 +1507,10 @@ fn apply_env(
             raw.parse::<NetworkMode>().map_err(|e: String| bad(&e))?;
             builder.set_override(key, raw.trim().to_ascii_lowercase())
         }
+        Kind::CommandUser => {
+            raw.parse::<CommandUser>().map_err(|e: String| bad(&e))?;
+            builder.set_override(key, raw.trim().to_ascii_lowercase())
+        }
         Kind::AppendPrompt => {
             let preset = config::Map::from([
                 ("preset".to_owned(), config::Value::from("claude_code")),
@@ -1685,6 +1753,38 @@ mod tests {
             "{shown}"
         );
         assert!(!shown.contains(": x"), "env values stay hidden: {shown}");
+    }
+
+    #[test]
+    fn command_user_and_its_ids_are_read_and_checked() {
+        let s = load(None, &[]).unwrap();
+        assert_eq!(s.tools.command_user, CommandUser::Auto);
+        assert_eq!(s.tools.command_uids, CommandUids::default());
+        let yaml = "tools:\n  command_user: service\n  command_uids:\n    first: 200000\n    count: 5000\n";
+        let s = load(Some(yaml), &[]).unwrap();
+        assert_eq!(s.tools.command_user, CommandUser::Service);
+        assert_eq!(
+            s.tools.command_uids,
+            CommandUids {
+                first: 200_000,
+                count: 5_000
+            }
+        );
+        let s = load(
+            Some(yaml),
+            &[("CLAUDE_AGENT_TOOLS_COMMAND_USER", "Per_User")],
+        )
+        .unwrap();
+        assert_eq!(s.tools.command_user, CommandUser::PerUser);
+        let err = load(None, &[("CLAUDE_AGENT_TOOLS_COMMAND_USER", "root")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("per_user"), "{err}");
+        for bad in ["first: 0", "count: 0", "first: 4294967000\n    count: 1000"] {
+            let yaml = format!("tools:\n  command_uids:\n    {bad}\n");
+            let err = load(Some(&yaml), &[]).unwrap_err().to_string();
+            assert!(err.contains("tools.command_uids"), "{bad}: {err}");
+        }
     }
 
     #[test]

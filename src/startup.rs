@@ -79,6 +79,7 @@ impl Application {
             &settings.plugins,
         ));
         let sandbox = Sandbox::from_settings(&settings).await?;
+        let user_ids = sandbox.user_ids();
         let model = model_client(&settings)?;
         let policy = tool_policy(&settings)?.with_hook_sandbox(sandbox.clone());
         let tools = ToolRegistry::with_builtin_tools(
@@ -89,13 +90,16 @@ impl Application {
         .with_source(Arc::new(WebTools::new(&settings, model.clone())))
         .with_source(skills.clone())
         .with_source(mcp.clone());
-        let agent = Arc::new(Agent::new(
-            store.clone(),
-            settings.clone(),
-            model,
-            Arc::new(tools),
-            policy,
-        ));
+        let agent = Arc::new(
+            Agent::new(
+                store.clone(),
+                settings.clone(),
+                model,
+                Arc::new(tools),
+                policy,
+            )
+            .with_user_ids(user_ids),
+        );
         let auth = Arc::new(Authenticator::new(&settings.api));
         let state = AppState {
             auth,

@@ -515,3 +515,112 @@ async fn a_session_directory_swapped_for_a_symlink_is_not_granted() {
     );
     assert!(!text(&out.stdout).contains("bob's secret"));
 }
+
+/// Whether the tests run as root, the only case where the service can run
+/// each user's commands as an id of its own.
+fn running_as_root() -> bool {
+    let root = rustix::process::geteuid().is_root();
+    if !root {
+        eprintln!(
+            "NOTICE: skipping: only a service running as root runs commands as users' own ids"
+        );
+    }
+    root
+}
+
+/// The file's mode bits and modification time, to show nothing changed.
+fn mode_and_mtime(path: &Path) -> (u32, i64) {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::symlink_metadata(path).expect("the file is there");
+    (meta.mode() & 0o7777, meta.mtime())
+}
+
+#[tokio::test]
+async fn commands_run_as_their_users_own_id_and_change_nothing_outside_its_files() {
+    use claude_agent_http::config::CommandUids;
+    use claude_agent_http::sandbox::UserIds;
+    use claude_agent_http::workspace::Access;
+    use std::os::unix::fs::MetadataExt;
+    if landlock().await.is_none() || !running_as_root() {
+        return;
+    }
+    let base = test_dir();
+    let range = CommandUids {
+        first: 3_100_000,
+        count: 1_000,
+    };
+    let ids = Arc::new(UserIds::open(UserIds::dir_for(base.path()), range).unwrap());
+    let open = |name: &str| {
+        let user = UserId::parse(name).unwrap();
+        Workspace::open(base.path(), &user, None, true)
+            .unwrap()
+            .owned_by(ids.owner(&user).unwrap())
+            .unwrap()
+    };
+    let (alice, bob) = (open("alice"), open("bob"));
+    let service_file = base.path().join("service.txt");
+    std::fs::write(&service_file, "the service's\n").unwrap();
+    let sandbox = Sandbox::with_launcher(EXE.into())
+        .with_temp_root(base.path().join(".tmp"))
+        .with_user_ids(ids.clone());
+    let alice_bash = confined_bash(sandbox.clone(), &alice).await;
+    let bob_bash = confined_bash(sandbox, &bob).await;
+
+    let out = bash(bob_bash.as_ref(), &bob, "echo mine > mine.txt").await;
+    assert!(!out.is_error, "{out:?}");
+    let bobs_file = bob.root().join("mine.txt");
+    let bob_id = ids.owner(&UserId::parse("bob").unwrap()).unwrap();
+    assert_eq!(std::fs::metadata(&bobs_file).unwrap().uid(), bob_id.uid);
+
+    let alice_id = ids.owner(&UserId::parse("alice").unwrap()).unwrap();
+    assert_ne!(alice_id.uid, bob_id.uid);
+    let out = bash(alice_bash.as_ref(), &alice, "id -u; id -g; id -G").await;
+    let expected = format!("{0}\n{1}\n{1}\n", alice_id.uid, alice_id.gid);
+    assert_eq!(out.content, expected, "{out:?}");
+
+    // The attack run's metadata changes, each refused and each target as it was.
+    let targets = [
+        bob.root().to_path_buf(),
+        bobs_file.clone(),
+        base.path().to_path_buf(),
+        service_file.clone(),
+    ];
+    let before: Vec<_> = targets.iter().map(|t| mode_and_mtime(t)).collect();
+    for target in &targets {
+        let t = target.display();
+        for command in [
+            format!("chmod 000 '{t}'"),
+            format!("chmod 4777 '{t}'"),
+            format!("chown {}:{} '{t}'", alice_id.uid, alice_id.gid),
+            format!("touch -d 2001-01-01 '{t}'"),
+            format!("touch '{t}'"),
+        ] {
+            let out = bash(alice_bash.as_ref(), &alice, &command).await;
+            assert!(out.is_error, "{command}: {out:?}");
+        }
+    }
+    let after: Vec<_> = targets.iter().map(|t| mode_and_mtime(t)).collect();
+    assert_eq!(before, after);
+    assert_eq!(std::fs::metadata(&service_file).unwrap().uid(), 0);
+    // Bob's command still reads his file.
+    let out = bash(bob_bash.as_ref(), &bob, "cat mine.txt").await;
+    assert_eq!(out.content, "mine\n", "{out:?}");
+
+    // A file the service made for alice (as the Write tool does) is hers:
+    // her commands can make it executable, run it and change its times.
+    let script = alice.root().join("run.sh");
+    {
+        use std::io::Write;
+        let mut opened = alice.open_file(&script, Access::CreateNew).unwrap();
+        opened.file.write_all(b"#!/bin/sh\necho ran\n").unwrap();
+    }
+    assert_eq!(std::fs::metadata(&script).unwrap().uid(), alice_id.uid);
+    let out = bash(
+        alice_bash.as_ref(),
+        &alice,
+        "chmod +x run.sh && ./run.sh && touch -d @978307200 run.sh && mkdir -p a/b && echo x > a/b/c",
+    )
+    .await;
+    assert_eq!(out.content, "ran\n", "{out:?}");
+    assert_eq!(mode_and_mtime(&script).1, 978_307_200);
+}

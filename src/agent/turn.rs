@@ -23,7 +23,7 @@ use super::wire::Usage;
 use crate::api::rfc3339;
 use crate::callback::Callback;
 use crate::config::Settings;
-use crate::domain::{SessionId, Subdir};
+use crate::domain::{SessionId, Subdir, UserId};
 use crate::error::ApiError;
 use crate::store::{
     DynStore, QueuedMessage, RequestKind, Session, Todo, UsageTotals, serialize_micro_usd,
@@ -244,6 +244,8 @@ pub struct Agent {
     pub(super) prompts: SystemPrompts,
     /// What tools remember about each session between calls and turns.
     pub(super) tool_sessions: ToolSessions,
+    /// The ids users' commands run as, when each user has one of its own.
+    user_ids: Option<Arc<crate::sandbox::UserIds>>,
 }
 
 impl From<ToolEvent> for TurnEvent {
@@ -278,7 +280,14 @@ impl Agent {
             model,
             tools,
             policy,
+            user_ids: None,
         }
+    }
+
+    /// Users' directories belong to the ids their commands run as.
+    pub fn with_user_ids(mut self, ids: Option<Arc<crate::sandbox::UserIds>>) -> Self {
+        self.user_ids = ids;
+        self
     }
 
     /// Turns running in this process.
@@ -502,19 +511,42 @@ impl Agent {
     /// The session's workspace, opened (and created when `user.auto_create_dir`)
     /// as its turns see it.
     pub async fn workspace(&self, session: &Session) -> Result<Workspace, ApiError> {
-        let base = self.settings.user.base_dir.clone();
-        let create = self.settings.user.auto_create_dir;
-        let user = session.user_id.clone();
         let subdir = session
             .subdir
             .as_deref()
             .map(Subdir::parse)
             .transpose()
             .map_err(|e| ApiError::Internal(format!("stored subdir invalid: {e}")))?;
-        tokio::task::spawn_blocking(move || Workspace::open(&base, &user, subdir.as_ref(), create))
-            .await
-            .map_err(|e| ApiError::Internal(e.to_string()))?
-            .map_err(ApiError::from)
+        self.open_workspace(
+            &session.user_id,
+            subdir.as_ref(),
+            self.settings.user.auto_create_dir,
+        )
+        .await
+    }
+
+    /// `{base_dir}/{user}/{subdir}`, created when `create` is set, and given
+    /// to the id the user's commands run as when they have one.
+    pub async fn open_workspace(
+        &self,
+        user: &UserId,
+        subdir: Option<&Subdir>,
+        create: bool,
+    ) -> Result<Workspace, ApiError> {
+        let base = self.settings.user.base_dir.clone();
+        let user = user.clone();
+        let subdir = subdir.cloned();
+        let ids = self.user_ids.clone();
+        tokio::task::spawn_blocking(move || {
+            let workspace = Workspace::open(&base, &user, subdir.as_ref(), create)?;
+            match ids {
+                None => Ok(workspace),
+                Some(ids) => workspace.owned_by(ids.owner(&user)?),
+            }
+        })
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(ApiError::from)
     }
 
     /// The cost of one call's usage at the configured prices; cache writes

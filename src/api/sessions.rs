@@ -253,14 +253,10 @@ async fn open_workspace(
     user: &UserId,
     subdir: Option<&Subdir>,
 ) -> Result<Workspace, ApiError> {
-    let base_dir = state.settings.user.base_dir.clone();
-    let create = state.settings.user.auto_create_dir;
-    let user = user.clone();
-    let subdir = subdir.cloned();
-    tokio::task::spawn_blocking(move || Workspace::open(&base_dir, &user, subdir.as_ref(), create))
+    state
+        .agent
+        .open_workspace(user, subdir, state.settings.user.auto_create_dir)
         .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?
-        .map_err(ApiError::from)
 }
 
 fn session_limits(state: &AppState) -> Limits {

@@ -9,9 +9,12 @@
 //! resource limits, and kills every process the command started when the
 //! command ends, when the service stops it, or when the service dies.
 
+mod ids;
 mod supervisor;
 
-use std::ffi::{OsStr, OsString};
+pub use ids::UserIds;
+
+use std::ffi::OsString;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
@@ -22,8 +25,10 @@ use landlock::{
     PathFd, RulesetAttr, RulesetCreatedAttr, RulesetError, RulesetStatus, Scope,
 };
 
-use crate::config::{CommandLimits, NetworkMode, SandboxMode, Settings, StorageKind, ToolSettings};
-use crate::workspace::Workspace;
+use crate::config::{
+    CommandLimits, CommandUser, NetworkMode, SandboxMode, Settings, StorageKind, ToolSettings,
+};
+use crate::workspace::{Owner, Workspace};
 
 /// The subcommand of the service binary that confines itself and runs a program.
 pub const SUBCOMMAND: &str = "sandbox-exec";
@@ -88,6 +93,8 @@ pub struct Policy {
     read_only: Vec<PathBuf>,
     net: Net,
     limits: Limits,
+    /// The user and group the command runs as; the service's own when unset.
+    user: Option<Owner>,
 }
 
 /// Which TCP ports a command may use.
@@ -181,6 +188,17 @@ impl Policy {
         self
     }
 
+    /// The same policy, the command running as `user` (see `supervisor`).
+    pub fn with_user(mut self, user: Option<Owner>) -> Self {
+        self.user = user;
+        self
+    }
+
+    /// The user and group the command runs as, when not the service's.
+    pub fn user(&self) -> Option<Owner> {
+        self.user
+    }
+
     /// Directories (and what is below them) the command may read, write,
     /// create in and execute from.
     pub fn read_write(&self) -> &[PathBuf] {
@@ -214,6 +232,14 @@ impl Policy {
                 args.extend(["--limit".into(), format!("{name}={value}").into()]);
             }
         }
+        if let Some(user) = self.user {
+            args.extend([
+                "--uid".into(),
+                user.uid.to_string().into(),
+                "--gid".into(),
+                user.gid.to_string().into(),
+            ]);
+        }
         args
     }
 }
@@ -221,8 +247,9 @@ impl Policy {
 /// What `sandbox-exec` was asked to do.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Invocation {
-    /// Confine this process with an empty policy and report whether it held.
-    Probe,
+    /// Confine this process with an empty policy (and become `user`, when
+    /// set) and report whether it held.
+    Probe { user: Option<Owner> },
     /// Confine this process, then run `program` under its supervision.
     Exec {
         policy: Policy,
@@ -244,18 +271,22 @@ pub enum UsageError {
     Unexpected(OsString),
     #[error("no program to run after --")]
     MissingProgram,
+    #[error("--uid and --gid go together: {0} is missing")]
+    MissingId(&'static str),
     #[error("{flag}: invalid value {value:?}")]
     BadValue { flag: &'static str, value: String },
 }
 
-/// Parses the arguments after `sandbox-exec`: `--probe`, or
-/// `[--rw DIR | --ro DIR | --net none | --deny-port N | --limit NAME=N | --parent PID]...
-/// -- PROGRAM [ARGS...]`.
+/// Parses the arguments after `sandbox-exec`: `--probe [--uid N --gid N]`, or
+/// `[--rw DIR | --ro DIR | --net none | --deny-port N | --limit NAME=N | --parent PID
+/// | --uid N | --gid N]... -- PROGRAM [ARGS...]`.
 pub fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Invocation, UsageError> {
-    let mut args = args.into_iter();
+    let mut args = args.into_iter().peekable();
     let mut policy = Policy::default();
     let mut parent = None;
     let mut first = true;
+    let mut probe = false;
+    let (mut uid, mut gid) = (None, None);
     while let Some(arg) = args.next() {
         let mut value = |flag: &'static str| -> Result<String, UsageError> {
             let raw = args.next().ok_or(UsageError::MissingPath(flag))?;
@@ -270,11 +301,28 @@ pub fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Invocation
         };
         let (flag, list) = match arg.to_str() {
             Some("--probe") if first => {
-                return match args.next() {
-                    None => Ok(Invocation::Probe),
-                    Some(extra) => Err(UsageError::Unexpected(extra)),
-                };
+                probe = true;
+                first = false;
+                continue;
             }
+            Some(flag @ ("--uid" | "--gid")) => {
+                let name = if flag == "--uid" { "--uid" } else { "--gid" };
+                let v = value(name)?;
+                // Never root, nor the "unchanged" value -1.
+                let id = v
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|id| *id != 0 && *id != u32::MAX)
+                    .ok_or_else(|| bad(name, &v))?;
+                if name == "--uid" {
+                    uid = Some(id);
+                } else {
+                    gid = Some(id);
+                }
+                first = false;
+                continue;
+            }
+            _ if probe => return Err(UsageError::Unexpected(arg)),
             Some("--net") => {
                 let v = value("--net")?;
                 if v != "none" {
@@ -316,6 +364,7 @@ pub fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Invocation
             Some("--ro") => ("--ro", &mut policy.read_only),
             Some("--") => {
                 let program = args.next().ok_or(UsageError::MissingProgram)?;
+                policy.user = user_of(uid, gid)?;
                 return Ok(Invocation::Exec {
                     policy,
                     parent,
@@ -332,7 +381,22 @@ pub fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Invocation
         }
         list.push(path);
     }
+    if probe {
+        return Ok(Invocation::Probe {
+            user: user_of(uid, gid)?,
+        });
+    }
     Err(UsageError::MissingProgram)
+}
+
+/// `--uid` and `--gid` come together or not at all.
+fn user_of(uid: Option<u32>, gid: Option<u32>) -> Result<Option<Owner>, UsageError> {
+    match (uid, gid) {
+        (Some(uid), Some(gid)) => Ok(Some(Owner { uid, gid })),
+        (None, None) => Ok(None),
+        (Some(_), None) => Err(UsageError::MissingId("--gid")),
+        (None, Some(_)) => Err(UsageError::MissingId("--uid")),
+    }
 }
 
 /// How much of the requested confinement the kernel applied.
@@ -458,7 +522,7 @@ pub fn run_subcommand(args: impl IntoIterator<Item = OsString>) -> ExitCode {
             eprintln!("claude-agent-http {SUBCOMMAND}: {e}");
             ExitCode::from(2)
         }
-        Ok(Invocation::Probe) => probe_self(),
+        Ok(Invocation::Probe { user }) => probe_self(user),
         Ok(Invocation::Exec {
             policy,
             parent,
@@ -472,14 +536,24 @@ pub fn run_subcommand(args: impl IntoIterator<Item = OsString>) -> ExitCode {
                 eprintln!("claude-agent-http {SUBCOMMAND}: cannot confine the command: {e}");
                 return ExitCode::from(126);
             }
-            supervisor::run(&program, &args, &policy.limits, parent)
+            supervisor::run(&program, &args, &policy.limits, policy.user, parent)
         }
     }
 }
 
 /// Confines this process to nothing at all and checks that listing `/` is
-/// then refused, so "enforced" means the kernel really denies access.
-fn probe_self() -> ExitCode {
+/// then refused, so "enforced" means the kernel really denies access. With
+/// `user`, it also becomes that user the way a command would.
+fn probe_self(user: Option<Owner>) -> ExitCode {
+    if let Some(user) = user
+        && let Err(e) = supervisor::become_user(user)
+    {
+        println!(
+            "sandbox-exec probe: cannot run commands as user {}: {e}",
+            user.uid
+        );
+        return ExitCode::FAILURE;
+    }
     match enter(&Policy::default()) {
         Ok(Enforcement::None) => {
             println!("sandbox-exec probe: Landlock is not supported by this kernel");
@@ -513,6 +587,8 @@ pub struct Sandbox {
     limits: Limits,
     /// Where sessions' private temporary directories are made.
     temp_root: Option<PathBuf>,
+    /// The ids users' commands run as, when each user has its own.
+    user_ids: Option<std::sync::Arc<UserIds>>,
 }
 
 impl Sandbox {
@@ -554,6 +630,18 @@ impl Sandbox {
         self
     }
 
+    /// Each user's commands run as the id `ids` gives it.
+    pub fn with_user_ids(mut self, ids: std::sync::Arc<UserIds>) -> Self {
+        self.user_ids = Some(ids);
+        self
+    }
+
+    /// The ids users' commands run as, when each user has its own: their
+    /// directories must belong to them (`Workspace::owned_by`).
+    pub fn user_ids(&self) -> Option<std::sync::Arc<UserIds>> {
+        self.user_ids.clone()
+    }
+
     /// The sandbox `settings` ask for, on a launcher that has passed its probe.
     fn configured(self, settings: &Settings) -> Self {
         let net = match settings.tools.network {
@@ -591,6 +679,14 @@ impl Sandbox {
         let mut sandbox = Self::from_tool_settings(&settings.tools).await?;
         if sandbox.is_confined() {
             sandbox = sandbox.configured(settings);
+            if let Some(ids) = sandbox.per_user_ids(settings).await? {
+                sandbox = sandbox.with_user_ids(ids);
+            }
+        } else if settings.tools.command_user == CommandUser::PerUser {
+            anyhow::bail!(
+                "tools.command_user is per_user, but commands are not confined (tools.sandbox), \
+                 so they could not be run as their users"
+            );
         }
         if let Some(open) = sandbox.exposing(&settings.user.base_dir) {
             tracing::warn!(
@@ -613,13 +709,77 @@ impl Sandbox {
         Ok(sandbox)
     }
 
+    /// Decides, from `tools.command_user`, whether each user's commands run
+    /// as an id of its own. `per_user` fails when they cannot; `auto` uses
+    /// it when the service runs as root and the kernel lets it switch.
+    async fn per_user_ids(
+        &self,
+        settings: &Settings,
+    ) -> anyhow::Result<Option<std::sync::Arc<UserIds>>> {
+        let mode = settings.tools.command_user;
+        if mode == CommandUser::Service {
+            return Ok(None);
+        }
+        let why_not = match self.launcher.as_deref() {
+            None => Some("commands are not confined".to_owned()),
+            Some(_) if !rustix::process::geteuid().is_root() => {
+                Some("the service does not run as root".to_owned())
+            }
+            Some(exe) => {
+                let first = Owner::same_group(settings.tools.command_uids.first);
+                match probe(exe, Some(first)).await {
+                    Err(e) => Some(e),
+                    Ok(_) => unsearchable_ancestor(&settings.user.base_dir).map(|dir| {
+                        format!(
+                            "{} is not searchable by other users, and the service lacks \
+                             CAP_DAC_READ_SEARCH to let commands through",
+                            dir.display()
+                        )
+                    }),
+                }
+            }
+        };
+        let ids = match why_not {
+            Some(why) => Err(why),
+            None => std::path::absolute(&settings.user.base_dir)
+                .and_then(|base| {
+                    UserIds::open(UserIds::dir_for(&base), settings.tools.command_uids)
+                })
+                .and_then(|ids| ids.check_can_give().map(|()| ids))
+                .map_err(|e| format!("cannot give files under user.base_dir to users' ids: {e}")),
+        };
+        match (ids, mode) {
+            (Ok(ids), _) => {
+                tracing::info!(
+                    first_uid = settings.tools.command_uids.first,
+                    "each user's Bash commands run as a user id of its own, never root"
+                );
+                Ok(Some(std::sync::Arc::new(ids)))
+            }
+            (Err(why), CommandUser::PerUser) => Err(anyhow::anyhow!(
+                "tools.command_user is per_user but commands cannot run as their users: {why}"
+            )),
+            (Err(why), _) => {
+                if rustix::process::geteuid().is_root() {
+                    tracing::warn!(
+                        "Bash commands run as root, the service's user: {why}; \
+                         see README, \"What a command can do\""
+                    );
+                } else {
+                    tracing::info!("Bash commands run as the service's user: {why}");
+                }
+                Ok(None)
+            }
+        }
+    }
+
     async fn from_tool_settings(settings: &ToolSettings) -> anyhow::Result<Self> {
         if settings.sandbox == SandboxMode::Off {
             tracing::info!("Bash commands run unconfined (tools.sandbox: off)");
             return Ok(Self::off());
         }
         let probed = match launcher_path(settings) {
-            Ok(exe) => probe(&exe).await.map(|level| (exe, level)),
+            Ok(exe) => probe(&exe, None).await.map(|level| (exe, level)),
             Err(e) => Err(e),
         };
         match probed {
@@ -675,6 +835,7 @@ impl Sandbox {
         Policy::new(read_write, read_only)
             .with_net(self.net.clone())
             .with_limits(self.limits)
+            .with_user(workspace.owner())
     }
 
     /// The session's private temporary directory, created (owner-only) when
@@ -688,6 +849,9 @@ impl Sandbox {
             .recursive(true)
             .mode(0o700)
             .create(&dir)?;
+        if let Some(owner) = workspace.owner() {
+            crate::workspace::give_dir_to(&dir, owner)?;
+        }
         Ok(Some(dir))
     }
 
@@ -802,6 +966,25 @@ fn toolchain_dirs(
 }
 
 /// `tools.sandbox_exe`, else the running executable; absolute either way.
+/// The first directory on the way to `path` (or where it would be made)
+/// that a user other than its owner cannot search, when commands could not
+/// pass it: the service lacks `CAP_DAC_READ_SEARCH` to hand on to them.
+fn unsearchable_ancestor(path: &Path) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let can_pass = rustix::thread::capabilities(None).is_ok_and(|c| {
+        c.permitted
+            .contains(rustix::thread::CapabilitySet::DAC_READ_SEARCH)
+    });
+    if can_pass {
+        return None;
+    }
+    let path = std::path::absolute(path).ok()?;
+    path.ancestors()
+        .filter_map(|dir| Some((dir, std::fs::metadata(dir).ok()?)))
+        .find(|(_, meta)| meta.is_dir() && meta.permissions().mode() & 0o001 == 0)
+        .map(|(dir, _)| dir.to_path_buf())
+}
+
 fn launcher_path(settings: &ToolSettings) -> Result<PathBuf, String> {
     let exe = match &settings.sandbox_exe {
         Some(path) => path.clone(),
@@ -814,9 +997,13 @@ fn launcher_path(settings: &ToolSettings) -> Result<PathBuf, String> {
 
 /// Runs `exe sandbox-exec --probe`: proves both that `exe` is a
 /// claude-agent-http binary and that the kernel enforces the sandbox.
-pub async fn probe(exe: &Path) -> Result<Enforcement, String> {
+pub async fn probe(exe: &Path, user: Option<Owner>) -> Result<Enforcement, String> {
+    let mut args: Vec<OsString> = vec![SUBCOMMAND.into(), "--probe".into()];
+    if let Some(user) = user {
+        args.extend(Policy::default().with_user(Some(user)).to_args());
+    }
     let run = tokio::process::Command::new(exe)
-        .args([OsStr::new(SUBCOMMAND), OsStr::new("--probe")])
+        .args(&args)
         .env_clear()
         .stdin(Stdio::null())
         .kill_on_drop(true)
@@ -846,6 +1033,7 @@ pub async fn probe(exe: &Path) -> Result<Enforcement, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::ffi::OsStr;
 
     fn os(args: &[&str]) -> Vec<OsString> {
         args.iter().map(OsString::from).collect()
@@ -893,7 +1081,19 @@ mod tests {
 
     #[test]
     fn probe_stands_alone() {
-        assert_eq!(parse_args(os(&["--probe"])).unwrap(), Invocation::Probe);
+        assert_eq!(
+            parse_args(os(&["--probe"])).unwrap(),
+            Invocation::Probe { user: None }
+        );
+        assert_eq!(
+            parse_args(os(&["--probe", "--uid", "1000", "--gid", "1001"])).unwrap(),
+            Invocation::Probe {
+                user: Some(Owner {
+                    uid: 1000,
+                    gid: 1001
+                })
+            }
+        );
         assert!(matches!(
             parse_args(os(&["--probe", "x"])),
             Err(UsageError::Unexpected(_))
@@ -922,6 +1122,19 @@ mod tests {
             Err(UsageError::MissingProgram)
         );
         assert_eq!(parse_args(os(&["--"])), Err(UsageError::MissingProgram));
+        // Never root, and both ids or none.
+        assert!(matches!(
+            parse_args(os(&["--uid", "0", "--gid", "5", "--", "ls"])),
+            Err(UsageError::BadValue { flag: "--uid", .. })
+        ));
+        assert_eq!(
+            parse_args(os(&["--uid", "5", "--", "ls"])),
+            Err(UsageError::MissingId("--gid"))
+        );
+        assert!(matches!(
+            parse_args(os(&["--probe", "--rw", "/a"])),
+            Err(UsageError::Unexpected(_))
+        ));
         assert_eq!(parse_args(os(&[])), Err(UsageError::MissingProgram));
         assert_eq!(
             parse_args(os(&["bash"])),
@@ -1109,7 +1322,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_binary_that_is_not_the_service_is_no_launcher() {
-        let err = probe(Path::new("/bin/true")).await.unwrap_err();
+        let err = probe(Path::new("/bin/true"), None).await.unwrap_err();
         assert!(err.contains("not a claude-agent-http binary"), "{err}");
         let mut settings = Settings {
             tools: ToolSettings {

@@ -14,6 +14,7 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
 use super::Limits;
+use crate::workspace::Owner;
 
 /// The signals that tell the supervisor to stop the command: the service's
 /// SIGTERM (and the parent-death signal), or a terminal's SIGINT/SIGHUP.
@@ -29,9 +30,10 @@ pub fn run(
     program: &OsString,
     args: &[OsString],
     limits: &Limits,
+    user: Option<Owner>,
     parent: Option<u32>,
 ) -> ExitCode {
-    if let Err(e) = prepare(limits) {
+    if let Err(e) = prepare(limits, user) {
         eprintln!("claude-agent-http sandbox-exec: cannot supervise the command: {e}");
         return ExitCode::from(126);
     }
@@ -51,7 +53,20 @@ pub fn run(
     if parent.is_some_and(|p| ppid != Some(p)) {
         return ExitCode::from(126);
     }
-    let child = match std::process::Command::new(program).args(args).spawn() {
+    let mut command = std::process::Command::new(program);
+    command.args(args);
+    if user.is_some() && std::env::var_os("GIT_CONFIG_COUNT").is_none() {
+        // Files the service or an administrator put in the user's directory
+        // belong to them, not to the user's id; git would refuse such a
+        // repository as "dubious ownership". Only the session's own tree is
+        // writable here, so no other user's repository can be planted.
+        command.envs([
+            ("GIT_CONFIG_COUNT", "1"),
+            ("GIT_CONFIG_KEY_0", "safe.directory"),
+            ("GIT_CONFIG_VALUE_0", "*"),
+        ]);
+    }
+    let child = match command.spawn() {
         Ok(c) => c,
         Err(e) => {
             eprintln!(
@@ -76,12 +91,52 @@ pub fn run(
     }
 }
 
-/// Subreaper, parent-death signal and resource limits, before the command starts.
-fn prepare(limits: &Limits) -> std::io::Result<()> {
+/// Subreaper, resource limits, the command's user and the parent-death
+/// signal, before the command starts.
+fn prepare(limits: &Limits, user: Option<Owner>) -> std::io::Result<()> {
     rustix::process::set_child_subreaper(Some(rustix::process::getpid()))?;
-    // A crashed service must not leave the command running unnoticed.
+    limits.apply()?;
+    if let Some(user) = user {
+        become_user(user)?;
+    }
+    // A crashed service must not leave the command running unnoticed. Armed
+    // after the change of user, which would disarm it.
     rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::TERM))?;
-    limits.apply()
+    Ok(())
+}
+
+/// Becomes `user` for good (real, effective and saved ids; its group as the
+/// only group), so the command and everything it starts run as it. The one
+/// privilege kept, where the service has it, is reading and searching past
+/// file modes (`CAP_DAC_READ_SEARCH`, ambient so the command inherits it):
+/// what a command may read is Landlock's to decide, and toolchains in a
+/// private home directory (`~/.pyenv`, `~/.nvm`, `~/.rustup`) stay usable.
+/// Writing, changing modes, owners or times, and signalling follow the
+/// user's own rights: only its own files, which live in its directory.
+pub fn become_user(user: Owner) -> std::io::Result<()> {
+    use nix::unistd::{Gid, Uid, setgroups, setresgid, setresuid};
+    use rustix::thread::{CapabilitySet, CapabilitySets};
+    let before = rustix::thread::capabilities(None)?;
+    rustix::thread::set_keep_capabilities(true)?;
+    let gid = Gid::from_raw(user.gid);
+    setgroups(&[gid])?;
+    setresgid(gid, gid, gid)?;
+    let uid = Uid::from_raw(user.uid);
+    setresuid(uid, uid, uid)?;
+    rustix::thread::set_keep_capabilities(false)?;
+    let keep = CapabilitySet::DAC_READ_SEARCH & before.permitted;
+    rustix::thread::set_capabilities(
+        None,
+        CapabilitySets {
+            effective: keep,
+            permitted: keep,
+            inheritable: keep,
+        },
+    )?;
+    if !keep.is_empty() {
+        rustix::thread::configure_capability_in_ambient_set(CapabilitySet::DAC_READ_SEARCH, true)?;
+    }
+    Ok(())
 }
 
 /// Reaps children until the command itself ends (its status) or a stop

@@ -102,6 +102,18 @@ pub fn open_file(
     access: Access,
     shown: &str,
 ) -> Result<OpenFile, FileError> {
+    open_file_for(root, rel, access, None, shown)
+}
+
+/// [`open_file`], and a file it writes goes to `owner` (when set) unless
+/// it already belongs to it.
+pub fn open_file_for(
+    root: impl AsFd,
+    rel: &Path,
+    access: Access,
+    owner: Option<Owner>,
+    shown: &str,
+) -> Result<OpenFile, FileError> {
     let base = OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NONBLOCK;
     let flags = match access {
         Access::Read => base | OFlags::RDONLY,
@@ -121,6 +133,12 @@ pub fn open_file(
         FileType::RegularFile => {}
         FileType::Directory => return Err(FileError::IsDirectory(shown.to_owned())),
         _ => return Err(FileError::NotRegular(shown.to_owned())),
+    }
+    if let Some(owner) = owner.filter(|_| flags.contains(OFlags::CREATE)) {
+        give_to(&fd, owner).map_err(|source| FileError::Io {
+            path: shown.to_owned(),
+            source,
+        })?;
     }
     // Regular files ignore O_NONBLOCK; clearing it keeps later reads plain.
     let flags = rustix::fs::fcntl_getfl(&fd).map_err(|e| io_error(shown, e))?;
@@ -336,6 +354,16 @@ fn empty_dir(parent: impl AsFd, name: &std::ffi::OsStr, shown: &str) -> Result<(
 /// Creates `rel` and its missing parents beneath `root`, one component at a
 /// time, each relative to a handle of its parent resolved beneath `root`.
 pub fn create_dirs(root: impl AsFd, rel: &Path, shown: &str) -> Result<(), FileError> {
+    create_dirs_for(root, rel, None, shown)
+}
+
+/// [`create_dirs`], each directory it makes given to `owner` (when set).
+pub fn create_dirs_for(
+    root: impl AsFd,
+    rel: &Path,
+    owner: Option<Owner>,
+    shown: &str,
+) -> Result<(), FileError> {
     let root = root.as_fd();
     let mut parent = std::path::PathBuf::new();
     for component in rel.components() {
@@ -344,13 +372,105 @@ pub fn create_dirs(root: impl AsFd, rel: &Path, shown: &str) -> Result<(), FileE
         };
         let dir = open_dir_beneath(root, dot_if_empty(&parent), shown)?;
         match rustix::fs::mkdirat(&dir, name, Mode::from_raw_mode(0o777)) {
-            Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+            Ok(()) => {
+                if let Some(owner) = owner {
+                    let made = rustix::fs::openat(
+                        &dir,
+                        name,
+                        OFlags::PATH | OFlags::NOFOLLOW | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                        Mode::empty(),
+                    )
+                    .map_err(|e| io_error(shown, e))?;
+                    give_to(&made, owner).map_err(|source| FileError::Io {
+                        path: shown.to_owned(),
+                        source,
+                    })?;
+                }
+            }
+            Err(rustix::io::Errno::EXIST) => {}
             Err(e) => return Err(io_error(shown, e)),
         }
         parent.push(name);
     }
     // The last component may exist as something other than a directory.
     open_dir_beneath(root, dot_if_empty(&parent), shown).map(drop)
+}
+
+/// The user and group that files of a user's directory belong to when each
+/// user's commands run as a user of their own (see `sandbox::ids`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Owner {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl Owner {
+    /// A user whose group has the same number.
+    pub fn same_group(uid: u32) -> Self {
+        Self { uid, gid: uid }
+    }
+
+    fn ids(self) -> (Option<rustix::fs::Uid>, Option<rustix::fs::Gid>) {
+        (
+            Some(rustix::fs::Uid::from_raw(self.uid)),
+            Some(rustix::fs::Gid::from_raw(self.gid)),
+        )
+    }
+}
+
+/// Gives the file or directory open as `fd` (an `O_PATH` handle will do) to
+/// `owner`. Only a directory or a regular file with a single link: a hard
+/// link shares its inode with a name elsewhere, which must keep its owner.
+/// Symlinks are given too (`lchown`), so nothing of the tree stays the
+/// service's.
+pub fn give_to(fd: impl AsFd, owner: Owner) -> io::Result<()> {
+    let stat = rustix::fs::fstat(&fd)?;
+    let kind = FileType::from_raw_mode(stat.st_mode);
+    let single = kind == FileType::Directory
+        || kind == FileType::Symlink
+        || (kind == FileType::RegularFile && stat.st_nlink == 1);
+    if !single || (stat.st_uid == owner.uid && stat.st_gid == owner.gid) {
+        return Ok(());
+    }
+    let (uid, gid) = owner.ids();
+    rustix::fs::chownat(fd, c"", uid, gid, AtFlags::EMPTY_PATH).map_err(io::Error::from)
+}
+
+/// Gives `root` and everything beneath it to `owner`, walking through
+/// handles and never following a symlink, so nothing outside the tree can
+/// be reached through a link swapped in meanwhile. FIFOs, sockets and
+/// devices keep their owner.
+pub fn give_tree_to(root: impl AsFd, owner: Owner) -> io::Result<()> {
+    let dir = rustix::fs::openat(
+        &root,
+        c".",
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let names: Vec<std::ffi::CString> = rustix::fs::Dir::read_from(&dir)?
+        .filter_map(Result::ok)
+        .map(|entry| entry.file_name().to_owned())
+        .filter(|n| n.as_bytes() != b"." && n.as_bytes() != b"..")
+        .collect();
+    for name in names {
+        let child = match rustix::fs::openat(
+            &dir,
+            name.as_c_str(),
+            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(fd) => fd,
+            Err(rustix::io::Errno::NOENT) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        let stat = rustix::fs::fstat(&child)?;
+        if FileType::from_raw_mode(stat.st_mode) == FileType::Directory {
+            give_tree_to(&child, owner)?;
+        } else {
+            give_to(&child, owner)?;
+        }
+    }
+    give_to(&root, owner)
 }
 
 fn dot_if_empty(path: &Path) -> &Path {

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use crate::domain::{Subdir, UserId};
 
-pub use beneath::{Access, DirEntry, EntryInfo, EntryKind, FileError, OpenFile};
+pub use beneath::{Access, DirEntry, EntryInfo, EntryKind, FileError, OpenFile, Owner};
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkspaceError {
@@ -46,6 +46,10 @@ pub struct Workspace {
     /// project memory is read from it (the CLAUDE.md files of the session's
     /// parent directories and their imports); tools never reach it.
     user_dir: Root,
+    /// Who the files the service makes here belong to: the user's own id
+    /// when its commands run as one (`Workspace::owned_by`), else the
+    /// service's.
+    owner: Option<Owner>,
 }
 
 /// A directory the session may touch: its canonical path, for showing and
@@ -96,6 +100,7 @@ impl Workspace {
                     cwd: user_root.path.clone(),
                     extra_roots: Vec::new(),
                     user_dir: user_root.clone(),
+                    owner: None,
                 };
                 let target = probe.resolve_within(&wanted, sub.as_str())?;
                 let rel = target
@@ -140,7 +145,36 @@ impl Workspace {
                 path: root,
                 handle: Arc::new(user_root),
             },
+            owner: None,
         })
+    }
+
+    /// The same workspace, with the user's directory belonging to `owner`
+    /// (the id the user's commands run as) and what the service makes in
+    /// it from now on too. A user's directory that is not yet `owner`'s
+    /// (made before its commands ran as a user of their own) is given to it
+    /// whole, the directory itself last; otherwise only the directories
+    /// between it and the session's, which a new session may have made.
+    pub fn owned_by(mut self, owner: Owner) -> Result<Self, WorkspaceError> {
+        let user_dir = self.user_dir.handle.as_ref();
+        let stat = rustix::fs::fstat(user_dir).map_err(io::Error::from)?;
+        if stat.st_uid != owner.uid || stat.st_gid != owner.gid {
+            beneath::give_tree_to(user_dir, owner)?;
+        } else if let Ok(rel) = self.root.path.strip_prefix(&self.user_dir.path) {
+            let mut walked = PathBuf::new();
+            for part in rel.components() {
+                walked.push(part);
+                let dir = beneath::open_dir_beneath(user_dir, &walked, "")?;
+                beneath::give_to(&dir, owner)?;
+            }
+        }
+        self.owner = Some(owner);
+        Ok(self)
+    }
+
+    /// Who the files the service makes here belong to, when not the service.
+    pub fn owner(&self) -> Option<Owner> {
+        self.owner
     }
 
     /// A workspace over an existing directory (its own root), for tools and tests.
@@ -151,6 +185,7 @@ impl Workspace {
             user_dir: root.clone(),
             root,
             extra_roots: Vec::new(),
+            owner: None,
         })
     }
 
@@ -255,7 +290,13 @@ impl Workspace {
     pub fn open_file(&self, path: &Path, access: Access) -> Result<OpenFile, FileError> {
         let shown = path.display().to_string();
         let (root, rel) = self.locate(path, &shown)?;
-        beneath::open_file(root.handle.as_ref(), rel, access, &shown)
+        beneath::open_file_for(
+            root.handle.as_ref(),
+            rel,
+            access,
+            self.owner_in(root),
+            &shown,
+        )
     }
 
     /// Creates the directory `path` and its missing parents, beneath the
@@ -263,7 +304,7 @@ impl Workspace {
     pub fn create_dirs(&self, path: &Path) -> Result<(), FileError> {
         let shown = path.display().to_string();
         let (root, rel) = self.locate(path, &shown)?;
-        beneath::create_dirs(root.handle.as_ref(), rel, &shown)
+        beneath::create_dirs_for(root.handle.as_ref(), rel, self.owner_in(root), &shown)
     }
 
     /// Whether `path` (absolute) names something beneath one of the roots
@@ -279,6 +320,12 @@ impl Workspace {
         self.locate(path, "").is_ok_and(|(root, rel)| {
             beneath::open_dir_beneath(root.handle.as_ref(), rel, "").is_ok()
         })
+    }
+
+    /// The owner of what is made in `root`: only the session's directory
+    /// is the user's; extra roots (read-only to commands) stay as they are.
+    fn owner_in(&self, root: &Root) -> Option<Owner> {
+        self.owner.filter(|_| std::ptr::eq(root, &self.root))
     }
 
     fn locate<'p>(&self, path: &'p Path, shown: &str) -> Result<(&Root, &'p Path), FileError> {
@@ -357,6 +404,12 @@ pub fn restore_owner_access(path: &Path) {
     }
 }
 
+/// Gives the directory at `path` (one the service made and chose, not a
+/// user) to `owner`, when it does not belong to it yet.
+pub fn give_dir_to(path: &Path, owner: Owner) -> io::Result<()> {
+    beneath::give_to(beneath::open_dir(path)?, owner)
+}
+
 /// Opens a regular file at a canonical path the service chose (not one a
 /// user controls), refusing FIFOs and devices without blocking on them.
 pub fn open_trusted_file(canonical: &Path) -> Result<OpenFile, FileError> {
@@ -413,6 +466,51 @@ mod trusted_tests {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_users_directory_made_before_is_given_to_its_user_whole_and_nothing_outside() {
+        use std::os::unix::fs::MetadataExt;
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("NOTICE: skipping: only root can give files to another user");
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let base = tmp.path();
+        let outside = base.join("outside.txt");
+        std::fs::write(&outside, "the service's").unwrap();
+        let home = base.join("alice");
+        std::fs::create_dir_all(home.join("proj/src")).unwrap();
+        std::fs::write(home.join("proj/src/main.rs"), "fn main() {}").unwrap();
+        std::os::unix::fs::symlink(&outside, home.join("link")).unwrap();
+        std::fs::hard_link(&outside, home.join("hard")).unwrap();
+        let owner = Owner::same_group(3_200_000);
+
+        let ws = Workspace::open(base, &user("alice"), None, false)
+            .unwrap()
+            .owned_by(owner)
+            .unwrap();
+        let uid = |p: &Path| std::fs::symlink_metadata(p).unwrap().uid();
+        for mine in ["", "proj", "proj/src", "proj/src/main.rs", "link"] {
+            assert_eq!(uid(&home.join(mine)), owner.uid, "{mine}");
+        }
+        // Neither the link's target nor a file sharing its inode with one outside.
+        assert_eq!(uid(&outside), 0);
+
+        // A new session's subdirectory, and what the service makes in it.
+        let sub = Subdir::parse("later/deeper").unwrap();
+        let ws2 = Workspace::open(base, &user("alice"), Some(&sub), true)
+            .unwrap()
+            .owned_by(owner)
+            .unwrap();
+        assert_eq!(uid(&home.join("later")), owner.uid);
+        assert_eq!(uid(&home.join("later/deeper")), owner.uid);
+        ws2.create_dirs(&ws2.root().join("x/y")).unwrap();
+        ws2.open_file(&ws2.root().join("x/y/new.txt"), Access::CreateNew)
+            .unwrap();
+        assert_eq!(uid(&home.join("later/deeper/x")), owner.uid);
+        assert_eq!(uid(&home.join("later/deeper/x/y/new.txt")), owner.uid);
+        assert_eq!(ws.owner(), Some(owner));
+    }
 
     fn user(name: &str) -> UserId {
         UserId::parse(name).unwrap()

@@ -50,7 +50,7 @@ pub async fn pg_available() -> bool {
 /// is set (CI), where they fail.
 pub async fn sandbox_level() -> Option<claude_agent_http::sandbox::Enforcement> {
     let exe = std::path::Path::new(env!("CARGO_BIN_EXE_claude-agent-http"));
-    match claude_agent_http::sandbox::probe(exe).await {
+    match claude_agent_http::sandbox::probe(exe, None).await {
         Ok(level) => Some(level),
         Err(why) if std::env::var_os("CLAUDE_AGENT_REQUIRE_SANDBOX").is_some() => {
             panic!("the sandbox is unavailable and CLAUDE_AGENT_REQUIRE_SANDBOX is set: {why}")

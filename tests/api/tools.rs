@@ -253,6 +253,103 @@ async fn bash_cannot_read_another_users_directory_or_the_database() {
 }
 
 #[tokio::test]
+async fn bash_runs_as_the_users_own_id_and_cannot_take_access_away_from_others() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    if sandbox_level().await.is_none() {
+        return;
+    }
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("NOTICE: skipping: commands run as users' own ids only when the service is root");
+        return;
+    }
+    let fake = FakeAnthropic::start().await;
+    let app = app_with(&fake, |_| {}).await;
+    let bob = app.new_session("bob").await;
+    let bob_id = bob["session_id"].as_str().unwrap().to_owned();
+    let bob_dir = std::path::PathBuf::from(bob["cwd"].as_str().unwrap());
+    fake.push(Reply::tool_use(
+        "Bash",
+        json!({"command": "echo mine > mine.txt"}),
+    ));
+    fake.push(Reply::text("Saved."));
+    assert_eq!(app.chat(&bob_id, "save").await.status(), StatusCode::OK);
+
+    let alice = app.new_session("alice").await;
+    let id = alice["session_id"].as_str().unwrap();
+    let db_dir = app
+        .settings
+        .session
+        .sqlite_path
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let users_root = app.settings.user.base_dir.clone();
+    let targets = [
+        bob_dir.clone(),
+        bob_dir.join("mine.txt"),
+        users_root,
+        db_dir,
+    ];
+    let modes = |paths: &[std::path::PathBuf]| -> Vec<u32> {
+        paths
+            .iter()
+            .map(|p| std::fs::metadata(p).unwrap().permissions().mode())
+            .collect()
+    };
+    let before = modes(&targets);
+    fake.push(Reply::tool_use("Bash", json!({"command": "id -u"})));
+    for target in &targets {
+        fake.push(Reply::tool_use(
+            "Bash",
+            json!({"command": format!("chmod 000 '{}'", target.display())}),
+        ));
+    }
+    fake.push(Reply::text("Tried."));
+    assert_eq!(
+        app.chat(id, "lock everyone out").await.status(),
+        StatusCode::OK
+    );
+
+    let last = fake.requests().len() - 1;
+    let results = results_in(&fake, last);
+    assert_eq!(results.len(), 1 + targets.len());
+    let uid: u32 = results[0]["content"]
+        .as_str()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_ne!(uid, 0, "commands never run as root");
+    assert_eq!(
+        std::fs::metadata(std::path::Path::new(alice["cwd"].as_str().unwrap()))
+            .unwrap()
+            .uid(),
+        uid,
+        "alice's directory is her id's"
+    );
+    for result in &results[1..] {
+        assert_eq!(result["is_error"], true, "{result}");
+        assert!(
+            result["content"]
+                .as_str()
+                .unwrap()
+                .contains("not permitted"),
+            "{result}"
+        );
+    }
+    assert_eq!(modes(&targets), before);
+
+    // Bob and the store carry on.
+    fake.push(Reply::tool_use("Bash", json!({"command": "cat mine.txt"})));
+    fake.push(Reply::text("Read."));
+    assert_eq!(app.chat(&bob_id, "read").await.status(), StatusCode::OK);
+    let results = results_in(&fake, fake.requests().len() - 1);
+    let cat = results.last().unwrap();
+    assert_eq!(cat["content"], "mine\n", "{cat}");
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn a_session_cannot_reach_another_subdir_of_the_same_user() {
     let fake = FakeAnthropic::start().await;
     let app = app_with(&fake, |_| {}).await;
