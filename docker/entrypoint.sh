@@ -77,7 +77,24 @@ if [ "$(id -u)" = 0 ]; then
     done
 
     export HOME="$home" USER=claudeuser LOGNAME=claudeuser
-    exec setpriv --reuid="$uid" --regid="$gid" --init-groups --inh-caps=-all \
+    # Bash commands run as a user id of their own per user of the service
+    # (tools.command_user), never as claudeuser: it needs to switch to those
+    # ids (setuid, setgid), give them their directories (chown), use and
+    # signal what their commands make (dac_override, kill). Granted ambient
+    # so `sandbox-exec` inherits them; it drops them all before a command
+    # starts, and so does everything else the service starts. Left out when
+    # the container's bounding set lacks one, or with command_user: service.
+    caps=-all
+    bounding=$(awk '/^CapBnd:/ { print $2 }' /proc/self/status)
+    needed=$(( (1 << 0) | (1 << 1) | (1 << 5) | (1 << 6) | (1 << 7) ))
+    if [ "$(printf '%s' "${CLAUDE_AGENT_TOOLS_COMMAND_USER:-auto}" | tr 'A-Z' 'a-z')" != service ] &&
+        [ $(( 0x$bounding & needed )) -eq "$needed" ]; then
+        caps=+chown,+dac_override,+kill,+setgid,+setuid
+        exec setpriv --reuid="$uid" --regid="$gid" --init-groups \
+            --inh-caps=-all,"$caps" --ambient-caps="$caps" \
+            -- /usr/bin/tini -- "$@"
+    fi
+    exec setpriv --reuid="$uid" --regid="$gid" --init-groups --inh-caps="$caps" \
         -- /usr/bin/tini -- "$@"
 fi
 

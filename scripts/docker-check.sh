@@ -207,6 +207,24 @@ runs_as_claudeuser() {
     return "$status"
 }
 
+owned_by_own_id() { # PATH: owned by a user's own id, neither claudeuser's (1000) nor root's
+    local owner
+    owner=$(stat -c %u "$1" 2>/dev/null) || {
+        note "$1 does not exist"
+        return 1
+    }
+    note "$1 owner UID $owner"
+    [ "$owner" != 1000 ] && [ "$owner" != 0 ]
+}
+
+holds_only_switch_caps() { # CONTAINER: the service holds chown, dac_override, kill, setgid, setuid
+    local hpid caps
+    hpid=$(podman top "$1" hpid args 2>/dev/null | awk '/claude-agent-http/ && !/tini/ { print $1; exit }')
+    caps=$(awk '/^CapEff:/ { print $2 }' "/proc/$hpid/status" 2>/dev/null)
+    note "service pid $hpid CapEff $caps"
+    [ "$caps" = 00000000000000e3 ]
+}
+
 owned_by() { # PATH UID
     local owner
     owner=$(stat -c %u "$1" 2>/dev/null) || {
@@ -472,8 +490,10 @@ run_mode() {
         fail "mode $n: POST /api/v1/sessions"
         return
     fi
-    check "mode $n: session directory on the volume owned by UID 1000" \
-        owned_by "$("$users_dir_fn")/$user" 1000
+    check "mode $n: the user's directory on the volume belongs to its own id, not claudeuser's" \
+        owned_by_own_id "$("$users_dir_fn")/$user"
+    check "mode $n: the service holds only the capabilities to run commands as users" \
+        holds_only_switch_caps claude-agent-http
     check "mode $n: service runs as claudeuser (UID 1000), nothing as root" \
         runs_as_claudeuser claude-agent-http 1000
     if [ "$n" = 1 ]; then
@@ -614,9 +634,12 @@ else
     fail "non-root start with an unwritable volume" "exit $rc, no instructions"
 fi
 
-# APP_UID/APP_GID: claudeuser takes the host user's IDs.
+# APP_UID/APP_GID: claudeuser takes the host user's IDs; with commands run as
+# the service's user (CLAUDE_AGENT_TOOLS_COMMAND_USER=service) users' files are
+# that user's too.
 mkdir -p "$TMP/remap"
 if timeout 60 podman run -d --name "cah-check-uid-$RUN_ID" -e APP_UID=2345 -e APP_GID=2345 \
+    -e CLAUDE_AGENT_TOOLS_COMMAND_USER=service \
     -e "CLAUDE_AGENT_API_PORT=$APP_PORT" -e CLAUDE_AGENT_SESSION_STORAGE=memory \
     -v "$TMP/remap:/data/claude-users" "$IMAGE" >"$TMP/remap.log" 2>&1 && wait_healthy "$APP_PORT" 60 &&
     create_session "$APP_PORT" remapped >/dev/null; then

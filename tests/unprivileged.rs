@@ -23,11 +23,26 @@ fn is_root() -> bool {
     rustix::process::geteuid().is_root()
 }
 
+/// The capabilities the Docker image's entrypoint hands the service so it
+/// can run commands as users' own ids (docker/entrypoint.sh).
+const ENTRYPOINT_CAPS: &str = "+chown,+dac_override,+kill,+setgid,+setuid";
+
 /// `program args` as the unprivileged user.
 fn as_service_user(program: &Path) -> Command {
+    as_service_user_with(program, None)
+}
+
+/// `program args` as the unprivileged user, holding `caps` (ambient, as
+/// the entrypoint gives them) when set.
+fn as_service_user_with(program: &Path, caps: Option<&str>) -> Command {
     if is_root() {
         let mut c = Command::new("setpriv");
-        c.args(NOBODY).arg(program);
+        c.args(NOBODY);
+        if let Some(caps) = caps {
+            c.arg(format!("--inh-caps=-all,{caps}"))
+                .arg(format!("--ambient-caps={caps}"));
+        }
+        c.arg(program);
         c
     } else {
         Command::new(program)
@@ -63,7 +78,11 @@ impl Deployment {
     }
 
     fn start(&self, port: u16, anthropic: &str, sandbox: &str) -> Child {
-        as_service_user(&self.exe)
+        self.start_with(port, anthropic, sandbox, None)
+    }
+
+    fn start_with(&self, port: u16, anthropic: &str, sandbox: &str, caps: Option<&str>) -> Child {
+        as_service_user_with(&self.exe, caps)
             .current_dir(self.dir.path())
             .env_clear()
             .env("PATH", "/usr/local/bin:/usr/bin:/bin")
@@ -213,4 +232,135 @@ async fn a_command_that_removes_the_services_access_breaks_nothing() {
         .unwrap();
     stop(service);
     assert_eq!(r.status(), StatusCode::OK);
+}
+
+/// `POST /api/v1/sessions` for `user` in `subdir` `proj`.
+async fn create_session(port: u16, user: &str) -> Value {
+    let r = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{port}/api/v1/sessions"))
+        .json(&json!({"user_id": user, "subdir": "proj"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    r.json().await.unwrap()
+}
+
+/// One chat turn; panics unless it answers 200.
+async fn chat(port: u16, session: &Value, message: &str) {
+    let r = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{port}/api/v1/chat"))
+        .json(&json!({"session_id": session["session_id"], "message": message}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "{:?}", r.text().await);
+}
+
+/// The tool results the model was last sent.
+fn last_results(fake: &FakeAnthropic) -> Vec<Value> {
+    fake.requests().last().unwrap().body["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|m| m["content"].as_array().cloned().unwrap_or_default())
+        .filter(|b| b["type"] == "tool_result")
+        .collect()
+}
+
+#[tokio::test]
+async fn the_docker_images_capabilities_let_an_unprivileged_service_run_commands_as_users() {
+    use std::os::unix::fs::MetadataExt;
+    if helpers::sandbox_level().await.is_none() {
+        return;
+    }
+    if !is_root() {
+        eprintln!("NOTICE: skipping: only root can hand capabilities to the service's user");
+        return;
+    }
+    let fake = FakeAnthropic::start().await;
+    let deployment = Deployment::new();
+    let port = free_port();
+    let mut service = deployment.start_with(port, &fake.url(), "on", Some(ENTRYPOINT_CAPS));
+    wait_up(port, &mut service).await;
+    let bob = create_session(port, "bob").await;
+    let bob_dir = PathBuf::from(bob["cwd"].as_str().unwrap());
+    fake.push(Reply::tool_use(
+        "Bash",
+        json!({"command": "echo notes > notes.txt"}),
+    ));
+    fake.push(Reply::text("saved"));
+    chat(port, &bob, "save").await;
+
+    let alice = create_session(port, "alice").await;
+    let alice_dir = PathBuf::from(alice["cwd"].as_str().unwrap());
+    let db_dir = deployment.data().join("db");
+    let modes = || {
+        [&bob_dir, &bob_dir.join("notes.txt"), &db_dir]
+            .map(|p| std::fs::metadata(p).unwrap().mode())
+    };
+    let before = modes();
+    fake.push(Reply::tool_use(
+        "Bash",
+        json!({"command": "id -u; grep CapEff /proc/self/status; echo draft > draft.txt"}),
+    ));
+    fake.push(Reply::tool_use(
+        "Bash",
+        json!({"command": format!(
+            "chmod 000 '{}' '{}/notes.txt' '{}'",
+            bob_dir.display(),
+            bob_dir.display(),
+            db_dir.display()
+        )}),
+    ));
+    // The service's own tools still change a file the command made.
+    fake.push(Reply::tool_use("Read", json!({"file_path": "draft.txt"})));
+    fake.push(Reply::tool_use(
+        "Edit",
+        json!({"file_path": "draft.txt", "old_string": "draft", "new_string": "final"}),
+    ));
+    fake.push(Reply::text("done"));
+    chat(port, &alice, "work").await;
+    let results = last_results(&fake);
+    stop(service);
+
+    let out = results[0]["content"].as_str().unwrap();
+    let uid: u32 = out.lines().next().unwrap().parse().unwrap();
+    assert!(uid != 0 && uid != 65534, "{out}");
+    assert!(out.contains("CapEff:\t0000000000000000"), "{out}");
+    assert_eq!(std::fs::metadata(&alice_dir).unwrap().uid(), uid);
+    assert_eq!(results[1]["is_error"], true, "{}", results[1]);
+    assert_eq!(modes(), before);
+    assert_ne!(results[3]["is_error"], true, "{}", results[3]);
+    assert_eq!(
+        std::fs::read_to_string(alice_dir.join("draft.txt")).unwrap(),
+        "final\n"
+    );
+}
+
+#[tokio::test]
+async fn unconfined_commands_of_a_service_holding_capabilities_get_none() {
+    if !is_root() {
+        eprintln!("NOTICE: skipping: only root can hand capabilities to the service's user");
+        return;
+    }
+    let fake = FakeAnthropic::start().await;
+    let deployment = Deployment::new();
+    let port = free_port();
+    let mut service = deployment.start_with(port, &fake.url(), "off", Some(ENTRYPOINT_CAPS));
+    wait_up(port, &mut service).await;
+    let alice = create_session(port, "alice").await;
+    fake.push(Reply::tool_use(
+        "Bash",
+        json!({"command": "id -u; grep -E 'Cap(Eff|Prm|Amb)' /proc/self/status"}),
+    ));
+    fake.push(Reply::text("done"));
+    chat(port, &alice, "look").await;
+    let results = last_results(&fake);
+    stop(service);
+    let out = results[0]["content"].as_str().unwrap();
+    assert!(out.starts_with("65534\n"), "{out}");
+    for set in ["CapEff", "CapPrm", "CapAmb"] {
+        assert!(out.contains(&format!("{set}:\t0000000000000000")), "{out}");
+    }
 }

@@ -239,7 +239,7 @@ async fn connect(config: &McpServerConfig) -> Result<Connection, Failure> {
     );
     let (service, pid, stderr) = match config {
         McpServerConfig::Stdio { command, args, env } => {
-            let mut cmd = tokio::process::Command::new(command);
+            let mut cmd = crate::sandbox::unprivileged_command(command);
             cmd.args(args)
                 .env_clear()
                 .envs(std::env::vars_os().filter(|(k, _)| inherits_env(k)))

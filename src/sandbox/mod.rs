@@ -14,7 +14,7 @@ mod supervisor;
 
 pub use ids::UserIds;
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
@@ -250,6 +250,12 @@ pub enum Invocation {
     /// Confine this process with an empty policy (and become `user`, when
     /// set) and report whether it held.
     Probe { user: Option<Owner> },
+    /// Drop every capability, then become `program` (unconfined): for what
+    /// the service starts outside the sandbox while it holds capabilities.
+    Unprivileged {
+        program: OsString,
+        args: Vec<OsString>,
+    },
     /// Confine this process, then run `program` under its supervision.
     Exec {
         policy: Policy,
@@ -304,6 +310,17 @@ pub fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Invocation
                 probe = true;
                 first = false;
                 continue;
+            }
+            Some("--unprivileged") if first => {
+                return match (args.next(), args.next()) {
+                    (Some(dash), Some(program)) if dash == "--" => Ok(Invocation::Unprivileged {
+                        program,
+                        args: args.collect(),
+                    }),
+                    (Some(dash), None) if dash == "--" => Err(UsageError::MissingProgram),
+                    (Some(other), _) => Err(UsageError::Unexpected(other)),
+                    (None, _) => Err(UsageError::MissingProgram),
+                };
             }
             Some(flag @ ("--uid" | "--gid")) => {
                 let name = if flag == "--uid" { "--uid" } else { "--gid" };
@@ -523,6 +540,23 @@ pub fn run_subcommand(args: impl IntoIterator<Item = OsString>) -> ExitCode {
             ExitCode::from(2)
         }
         Ok(Invocation::Probe { user }) => probe_self(user),
+        Ok(Invocation::Unprivileged { program, args }) => {
+            use std::os::unix::process::CommandExt;
+            if let Err(e) = supervisor::drop_capabilities() {
+                eprintln!("claude-agent-http {SUBCOMMAND}: cannot drop capabilities: {e}");
+                return ExitCode::from(126);
+            }
+            let e = std::process::Command::new(&program).args(&args).exec();
+            eprintln!(
+                "claude-agent-http {SUBCOMMAND}: cannot run {}: {e}",
+                program.to_string_lossy()
+            );
+            ExitCode::from(if e.kind() == std::io::ErrorKind::NotFound {
+                127
+            } else {
+                126
+            })
+        }
         Ok(Invocation::Exec {
             policy,
             parent,
@@ -722,9 +756,10 @@ impl Sandbox {
         }
         let why_not = match self.launcher.as_deref() {
             None => Some("commands are not confined".to_owned()),
-            Some(_) if !rustix::process::geteuid().is_root() => {
-                Some("the service does not run as root".to_owned())
-            }
+            Some(_) if !can_switch_users() => Some(
+                "the service runs neither as root nor with the capabilities to switch users"
+                    .to_owned(),
+            ),
             Some(exe) => {
                 let first = Owner::same_group(settings.tools.command_uids.first);
                 match probe(exe, Some(first)).await {
@@ -872,7 +907,7 @@ impl Sandbox {
     /// command started (see [`Sandbox::is_supervised`]).
     pub fn command(&self, workspace: &Workspace, program: &str) -> tokio::process::Command {
         match &self.launcher {
-            None => tokio::process::Command::new(program),
+            None => unprivileged_command(program),
             Some(exe) => {
                 let mut cmd = tokio::process::Command::new(exe);
                 cmd.arg(SUBCOMMAND)
@@ -966,6 +1001,50 @@ fn toolchain_dirs(
 }
 
 /// `tools.sandbox_exe`, else the running executable; absolute either way.
+/// The capabilities a service that is not root needs to run commands as
+/// users' own ids: switch to them, give them their files, reach and signal
+/// what their commands make. The Docker image's entrypoint grants exactly
+/// these to `claudeuser` (ambient, so `sandbox-exec` inherits them).
+const SWITCH_USERS: rustix::thread::CapabilitySet = rustix::thread::CapabilitySet::SETUID
+    .union(rustix::thread::CapabilitySet::SETGID)
+    .union(rustix::thread::CapabilitySet::CHOWN)
+    .union(rustix::thread::CapabilitySet::DAC_OVERRIDE)
+    .union(rustix::thread::CapabilitySet::KILL);
+
+/// Whether this process may run commands as other users (root, or the
+/// capabilities above).
+fn can_switch_users() -> bool {
+    rustix::process::geteuid().is_root()
+        || rustix::thread::capabilities(None).is_ok_and(|c| c.effective.contains(SWITCH_USERS))
+}
+
+/// Whether this process, not being root, holds capabilities that programs
+/// it starts would inherit.
+fn holds_capabilities() -> bool {
+    !rustix::process::geteuid().is_root()
+        && rustix::thread::capabilities(None).is_ok_and(|c| !c.permitted.is_empty())
+}
+
+/// A command for a program the service starts outside the sandbox (an MCP
+/// server, or Bash when unconfined). A service that holds capabilities
+/// starts it through `sandbox-exec --unprivileged`, which drops them all
+/// first, so the program gets none of them.
+pub fn unprivileged_command(program: impl AsRef<OsStr>) -> tokio::process::Command {
+    match std::env::current_exe() {
+        Ok(exe) if holds_capabilities() => {
+            let mut cmd = tokio::process::Command::new(exe);
+            cmd.args([
+                OsStr::new(SUBCOMMAND),
+                OsStr::new("--unprivileged"),
+                OsStr::new("--"),
+            ])
+            .arg(program);
+            cmd
+        }
+        _ => tokio::process::Command::new(program),
+    }
+}
+
 /// The first directory on the way to `path` (or where it would be made)
 /// that a user other than its owner cannot search, when commands could not
 /// pass it: the service lacks `CAP_DAC_READ_SEARCH` to hand on to them.

@@ -96,12 +96,33 @@ pub fn run(
 fn prepare(limits: &Limits, user: Option<Owner>) -> std::io::Result<()> {
     rustix::process::set_child_subreaper(Some(rustix::process::getpid()))?;
     limits.apply()?;
-    if let Some(user) = user {
-        become_user(user)?;
+    match user {
+        Some(user) => become_user(user)?,
+        None => drop_capabilities()?,
     }
     // A crashed service must not leave the command running unnoticed. Armed
     // after the change of user, which would disarm it.
     rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::TERM))?;
+    Ok(())
+}
+
+/// Drops every capability this process holds (ambient ones included), so
+/// a program it then starts gets none. For root this changes nothing that
+/// lasts: a program root starts gets root's capabilities back.
+pub fn drop_capabilities() -> std::io::Result<()> {
+    use rustix::thread::{CapabilitySet, CapabilitySets};
+    if rustix::process::geteuid().is_root() {
+        return Ok(());
+    }
+    rustix::thread::clear_ambient_capability_set()?;
+    rustix::thread::set_capabilities(
+        None,
+        CapabilitySets {
+            effective: CapabilitySet::empty(),
+            permitted: CapabilitySet::empty(),
+            inheritable: CapabilitySet::empty(),
+        },
+    )?;
     Ok(())
 }
 
