@@ -142,20 +142,23 @@ async fn a_confined_command_cannot_reach_its_parent_process() {
     // environment holds the API key. Root keeps CAP_SYS_PTRACE, which lets
     // it read other processes' /proc files even when confined.
     let root = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap()) == 0;
-    // bash's parent is the supervisor, inside the sandbox; its parent is
-    // the one that started the command.
-    let starter = "$(awk '{print $4}' /proc/$PPID/stat)";
+    // The test started the command (in the service, the service does).
+    // Inside a PID namespace of its own the command cannot even name it.
+    let starter = std::process::id();
     if !root {
         let out = run_as_alice(&users, &format!("cat /proc/{starter}/environ"));
         assert!(!out.status.success(), "read the parent's environment");
         assert!(out.stdout.is_empty());
     }
-    let out = run_as_alice(&users, &format!("kill -0 {starter}"));
+    let out = run_as_alice(
+        &users,
+        &format!("kill -0 {starter} && [ \"$(cat /proc/{starter}/comm)\" != bash ]"),
+    );
     assert!(!out.status.success(), "signalled the parent");
+    let stderr = text(&out.stderr);
     assert!(
-        text(&out.stderr).contains("Operation not permitted"),
-        "{}",
-        text(&out.stderr)
+        stderr.contains("Operation not permitted") || stderr.contains("No such process"),
+        "{stderr}"
     );
 }
 
@@ -254,22 +257,38 @@ async fn the_bash_tool_cannot_read_another_users_files_when_confined() {
     assert!(users.alice.root().join("made.txt").exists());
 }
 
-/// Whether a process is gone: no /proc entry, or a zombie awaiting its reaper.
-async fn gone(pid: u32) -> bool {
+/// Whether no live process (zombies aside) has exactly `args` as its
+/// command line, within a generous bound. Commands may run in a PID
+/// namespace of their own, where the pids they see mean nothing here, so
+/// tests find them by command line.
+async fn none_left(args: &[&str]) -> bool {
     for _ in 0..100 {
-        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-            Err(_) => return true,
-            Ok(stat)
-                if stat
-                    .rsplit_once(')')
-                    .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')) =>
-            {
-                return true;
-            }
-            Ok(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        if !running(args) {
+            return true;
         }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     false
+}
+
+/// Whether a live process (zombies aside) has exactly `args` as its command line.
+fn running(args: &[&str]) -> bool {
+    let wanted: Vec<u8> = args
+        .iter()
+        .flat_map(|a| [a.as_bytes(), b"\0"].concat())
+        .collect();
+    std::fs::read_dir("/proc")
+        .expect("/proc lists processes")
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .any(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == wanted)
+                && std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+                    !stat
+                        .rsplit_once(')')
+                        .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+                })
+        })
 }
 
 async fn read_pid(path: &Path) -> u32 {
@@ -298,15 +317,20 @@ async fn a_confined_command_is_still_killed_whole_on_timeout_and_interrupt() {
     let ctx = ToolContext::new(alice.clone(), CancellationToken::new());
     let out = tool
         .call(
-            json!({"command": "echo $$ > sh.pid; sleep 300 & echo $! > bg.pid; sleep 200", "timeout": 700}),
+            json!({"command": "echo $$ > sh.pid; sleep 3001 & echo $! > bg.pid; sleep 3002", "timeout": 700}),
             &ctx,
         )
         .await;
     assert!(started.elapsed() < Duration::from_secs(10));
     assert!(out.content.contains("timed out after 700 ms"), "{out:?}");
     for file in ["sh.pid", "bg.pid"] {
-        let pid = read_pid(&alice.root().join(file)).await;
-        assert!(gone(pid).await, "{file} {pid} survived the timeout");
+        read_pid(&alice.root().join(file)).await;
+    }
+    for sleep in ["3001", "3002"] {
+        assert!(
+            none_left(&["sleep", sleep]).await,
+            "sleep {sleep} survived the timeout"
+        );
     }
 
     let ctx = ToolContext::new(alice.clone(), CancellationToken::new());
@@ -315,20 +339,23 @@ async fn a_confined_command_is_still_killed_whole_on_timeout_and_interrupt() {
         let tool = tool.clone();
         async move {
             tool.call(
-                json!({"command": "echo $$ > int.pid; sleep 300 & wait"}),
+                json!({"command": "echo $$ > int.pid; sleep 3003 & wait"}),
                 &ctx,
             )
             .await
         }
     });
-    let pid = read_pid(&alice.root().join("int.pid")).await;
+    read_pid(&alice.root().join("int.pid")).await;
     cancel.cancel();
     let out = tokio::time::timeout(Duration::from_secs(10), call)
         .await
         .unwrap()
         .unwrap();
     assert!(out.content.contains("interrupted"), "{out:?}");
-    assert!(gone(pid).await, "the interrupted shell {pid} survived");
+    assert!(
+        none_left(&["sleep", "3003"]).await,
+        "the interrupted shell's sleep survived"
+    );
 }
 
 #[tokio::test]
@@ -353,8 +380,13 @@ async fn processes_that_leave_the_group_do_not_outlive_the_call() {
         .await;
     assert_eq!(out, ToolOutput::ok("started\n"));
     for file in ["a.pid", "b.pid", "c.pid"] {
-        let pid = read_pid(&alice.root().join(file)).await;
-        assert!(gone(pid).await, "{file} {pid} outlived the call");
+        read_pid(&alice.root().join(file)).await;
+    }
+    for sleep in ["1001", "1002", "1003"] {
+        assert!(
+            none_left(&["sleep", sleep]).await,
+            "sleep {sleep} outlived the call"
+        );
     }
 }
 
@@ -383,12 +415,12 @@ async fn a_crashed_service_leaves_no_command_running() {
         .current_dir(alice)
         .spawn()
         .unwrap();
-    let orphan = read_pid(&alice.join("orphan.pid")).await;
+    read_pid(&alice.join("orphan.pid")).await;
     service.kill().unwrap();
     service.wait().unwrap();
     assert!(
-        gone(orphan).await,
-        "the command's daemon {orphan} outlived the service"
+        none_left(&["sleep", "1004"]).await,
+        "the command's daemon outlived the service"
     );
 }
 
@@ -623,4 +655,50 @@ async fn commands_run_as_their_users_own_id_and_change_nothing_outside_its_files
     .await;
     assert_eq!(out.content, "ran\n", "{out:?}");
     assert_eq!(mode_and_mtime(&script).1, 978_307_200);
+}
+
+#[tokio::test]
+async fn a_command_sees_no_other_command_line_where_namespaces_are_allowed() {
+    if landlock().await.is_none() || !running_as_root() {
+        return;
+    }
+    let users = Users::new();
+    let bobs = Sandbox::with_launcher(EXE.into()).policy(&users.bob);
+    let mut bob = std::process::Command::new(EXE)
+        .arg(sandbox::SUBCOMMAND)
+        .args(bobs.to_args())
+        .args(["--", "sleep", "1006"])
+        .current_dir(users.bob.root())
+        .spawn()
+        .unwrap();
+    // Bob's command is running (seen from here, outside any sandbox).
+    let mut started = false;
+    for _ in 0..200 {
+        if running(&["sleep", "1006"]) {
+            started = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let out = run_as_alice(
+        &users,
+        "for f in /proc/[0-9]*/cmdline; do tr '\\0' ' ' < $f; echo; done",
+    );
+    let _ = bob.kill();
+    let _ = bob.wait();
+    assert!(started, "bob's command never started");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let seen = text(&out.stdout);
+    assert!(seen.contains("/proc/[0-9]*/cmdline"), "{seen}");
+    assert!(
+        !seen.contains("sleep 1006"),
+        "alice saw bob's command: {seen}"
+    );
+    // Nothing of the service's side either: only the namespace's own processes.
+    for line in seen.lines().filter(|l| !l.is_empty()) {
+        assert!(
+            line.contains("--in-pid-namespace") || line.contains("/proc/[0-9]*/cmdline"),
+            "{line}"
+        );
+    }
 }

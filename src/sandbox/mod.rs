@@ -10,6 +10,7 @@
 //! command ends, when the service stops it, or when the service dies.
 
 mod ids;
+mod namespace;
 mod supervisor;
 
 pub use ids::UserIds;
@@ -534,7 +535,11 @@ fn rules<'a>(
 /// Runs `sandbox-exec` with the arguments that follow it. Only returns when
 /// the program could not be started (or for `--probe`).
 pub fn run_subcommand(args: impl IntoIterator<Item = OsString>) -> ExitCode {
-    match parse_args(args) {
+    let given: Vec<OsString> = args.into_iter().collect();
+    // Inside the PID namespace the outer `sandbox-exec` made (see `namespace`).
+    let inside = given.first().is_some_and(|a| a == namespace::IN_NAMESPACE);
+    let given = if inside { &given[1..] } else { &given[..] };
+    match parse_args(given.iter().cloned()) {
         Err(e) => {
             eprintln!("claude-agent-http {SUBCOMMAND}: {e}");
             ExitCode::from(2)
@@ -563,6 +568,11 @@ pub fn run_subcommand(args: impl IntoIterator<Item = OsString>) -> ExitCode {
             program,
             args,
         }) => {
+            if inside {
+                namespace::mount_proc();
+            } else if let Some(ended) = namespace::run_outside(given, parent) {
+                return ended;
+            }
             // An unconfined run is what the service asked for when it chose
             // this launcher after its probe; nothing is printed so the
             // command's output stays its own.
@@ -570,6 +580,9 @@ pub fn run_subcommand(args: impl IntoIterator<Item = OsString>) -> ExitCode {
                 eprintln!("claude-agent-http {SUBCOMMAND}: cannot confine the command: {e}");
                 return ExitCode::from(126);
             }
+            // Inside, the parent (the outer process) is not visible; the
+            // outer one checked the service.
+            let parent = if inside { None } else { parent };
             supervisor::run(&program, &args, &policy.limits, policy.user, parent)
         }
     }

@@ -18,7 +18,7 @@ use crate::workspace::Owner;
 
 /// The signals that tell the supervisor to stop the command: the service's
 /// SIGTERM (and the parent-death signal), or a terminal's SIGINT/SIGHUP.
-const STOP: [Signal; 3] = [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP];
+pub(super) const STOP: [Signal; 3] = [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP];
 
 /// How many kill-and-reap rounds before giving up on a process tree that
 /// keeps forking; each round kills everything it finds.
@@ -252,6 +252,16 @@ fn parent_of(pid: u32) -> Option<u32> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let after_name = &stat[stat.rfind(')')? + 1..];
     after_name.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Ends this process the way a child that ended with `status` did.
+pub(super) fn end_like(status: std::process::ExitStatus) -> ExitCode {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        (None, Some(signal)) => die_by(Signal::try_from(signal).unwrap_or(Signal::SIGKILL)),
+        (None, None) => ExitCode::from(126),
+    }
 }
 
 /// Ends this process the way the command ended, so the service sees the
