@@ -87,7 +87,7 @@ if [ "$(id -u)" = 0 ]; then
     caps=-all
     bounding=$(awk '/^CapBnd:/ { print $2 }' /proc/self/status)
     needed=$(( (1 << 0) | (1 << 1) | (1 << 5) | (1 << 6) | (1 << 7) ))
-    if [ "$(printf '%s' "${CLAUDE_AGENT_TOOLS_COMMAND_USER:-auto}" | tr 'A-Z' 'a-z')" != service ] &&
+    if [ "$(printf '%s' "${CLAUDE_AGENT_TOOLS_COMMAND_USER:-auto}" | tr '[:upper:]' '[:lower:]')" != service ] &&
         [ $(( 0x$bounding & needed )) -eq "$needed" ]; then
         caps=+chown,+dac_override,+kill,+setgid,+setuid
         exec setpriv --reuid="$uid" --regid="$gid" --init-groups \

@@ -732,11 +732,6 @@ async fn a_second_message_while_a_turn_runs_is_429() {
     app.stop().await;
 }
 
-fn pid_alive(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .is_ok_and(|stat| stat.split_whitespace().nth(2).is_none_or(|s| s != "Z"))
-}
-
 async fn wait_for_file(path: &std::path::Path) -> String {
     for _ in 0..200 {
         if let Ok(text) = std::fs::read_to_string(path)
@@ -767,12 +762,12 @@ async fn turn_timeout(storage: StorageKind) {
         .await;
     assert_error(response, StatusCode::GATEWAY_TIMEOUT, "turn_timeout").await;
     assert!(started.elapsed() < Duration::from_secs(30));
-    let pid: i32 = wait_for_file(&cwd.join("pid"))
+    let pid: u32 = wait_for_file(&cwd.join("pid"))
         .await
         .trim()
         .parse()
         .unwrap();
-    assert!(!pid_alive(pid), "the tool's process was killed");
+    assert!(!command_alive(pid, &cwd), "the tool's process was killed");
     app.wait_idle(&id).await;
 
     fake.push(Reply::text("Awake."));
@@ -841,18 +836,18 @@ async fn interrupt_kills_the_running_tool_and_keeps_history_valid() {
             break;
         }
     }
-    let pid: i32 = wait_for_file(&cwd.join("pid"))
+    let pid: u32 = wait_for_file(&cwd.join("pid"))
         .await
         .trim()
         .parse()
         .unwrap();
-    assert!(pid_alive(pid));
+    assert!(command_alive(pid, &cwd));
     let response = app.interrupt(&id).await;
     assert_eq!(response.status(), StatusCode::OK);
     let outcome: Value = response.json().await.unwrap();
     assert_eq!(outcome["interrupted"], true);
     assert_eq!(outcome["finished"], true);
-    assert!(!pid_alive(pid), "the tool's process was killed");
+    assert!(!command_alive(pid, &cwd), "the tool's process was killed");
     let rest = frames.collect().await;
     let last = rest.last().unwrap();
     assert_eq!(last["type"], "done");
@@ -1091,7 +1086,7 @@ async fn an_interrupt_sent_to_another_instance_stops_the_turn() {
             .await,
     );
     assert_eq!(frames.next().await.unwrap()["type"], "tool_use");
-    let pid: i32 = wait_for_file(&cwd.join("pid"))
+    let pid: u32 = wait_for_file(&cwd.join("pid"))
         .await
         .trim()
         .parse()
@@ -1102,7 +1097,10 @@ async fn an_interrupt_sent_to_another_instance_stops_the_turn() {
     let outcome: Value = response.json().await.unwrap();
     assert_eq!(outcome["interrupted"], true);
     assert_eq!(outcome["finished"], true);
-    assert!(!pid_alive(pid), "the tool on the other instance was killed");
+    assert!(
+        !command_alive(pid, &cwd),
+        "the tool on the other instance was killed"
+    );
     let rest = frames.collect().await;
     assert_eq!(rest.last().unwrap()["stop_reason"], "interrupted");
     assert_error(
@@ -1134,7 +1132,7 @@ async fn deleting_a_session_stops_its_running_turn() {
             .await,
     );
     assert_eq!(frames.next().await.unwrap()["type"], "tool_use");
-    let pid: i32 = wait_for_file(&cwd.join("pid"))
+    let pid: u32 = wait_for_file(&cwd.join("pid"))
         .await
         .trim()
         .parse()
@@ -1146,7 +1144,10 @@ async fn deleting_a_session_stops_its_running_turn() {
     let rest = frames.collect().await;
     let last = rest.last().unwrap();
     assert!(last["type"] == "done" || last["type"] == "error", "{last}");
-    assert!(!pid_alive(pid), "the deleted session's tool was killed");
+    assert!(
+        !command_alive(pid, &cwd),
+        "the deleted session's tool was killed"
+    );
     assert_error(
         app.get_session(&id).await,
         StatusCode::NOT_FOUND,

@@ -307,3 +307,32 @@ macro_rules! on_every_backend {
         }
     };
 }
+
+/// Whether a command's process is alive (zombies aside): the one whose pid
+/// in its own PID namespace (commands may get one, where the pids they
+/// print mean nothing outside) is `pid` and whose working directory is `cwd`.
+pub fn command_alive(pid: u32, cwd: &std::path::Path) -> bool {
+    let cwd = cwd.canonicalize().unwrap_or_else(|_| cwd.to_path_buf());
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .any(|host| {
+            let Ok(status) = std::fs::read_to_string(format!("/proc/{host}/status")) else {
+                return false;
+            };
+            let field = |name: &str| {
+                status
+                    .lines()
+                    .find_map(|l| l.strip_prefix(name))
+                    .map(str::trim)
+                    .unwrap_or("")
+                    .to_owned()
+            };
+            field("NSpid:").split_whitespace().last() == Some(pid.to_string().as_str())
+                && !field("State:").starts_with('Z')
+                && std::fs::read_link(format!("/proc/{host}/cwd")).is_ok_and(|d| d == cwd)
+        })
+}

@@ -340,17 +340,6 @@ fn task_id_in(text: &str) -> String {
     text[start..start + 17].to_owned()
 }
 
-fn process_alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        !stat
-            .rsplit(')')
-            .next()
-            .unwrap_or("")
-            .trim_start()
-            .starts_with('Z')
-    })
-}
-
 #[tokio::test]
 async fn a_background_dev_server_is_read_twice_and_killed_when_the_session_is_deleted() {
     let fake = FakeAnthropic::start().await;
@@ -379,7 +368,7 @@ async fn a_background_dev_server_is_read_twice_and_killed_when_the_session_is_de
         .trim()
         .parse()
         .unwrap();
-    assert!(process_alive(pid));
+    assert!(command_alive(pid, &dir));
     eventually("the server printed ticks", || async {
         let session: Value = app.get_session(&id).await.json().await.unwrap();
         session["background_tasks"][0]["output_bytes"]
@@ -437,7 +426,7 @@ async fn a_background_dev_server_is_read_twice_and_killed_when_the_session_is_de
         app.delete_session(&id).await.status(),
         StatusCode::NO_CONTENT
     );
-    eventually("the server is gone", || async { !process_alive(pid) }).await;
+    eventually("the server is gone", || async { !command_alive(pid, &dir) }).await;
 }
 
 #[tokio::test]

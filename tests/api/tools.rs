@@ -298,6 +298,11 @@ async fn bash_runs_as_the_users_own_id_and_cannot_take_access_away_from_others()
     };
     let before = modes(&targets);
     fake.push(Reply::tool_use("Bash", json!({"command": "id -u"})));
+    // The service is this test process: its environment holds the secrets.
+    fake.push(Reply::tool_use(
+        "Bash",
+        json!({"command": format!("cat /proc/{}/environ", std::process::id())}),
+    ));
     for target in &targets {
         fake.push(Reply::tool_use(
             "Bash",
@@ -312,7 +317,13 @@ async fn bash_runs_as_the_users_own_id_and_cannot_take_access_away_from_others()
 
     let last = fake.requests().len() - 1;
     let results = results_in(&fake, last);
-    assert_eq!(results.len(), 1 + targets.len());
+    assert_eq!(results.len(), 2 + targets.len());
+    assert_eq!(results[1]["is_error"], true, "{}", results[1]);
+    assert!(
+        !results[1]["content"].as_str().unwrap().contains("PATH="),
+        "{}",
+        results[1]
+    );
     let uid: u32 = results[0]["content"]
         .as_str()
         .unwrap()
@@ -327,7 +338,7 @@ async fn bash_runs_as_the_users_own_id_and_cannot_take_access_away_from_others()
         uid,
         "alice's directory is her id's"
     );
-    for result in &results[1..] {
+    for result in &results[2..] {
         assert_eq!(result["is_error"], true, "{result}");
         assert!(
             result["content"]
