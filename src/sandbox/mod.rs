@@ -883,7 +883,20 @@ impl Sandbox {
         Policy::new(read_write, read_only)
             .with_net(self.net.clone())
             .with_limits(self.limits)
-            .with_user(workspace.owner())
+            .with_user(
+                workspace
+                    .owner()
+                    .or_else(|| self.owner_by_directory(workspace)),
+            )
+    }
+
+    /// The id a workspace's commands run as when it was opened without one
+    /// (every turn's is): its user's, named by the user's directory, so a
+    /// command never runs as the service when users have ids of their own.
+    fn owner_by_directory(&self, workspace: &Workspace) -> Option<Owner> {
+        let ids = self.user_ids.as_ref()?;
+        let name = workspace.user_dir().file_name()?.to_str()?;
+        ids.owner(&crate::domain::UserId::parse(name).ok()?).ok()
     }
 
     /// The session's private temporary directory, created (owner-only) when

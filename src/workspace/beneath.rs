@@ -439,8 +439,21 @@ pub fn give_to(fd: impl AsFd, owner: Owner) -> io::Result<()> {
 /// Gives `root` and everything beneath it to `owner`, walking through
 /// handles and never following a symlink, so nothing outside the tree can
 /// be reached through a link swapped in meanwhile. FIFOs, sockets and
-/// devices keep their owner.
-pub fn give_tree_to(root: impl AsFd, owner: Owner) -> io::Result<()> {
+/// devices keep their owner. An entry that cannot be given (immutable, on a
+/// read-only mount) is left as it is and counted; only `root` itself must
+/// succeed. Returns how many were left.
+pub fn give_tree_to(root: impl AsFd, owner: Owner) -> io::Result<u64> {
+    let left = give_children_to(&root, owner);
+    give_to(&root, owner)?;
+    Ok(left)
+}
+
+fn give_children_to(root: impl AsFd, owner: Owner) -> u64 {
+    // A directory that cannot be listed counts as one entry left.
+    try_give_children_to(root, owner).unwrap_or(1)
+}
+
+fn try_give_children_to(root: impl AsFd, owner: Owner) -> io::Result<u64> {
     let dir = rustix::fs::openat(
         &root,
         c".",
@@ -452,6 +465,7 @@ pub fn give_tree_to(root: impl AsFd, owner: Owner) -> io::Result<()> {
         .map(|entry| entry.file_name().to_owned())
         .filter(|n| n.as_bytes() != b"." && n.as_bytes() != b"..")
         .collect();
+    let mut left = 0;
     for name in names {
         let child = match rustix::fs::openat(
             &dir,
@@ -461,16 +475,21 @@ pub fn give_tree_to(root: impl AsFd, owner: Owner) -> io::Result<()> {
         ) {
             Ok(fd) => fd,
             Err(rustix::io::Errno::NOENT) => continue,
-            Err(e) => return Err(e.into()),
+            Err(_) => {
+                left += 1;
+                continue;
+            }
         };
-        let stat = rustix::fs::fstat(&child)?;
-        if FileType::from_raw_mode(stat.st_mode) == FileType::Directory {
-            give_tree_to(&child, owner)?;
-        } else {
-            give_to(&child, owner)?;
+        let is_dir = rustix::fs::fstat(&child)
+            .is_ok_and(|stat| FileType::from_raw_mode(stat.st_mode) == FileType::Directory);
+        if is_dir {
+            left += give_children_to(&child, owner);
+        }
+        if give_to(&child, owner).is_err() {
+            left += 1;
         }
     }
-    give_to(&root, owner)
+    Ok(left)
 }
 
 fn dot_if_empty(path: &Path) -> &Path {

@@ -159,7 +159,16 @@ impl Workspace {
         let user_dir = self.user_dir.handle.as_ref();
         let stat = rustix::fs::fstat(user_dir).map_err(io::Error::from)?;
         if stat.st_uid != owner.uid || stat.st_gid != owner.gid {
-            beneath::give_tree_to(user_dir, owner)?;
+            let left = beneath::give_tree_to(user_dir, owner)?;
+            if left > 0 {
+                tracing::warn!(
+                    user_dir = %self.user_dir.path.display(),
+                    left,
+                    uid = owner.uid,
+                    "some files of the user's directory could not be given to its id; \
+                     its commands can read but not change them"
+                );
+            }
         } else if let Ok(rel) = self.root.path.strip_prefix(&self.user_dir.path) {
             let mut walked = PathBuf::new();
             for part in rel.components() {
