@@ -715,6 +715,25 @@ impl FromStr for NetworkMode {
     }
 }
 
+/// How MCP servers beyond `mcp_servers` are treated (`mcp`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(default)]
+pub struct McpSettings {
+    /// The stdio servers a session's own `.mcp.json` names (with the
+    /// `project` setting source). A repository can name any command, so
+    /// they are off unless allowed; allowed ones run per session, confined
+    /// like its Bash commands.
+    pub project_servers: ProjectServers,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProjectServers {
+    Allow,
+    #[default]
+    Deny,
+}
+
 /// Which user confined commands run as (`tools.command_user`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -890,6 +909,7 @@ pub struct Settings {
     pub context: ContextSettings,
     /// MCP servers by name; their tools appear as `mcp__<name>__<tool>`.
     pub mcp_servers: BTreeMap<String, McpServerConfig>,
+    pub mcp: McpSettings,
     /// Local plugin folders bundling skills and MCP servers.
     pub plugins: Vec<PluginConfig>,
     pub log: LogSettings,
@@ -910,6 +930,7 @@ impl Default for Settings {
             models: default_models(),
             context: ContextSettings::default(),
             mcp_servers: BTreeMap::new(),
+            mcp: McpSettings::default(),
             plugins: Vec::new(),
             log: LogSettings::default(),
             metrics: MetricsSettings::default(),
@@ -1753,6 +1774,15 @@ mod tests {
             "{shown}"
         );
         assert!(!shown.contains(": x"), "env values stay hidden: {shown}");
+    }
+
+    #[test]
+    fn project_mcp_servers_are_denied_unless_allowed() {
+        let s = load(None, &[]).unwrap();
+        assert_eq!(s.mcp.project_servers, ProjectServers::Deny);
+        let s = load(Some("mcp:\n  project_servers: allow\n"), &[]).unwrap();
+        assert_eq!(s.mcp.project_servers, ProjectServers::Allow);
+        assert!(load(Some("mcp:\n  project_servers: maybe\n"), &[]).is_err());
     }
 
     #[test]

@@ -74,11 +74,16 @@ impl Application {
             settings.defaults.setting_sources.clone(),
             settings.plugins.clone(),
         ));
-        let mcp = Arc::new(McpHub::from_config(
-            &settings.mcp_servers,
-            &settings.plugins,
-        ));
         let sandbox = Sandbox::from_settings(&settings).await?;
+        let project_servers = settings.mcp.project_servers == crate::config::ProjectServers::Allow
+            && settings
+                .defaults
+                .setting_sources
+                .contains(&crate::skills::SettingSource::Project);
+        let mcp = Arc::new(
+            McpHub::from_config(&settings.mcp_servers, &settings.plugins)
+                .with_session_servers(sandbox.clone(), project_servers),
+        );
         let user_ids = sandbox.user_ids();
         let model = model_client(&settings)?;
         let policy = tool_policy(&settings)?.with_hook_sandbox(sandbox.clone());

@@ -22,6 +22,7 @@ fn hub() -> McpHub {
             command: "node".into(),
             args: vec![everything_server().display().to_string(), "stdio".into()],
             env: BTreeMap::from([("MCP_TEST_MARKER".into(), "from-config".into())]),
+            per_session: false,
         },
     )]))
 }
@@ -128,6 +129,7 @@ async fn a_crashing_server_fails_alone_and_its_stderr_stays_private() {
                 command: "node".into(),
                 args: vec![everything_server().display().to_string(), "stdio".into()],
                 env: BTreeMap::new(),
+                per_session: false,
             },
         ),
         (
@@ -139,6 +141,7 @@ async fn a_crashing_server_fails_alone_and_its_stderr_stays_private() {
                     "console.error('boom: no config'); process.exit(3)".into(),
                 ],
                 env: BTreeMap::new(),
+                per_session: false,
             },
         ),
     ]));
@@ -157,4 +160,204 @@ async fn a_crashing_server_fails_alone_and_its_stderr_stays_private() {
     assert!(error.contains("exited"), "{crashed:?}");
     assert!(!error.contains("boom"), "{crashed:?}");
     hub.shutdown().await;
+}
+
+#[path = "api/helpers.rs"]
+#[allow(dead_code)]
+mod helpers;
+
+/// alice's and bob's directories under one base, given to their own ids
+/// when the tests run as root (as the service does then), and the sandbox
+/// their commands and per-session servers run in. The test servers live in
+/// the repository, which confined processes may otherwise not read.
+struct Sessions {
+    _base: tempfile::TempDir,
+    alice: claude_agent_http::workspace::Workspace,
+    bob: claude_agent_http::workspace::Workspace,
+    sandbox: claude_agent_http::sandbox::Sandbox,
+}
+
+impl Sessions {
+    fn new() -> Self {
+        use claude_agent_http::config::CommandUids;
+        use claude_agent_http::domain::UserId;
+        use claude_agent_http::sandbox::{Sandbox, UserIds};
+        use claude_agent_http::workspace::Workspace;
+        let base = helpers::test_dir();
+        let ids = rustix::process::geteuid().is_root().then(|| {
+            let range = CommandUids {
+                first: 3_300_000,
+                count: 1_000,
+            };
+            std::sync::Arc::new(UserIds::open(UserIds::dir_for(base.path()), range).unwrap())
+        });
+        let open = |name: &str| {
+            let user = UserId::parse(name).unwrap();
+            let ws = Workspace::open(base.path(), &user, None, true).unwrap();
+            match &ids {
+                Some(ids) => ws.owned_by(ids.owner(&user).unwrap()).unwrap(),
+                None => ws,
+            }
+        };
+        let (alice, bob) = (open("alice"), open("bob"));
+        let servers = everything_server()
+            .ancestors()
+            .find(|d| d.ends_with("tests/mcp"))
+            .unwrap()
+            .to_path_buf();
+        let mut sandbox = Sandbox::with_launcher(env!("CARGO_BIN_EXE_claude-agent-http").into())
+            .with_temp_root(base.path().join(".tmp"))
+            .with_read_only([servers]);
+        if let Some(ids) = ids {
+            sandbox = sandbox.with_user_ids(ids);
+        }
+        Self {
+            _base: base,
+            alice,
+            bob,
+            sandbox,
+        }
+    }
+}
+
+fn everything_in_session() -> McpServerConfig {
+    McpServerConfig::Stdio {
+        command: "node".into(),
+        args: vec![everything_server().display().to_string(), "stdio".into()],
+        env: BTreeMap::from([("MCP_TEST_MARKER".into(), "per-session".into())]),
+        per_session: true,
+    }
+}
+
+/// The environment a server's `get-env` tool reports.
+async fn env_of(
+    hub: &McpHub,
+    ws: &claude_agent_http::workspace::Workspace,
+    name: &str,
+) -> BTreeMap<String, String> {
+    let get_env = tool(hub, ws, name).await;
+    let out = get_env.call(json!({}), &ctx(ws)).await;
+    assert!(!out.is_error, "{}", out.content);
+    serde_json::from_str(&out.content).unwrap()
+}
+
+/// The uid of the live process running `args` in `cwd`, seen from here.
+fn uid_of_process(args: &[&str], cwd: &std::path::Path) -> Option<u32> {
+    let wanted: Vec<u8> = args
+        .iter()
+        .flat_map(|a| [a.as_bytes(), b"\0"].concat())
+        .collect();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .find(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == wanted)
+                && std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|d| d == cwd)
+        })
+        .and_then(|pid| {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("Uid:"))?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+}
+
+#[tokio::test]
+async fn a_session_scoped_server_runs_once_per_session_in_its_directory_and_sandbox() {
+    if helpers::sandbox_level().await.is_none() {
+        return;
+    }
+    let s = Sessions::new();
+    let hub = McpHub::new(BTreeMap::from([(
+        "mine".to_owned(),
+        everything_in_session(),
+    )]))
+    .with_session_servers(s.sandbox.clone(), false);
+    // Not a shared server: /health lists none.
+    assert!(hub.status().is_empty());
+
+    let alice_env = env_of(&hub, &s.alice, "mcp__mine__get-env").await;
+    let bob_env = env_of(&hub, &s.bob, "mcp__mine__get-env").await;
+    assert_eq!(alice_env["HOME"], s.alice.root().display().to_string());
+    assert_eq!(bob_env["HOME"], s.bob.root().display().to_string());
+    assert_eq!(alice_env["MCP_TEST_MARKER"], "per-session");
+    assert!(
+        alice_env["TMPDIR"].contains("/.tmp/"),
+        "{:?}",
+        alice_env.get("TMPDIR")
+    );
+    let leaked: Vec<&String> = alice_env
+        .keys()
+        .filter(|k| {
+            k.starts_with("ANTHROPIC")
+                || k.starts_with("CLAUDE_AGENT")
+                || k.contains("TOKEN")
+                || k.contains("PASSWORD")
+        })
+        .collect();
+    assert!(leaked.is_empty(), "{leaked:?}");
+    let (a, b) = (
+        hub.session_pid(s.alice.root(), "mine").unwrap(),
+        hub.session_pid(s.bob.root(), "mine").unwrap(),
+    );
+    assert_ne!(a, b, "one process per session");
+
+    let server = everything_server().display().to_string();
+    let args = ["node", server.as_str(), "stdio"];
+    if rustix::process::geteuid().is_root() {
+        let alice_uid = uid_of_process(&args, s.alice.root()).expect("alice's server");
+        let bob_uid = uid_of_process(&args, s.bob.root()).expect("bob's server");
+        assert!(alice_uid != 0 && bob_uid != 0 && alice_uid != bob_uid);
+    }
+    hub.shutdown().await;
+    for _ in 0..100 {
+        if uid_of_process(&args, s.alice.root()).is_none() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(uid_of_process(&args, s.alice.root()).is_none());
+}
+
+#[tokio::test]
+async fn a_projects_mcp_json_is_used_only_when_allowed_and_then_confined() {
+    if helpers::sandbox_level().await.is_none() {
+        return;
+    }
+    let s = Sessions::new();
+    let server = everything_server().display().to_string();
+    std::fs::write(
+        s.alice.root().join(".mcp.json"),
+        json!({"mcpServers": {
+            "proj": {"command": "node", "args": [server, "stdio"]},
+            "remote": {"type": "http", "url": "http://127.0.0.1:9/mcp"}
+        }})
+        .to_string(),
+    )
+    .unwrap();
+
+    let denied = McpHub::new(BTreeMap::new()).with_session_servers(s.sandbox.clone(), false);
+    let names: Vec<String> = denied
+        .tools(&s.alice)
+        .await
+        .iter()
+        .map(|t| t.name().to_owned())
+        .collect();
+    assert!(!names.iter().any(|n| n.starts_with("mcp__")), "{names:?}");
+
+    let allowed = McpHub::new(BTreeMap::new()).with_session_servers(s.sandbox.clone(), true);
+    let tools = allowed.tools(&s.alice).await;
+    assert!(tools.iter().any(|t| t.name() == "mcp__proj__echo"));
+    assert!(!tools.iter().any(|t| t.name().starts_with("mcp__remote__")));
+    let env = env_of(&allowed, &s.alice, "mcp__proj__get-env").await;
+    assert_eq!(env["HOME"], s.alice.root().display().to_string());
+    // Bob's session has no such file: nothing of alice's project reaches him.
+    let bobs = allowed.tools(&s.bob).await;
+    assert!(!bobs.iter().any(|t| t.name().starts_with("mcp__proj__")));
+    allowed.shutdown().await;
 }

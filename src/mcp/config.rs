@@ -19,6 +19,10 @@ pub enum McpServerConfig {
         command: String,
         args: Vec<String>,
         env: BTreeMap<String, String>,
+        /// `scope: session`: one process per session, started in the
+        /// session's directory and confined like its Bash commands, instead
+        /// of one process every session shares.
+        per_session: bool,
     },
     /// The streamable HTTP transport (one endpoint, POST + optional SSE).
     Http {
@@ -48,11 +52,17 @@ impl fmt::Debug for McpServerConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let keys = |m: &BTreeMap<String, String>| m.keys().cloned().collect::<Vec<_>>();
         match self {
-            Self::Stdio { command, args, env } => f
+            Self::Stdio {
+                command,
+                args,
+                env,
+                per_session,
+            } => f
                 .debug_struct("Stdio")
                 .field("command", command)
                 .field("args", args)
                 .field("env", &keys(env))
+                .field("per_session", per_session)
                 .finish(),
             Self::Http { url, headers } => f
                 .debug_struct("Http")
@@ -84,6 +94,8 @@ struct RawServer {
     url: Option<String>,
     #[serde(default)]
     headers: BTreeMap<String, String>,
+    /// `shared` (default) or `session`, for stdio servers.
+    scope: Option<String>,
 }
 
 impl TryFrom<RawServer> for McpServerConfig {
@@ -102,6 +114,20 @@ impl TryFrom<RawServer> for McpServerConfig {
             url.filter(|u| !u.trim().is_empty())
                 .ok_or_else(|| format!("an MCP server of type `{kind}` needs a `url`"))
         };
+        let per_session = match (raw.scope.as_deref(), kind) {
+            (None | Some("shared"), _) => false,
+            (Some("session"), "stdio") => true,
+            (Some("session"), _) => {
+                return Err(format!(
+                    "`scope: session` is for stdio servers, not `{kind}` ones"
+                ));
+            }
+            (Some(other), _) => {
+                return Err(format!(
+                    "unknown MCP server scope `{other}` (expected shared or session)"
+                ));
+            }
+        };
         match kind {
             "stdio" => Ok(Self::Stdio {
                 command: raw
@@ -110,6 +136,7 @@ impl TryFrom<RawServer> for McpServerConfig {
                     .ok_or("an MCP server of type `stdio` needs a `command`")?,
                 args: raw.args,
                 env: raw.env,
+                per_session,
             }),
             "http" => Ok(Self::Http {
                 url: need_url(raw.url)?,
@@ -126,11 +153,11 @@ impl TryFrom<RawServer> for McpServerConfig {
     }
 }
 
-/// The file a plugin declares its servers in.
+/// The file a plugin or a project declares its servers in.
 #[derive(Deserialize)]
-struct McpJson {
+pub(super) struct McpJson {
     #[serde(rename = "mcpServers", default)]
-    mcp_servers: BTreeMap<String, serde_json::Value>,
+    pub(super) mcp_servers: BTreeMap<String, serde_json::Value>,
 }
 
 /// Servers from config plus those in each plugin's `.mcp.json`. Config wins
@@ -183,10 +210,16 @@ pub fn collect_servers(
 fn expand_plugin_root(config: McpServerConfig, root: &str) -> McpServerConfig {
     let expand = |s: String| s.replace("${CLAUDE_PLUGIN_ROOT}", root);
     match config {
-        McpServerConfig::Stdio { command, args, env } => McpServerConfig::Stdio {
+        McpServerConfig::Stdio {
+            command,
+            args,
+            env,
+            per_session,
+        } => McpServerConfig::Stdio {
             command: expand(command),
             args: args.into_iter().map(expand).collect(),
             env: env.into_iter().map(|(k, v)| (k, expand(v))).collect(),
+            per_session,
         },
         other => other,
     }
@@ -211,6 +244,30 @@ mod tests {
     }
 
     #[test]
+    fn a_stdio_server_may_run_per_session_and_nothing_else_may() {
+        let parsed = parse(r#"{"command": "node", "scope": "session"}"#).unwrap();
+        assert!(matches!(
+            parsed,
+            McpServerConfig::Stdio {
+                per_session: true,
+                ..
+            }
+        ));
+        let shared = parse(r#"{"command": "node", "scope": "shared"}"#).unwrap();
+        assert!(matches!(
+            shared,
+            McpServerConfig::Stdio {
+                per_session: false,
+                ..
+            }
+        ));
+        let err = parse(r#"{"type": "http", "url": "http://h", "scope": "session"}"#).unwrap_err();
+        assert!(err.contains("stdio"), "{err}");
+        let err = parse(r#"{"command": "node", "scope": "user"}"#).unwrap_err();
+        assert!(err.contains("shared or session"), "{err}");
+    }
+
+    #[test]
     fn accepts_the_three_shapes_and_untyped_stdio() {
         assert_eq!(
             parse(r#"{"type": "stdio", "command": "node", "args": ["x.js"], "env": {"A": "1"}}"#)
@@ -219,6 +276,7 @@ mod tests {
                 command: "node".into(),
                 args: vec!["x.js".into()],
                 env: BTreeMap::from([("A".into(), "1".into())]),
+                per_session: false,
             }
         );
         assert_eq!(
@@ -227,6 +285,7 @@ mod tests {
                 command: "npx".into(),
                 args: vec![],
                 env: BTreeMap::new(),
+                per_session: false,
             }
         );
         assert_eq!(
@@ -320,6 +379,7 @@ mod tests {
                 command: format!("{root}/bin/helper"),
                 args: vec!["--root".into(), root.clone()],
                 env: BTreeMap::new(),
+                per_session: false,
             }
         );
         assert_eq!(

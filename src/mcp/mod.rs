@@ -5,8 +5,10 @@ mod config;
 mod server;
 pub mod sse;
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use rmcp::ServiceError;
@@ -17,9 +19,10 @@ use serde_json::{Map, Value};
 pub use config::{McpServerConfig, collect_servers, inherits_env};
 
 use crate::plugins::PluginConfig;
+use crate::sandbox::Sandbox;
 use crate::tools::{Tool, ToolContext, ToolOutput, ToolSource};
-use crate::workspace::Workspace;
-use server::{Observed, ServerSlot};
+use crate::workspace::{Access, Workspace};
+use server::{Confinement, Observed, ServerSlot};
 
 /// A tool result longer than this is cut: it all goes into the model's
 /// context, and a server dumping a whole database would crowd out the turn.
@@ -27,11 +30,35 @@ const MAX_RESULT_CHARS: usize = 100_000;
 /// Tool names the Messages API accepts: `^[a-zA-Z0-9_-]{1,128}$`.
 const MAX_TOOL_NAME_CHARS: usize = 128;
 
-/// The MCP servers of this process, shared by all sessions. Servers are
-/// process-wide (not per user) because they are the operator's
-/// configuration, and starting one per session would be slow and costly.
+/// A session's own servers stop after this long without a turn.
+const SESSION_SERVER_IDLE: Duration = Duration::from_secs(10 * 60);
+
+/// Where a session names its own servers (Claude Code's project scope).
+const PROJECT_FILE: &str = ".mcp.json";
+
+/// The MCP servers of this process. Most are shared by all sessions: they
+/// are the operator's configuration, and starting one per session would be
+/// slow and costly. Stdio servers with `scope: session`, and the stdio
+/// servers of a session's own `.mcp.json` when `mcp.project_servers`
+/// allows them, run once per session, in its directory and sandbox.
 pub struct McpHub {
     servers: BTreeMap<String, Arc<ServerSlot>>,
+    per_session: BTreeMap<String, McpServerConfig>,
+    sessions: SessionServers,
+}
+
+/// The running servers of each session, by its directory.
+struct SessionServers {
+    sandbox: Sandbox,
+    /// Whether a session's `.mcp.json` is read.
+    project: bool,
+    running: Mutex<HashMap<PathBuf, SessionEntry>>,
+}
+
+struct SessionEntry {
+    configs: BTreeMap<String, McpServerConfig>,
+    slots: BTreeMap<String, Arc<ServerSlot>>,
+    used: Instant,
 }
 
 /// Connection state of one server, for `/health`.
@@ -62,12 +89,131 @@ impl McpHub {
     /// A hub over exactly these servers. Nothing starts until first use.
     pub fn new(servers: BTreeMap<String, McpServerConfig>) -> Self {
         server::ensure_crypto_provider();
+        let (per_session, shared): (BTreeMap<_, _>, BTreeMap<_, _>) =
+            servers.into_iter().partition(|(_, config)| {
+                matches!(
+                    config,
+                    McpServerConfig::Stdio {
+                        per_session: true,
+                        ..
+                    }
+                )
+            });
         Self {
-            servers: servers
+            servers: shared
                 .into_iter()
                 .map(|(name, config)| (name.clone(), Arc::new(ServerSlot::new(name, config))))
                 .collect(),
+            per_session,
+            sessions: SessionServers {
+                sandbox: Sandbox::off(),
+                project: false,
+                running: Mutex::new(HashMap::new()),
+            },
         }
+    }
+
+    /// Per-session servers start through `sandbox`, as the session's Bash
+    /// commands do; with `project`, a session's own `.mcp.json` adds some.
+    pub fn with_session_servers(mut self, sandbox: Sandbox, project: bool) -> Self {
+        self.sessions.sandbox = sandbox;
+        self.sessions.project = project;
+        self
+    }
+
+    /// The servers a session in `workspace` runs for itself, by name:
+    /// configured `scope: session` ones, then its `.mcp.json` stdio
+    /// servers when allowed (configured names win).
+    fn session_configs(&self, workspace: &Workspace) -> BTreeMap<String, McpServerConfig> {
+        let mut wanted = self.per_session.clone();
+        if !self.sessions.project {
+            return wanted;
+        }
+        // Project servers run a repository's command: only confined.
+        if !self.sessions.sandbox.is_confined() {
+            tracing::warn!(
+                "project MCP servers are allowed but Bash commands are not confined; ignoring .mcp.json"
+            );
+            return wanted;
+        }
+        for (name, config) in project_servers(workspace) {
+            if self.servers.contains_key(&name) || wanted.contains_key(&name) {
+                continue;
+            }
+            wanted.insert(name, config);
+        }
+        wanted
+    }
+
+    /// The slots of `workspace`'s session servers, started anew when the
+    /// wanted set changed; sessions idle too long have theirs stopped.
+    fn session_slots(&self, workspace: &Workspace) -> Vec<Arc<ServerSlot>> {
+        let wanted = self.session_configs(workspace);
+        let mut stale: Vec<Arc<ServerSlot>> = Vec::new();
+        let slots = {
+            let mut running = self
+                .sessions
+                .running
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let root = workspace.root().to_path_buf();
+            running.retain(|dir, entry| {
+                let keep = *dir == root || entry.used.elapsed() < SESSION_SERVER_IDLE;
+                if !keep {
+                    stale.extend(entry.slots.values().cloned());
+                }
+                keep
+            });
+            if wanted.is_empty() {
+                if let Some(entry) = running.remove(&root) {
+                    stale.extend(entry.slots.into_values());
+                }
+                Vec::new()
+            } else {
+                let entry = running.entry(root).or_insert_with(|| SessionEntry {
+                    configs: BTreeMap::new(),
+                    slots: BTreeMap::new(),
+                    used: Instant::now(),
+                });
+                if entry.configs != wanted {
+                    stale.extend(std::mem::take(&mut entry.slots).into_values());
+                    let confinement = Confinement {
+                        sandbox: self.sessions.sandbox.clone(),
+                        workspace: workspace.clone(),
+                    };
+                    entry.slots = wanted
+                        .iter()
+                        .map(|(name, config)| {
+                            let slot = ServerSlot::confined(
+                                name.clone(),
+                                config.clone(),
+                                Some(confinement.clone()),
+                            );
+                            (name.clone(), Arc::new(slot))
+                        })
+                        .collect();
+                    entry.configs = wanted;
+                }
+                entry.used = Instant::now();
+                entry.slots.values().cloned().collect()
+            }
+        };
+        if !stale.is_empty() {
+            tokio::spawn(async move {
+                futures::future::join_all(stale.iter().map(|slot| slot.shutdown())).await;
+            });
+        }
+        slots
+    }
+
+    /// The pid of a session's running server (for diagnostics and tests).
+    pub fn session_pid(&self, session_dir: &Path, server: &str) -> Option<u32> {
+        let running = self
+            .sessions
+            .running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        running.get(session_dir)?.slots.get(server)?.pid()
     }
 
     /// A hub over the configured servers plus those in each local plugin's
@@ -108,24 +254,89 @@ impl McpHub {
     /// Stops every server, waiting for stdio children to exit. Servers used
     /// after this start again.
     pub async fn shutdown(&self) {
-        futures::future::join_all(self.servers.values().map(|slot| slot.shutdown())).await;
+        let sessions: Vec<Arc<ServerSlot>> = self
+            .sessions
+            .running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .drain()
+            .flat_map(|(_, entry)| entry.slots.into_values())
+            .collect();
+        futures::future::join_all(
+            self.servers
+                .values()
+                .chain(sessions.iter())
+                .map(|slot| slot.shutdown()),
+        )
+        .await;
     }
+}
+
+/// The stdio servers of the session's own `.mcp.json` (at its directory's
+/// root), read through the workspace. Others (http, sse) would have the
+/// service itself connect wherever a repository says, and are skipped.
+fn project_servers(workspace: &Workspace) -> BTreeMap<String, McpServerConfig> {
+    use std::io::Read;
+    let path = workspace.root().join(PROJECT_FILE);
+    let Ok(opened) = workspace.open_file(&path, Access::Read) else {
+        return BTreeMap::new();
+    };
+    let mut text = String::new();
+    if opened
+        .file
+        .take(1024 * 1024)
+        .read_to_string(&mut text)
+        .is_err()
+    {
+        return BTreeMap::new();
+    }
+    let Ok(file) = serde_json::from_str::<config::McpJson>(&text) else {
+        tracing::debug!(file = %path.display(), "ignoring a .mcp.json that does not parse");
+        return BTreeMap::new();
+    };
+    file.mcp_servers
+        .into_iter()
+        .filter_map(|(name, value)| match serde_json::from_value(value) {
+            Ok(McpServerConfig::Stdio {
+                command, args, env, ..
+            }) => Some((
+                name,
+                McpServerConfig::Stdio {
+                    command,
+                    args,
+                    env,
+                    per_session: true,
+                },
+            )),
+            Ok(_) => {
+                tracing::debug!(server = %name, "skipping a project MCP server that is not stdio");
+                None
+            }
+            Err(e) => {
+                tracing::debug!(server = %name, error = %e, "skipping a project MCP server");
+                None
+            }
+        })
+        .collect()
 }
 
 #[async_trait]
 impl ToolSource for McpHub {
     /// The tools of every server that is (or can now be) connected; a server
     /// that fails to start contributes none and the others are unaffected.
-    async fn tools(&self, _workspace: &Workspace) -> Vec<Arc<dyn Tool>> {
-        let listed = futures::future::join_all(self.servers.values().map(|slot| async move {
-            let conn = slot.connection(false).await.ok()?;
-            Some(
-                conn.tools
-                    .iter()
-                    .map(|tool| Arc::new(McpTool::new(slot.clone(), tool)) as Arc<dyn Tool>)
-                    .collect::<Vec<_>>(),
-            )
-        }))
+    async fn tools(&self, workspace: &Workspace) -> Vec<Arc<dyn Tool>> {
+        let own = self.session_slots(workspace);
+        let listed = futures::future::join_all(self.servers.values().chain(own.iter()).map(
+            |slot| async move {
+                let conn = slot.connection(false).await.ok()?;
+                Some(
+                    conn.tools
+                        .iter()
+                        .map(|tool| Arc::new(McpTool::new(slot.clone(), tool)) as Arc<dyn Tool>)
+                        .collect::<Vec<_>>(),
+                )
+            },
+        ))
         .await;
         listed.into_iter().flatten().flatten().collect()
     }
@@ -351,6 +562,7 @@ mod tests {
                 command: "/nonexistent/mcp-server".into(),
                 args: vec![],
                 env: BTreeMap::new(),
+                per_session: false,
             },
         )]));
         assert_eq!(hub.status()[0].state, McpServerState::NotStarted);

@@ -19,6 +19,8 @@ use tokio::process::ChildStderr;
 
 use super::config::{McpServerConfig, inherits_env};
 use super::sse::{SseError, SseTransport};
+use crate::sandbox::Sandbox;
+use crate::workspace::Workspace;
 
 /// How long a server gets to start, initialise and list its tools.
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -78,9 +80,19 @@ pub(crate) enum Observed {
     Failed { error: String },
 }
 
+/// Where a per-session stdio server runs: in its session's directory,
+/// started through the sandbox that session's Bash commands use (as its
+/// user's id, with its environment and temporary directory).
+#[derive(Clone)]
+pub(crate) struct Confinement {
+    pub(crate) sandbox: Sandbox,
+    pub(crate) workspace: Workspace,
+}
+
 pub(crate) struct ServerSlot {
     pub(crate) name: String,
     config: McpServerConfig,
+    confinement: Option<Confinement>,
     link: Mutex<Link>,
     /// Held across a connect so concurrent turns wait for one start instead
     /// of each spawning their own child.
@@ -89,9 +101,19 @@ pub(crate) struct ServerSlot {
 
 impl ServerSlot {
     pub(crate) fn new(name: String, config: McpServerConfig) -> Self {
+        Self::confined(name, config, None)
+    }
+
+    /// A server that runs inside `confinement`, when set.
+    pub(crate) fn confined(
+        name: String,
+        config: McpServerConfig,
+        confinement: Option<Confinement>,
+    ) -> Self {
         Self {
             name,
             config,
+            confinement,
             link: Mutex::new(Link::NotStarted),
             connecting: tokio::sync::Mutex::new(()),
         }
@@ -155,7 +177,11 @@ impl ServerSlot {
             dead.close().await;
         }
 
-        let started = tokio::time::timeout(CONNECT_TIMEOUT, connect(&self.config)).await;
+        let started = tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            connect(&self.config, self.confinement.as_ref()),
+        )
+        .await;
         let result = match started {
             Ok(result) => result,
             Err(_) => Err(Failure::plain(format!(
@@ -232,17 +258,44 @@ impl Failure {
     }
 }
 
-async fn connect(config: &McpServerConfig) -> Result<Connection, Failure> {
+async fn connect(
+    config: &McpServerConfig,
+    confinement: Option<&Confinement>,
+) -> Result<Connection, Failure> {
     let info = ClientConfig::new(
         ClientCapabilities::default(),
         Implementation::new("claude-agent-http", env!("CARGO_PKG_VERSION")),
     );
     let (service, pid, stderr) = match config {
-        McpServerConfig::Stdio { command, args, env } => {
-            let mut cmd = crate::sandbox::unprivileged_command(command);
+        McpServerConfig::Stdio {
+            command, args, env, ..
+        } => {
+            let mut cmd = match confinement {
+                None => {
+                    let mut cmd = crate::sandbox::unprivileged_command(command);
+                    cmd.env_clear()
+                        .envs(std::env::vars_os().filter(|(k, _)| inherits_env(k)));
+                    cmd
+                }
+                Some(Confinement { sandbox, workspace }) => {
+                    let temp = sandbox.temp_dir(workspace).map_err(|e| {
+                        Failure::plain(format!("cannot prepare its temporary directory: {e}"))
+                    })?;
+                    let mut cmd = sandbox.command(workspace, command);
+                    cmd.env_clear()
+                        .envs(crate::tools::bash::child_env(
+                            std::env::vars_os().filter_map(|(k, v)| {
+                                Some((k.into_string().ok()?, v.into_string().ok()?))
+                            }),
+                            workspace.root(),
+                            workspace.cwd(),
+                        ))
+                        .envs(temp.map(|dir| ("TMPDIR", dir)))
+                        .current_dir(workspace.cwd());
+                    cmd
+                }
+            };
             cmd.args(args)
-                .env_clear()
-                .envs(std::env::vars_os().filter(|(k, _)| inherits_env(k)))
                 .envs(env)
                 // A backstop for when the hub is dropped outside a runtime and
                 // rmcp's own async kill cannot run.

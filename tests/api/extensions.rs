@@ -170,6 +170,7 @@ async fn an_mcp_server_from_config_serves_tools_in_a_turn() {
                 command: "node".into(),
                 args: vec![entry.display().to_string(), "stdio".into()],
                 env: Default::default(),
+                per_session: false,
             },
         );
     })
@@ -225,6 +226,7 @@ async fn a_broken_mcp_server_is_reported_and_the_service_stays_up() {
                 command: "/nonexistent/mcp-server".into(),
                 args: vec![],
                 env: Default::default(),
+                per_session: false,
             },
         );
     })

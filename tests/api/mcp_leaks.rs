@@ -22,6 +22,7 @@ fn shell_server(script: &str, env: &[(&str, &str)]) -> McpServerConfig {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect(),
+        per_session: false,
     }
 }
 
@@ -58,6 +59,7 @@ async fn health_says_why_a_server_failed_but_shows_none_of_its_secrets() {
                 command: "/nonexistent/mcp-server".into(),
                 args: vec![],
                 env: BTreeMap::new(),
+                per_session: false,
             },
         ),
         (
