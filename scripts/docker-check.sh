@@ -102,9 +102,11 @@ cleanup_projects() {
 }
 
 PG_FALLBACK_DB=
+FAKE_PID=
 cleanup() {
     local rc=$?
     set +e
+    [ -n "$FAKE_PID" ] && kill "$FAKE_PID" 2>/dev/null
     if [ "${DOCKER_CHECK_KEEP:-0}" = 1 ]; then
         echo "DOCKER_CHECK_KEEP=1: leaving containers, volumes and $TMP"
     else
@@ -205,6 +207,30 @@ runs_as_claudeuser() {
         if [ "$user" != claudeuser ] || [ "$host_uid" != "$uid" ]; then status=1; fi
     done <<<"$out"
     return "$status"
+}
+
+# bash_as_own_id PORT SESSION_ID DIR: one chat whose scripted Bash call writes
+# `id -u` to a file; the file shows, and belongs to, the user's own id.
+bash_as_own_id() {
+    local port=$1 sid=$2 dir=$3 out uid owner
+    curl -fsS --max-time 10 -X POST "http://127.0.0.1:$FAKE_PORT/_fake/replies" \
+        -H 'Content-Type: application/json' -d '[
+      {"kind": "tool_use", "calls": [{"name": "Bash", "input": {"command": "id -u > whoami.txt; grep CapEff /proc/self/status"}}]},
+      {"kind": "text", "text": "done"}]' >/dev/null || return 1
+    out=$(curl -sS --max-time 60 -X POST "http://127.0.0.1:$port/api/v1/chat" \
+        -H 'Content-Type: application/json' \
+        -d "{\"session_id\": \"$sid\", \"message\": \"who am I\"}") || return 1
+    uid=$(cat "$dir/whoami.txt" 2>/dev/null) || {
+        note "no whoami.txt; the chat answered: $out"
+        return 1
+    }
+    owner=$(stat -c %u "$dir/whoami.txt")
+    note "the command ran as UID $uid; whoami.txt belongs to UID $owner"
+    grep -q 'CapEff:\\t0000000000000000' <<<"$out" || {
+        note "the command held capabilities: $out"
+        return 1
+    }
+    [ "$uid" = "$owner" ] && [ "$uid" != 0 ] && [ "$uid" != 1000 ]
 }
 
 owned_by_own_id() { # PATH: owned by a user's own id, neither claudeuser's (1000) nor root's
@@ -494,6 +520,10 @@ run_mode() {
         owned_by_own_id "$("$users_dir_fn")/$user"
     check "mode $n: the service holds only the capabilities to run commands as users" \
         holds_only_switch_caps claude-agent-http
+    if [ "$n" = 1 ]; then
+        check "mode 1: a Bash command runs as the user's own id with no capabilities" \
+            bash_as_own_id "$APP_PORT" "$sid" "$("$users_dir_fn")/$user"
+    fi
     check "mode $n: service runs as claudeuser (UID 1000), nothing as root" \
         runs_as_claudeuser claude-agent-http 1000
     if [ "$n" = 1 ]; then
@@ -524,8 +554,20 @@ common_env=(
     "UID=1000" "GID=1000" "RUST_LOG=info,tower_http=warn"
 )
 
+# fake-anthropic on the host answers mode 1's chat (host networking).
+FAKE_BIN="${CARGO_TARGET_DIR:-target}/debug/fake-anthropic"
+[ -x "$FAKE_BIN" ] || cargo build --quiet -p fake-anthropic
+FAKE_PORT=$(free_port)
+"$FAKE_BIN" --host 127.0.0.1 --port "$FAKE_PORT" >"$TMP/fake-anthropic.log" 2>&1 &
+FAKE_PID=$!
+for _ in $(seq 1 100); do
+    curl -fsS "http://127.0.0.1:$FAKE_PORT/_fake/requests" >/dev/null 2>&1 && break
+    sleep 0.1
+done
+
 # --- mode 1: SQLite + named volumes
-write_env "$TMP/m1.env" "${common_env[@]}" CLAUDE_AGENT_SESSION_STORAGE=sqlite
+write_env "$TMP/m1.env" "${common_env[@]}" CLAUDE_AGENT_SESSION_STORAGE=sqlite \
+    "ANTHROPIC_BASE_URL=http://127.0.0.1:$FAKE_PORT" ANTHROPIC_API_KEY=sk-ant-docker-check
 m1_users() { podman volume inspect --format '{{.Mountpoint}}' cah-check-m1_claude-users; }
 run_mode 1 "SQLite + named volumes" sqlite m1_users -f docker-compose.yml -f "$CI_OVERRIDE"
 check "mode 1: sessions.db on the claude-db volume" \
