@@ -361,3 +361,22 @@ async fn a_projects_mcp_json_is_used_only_when_allowed_and_then_confined() {
     assert!(!bobs.iter().any(|t| t.name().starts_with("mcp__proj__")));
     allowed.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_image_a_server_returns_reaches_the_model_as_an_image() {
+    let hub = hub();
+    let (_tmp, ws) = workspace();
+    let image = tool(&hub, &ws, "mcp__everything__get-tiny-image").await;
+    let out = image.call(json!({}), &ctx(&ws)).await;
+    assert!(!out.is_error, "{}", out.content);
+    assert_eq!(out.media.len(), 1, "{}", out.content);
+    let block = serde_json::to_value(&out.media[0]).unwrap();
+    assert_eq!(block["type"], "image", "{block}");
+    assert_eq!(block["source"]["media_type"], "image/png");
+    assert!(
+        out.content.contains("Image from the MCP server"),
+        "{}",
+        out.content
+    );
+    hub.shutdown().await;
+}

@@ -463,8 +463,24 @@ pub fn tool_name(server: &str, tool: &str) -> String {
 
 /// Text items joined; other items (images, audio, binary resources) become a
 /// one-line summary, since a tool result here is text.
+/// Images in one result the model is shown; more are described only.
+const MAX_IMAGES: usize = 8;
+
 fn render(result: CallToolResult) -> ToolOutput {
-    let mut parts: Vec<String> = result.content.iter().map(render_item).collect();
+    let mut media = Vec::new();
+    let mut parts: Vec<String> = result
+        .content
+        .iter()
+        .map(
+            |item| match image_of(item).filter(|_| media.len() < MAX_IMAGES) {
+                Some(shown) => {
+                    media.extend(shown.media);
+                    shown.content
+                }
+                None => render_item(item),
+            },
+        )
+        .collect();
     if parts.is_empty()
         && let Some(structured) = &result.structured_content
     {
@@ -477,11 +493,31 @@ fn render(result: CallToolResult) -> ToolOutput {
             "\n\n[output truncated after {MAX_RESULT_CHARS} characters]"
         ));
     }
-    if result.is_error.unwrap_or(false) {
+    let mut out = if result.is_error.unwrap_or(false) {
         ToolOutput::error(content)
     } else {
         ToolOutput::ok(content)
+    };
+    out.media = media;
+    out
+}
+
+/// An image a server returned, as the model is shown images Read finds:
+/// its kind judged by its bytes (never the server's claim), scaled down
+/// when too large. `None` for anything else, or bytes that are no image.
+fn image_of(item: &rmcp::model::ContentBlock) -> Option<ToolOutput> {
+    use base64::Engine;
+    let value = serde_json::to_value(item).ok()?;
+    if value.get("type").and_then(Value::as_str) != Some("image") {
+        return None;
     }
+    let data = value.get("data").and_then(Value::as_str)?;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(data)
+        .ok()?;
+    let media = crate::media::MediaType::sniff(&bytes).filter(|m| m.is_image())?;
+    let shown = crate::tools::read_media::image(&bytes, media, "from the MCP server");
+    (!shown.is_error).then_some(shown)
 }
 
 fn render_item(item: &rmcp::model::ContentBlock) -> String {

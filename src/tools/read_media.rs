@@ -66,7 +66,9 @@ pub fn read_media(
     }
 }
 
-fn image(bytes: &[u8], media: MediaType, shown: &str) -> ToolOutput {
+/// `bytes` (an image of type `media`) shown to the model, scaled down when
+/// too large, with a line saying what it is; `shown` names where it came from.
+pub(crate) fn image(bytes: &[u8], media: MediaType, shown: &str) -> ToolOutput {
     match fit_image(bytes, media, MAX_API_IMAGE_BYTES, MAX_IMAGE_SIDE_SENT) {
         Ok(FittedImage {
             bytes: sent,
