@@ -380,3 +380,50 @@ async fn an_image_a_server_returns_reaches_the_model_as_an_image() {
     );
     hub.shutdown().await;
 }
+
+#[tokio::test]
+async fn resources_are_listed_and_read_through_claude_codes_two_tools() {
+    let hub = hub();
+    let (_tmp, ws) = workspace();
+    let list = tool(&hub, &ws, "ListMcpResourcesTool").await;
+    assert!(list.read_only());
+    let out = list.call(json!({"server": "everything"}), &ctx(&ws)).await;
+    assert!(!out.is_error, "{}", out.content);
+    let listed: Vec<serde_json::Value> = serde_json::from_str(&out.content).unwrap();
+    assert!(!listed.is_empty());
+    assert!(listed.iter().all(|r| r["server"] == "everything"));
+    let uri = listed
+        .iter()
+        .find(|r| {
+            r["mimeType"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("text/"))
+        })
+        .and_then(|r| r["uri"].as_str())
+        .expect("a text resource")
+        .to_owned();
+
+    let read = tool(&hub, &ws, "ReadMcpResourceTool").await;
+    let out = read
+        .call(json!({"server": "everything", "uri": uri}), &ctx(&ws))
+        .await;
+    assert!(!out.is_error, "{}", out.content);
+    assert!(
+        out.content.starts_with(&format!("[resource {uri}]\n")),
+        "{}",
+        out.content
+    );
+    assert!(out.content.len() > uri.len() + 13, "{}", out.content);
+
+    let out = read
+        .call(json!({"server": "nowhere", "uri": uri}), &ctx(&ws))
+        .await;
+    assert!(
+        out.is_error && out.content.contains("everything"),
+        "{}",
+        out.content
+    );
+    let out = list.call(json!({"server": "nowhere"}), &ctx(&ws)).await;
+    assert!(out.is_error, "{}", out.content);
+    hub.shutdown().await;
+}

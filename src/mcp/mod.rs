@@ -2,6 +2,7 @@
 //! configured server on first use and offers its tools as `mcp__<server>__<tool>`.
 
 mod config;
+mod resources;
 mod server;
 pub mod sse;
 
@@ -329,16 +330,21 @@ impl ToolSource for McpHub {
         let listed = futures::future::join_all(self.servers.values().chain(own.iter()).map(
             |slot| async move {
                 let conn = slot.connection(false).await.ok()?;
-                Some(
-                    conn.tools
-                        .iter()
-                        .map(|tool| Arc::new(McpTool::new(slot.clone(), tool)) as Arc<dyn Tool>)
-                        .collect::<Vec<_>>(),
-                )
+                let tools = conn
+                    .tools
+                    .iter()
+                    .map(|tool| Arc::new(McpTool::new(slot.clone(), tool)) as Arc<dyn Tool>)
+                    .collect::<Vec<_>>();
+                Some((tools, conn.has_resources().then(|| slot.clone())))
             },
         ))
         .await;
-        listed.into_iter().flatten().flatten().collect()
+        let (mut tools, with_resources): (Vec<_>, Vec<_>) = listed.into_iter().flatten().unzip();
+        let with_resources: Vec<Arc<ServerSlot>> = with_resources.into_iter().flatten().collect();
+        if !with_resources.is_empty() {
+            tools.push(resources::tools(with_resources));
+        }
+        tools.into_iter().flatten().collect()
     }
 }
 

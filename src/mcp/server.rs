@@ -49,6 +49,13 @@ impl Connection {
         self.peer.is_transport_closed()
     }
 
+    /// Whether the server said, when it connected, that it offers resources.
+    pub(crate) fn has_resources(&self) -> bool {
+        self.peer
+            .peer_info()
+            .is_some_and(|info| info.capabilities.resources.is_some())
+    }
+
     /// What may be shown to anyone: never the server's stderr.
     const CLOSED: &'static str = "the server exited or closed the connection";
 
