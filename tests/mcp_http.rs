@@ -38,7 +38,7 @@ async fn http_server_is_listed_called_and_reconnected_after_an_outage() {
     let status = &hub.status()[0];
     assert_eq!(
         (status.state, status.tools, status.transport.as_str()),
-        (McpServerState::Connected, 2, "http")
+        (McpServerState::Connected, 3, "http")
     );
 
     let out = add.call(json!({"a": 2, "b": 3}), &ctx(&ws)).await;
@@ -83,4 +83,35 @@ async fn an_unreachable_http_server_is_reported_and_offers_no_tools() {
         status.error.as_deref().unwrap().contains("cannot connect"),
         "{status:?}"
     );
+}
+
+#[tokio::test]
+async fn a_server_that_says_its_tools_changed_is_listed_again() {
+    let server = HttpServer::start(0).await;
+    let hub = hub(server.url());
+    let (_tmp, ws) = workspace();
+    let names = |tools: Vec<std::sync::Arc<dyn claude_agent_http::tools::Tool>>| {
+        tools
+            .iter()
+            .map(|t| t.name().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert!(!names(hub.tools(&ws).await).contains(&"mcp__calc__square".to_owned()));
+    let grow = tool(&hub, &ws, "mcp__calc__grow").await;
+    let out = grow.call(json!({}), &ctx(&ws)).await;
+    assert_eq!(out.content, "grown");
+    // The notification travels on its own; the next listing picks it up.
+    let mut offered = false;
+    for _ in 0..100 {
+        if names(hub.tools(&ws).await).contains(&"mcp__calc__square".to_owned()) {
+            offered = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(offered, "the new tool was never offered");
+    let square = tool(&hub, &ws, "mcp__calc__square").await;
+    assert_eq!(square.call(json!({"x": 7}), &ctx(&ws)).await.content, "49");
+    hub.shutdown().await;
+    server.stop().await;
 }

@@ -330,8 +330,9 @@ impl ToolSource for McpHub {
         let listed = futures::future::join_all(self.servers.values().chain(own.iter()).map(
             |slot| async move {
                 let conn = slot.connection(false).await.ok()?;
+                conn.refresh_tools().await;
                 let tools = conn
-                    .tools
+                    .tools()
                     .iter()
                     .map(|tool| Arc::new(McpTool::new(slot.clone(), tool)) as Arc<dyn Tool>)
                     .collect::<Vec<_>>();
@@ -422,7 +423,8 @@ impl Tool for McpTool {
                 return ToolOutput::error(format!("MCP server '{server}' is unavailable: {error}"));
             }
         };
-        if !conn.tools.iter().any(|t| t.name == self.remote) {
+        conn.refresh_tools().await;
+        if !conn.tools().iter().any(|t| t.name == self.remote) {
             return ToolOutput::error(format!(
                 "MCP server '{server}' no longer offers the tool '{}'.",
                 self.remote

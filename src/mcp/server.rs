@@ -3,13 +3,15 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use process_wrap::tokio::{CommandWrap, ProcessGroup};
 use reqwest::header::{HeaderName, HeaderValue};
+use rmcp::handler::client::ClientHandler;
 use rmcp::model::{ClientCapabilities, ClientConfig, Implementation, Tool as ServerTool};
-use rmcp::service::{ClientInitializeError, RunningService};
+use rmcp::service::{ClientInitializeError, NotificationContext, RunningService};
 use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::TokioChildProcess;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
@@ -31,18 +33,66 @@ const RETRY_AFTER: Duration = Duration::from_secs(10);
 /// Lines of a stdio server's stderr kept to explain why it died.
 const STDERR_LINES: usize = 20;
 
-/// A live connection: the rmcp client, the tools listed at connect time and,
-/// for stdio, the child's pid.
+/// The client side of a connection: who we are, and a note that the server
+/// said its tools changed (`notifications/tools/list_changed`).
+#[derive(Clone)]
+struct Client {
+    info: ClientConfig,
+    tools_changed: Arc<AtomicBool>,
+}
+
+impl ClientHandler for Client {
+    fn get_info(&self) -> ClientConfig {
+        self.info.clone()
+    }
+
+    fn on_tool_list_changed(
+        &self,
+        _context: NotificationContext<RoleClient>,
+    ) -> impl Future<Output = ()> + Send + '_ {
+        self.tools_changed.store(true, Ordering::Release);
+        std::future::ready(())
+    }
+}
+
+/// A live connection: the rmcp client, the tools the server lists (again
+/// after it says they changed) and, for stdio, the child's pid.
 pub(crate) struct Connection {
     /// Kept so shutdown can close it and wait for the child to exit; taken then.
-    service: tokio::sync::Mutex<Option<RunningService<RoleClient, ClientConfig>>>,
+    service: tokio::sync::Mutex<Option<RunningService<RoleClient, Client>>>,
     pub(crate) peer: Peer<RoleClient>,
-    pub(crate) tools: Vec<ServerTool>,
+    tools: Mutex<Arc<Vec<ServerTool>>>,
+    tools_changed: Arc<AtomicBool>,
     pub(crate) pid: Option<u32>,
     stderr: Option<StderrTail>,
 }
 
 impl Connection {
+    /// The server's tools as last listed.
+    pub(crate) fn tools(&self) -> Arc<Vec<ServerTool>> {
+        self.tools
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Lists the tools again when the server said they changed; a failed
+    /// listing keeps the old list and tries again next time.
+    pub(crate) async fn refresh_tools(&self) {
+        if !self.tools_changed.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        match self.peer.list_all_tools().await {
+            Ok(tools) => {
+                *self.tools.lock().unwrap_or_else(PoisonError::into_inner) = Arc::new(tools);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "listing an MCP server's changed tools failed");
+                self.tools_changed.store(true, Ordering::Release);
+            }
+        }
+    }
+
     /// rmcp's service loop ends when the transport ends (child exit, stream
     /// closed), dropping its side of the channel the peer writes to.
     pub(crate) fn is_closed(&self) -> bool {
@@ -146,7 +196,7 @@ impl ServerSlot {
                 error: Connection::CLOSED.into(),
             },
             Link::Up(conn) => Observed::Connected {
-                tools: conn.tools.len(),
+                tools: conn.tools().len(),
             },
             Link::Failed { error, .. } => Observed::Failed {
                 error: error.clone(),
@@ -198,7 +248,7 @@ impl ServerSlot {
         };
         match result {
             Ok(conn) => {
-                tracing::info!(server = %self.name, transport = self.config.kind(), tools = conn.tools.len(), "MCP server connected");
+                tracing::info!(server = %self.name, transport = self.config.kind(), tools = conn.tools().len(), "MCP server connected");
                 let conn = Arc::new(conn);
                 *self.link() = Link::Up(conn.clone());
                 Ok(conn)
@@ -269,10 +319,14 @@ async fn connect(
     config: &McpServerConfig,
     confinement: Option<&Confinement>,
 ) -> Result<Connection, Failure> {
-    let info = ClientConfig::new(
-        ClientCapabilities::default(),
-        Implementation::new("claude-agent-http", env!("CARGO_PKG_VERSION")),
-    );
+    let tools_changed = Arc::new(AtomicBool::new(false));
+    let info = Client {
+        info: ClientConfig::new(
+            ClientCapabilities::default(),
+            Implementation::new("claude-agent-http", env!("CARGO_PKG_VERSION")),
+        ),
+        tools_changed: tools_changed.clone(),
+    };
     let (service, pid, stderr) = match config {
         McpServerConfig::Stdio {
             command, args, env, ..
@@ -366,6 +420,8 @@ async fn connect(
             (service, None, None)
         }
     };
+    // Changes announced before this first list are in it.
+    tools_changed.store(false, Ordering::Release);
     let tools = match service.peer().list_all_tools().await {
         Ok(tools) => tools,
         Err(e) => {
@@ -377,7 +433,8 @@ async fn connect(
     Ok(Connection {
         peer: service.peer().clone(),
         service: tokio::sync::Mutex::new(Some(service)),
-        tools,
+        tools: Mutex::new(Arc::new(tools)),
+        tools_changed,
         pid,
         stderr,
     })

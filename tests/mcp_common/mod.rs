@@ -98,13 +98,21 @@ pub async fn wait_for_port(port: u16) {
     panic!("nothing listens on port {port}");
 }
 
-/// A two-tool MCP server: `add` (read-only) and `fail` (reports an error).
-#[derive(Clone)]
-pub struct Calculator;
+/// A small MCP server: `add` (read-only), `fail` (reports an error) and
+/// `grow`, which adds `square` to its tools and says its list changed.
+#[derive(Clone, Default)]
+pub struct Calculator {
+    grown: Arc<std::sync::atomic::AtomicBool>,
+}
 
 impl ServerHandler for Calculator {
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+        ServerConfig::new(
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_tool_list_changed()
+                .build(),
+        )
     }
 
     async fn list_tools(
@@ -131,13 +139,26 @@ impl ServerHandler for Calculator {
             "Always fails",
             schema(json!({"type": "object", "properties": {}})),
         );
-        Ok(ListToolsResult::with_all_items(vec![add, fail]))
+        let grow = McpTool::new(
+            "grow",
+            "Adds a tool",
+            schema(json!({"type": "object", "properties": {}})),
+        );
+        let mut tools = vec![add, fail, grow];
+        if self.grown.load(std::sync::atomic::Ordering::Acquire) {
+            tools.push(McpTool::new(
+                "square",
+                "Squares a number",
+                schema(json!({"type": "object", "properties": {"x": {"type": "number"}}})),
+            ));
+        }
+        Ok(ListToolsResult::with_all_items(tools))
     }
 
     async fn call_tool(
         &self,
         request: CallToolRequestParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         let args = request.arguments.unwrap_or_default();
         let result = match request.name.as_ref() {
@@ -147,6 +168,15 @@ impl ServerHandler for Calculator {
                 CallToolResult::success(vec![ContentBlock::text(format!("{}", a + b))])
             }
             "fail" => CallToolResult::error(vec![ContentBlock::text("it broke")]),
+            "grow" => {
+                self.grown.store(true, std::sync::atomic::Ordering::Release);
+                let _ = context.peer.notify_tool_list_changed().await;
+                CallToolResult::success(vec![ContentBlock::text("grown")])
+            }
+            "square" => {
+                let x = args.get("x").and_then(|v| v.as_f64()).unwrap_or(0.0);
+                CallToolResult::success(vec![ContentBlock::text(format!("{}", x * x))])
+            }
             other => return Err(ErrorData::invalid_params(format!("no tool {other}"), None)),
         };
         Ok(CallToolResponse::Complete(result))
@@ -164,7 +194,7 @@ impl HttpServer {
     pub async fn start(port: u16) -> Self {
         let stop = CancellationToken::new();
         let service = StreamableHttpService::new(
-            || Ok(Calculator),
+            || Ok(Calculator::default()),
             Arc::new(LocalSessionManager::default()),
             StreamableHttpServerConfig::default().with_cancellation_token(stop.child_token()),
         );
