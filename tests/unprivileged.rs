@@ -234,6 +234,17 @@ async fn a_command_that_removes_the_services_access_breaks_nothing() {
     assert_eq!(r.status(), StatusCode::OK);
 }
 
+/// The service as the unprivileged user holding the entrypoint's
+/// capabilities, `tools.sandbox` as given, answering on the returned port.
+async fn started_with_entrypoint_caps(sandbox: &str) -> (FakeAnthropic, Deployment, u16, Child) {
+    let fake = FakeAnthropic::start().await;
+    let deployment = Deployment::new();
+    let port = free_port();
+    let mut service = deployment.start_with(port, &fake.url(), sandbox, Some(ENTRYPOINT_CAPS));
+    wait_up(port, &mut service).await;
+    (fake, deployment, port, service)
+}
+
 /// `POST /api/v1/sessions` for `user` in `subdir` `proj`.
 async fn create_session(port: u16, user: &str) -> Value {
     let r = reqwest::Client::new()
@@ -257,17 +268,6 @@ async fn chat(port: u16, session: &Value, message: &str) {
     assert_eq!(r.status(), StatusCode::OK, "{:?}", r.text().await);
 }
 
-/// The tool results the model was last sent.
-fn last_results(fake: &FakeAnthropic) -> Vec<Value> {
-    fake.requests().last().unwrap().body["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|m| m["content"].as_array().cloned().unwrap_or_default())
-        .filter(|b| b["type"] == "tool_result")
-        .collect()
-}
-
 #[tokio::test]
 async fn the_docker_images_capabilities_let_an_unprivileged_service_run_commands_as_users() {
     use std::os::unix::fs::MetadataExt;
@@ -278,11 +278,7 @@ async fn the_docker_images_capabilities_let_an_unprivileged_service_run_commands
         eprintln!("NOTICE: skipping: only root can hand capabilities to the service's user");
         return;
     }
-    let fake = FakeAnthropic::start().await;
-    let deployment = Deployment::new();
-    let port = free_port();
-    let mut service = deployment.start_with(port, &fake.url(), "on", Some(ENTRYPOINT_CAPS));
-    wait_up(port, &mut service).await;
+    let (fake, deployment, port, service) = started_with_entrypoint_caps("on").await;
     let bob = create_session(port, "bob").await;
     let bob_dir = PathBuf::from(bob["cwd"].as_str().unwrap());
     fake.push(Reply::tool_use(
@@ -321,7 +317,7 @@ async fn the_docker_images_capabilities_let_an_unprivileged_service_run_commands
     ));
     fake.push(Reply::text("done"));
     chat(port, &alice, "work").await;
-    let results = last_results(&fake);
+    let results = helpers::last_tool_results(&fake);
     stop(service);
 
     let out = results[0]["content"].as_str().unwrap();
@@ -344,11 +340,7 @@ async fn unconfined_commands_of_a_service_holding_capabilities_get_none() {
         eprintln!("NOTICE: skipping: only root can hand capabilities to the service's user");
         return;
     }
-    let fake = FakeAnthropic::start().await;
-    let deployment = Deployment::new();
-    let port = free_port();
-    let mut service = deployment.start_with(port, &fake.url(), "off", Some(ENTRYPOINT_CAPS));
-    wait_up(port, &mut service).await;
+    let (fake, _deployment, port, service) = started_with_entrypoint_caps("off").await;
     let alice = create_session(port, "alice").await;
     fake.push(Reply::tool_use(
         "Bash",
@@ -356,7 +348,7 @@ async fn unconfined_commands_of_a_service_holding_capabilities_get_none() {
     ));
     fake.push(Reply::text("done"));
     chat(port, &alice, "look").await;
-    let results = last_results(&fake);
+    let results = helpers::last_tool_results(&fake);
     stop(service);
     let out = results[0]["content"].as_str().unwrap();
     assert!(out.starts_with("65534\n"), "{out}");

@@ -336,3 +336,20 @@ pub fn command_alive(pid: u32, cwd: &std::path::Path) -> bool {
                 && std::fs::read_link(format!("/proc/{host}/cwd")).is_ok_and(|d| d == cwd)
         })
 }
+
+/// The tool results (blocks of type `tool_result`) in the messages of the
+/// `n`-th request the fake got.
+pub fn tool_results_in(fake: &fake_anthropic::FakeAnthropic, n: usize) -> Vec<Value> {
+    fake.requests()[n].body["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .flat_map(|m| m["content"].as_array().cloned().unwrap_or_default())
+        .filter(|b| b["type"] == "tool_result")
+        .collect()
+}
+
+/// The tool results in the last request the fake got.
+pub fn last_tool_results(fake: &fake_anthropic::FakeAnthropic) -> Vec<Value> {
+    tool_results_in(fake, fake.requests().len() - 1)
+}

@@ -14,17 +14,6 @@ use crate::chat::{Frames, agent_app};
 use crate::helpers::*;
 use crate::on_every_backend;
 
-/// The `tool_result` blocks of the whole conversation, as request `n` carried it.
-fn results_in(fake: &FakeAnthropic, n: usize) -> Vec<Value> {
-    fake.requests()[n].body["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|m| m["content"].as_array().cloned().unwrap_or_default())
-        .filter(|b| b["type"] == "tool_result")
-        .collect()
-}
-
 fn content(result: &Value) -> &str {
     result["content"].as_str().unwrap()
 }
@@ -90,7 +79,7 @@ async fn todos_are_kept_and_streamed(storage: StorageKind) {
     );
     assert_eq!(kinds.last(), Some(&"done"));
 
-    let results = results_in(&fake, 2);
+    let results = tool_results_in(&fake, 2);
     assert!(!is_error(&results[0]), "{}", results[0]);
     assert!(is_error(&results[1]), "{}", results[1]);
     assert!(
@@ -132,7 +121,7 @@ async fn edits_need_a_read_of_the_current_file() {
     ));
     fake.push(Reply::text("Edited."));
     chat_ok(&app, &id).await;
-    let results = results_in(&fake, 5);
+    let results = tool_results_in(&fake, 5);
     assert!(is_error(&results[0]), "{}", results[0]);
     assert!(
         content(&results[0]).contains("has not been read in this session"),
@@ -172,7 +161,7 @@ async fn edits_need_a_read_of_the_current_file() {
     ));
     fake.push(Reply::text("Refused."));
     chat_ok(&app, &id).await;
-    let results = results_in(&fake, 8);
+    let results = tool_results_in(&fake, 8);
     let (stale, own) = (&results[results.len() - 2], &results[results.len() - 1]);
     assert!(is_error(stale), "{stale}");
     assert!(content(stale).contains("changed on disk"), "{stale}");
@@ -198,7 +187,7 @@ async fn bash_keeps_its_directory_inside_the_session() {
     fake.push(bash("cd sub/deeper"));
     fake.push(Reply::text("Moved."));
     chat_ok(&app, &id).await;
-    let results = results_in(&fake, 5);
+    let results = tool_results_in(&fake, 5);
     let shown = |p: &Path| format!("{}\n", p.display());
     assert_eq!(content(&results[1]), shown(&cwd.join("sub")), "{results:?}");
     assert!(
@@ -217,7 +206,7 @@ async fn bash_keeps_its_directory_inside_the_session() {
     fake.push(bash("pwd"));
     fake.push(Reply::text("Here."));
     chat_ok(&app, &id).await;
-    let results = results_in(&fake, 7);
+    let results = tool_results_in(&fake, 7);
     assert_eq!(
         content(results.last().unwrap()),
         shown(&cwd.join("sub/deeper"))
@@ -271,7 +260,7 @@ async fn notebooks_are_read_as_cells_and_edited_cell_by_cell() {
     ));
     fake.push(Reply::text("Edited."));
     chat_ok(&app, &id).await;
-    let results = results_in(&fake, 6);
+    let results = tool_results_in(&fake, 6);
 
     assert!(
         is_error(&results[0]) && content(&results[0]).contains("has not been read"),
@@ -356,7 +345,7 @@ async fn a_background_dev_server_is_read_twice_and_killed_when_the_session_is_de
     ));
     fake.push(Reply::text("The server runs."));
     chat_ok(&app, &id).await;
-    let started = results_in(&fake, 1);
+    let started = tool_results_in(&fake, 1);
     assert!(!is_error(&started[0]), "{}", content(&started[0]));
     let task = task_id_in(content(&started[0]));
 
@@ -390,7 +379,7 @@ async fn a_background_dev_server_is_read_twice_and_killed_when_the_session_is_de
     ));
     fake.push(Reply::text("It is ready."));
     chat_ok(&app, &id).await;
-    let first = results_in(&fake, 3).pop().unwrap();
+    let first = tool_results_in(&fake, 3).pop().unwrap();
     assert!(content(&first).contains("running"), "{}", content(&first));
     assert!(
         content(&first).contains("server ready"),
@@ -413,7 +402,7 @@ async fn a_background_dev_server_is_read_twice_and_killed_when_the_session_is_de
     ));
     fake.push(Reply::text("Still ticking."));
     chat_ok(&app, &id).await;
-    let second = results_in(&fake, 5).pop().unwrap();
+    let second = tool_results_in(&fake, 5).pop().unwrap();
     assert!(content(&second).contains("tick"), "{}", content(&second));
     assert!(
         !content(&second).contains("server ready"),
@@ -442,11 +431,11 @@ async fn background_shells_end_with_their_code_can_be_stopped_and_are_capped() {
     ));
     fake.push(Reply::text("Started."));
     chat_ok(&app, &id).await;
-    let job = task_id_in(content(&results_in(&fake, 1)[0]));
+    let job = task_id_in(content(&tool_results_in(&fake, 1)[0]));
     fake.push(Reply::tool_use("TaskOutput", json!({"task_id": job})));
     fake.push(Reply::text("Done."));
     chat_ok(&app, &id).await;
-    let waited = results_in(&fake, 3).pop().unwrap();
+    let waited = tool_results_in(&fake, 3).pop().unwrap();
     assert!(
         content(&waited).contains("exit code 3"),
         "{}",
@@ -465,11 +454,11 @@ async fn background_shells_end_with_their_code_can_be_stopped_and_are_capped() {
     ));
     fake.push(Reply::text("Started."));
     chat_ok(&app, &id).await;
-    let long = task_id_in(content(&results_in(&fake, 5).pop().unwrap()));
+    let long = task_id_in(content(&tool_results_in(&fake, 5).pop().unwrap()));
     fake.push(Reply::tool_use("TaskStop", json!({"task_id": long})));
     fake.push(Reply::text("Stopped."));
     chat_ok(&app, &id).await;
-    let stopped = results_in(&fake, 7).pop().unwrap();
+    let stopped = tool_results_in(&fake, 7).pop().unwrap();
     assert!(!is_error(&stopped), "{}", content(&stopped));
     let session: Value = app.get_session(&id).await.json().await.unwrap();
     let tasks = session["background_tasks"].as_array().unwrap();
@@ -484,7 +473,7 @@ async fn background_shells_end_with_their_code_can_be_stopped_and_are_capped() {
     ));
     fake.push(Reply::text("No such task."));
     chat_ok(&app, &id).await;
-    let unknown = results_in(&fake, 9).pop().unwrap();
+    let unknown = tool_results_in(&fake, 9).pop().unwrap();
     assert!(is_error(&unknown));
     assert!(
         content(&unknown).contains("No background shell"),
@@ -503,7 +492,7 @@ async fn background_shells_end_with_their_code_can_be_stopped_and_are_capped() {
     let before = fake.requests().len();
     chat_ok(&app, &id).await;
     let results: Vec<Value> = (before..before + 9)
-        .map(|n| results_in(&fake, n + 1).pop().unwrap())
+        .map(|n| tool_results_in(&fake, n + 1).pop().unwrap())
         .collect();
     assert!(results[..8].iter().all(|r| !is_error(r)));
     assert!(is_error(&results[8]));

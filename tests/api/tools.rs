@@ -22,17 +22,6 @@ async fn app_with(
     .unwrap()
 }
 
-/// The `tool_result` blocks the model received in request `n`.
-fn results_in(fake: &FakeAnthropic, n: usize) -> Vec<Value> {
-    fake.requests()[n].body["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|m| m["content"].as_array().cloned().unwrap_or_default())
-        .filter(|b| b["type"] == "tool_result")
-        .collect()
-}
-
 fn offered(fake: &FakeAnthropic, n: usize) -> Vec<String> {
     fake.requests()[n].body["tools"]
         .as_array()
@@ -74,7 +63,7 @@ async fn write_then_read_round_trip_and_bash_runs_in_the_session_dir() {
     let response = app.chat(id, "go").await;
     assert_eq!(response.status(), StatusCode::OK);
 
-    let results = results_in(&fake, 3);
+    let results = tool_results_in(&fake, 3);
     assert_eq!(results.len(), 3);
     assert!(
         results
@@ -129,7 +118,7 @@ async fn tool_errors_reach_the_model_as_is_error() {
     let body: Value = app.chat(id, "edit").await.json().await.unwrap();
     assert_eq!(body["text"], "I could not do that.");
 
-    let results = results_in(&fake, 5);
+    let results = tool_results_in(&fake, 5);
     assert_eq!(results.len(), 5);
     let results = &results[1..];
     for result in results {
@@ -172,7 +161,7 @@ async fn plan_mode_offers_only_read_only_tools() {
         !tools.contains(&"Write".to_owned()) && !tools.contains(&"Bash".to_owned()),
         "{tools:?}"
     );
-    let results = results_in(&fake, 1);
+    let results = tool_results_in(&fake, 1);
     assert_eq!(results[0]["is_error"], true);
     app.stop().await;
 }
@@ -201,7 +190,7 @@ async fn default_mode_refuses_mutating_tools_and_disallowed_tools_are_never_offe
         tools.contains(&"Bash".to_owned()) && !tools.contains(&"Grep".to_owned()),
         "{tools:?}"
     );
-    let results = results_in(&fake, 2);
+    let results = tool_results_in(&fake, 2);
     assert_eq!(results[0]["is_error"], true);
     assert!(
         results[0]["content"].as_str().unwrap().contains("default"),
@@ -241,7 +230,7 @@ async fn bash_cannot_read_another_users_directory_or_the_database() {
     fake.push(Reply::text("Denied."));
     assert_eq!(app.chat(id, "peek").await.status(), StatusCode::OK);
 
-    let results = results_in(&fake, 2);
+    let results = tool_results_in(&fake, 2);
     assert_eq!(results.len(), 2);
     for result in &results {
         let content = result["content"].as_str().unwrap();
@@ -316,7 +305,7 @@ async fn bash_runs_as_the_users_own_id_and_cannot_take_access_away_from_others()
     );
 
     let last = fake.requests().len() - 1;
-    let results = results_in(&fake, last);
+    let results = tool_results_in(&fake, last);
     assert_eq!(results.len(), 2 + targets.len());
     assert_eq!(results[1]["is_error"], true, "{}", results[1]);
     assert!(
@@ -354,7 +343,7 @@ async fn bash_runs_as_the_users_own_id_and_cannot_take_access_away_from_others()
     fake.push(Reply::tool_use("Bash", json!({"command": "cat mine.txt"})));
     fake.push(Reply::text("Read."));
     assert_eq!(app.chat(&bob_id, "read").await.status(), StatusCode::OK);
-    let results = results_in(&fake, fake.requests().len() - 1);
+    let results = tool_results_in(&fake, fake.requests().len() - 1);
     let cat = results.last().unwrap();
     assert_eq!(cat["content"], "mine\n", "{cat}");
     app.stop().await;
@@ -390,7 +379,7 @@ async fn a_session_cannot_reach_another_subdir_of_the_same_user() {
     fake.push(Reply::text("Could not."));
     let id = a["session_id"].as_str().unwrap();
     assert_eq!(app.chat(id, "peek").await.status(), StatusCode::OK);
-    let results = results_in(&fake, 2);
+    let results = tool_results_in(&fake, 2);
     assert_eq!(results[0]["is_error"], true, "{}", results[0]);
     assert!(
         !results[1]["content"]

@@ -52,12 +52,8 @@ async fn web_server() -> String {
 
 /// The content of each tool result in the last request the fake got.
 fn results(fake: &FakeAnthropic) -> Vec<(bool, String)> {
-    fake.requests().last().unwrap().body["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|m| m["content"].as_array().cloned().unwrap_or_default())
-        .filter(|b| b["type"] == "tool_result")
+    crate::helpers::last_tool_results(fake)
+        .into_iter()
         .map(|b| {
             (
                 b["is_error"] == true,
