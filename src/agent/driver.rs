@@ -79,6 +79,9 @@ pub(super) struct TurnCore {
     /// What the turn has cost so far, its subagents' calls included, for
     /// the budget check each loop makes.
     spent: Arc<Mutex<f64>>,
+    /// The model this loop calls now (a command's or the fallback), which
+    /// its subagents inherit.
+    model_in_use: Arc<Mutex<String>>,
 }
 
 /// How the loop ended when it did not end normally.
@@ -147,6 +150,7 @@ impl Turn {
             first_token: Arc::new(AtomicBool::new(false)),
             parent_call: None,
             spent: Arc::new(Mutex::new(0.0)),
+            model_in_use: Arc::default(),
         };
         Self { core, registration }
     }
@@ -334,6 +338,15 @@ impl TurnCore {
         self.record_usage(call, 0).await;
     }
 
+    fn use_model(&self, model: &str) {
+        model.clone_into(
+            &mut self
+                .model_in_use
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+    }
+
     /// Whether this loop's messages go to the session's history (a
     /// subagent's conversation is its own, kept in memory).
     fn stores_history(&self) -> bool {
@@ -518,6 +531,7 @@ impl TurnCore {
     ) -> Result<(String, String), Stop> {
         let settings = &self.settings;
         let mode = tool_set.permissions().mode();
+        self.use_model(&model_id);
         let mut continuations = 0;
         // What the API counted over what the estimate said, for the last call.
         let mut ratio = 1.0f64;
@@ -592,6 +606,7 @@ impl TurnCore {
                 {
                     tracing::warn!(from = %model_id, to = fallback, "the model stayed overloaded; continuing on the fallback model");
                     model_id = fallback.to_owned();
+                    self.use_model(&model_id);
                     progress.model = model_id.clone();
                     progress.fallback_model_used = true;
                     continue;
@@ -1029,12 +1044,18 @@ impl TurnCore {
 impl SubagentRunner for TurnCore {
     async fn run(&self, call: SubagentCall, ctx: &ToolContext) -> ToolOutput {
         let definition = &call.definition;
+        let parent_model = self
+            .model_in_use
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         let mut nested = self.clone();
         nested.parent_call = Some(ctx.call_id.clone());
+        nested.model_in_use = Arc::default();
         let model_id = subagents::resolve_model(
             call.model.as_deref(),
             definition.model.as_deref(),
-            &self.settings.defaults.model,
+            &parent_model,
         );
         let tool_set = self
             .agent

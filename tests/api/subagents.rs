@@ -86,6 +86,10 @@ async fn a_subagent_works_on_its_own_context_and_reports_to_the_parent() {
     let system = nested["system"].to_string();
     assert!(system.contains("subagent"), "{system}");
     assert_ne!(nested["system"], parent["system"]);
+    assert_eq!(
+        nested["model"], parent["model"],
+        "general-purpose inherits the model"
+    );
     let messages = nested["messages"].as_array().unwrap();
     assert_eq!(messages.len(), 1, "{messages:?}");
     assert_eq!(messages[0]["role"], "user");
@@ -270,7 +274,7 @@ async fn an_unknown_subagent_type_is_an_error_naming_the_available_types() {
 }
 
 #[tokio::test]
-async fn two_agent_calls_of_one_reply_both_run_and_report_in_order() {
+async fn two_agent_calls_of_one_reply_run_side_by_side_and_report_in_order() {
     let fake = FakeAnthropic::start().await;
     let app = agent_app(StorageKind::Sqlite, &fake, |_| {}).await.unwrap();
     let (id, _) = session_in(&app).await;
@@ -282,23 +286,68 @@ async fn two_agent_calls_of_one_reply_both_run_and_report_in_order() {
         ],
     });
     // The subagents may ask in either order: each answer goes to its task.
-    fake.push(Reply::text("alpha report").unless("beta task"));
-    fake.push(Reply::text("beta report").unless("alpha task"));
+    // Streamed slowly, word by word, so that two runs at once interleave.
+    fake.push(
+        Reply::text("alpha report, first words and more")
+            .slow(60)
+            .unless("beta task"),
+    );
+    fake.push(
+        Reply::text("beta report, first words and more")
+            .slow(60)
+            .unless("alpha task"),
+    );
     fake.push(Reply::text("Both done."));
-    let body: Value = app.chat(&id, "split it").await.json().await.unwrap();
-    assert_eq!(body["text"], "Both done.");
+    let frames = Frames::new(
+        app.chat_stream(json!({"session_id": id, "message": "split it"}))
+            .await,
+    )
+    .collect()
+    .await;
+    let done = frames.last().unwrap();
+    assert_eq!(done["type"], "done", "{frames:?}");
+    assert_eq!(done["text"], "Both done.");
 
     let requests = fake.requests();
     assert_eq!(requests.len(), 4);
     let results = last_results(&requests[3].body);
     let texts: Vec<String> = results.iter().map(result_text).collect();
-    assert_eq!(texts, ["alpha report", "beta report"]);
-    let calls = body["tool_calls"].as_array().unwrap();
+    assert_eq!(
+        texts,
+        [
+            "alpha report, first words and more",
+            "beta report, first words and more"
+        ]
+    );
+    let calls = done["tool_calls"].as_array().unwrap();
     assert_eq!(calls.len(), 2);
     assert!(
         calls
             .iter()
             .all(|c| c["tool"] == "Agent" && c["is_error"] == false)
+    );
+
+    // Each subagent streamed before the other had finished: they ran at
+    // the same time, not one after the other.
+    let ids: Vec<&str> = frames
+        .iter()
+        .filter(|f| f["type"] == "tool_use" && f["tool_name"] == "Agent")
+        .map(|f| f["tool_use_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 2);
+    let at = |id: &str| -> Vec<usize> {
+        frames
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| f["type"] == "text_delta" && f["parent_tool_use_id"] == id)
+            .map(|(i, _)| i)
+            .collect()
+    };
+    let (first, second) = (at(ids[0]), at(ids[1]));
+    assert!(first.len() > 1 && second.len() > 1, "{frames:?}");
+    assert!(
+        first[0] < second[second.len() - 1] && second[0] < first[first.len() - 1],
+        "the two subagents' text did not interleave: {first:?} {second:?}"
     );
     app.stop().await;
 }
