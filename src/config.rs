@@ -2045,6 +2045,35 @@ mod tests {
     }
 
     #[test]
+    fn agents_are_read_from_the_file_and_checked() {
+        let s = load(
+            Some("agents:\n  Code-Planner:\n    description: Plans\n    prompt: You plan.\n    tools: [Read, Grep]\n    model: haiku\n"),
+            &[],
+        )
+        .unwrap();
+        let planner = &s.agents["Code-Planner"];
+        assert_eq!(
+            planner.tools.as_deref(),
+            Some(&["Read".to_owned(), "Grep".to_owned()][..])
+        );
+        assert_eq!(planner.model.as_deref(), Some("haiku"));
+        let colon = load(
+            Some("agents:\n  \"plug:in\":\n    description: d\n    prompt: p\n"),
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(colon.contains("agents.plug:in"), "{colon}");
+        let empty = load(
+            Some("agents:\n  x:\n    description: d\n    prompt: ''\n"),
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(empty.contains("prompt"), "{empty}");
+    }
+
+    #[test]
     fn claude_home_defaults_to_home_dot_claude_and_env_sets_it() {
         let s = load(None, &[]).unwrap();
         assert_eq!(s.user.claude_home, None);

@@ -315,4 +315,97 @@ mod tests {
         assert_eq!(resolve_model(None, Some("claude-x-1"), "p"), "claude-x-1");
         assert_eq!(resolve_model(None, Some("inherit"), "p"), "p");
     }
+
+    fn definition_file(name: &str, prompt: &str) -> String {
+        format!("---\nname: {name}\ndescription: The {name} agent\n---\n{prompt}\n")
+    }
+
+    #[test]
+    fn agents_from_project_files_beat_user_files_and_the_configuration_beats_both() {
+        let tmp = tempfile::tempdir().unwrap();
+        let claude_home = tmp.path().join("claude");
+        let cwd = tmp.path().join("work");
+        std::fs::create_dir_all(claude_home.join("agents")).unwrap();
+        std::fs::create_dir_all(cwd.join(".claude/agents")).unwrap();
+        let write = |path: std::path::PathBuf, text: String| std::fs::write(path, text).unwrap();
+        write(
+            claude_home.join("agents/mine.md"),
+            definition_file("mine", "user mine"),
+        );
+        write(
+            claude_home.join("agents/both.md"),
+            definition_file("both", "user both"),
+        );
+        write(
+            cwd.join(".claude/agents/both.md"),
+            definition_file("both", "project both"),
+        );
+        write(
+            cwd.join(".claude/agents/ops.md"),
+            definition_file("ops", "project ops"),
+        );
+        write(
+            cwd.join(".claude/agents/notes.txt"),
+            definition_file("txt", "not .md"),
+        );
+        let ws = Workspace::at(&cwd).unwrap();
+        let configured = BTreeMap::from([(
+            "ops".to_owned(),
+            AgentConfig {
+                description: "Configured ops".into(),
+                prompt: "configured ops".into(),
+                tools: Some(vec!["Bash(git:*)".into(), "Read".into()]),
+                model: Some("inherit".into()),
+            },
+        )]);
+        let sources = AgentSources {
+            claude_home: Some(claude_home),
+            sources: vec![SettingSource::User, SettingSource::Project],
+            configured,
+        };
+        let found = sources.discover(&ws);
+        let prompts: Vec<(&str, &str)> = found
+            .values()
+            .map(|d| (d.name.as_str(), d.prompt.as_str()))
+            .collect();
+        assert_eq!(
+            prompts,
+            [
+                ("both", "project both"),
+                ("general-purpose", GENERAL_PURPOSE_PROMPT),
+                ("mine", "user mine"),
+                ("ops", "configured ops"),
+            ]
+        );
+        assert_eq!(found["ops"].tools, Some(vec!["Bash".into(), "Read".into()]));
+        assert_eq!(found["ops"].model, None);
+
+        let user_only = AgentSources {
+            sources: vec![SettingSource::User],
+            configured: BTreeMap::new(),
+            ..sources
+        };
+        assert_eq!(user_only.discover(&ws)["both"].prompt, "user both");
+    }
+
+    #[test]
+    fn agents_folder_linked_outside_the_project_is_not_read() {
+        let tmp = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(
+            outside.path().join("leak.md"),
+            definition_file("leak", "secret"),
+        )
+        .unwrap();
+        let cwd = tmp.path().join("work");
+        std::fs::create_dir_all(cwd.join(".claude")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), cwd.join(".claude/agents")).unwrap();
+        let ws = Workspace::at(&cwd).unwrap();
+        let sources = AgentSources {
+            claude_home: None,
+            sources: vec![SettingSource::Project],
+            configured: BTreeMap::new(),
+        };
+        assert_eq!(sources.discover(&ws).len(), 1, "only the built-in type");
+    }
 }
