@@ -1,7 +1,8 @@
 //! The `Agent` tool through the HTTP API, with fake-anthropic scripting the
 //! parent's and the subagents' calls: a subagent's own prompt, task and
 //! tools, its report as the parent's result, its usage in the turn's, its
-//! frames marked with the parent's call, and the types a session may start.
+//! frames marked with the parent's call, the types a session may start, two
+//! subagents at once, and an interrupt reaching a running subagent.
 
 use std::path::PathBuf;
 
@@ -349,5 +350,42 @@ async fn two_agent_calls_of_one_reply_run_side_by_side_and_report_in_order() {
         first[0] < second[second.len() - 1] && second[0] < first[first.len() - 1],
         "the two subagents' text did not interleave: {first:?} {second:?}"
     );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_interrupt_stops_a_running_subagent_and_its_turn() {
+    let fake = FakeAnthropic::start().await;
+    let app = agent_app(StorageKind::Sqlite, &fake, |_| {}).await.unwrap();
+    let (id, _) = session_in(&app).await;
+    let (name, input) = agent_call("Long task", "Write a long report.", None);
+    fake.push(Reply::tool_use(name, input));
+    fake.push(Reply::text("words ".repeat(200)).slow(50));
+    let mut frames = Frames::new(
+        app.chat_stream(json!({"session_id": id, "message": "go"}))
+            .await,
+    );
+    // Once the subagent streams, interrupt the session's turn.
+    let mut seen = Vec::new();
+    while let Some(frame) = frames.next().await {
+        let nested_text =
+            frame["type"] == "text_delta" && frame.get("parent_tool_use_id").is_some();
+        seen.push(frame);
+        if nested_text {
+            break;
+        }
+    }
+    assert_eq!(app.interrupt(&id).await.status(), reqwest::StatusCode::OK);
+    seen.extend(frames.collect().await);
+    let done = seen.last().unwrap();
+    assert_eq!(done["type"], "done", "{done}");
+    assert_eq!(done["stop_reason"], "interrupted");
+    let result = seen
+        .iter()
+        .find(|f| f["type"] == "tool_result" && f["tool_name"] == "Agent")
+        .unwrap();
+    assert_eq!(result["is_error"], true, "{result}");
+    // The parent made no call after the interrupt.
+    assert_eq!(fake.requests().len(), 2);
     app.stop().await;
 }
