@@ -879,6 +879,24 @@ impl Default for ToolSettings {
     }
 }
 
+/// A subagent type declared in the configuration, as a `.claude/agents`
+/// file would declare it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// When the model should pick this type; shown in the `Agent` tool.
+    pub description: String,
+    /// The subagent's system prompt.
+    pub prompt: String,
+    /// The tools it may use; absent means the parent's, without `Agent`.
+    #[serde(default)]
+    pub tools: Option<Vec<String>>,
+    /// `sonnet`, `opus`, `haiku`, a full model id, or `inherit` (absent:
+    /// the parent's model).
+    #[serde(default)]
+    pub model: Option<String>,
+}
+
 /// Per-user spending limits and per-key turn rates, counted in the store so
 /// every instance sharing it enforces the same totals. 0 means no limit.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -912,6 +930,10 @@ pub struct Settings {
     pub mcp: McpSettings,
     /// Local plugin folders bundling skills and MCP servers.
     pub plugins: Vec<PluginConfig>,
+    /// Subagent types the `Agent` tool may start, by name, beside the
+    /// built-in `general-purpose` and the `.claude/agents/*.md` files; a
+    /// name here wins over a file of the same name.
+    pub agents: BTreeMap<String, AgentConfig>,
     pub log: LogSettings,
     pub metrics: MetricsSettings,
     pub quotas: QuotaSettings,
@@ -932,6 +954,7 @@ impl Default for Settings {
             mcp_servers: BTreeMap::new(),
             mcp: McpSettings::default(),
             plugins: Vec::new(),
+            agents: BTreeMap::new(),
             log: LogSettings::default(),
             metrics: MetricsSettings::default(),
             quotas: QuotaSettings::default(),
@@ -1220,6 +1243,23 @@ impl Settings {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
+        for (name, agent) in &self.agents {
+            let key = format!("agents.{name}");
+            if name.trim().is_empty() || name.contains(':') {
+                return Err(ConfigError::invalid(
+                    &key,
+                    name,
+                    "a subagent's name must not be empty nor contain ':'",
+                ));
+            }
+            if agent.description.trim().is_empty() || agent.prompt.trim().is_empty() {
+                return Err(ConfigError::invalid(
+                    &key,
+                    name,
+                    "a subagent needs a non-empty description and prompt",
+                ));
+            }
+        }
         let uids = self.tools.command_uids;
         if uids.first == 0 || uids.count == 0 || uids.first.checked_add(uids.count).is_none() {
             return Err(ConfigError::invalid(
@@ -2032,6 +2072,35 @@ mod tests {
                 append: Some("Also this.".into())
             })
         );
+    }
+
+    #[test]
+    fn agents_are_read_from_the_file_and_checked() {
+        let s = load(
+            Some("agents:\n  Code-Planner:\n    description: Plans\n    prompt: You plan.\n    tools: [Read, Grep]\n    model: haiku\n"),
+            &[],
+        )
+        .unwrap();
+        let planner = &s.agents["Code-Planner"];
+        assert_eq!(
+            planner.tools.as_deref(),
+            Some(&["Read".to_owned(), "Grep".to_owned()][..])
+        );
+        assert_eq!(planner.model.as_deref(), Some("haiku"));
+        let colon = load(
+            Some("agents:\n  \"plug:in\":\n    description: d\n    prompt: p\n"),
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(colon.contains("agents.plug:in"), "{colon}");
+        let empty = load(
+            Some("agents:\n  x:\n    description: d\n    prompt: ''\n"),
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(empty.contains("prompt"), "{empty}");
     }
 
     #[test]

@@ -27,6 +27,7 @@ use crate::sandbox::Sandbox;
 use crate::serve::{ConnectionLimits, Server};
 use crate::skills::{self, SkillSource};
 use crate::store::{self, DynStore};
+use crate::tools::agent::AgentTools;
 use crate::tools::web_fetch::WebTools;
 use crate::tools::{BuiltinTools, ToolPolicy, ToolRegistry};
 
@@ -93,6 +94,7 @@ impl Application {
                 .with_questions(),
         )
         .with_source(Arc::new(WebTools::new(&settings, model.clone())))
+        .with_source(Arc::new(AgentTools::new(&settings)))
         .with_source(skills.clone())
         .with_source(mcp.clone());
         let agent = Arc::new(

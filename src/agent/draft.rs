@@ -36,6 +36,18 @@ impl Draft {
         }
     }
 
+    /// A draft kept in memory only, for a subagent's calls: its messages
+    /// are not part of the session's history.
+    pub(super) fn detached() -> Self {
+        let (text, _) = watch::channel(String::new());
+        let (finish, _) = oneshot::channel();
+        Self {
+            text,
+            finish,
+            writer: tokio::spawn(async { Ok(()) }),
+        }
+    }
+
     pub(super) fn push(&self, delta: &str) {
         self.text.send_modify(|text| text.push_str(delta));
     }

@@ -5,8 +5,10 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -19,6 +21,7 @@ use super::events::TurnLog;
 use super::history::{self, INTERRUPTED};
 use super::model::{ModelClient, ModelError};
 use super::running::{Cancel, Canceller, Registration};
+use super::subagents;
 use super::turn::{Agent, ToolCall, TurnEvent, TurnSummary};
 use super::wire::{
     ContentBlock, Message, ModelEvent, ModelRequest, ModelResponse, Role, ToolResultContent, Usage,
@@ -29,7 +32,8 @@ use crate::error::ApiError;
 use crate::hooks::MAX_STOP_CONTINUATIONS;
 use crate::metrics::{self, TurnOutcome};
 use crate::store::{Session, UsageTotals, micro_usd};
-use crate::tools::{ToolContext, ToolOutput, ToolPolicy, ToolSet};
+use crate::tools::agent::{self as agent_tool, SubagentCall, SubagentRunner};
+use crate::tools::{ToolContext, ToolEvents, ToolOutput, ToolPolicy, ToolSet};
 use crate::workspace::Workspace;
 
 /// What a call that stopped at `max_tokens` inside a tool call gets back.
@@ -46,8 +50,16 @@ const WINDOW_MARGIN: u64 = 1_024;
 /// makes room instead.
 const MIN_OUTPUT_TOKENS: u32 = 1_024;
 
-/// One turn in flight: everything its task needs.
+/// One turn in flight: its lease and the loop's state.
 pub(super) struct Turn {
+    core: TurnCore,
+    registration: Registration,
+}
+
+/// Everything the loop needs, for the turn itself or for one of its
+/// subagents (which shares the turn's cancellation, log and budget).
+#[derive(Clone)]
+pub(super) struct TurnCore {
     agent: Arc<Agent>,
     /// The service's settings with the session's options applied.
     settings: Arc<Settings>,
@@ -56,12 +68,20 @@ pub(super) struct Turn {
     model: Arc<dyn ModelClient>,
     session: Session,
     workspace: Workspace,
-    registration: Registration,
     canceller: Canceller,
     log: Arc<TurnLog>,
     started: Instant,
     /// Whether the model has streamed text yet (for time to first token).
-    first_token: AtomicBool,
+    first_token: Arc<AtomicBool>,
+    /// The parent's `Agent` call when this loop runs a subagent: its
+    /// frames are marked with it and its messages are not stored.
+    parent_call: Option<String>,
+    /// What the turn has cost so far, its subagents' calls included, for
+    /// the budget check each loop makes.
+    spent: Arc<Mutex<f64>>,
+    /// The model this loop calls now (a command's or the fallback), which
+    /// its subagents inherit.
+    model_in_use: Arc<Mutex<String>>,
 }
 
 /// How the loop ended when it did not end normally.
@@ -117,7 +137,7 @@ impl Turn {
         log: Arc<TurnLog>,
     ) -> Self {
         let policy = agent.policy.for_session(&session.options);
-        Self {
+        let core = TurnCore {
             settings,
             policy,
             agent,
@@ -125,14 +145,17 @@ impl Turn {
             session,
             workspace,
             canceller: registration.canceller.clone(),
-            registration,
             log,
             started: Instant::now(),
-            first_token: AtomicBool::new(false),
-        }
+            first_token: Arc::new(AtomicBool::new(false)),
+            parent_call: None,
+            spent: Arc::new(Mutex::new(0.0)),
+            model_in_use: Arc::default(),
+        };
+        Self { core, registration }
     }
 
-    #[tracing::instrument(name = "turn", skip_all, fields(session_id = %self.session.id))]
+    #[tracing::instrument(name = "turn", skip_all, fields(session_id = %self.core.session.id))]
     pub(super) async fn run(
         self,
         message: String,
@@ -140,38 +163,39 @@ impl Turn {
         timeout: Duration,
         callback: Option<Callback>,
     ) {
-        let id = self.session.id;
-        let renew = self.agent.running.keep_lease(id, &self.registration);
+        let Turn { core, registration } = self;
+        let id = core.session.id;
+        let renew = core.agent.running.keep_lease(id, &registration);
         let stop_writing = CancellationToken::new();
-        let writer = self.log.keep_writing(stop_writing.clone());
+        let writer = core.log.keep_writing(stop_writing.clone());
         let clock = TurnClock::new();
         let deadline = tokio::spawn(clock.clone().enforce(
             tokio::time::Instant::now(),
             timeout,
-            self.canceller.clone(),
+            core.canceller.clone(),
         ));
         let approvals = Approvals::new(
-            self.agent.store.clone(),
+            core.agent.store.clone(),
             id,
-            Duration::from_secs(self.settings.defaults.permission_timeout_secs),
-            self.log.clone(),
+            Duration::from_secs(core.settings.defaults.permission_timeout_secs),
+            core.log.clone(),
             clock,
-            self.canceller.clone(),
+            core.canceller.clone(),
         )
         .await;
 
         let mut progress = Progress {
-            model: self.settings.defaults.model.clone(),
+            model: core.settings.defaults.model.clone(),
             ..Progress::default()
         };
-        let outcome = self
+        let outcome = core
             .drive(message, attachments, &mut progress, approvals.clone())
             .await;
         deadline.abort();
         renew.abort();
 
         let usage = progress.usage;
-        let holder = self.registration.holder;
+        let holder = registration.holder;
         let permission_requests = approvals.records();
 
         let summary = |stop_reason: String, text: String| TurnSummary {
@@ -180,7 +204,7 @@ impl Turn {
             stop_reason,
             num_turns: progress.num_turns,
             usage,
-            duration_ms: u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            duration_ms: u64::try_from(core.started.elapsed().as_millis()).unwrap_or(u64::MAX),
             model: progress.model.clone(),
             fallback_model_used: progress.fallback_model_used,
             compactions: progress.compactions.clone(),
@@ -189,7 +213,7 @@ impl Turn {
         let event = match outcome {
             Ok((stop_reason, text)) => TurnEvent::Done(summary(stop_reason, text)),
             Err(Stop::Failed(err)) => TurnEvent::Failed(err),
-            Err(Stop::Cancelled) => match self.canceller.reason() {
+            Err(Stop::Cancelled) => match core.canceller.reason() {
                 Some(Cancel::TimedOut) => {
                     TurnEvent::Failed(ApiError::TurnTimeout(timeout.as_secs()))
                 }
@@ -199,14 +223,14 @@ impl Turn {
                 }
             },
         };
-        let outcome = match (&event, self.canceller.reason()) {
+        let outcome = match (&event, core.canceller.reason()) {
             (TurnEvent::Done(_), Some(Cancel::Interrupted)) => TurnOutcome::Interrupted,
             (TurnEvent::Done(_), _) => TurnOutcome::Completed,
             (TurnEvent::Failed(ApiError::TurnTimeout(_)), _) => TurnOutcome::TimedOut,
             (TurnEvent::Failed(ApiError::ShuttingDown), _) => TurnOutcome::Shutdown,
             _ => TurnOutcome::Failed,
         };
-        metrics::turn_finished(outcome, self.started.elapsed());
+        metrics::turn_finished(outcome, core.started.elapsed());
         match &event {
             TurnEvent::Done(s) => tracing::info!(
                 stop_reason = %s.stop_reason,
@@ -239,19 +263,15 @@ impl Turn {
         // released: whoever sees the session idle finds the turn complete.
         stop_writing.cancel();
         let _ = writer.await;
-        let (last, report) = self
+        let (last, report) = core
             .log
-            .finish(event, &self.agent.settings.session.event_retention)
+            .finish(event, &core.agent.settings.session.event_retention)
             .await;
-        let next = self
-            .agent
-            .running
-            .release_or_next(id, &self.registration)
-            .await;
-        self.log.forward(last);
-        self.registration.finished();
+        let next = core.agent.running.release_or_next(id, &registration).await;
+        core.log.forward(last);
+        registration.finished();
         if let Some(next) = next {
-            self.agent.run_queued(id, holder, next);
+            core.agent.run_queued(id, holder, next);
         }
         if let Some(callback) = callback {
             match serde_json::to_vec(&report) {
@@ -262,8 +282,17 @@ impl Turn {
             }
         }
     }
+}
 
+impl TurnCore {
     fn emit(&self, event: TurnEvent) {
+        if let Some(parent) = &self.parent_call {
+            self.log.emit(TurnEvent::Nested {
+                parent_tool_use_id: parent.clone(),
+                event: Box::new(event),
+            });
+            return;
+        }
         match &event {
             TurnEvent::TextDelta(_) if !self.first_token.swap(true, Ordering::Relaxed) => {
                 metrics::first_token(self.started.elapsed());
@@ -305,10 +334,37 @@ impl Turn {
         };
         metrics::model_usage(model, usage, call.cost_usd);
         progress.usage += call;
+        *self.spent.lock().unwrap_or_else(PoisonError::into_inner) += call.cost_usd;
         self.record_usage(call, 0).await;
     }
 
+    fn use_model(&self, model: &str) {
+        model.clone_into(
+            &mut self
+                .model_in_use
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+    }
+
+    /// Whether this loop's messages go to the session's history (a
+    /// subagent's conversation is its own, kept in memory).
+    fn stores_history(&self) -> bool {
+        self.parent_call.is_none()
+    }
+
+    fn draft(&self) -> Draft {
+        if self.stores_history() {
+            Draft::start(self.agent.store.clone(), self.session.id)
+        } else {
+            Draft::detached()
+        }
+    }
+
     async fn persist(&self, message: &Message) -> Result<(), Stop> {
+        if !self.stores_history() {
+            return Ok(());
+        }
         self.agent
             .store
             .append_messages(self.session.id, &[history::to_stored(message)])
@@ -394,7 +450,7 @@ impl Turn {
             }
         };
         // A command's `model` holds for this turn.
-        let mut model_id = expansion
+        let model_id = expansion
             .model
             .clone()
             .unwrap_or_else(|| settings.defaults.model.clone());
@@ -442,26 +498,53 @@ impl Turn {
         self.record_usage(UsageTotals::default(), 1).await;
         let mut conversation = view.conversation();
         conversation.push(user);
-        let mut conversation = history::repair(conversation);
+        let conversation = history::repair(conversation);
 
         let tool_ctx = ToolContext::new(self.workspace.clone(), self.canceller.token.clone())
             .in_session(
                 agent.tool_sessions.get(self.session.id),
                 super::turn::tool_events(&self.log),
             )
-            .with_person(approvals);
+            .with_person(approvals)
+            .with_subagents(Arc::new(self.clone()));
+        self.run_loop(
+            conversation,
+            &prompt,
+            &tool_set,
+            &tool_ctx,
+            model_id,
+            progress,
+        )
+        .await
+    }
+
+    /// Model calls and tool runs until the model ends its turn: the turn's
+    /// own conversation, or a subagent's.
+    async fn run_loop(
+        &self,
+        mut conversation: Vec<Message>,
+        prompt: &Prompt,
+        tool_set: &ToolSet,
+        tool_ctx: &ToolContext,
+        mut model_id: String,
+        progress: &mut Progress,
+    ) -> Result<(String, String), Stop> {
+        let settings = &self.settings;
+        let mode = tool_set.permissions().mode();
+        self.use_model(&model_id);
         let mut continuations = 0;
         // What the API counted over what the estimate said, for the last call.
         let mut ratio = 1.0f64;
-        let mut compact_next = {
-            (prompt.tokens_with(&conversation) as f64 * ratio) as u64
-                > self.compact_threshold(&model_id)
-        };
+        // A subagent's conversation lives for one task and is not stored:
+        // it is shrunk to fit rather than compacted.
+        let mut compact_next = self.stores_history()
+            && (prompt.tokens_with(&conversation) as f64 * ratio) as u64
+                > self.compact_threshold(&model_id);
 
         loop {
             if compact_next
                 && let Some(compacted) = self
-                    .compact(Trigger::Auto, None, &prompt, &model_id, ratio, progress)
+                    .compact(Trigger::Auto, None, prompt, &model_id, ratio, progress)
                     .await?
             {
                 conversation = compacted;
@@ -471,12 +554,12 @@ impl Turn {
             }
             progress.num_turns += 1;
 
-            let draft = Draft::start(agent.store.clone(), self.session.id);
+            let draft = self.draft();
             let mut recoveries = 0;
             let mut shrunk: Option<Vec<Message>> = None;
             let (estimated, response) = loop {
                 let messages = shrunk.clone().unwrap_or_else(|| conversation.clone());
-                let (request, estimated) = self.request(&model_id, &prompt, messages, ratio);
+                let (request, estimated) = self.request(&model_id, prompt, messages, ratio);
                 let failure = match self.call_model(&request, &draft).await {
                     Ok(response) => break (estimated, response),
                     Err(failure) => failure,
@@ -497,8 +580,9 @@ impl Turn {
                     }
                     tracing::warn!(recoveries, %error, "the request did not fit the context window");
                     if recoveries == 1
+                        && self.stores_history()
                         && let Some(compacted) = self
-                            .compact(Trigger::Recovery, None, &prompt, &model_id, ratio, progress)
+                            .compact(Trigger::Recovery, None, prompt, &model_id, ratio, progress)
                             .await?
                     {
                         conversation = compacted;
@@ -522,6 +606,7 @@ impl Turn {
                 {
                     tracing::warn!(from = %model_id, to = fallback, "the model stayed overloaded; continuing on the fallback model");
                     model_id = fallback.to_owned();
+                    self.use_model(&model_id);
                     progress.model = model_id.clone();
                     progress.fallback_model_used = true;
                     continue;
@@ -540,8 +625,8 @@ impl Turn {
             if counted > 0 {
                 ratio = counted as f64 / estimated.max(1) as f64;
             }
-            compact_next =
-                counted + response.usage.output_tokens > self.compact_threshold(&model_id);
+            compact_next = self.stores_history()
+                && counted + response.usage.output_tokens > self.compact_threshold(&model_id);
 
             let assistant = Message::assistant(response.content.clone());
             progress.last_text = assistant.text();
@@ -558,7 +643,8 @@ impl Turn {
                 .map(|(id, name, input)| (id.to_owned(), name.to_owned(), input.clone()))
                 .collect();
             if calls.is_empty() {
-                if continuations < MAX_STOP_CONTINUATIONS
+                if self.stores_history()
+                    && continuations < MAX_STOP_CONTINUATIONS
                     && let Some(reason) = tool_set
                         .hooks()
                         .stop(
@@ -587,7 +673,7 @@ impl Turn {
             let run = |id: &str, name: &str, input: &Value| {
                 let cut = cut_call.as_deref() == Some(id);
                 let (id, name, input) = (id.to_owned(), name.to_owned(), input.clone());
-                let (tool_set, tool_ctx) = (&tool_set, &tool_ctx);
+                let (tool_set, tool_ctx) = (tool_set, tool_ctx);
                 async move {
                     if self.canceller.token.is_cancelled() {
                         ToolOutput::error(INTERRUPTED)
@@ -620,6 +706,7 @@ impl Turn {
                     for (model, usage) in &output.model_usage {
                         self.count_usage(model, usage, progress).await;
                     }
+                    progress.usage += output.counted_usage;
                     let content =
                         context::cap_tool_result(output.content, settings.tools.max_result_tokens);
                     progress.tool_calls.push(ToolCall::new(
@@ -656,8 +743,9 @@ impl Turn {
             if self.canceller.token.is_cancelled() {
                 return Err(Stop::Cancelled);
             }
+            let spent = *self.spent.lock().unwrap_or_else(PoisonError::into_inner);
             if let Some(budget) = settings.defaults.max_budget_usd
-                && self.session.usage.cost_usd + progress.usage.cost_usd >= budget
+                && self.session.usage.cost_usd + spent >= budget
             {
                 return Ok(("max_budget".into(), progress.last_text.clone()));
             }
@@ -946,6 +1034,91 @@ impl Turn {
             }
             ModelEvent::ThinkingDelta(thinking) => self.emit(TurnEvent::ThinkingDelta(thinking)),
         }
+    }
+}
+
+/// A subagent runs the turn's own loop on a fresh conversation: its type's
+/// system prompt, the task as the only user message, and the type's tools
+/// (never `Agent`), under the turn's cancellation, rules and budget.
+#[async_trait]
+impl SubagentRunner for TurnCore {
+    async fn run(&self, call: SubagentCall, ctx: &ToolContext) -> ToolOutput {
+        let definition = &call.definition;
+        let parent_model = self
+            .model_in_use
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let mut nested = self.clone();
+        nested.parent_call = Some(ctx.call_id.clone());
+        nested.model_in_use = Arc::default();
+        let model_id = subagents::resolve_model(
+            call.model.as_deref(),
+            definition.model.as_deref(),
+            &parent_model,
+        );
+        let tool_set = self
+            .agent
+            .tools
+            .tool_set(&self.workspace, &self.policy)
+            .await
+            .only(|name| name != agent_tool::NAME && definition.allows(name));
+        let system = self.agent.prompts.subagent(
+            &definition.prompt,
+            self.session.id,
+            &self.workspace,
+            &model_id,
+        );
+        let prompt = Prompt::new(system, tool_set.definitions());
+
+        let mut tool_ctx = ctx.clone();
+        tool_ctx.subagents = None;
+        tool_ctx.call_id = String::new();
+        let (log, parent) = (self.log.clone(), ctx.call_id.clone());
+        tool_ctx.events = ToolEvents::new(move |event| {
+            log.emit(TurnEvent::Nested {
+                parent_tool_use_id: parent.clone(),
+                event: Box::new(TurnEvent::from(event)),
+            });
+        });
+
+        tracing::info!(subagent = %definition.name, model = %model_id, description = %call.description, "subagent started");
+        let mut progress = Progress {
+            model: model_id.clone(),
+            ..Progress::default()
+        };
+        let conversation = vec![Message::user_text(call.prompt)];
+        let outcome = nested
+            .run_loop(
+                conversation,
+                &prompt,
+                &tool_set,
+                &tool_ctx,
+                model_id,
+                &mut progress,
+            )
+            .await;
+        tracing::info!(
+            subagent = %definition.name,
+            num_turns = progress.num_turns,
+            tool_calls = progress.tool_calls.len(),
+            cost_usd = micro_usd(progress.usage.cost_usd),
+            "subagent finished"
+        );
+        let mut output = match outcome {
+            Ok((_, text)) if !text.trim().is_empty() => ToolOutput::ok(text),
+            Ok((stop_reason, _)) => ToolOutput::ok(format!(
+                "The subagent stopped ({stop_reason}) without writing a report."
+            )),
+            Err(Stop::Cancelled) => ToolOutput::error(INTERRUPTED),
+            Err(Stop::Failed(err)) => {
+                ToolOutput::error(format!("The subagent failed: {}", err.detail()))
+            }
+        };
+        // Its calls are in the session's usage already (each counted as it
+        // ended); the parent adds them to the turn's.
+        output.counted_usage = progress.usage;
+        output
     }
 }
 

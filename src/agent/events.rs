@@ -116,6 +116,14 @@ pub fn render(event: &TurnEvent) -> Value {
         TurnEvent::Failed(err) => {
             json!({"type": "error", "error": err.detail(), "code": err.code()})
         }
+        TurnEvent::Nested {
+            parent_tool_use_id,
+            event,
+        } => {
+            let mut frame = render(event);
+            frame["parent_tool_use_id"] = json!(parent_tool_use_id);
+            frame
+        }
     };
     with_reference_keys(frame)
 }

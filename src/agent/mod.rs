@@ -16,6 +16,7 @@ pub mod model;
 pub mod prompt;
 mod running;
 mod stream;
+pub mod subagents;
 pub mod turn;
 pub mod wire;
 

@@ -155,6 +155,25 @@ impl SystemPrompts {
         )
     }
 
+    /// A subagent's system prompt: its type's prompt and the session's
+    /// environment (as the session's turns last computed it today).
+    pub fn subagent(
+        &self,
+        body: &str,
+        session: SessionId,
+        workspace: &Workspace,
+        model: &str,
+    ) -> Vec<String> {
+        let today = chrono::Local::now().date_naive();
+        let environment = self
+            .cached(session, today)
+            .unwrap_or_else(|| format!("Working directory: {}", workspace.cwd().display()));
+        vec![format!(
+            "{}\n\n<environment>\n{environment}\nModel: {model}\n</environment>",
+            body.trim_end()
+        )]
+    }
+
     fn cached(&self, session: SessionId, today: NaiveDate) -> Option<String> {
         let map = self
             .environments

@@ -65,6 +65,12 @@ pub enum TurnEvent {
         /// Why the call needs a person (empty for questions).
         reason: String,
     },
+    /// Something a subagent did, inside the parent's `Agent` call
+    /// `parent_tool_use_id`.
+    Nested {
+        parent_tool_use_id: String,
+        event: Box<TurnEvent>,
+    },
     Done(TurnSummary),
     Failed(ApiError),
 }

@@ -481,6 +481,19 @@ mod tests {
             },
             TurnEvent::Done(summary()),
             TurnEvent::Failed(ApiError::TurnTimeout(120)),
+            // A subagent's frames: the same frames, marked with its parent.
+            TurnEvent::Nested {
+                parent_tool_use_id: "toolu_9".into(),
+                event: Box::new(TurnEvent::TextDelta("Found".into())),
+            },
+            TurnEvent::Nested {
+                parent_tool_use_id: "toolu_9".into(),
+                event: Box::new(TurnEvent::ToolUse {
+                    id: "toolu_10".into(),
+                    name: "Grep".into(),
+                    input: json!({"pattern": "port"}),
+                }),
+            },
         ];
         let mut seen = BTreeSet::new();
         for event in events {

@@ -23,13 +23,22 @@ pub use crate::agent::events::REFERENCE_KEYS;
 /// One `data:` line of the stream.
 pub struct StreamFrame;
 
+/// Frame types a subagent's run produces inside the parent's stream.
+const NESTED_FRAMES: [&str; 5] = [
+    "text_delta",
+    "thinking_delta",
+    "tool_use",
+    "tool_result",
+    "todos",
+];
+
 /// A property: its name, its schema and whether every frame has it.
 type Property = (&'static str, RefOr<Schema>, bool);
 
 /// Each frame type: its `type`, its schema's name, what it means and its
 /// own properties (the reference keys it does not use are added as `null`).
 fn frame_types() -> Vec<(&'static str, &'static str, &'static str, Vec<Property>)> {
-    vec![
+    let mut types = vec![
         (
             "text_delta",
             "TextDeltaFrame",
@@ -249,7 +258,22 @@ fn frame_types() -> Vec<(&'static str, &'static str, &'static str, Vec<Property>
                 ),
             ],
         ),
-    ]
+    ];
+    // A subagent's frames are the same frames, marked with the call that
+    // started it.
+    for (kind, _, _, properties) in &mut types {
+        if NESTED_FRAMES.contains(kind) {
+            properties.push((
+                "parent_tool_use_id",
+                string(
+                    "Only on a subagent's frames: the id of the parent's Agent call that runs it.",
+                    "toolu_01A",
+                ),
+                false,
+            ));
+        }
+    }
+    types
 }
 
 fn typed(kind: Type, description: &str) -> RefOr<Schema> {

@@ -331,9 +331,10 @@ fn specifier(tool: &ToolPattern, spec: &str, behavior: Behavior) -> Result<Spec,
             }),
         _ if name.starts_with("mcp__") => field(spec, behavior)?
             .ok_or_else(|| "an MCP tool rule takes no specifier other than `field:value`".into()),
-        // Agent(...), Cd(...), PowerShell(...): tools this service does
-        // not have, so nothing to match; accepted so that settings written
-        // for Claude Code load without noise.
+        // Cd(...), PowerShell(...): tools this service does not have, and
+        // Agent(type), whose subagent types rules do not tell apart here
+        // (`Agent` alone covers every type): nothing to match; accepted so
+        // that settings written for Claude Code load without noise.
         _ => Ok(field(spec, behavior)?.unwrap_or(Spec::Unchecked)),
     }
 }

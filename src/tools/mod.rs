@@ -1,6 +1,7 @@
 //! What the agent can do: the `Tool` trait, the sources that supply tools
 //! (built-ins, skills, MCP servers) and the per-turn set filtered by policy.
 
+pub mod agent;
 mod args;
 pub mod ask_user;
 pub mod background;
@@ -52,6 +53,9 @@ pub struct ToolContext {
     pub person: Option<Arc<dyn person::Person>>,
     /// The model's id of the call being run (empty outside a turn).
     pub call_id: String,
+    /// Who runs `Agent` calls; `None` inside a subagent, which may not
+    /// start more.
+    pub subagents: Option<Arc<dyn agent::SubagentRunner>>,
 }
 
 impl ToolContext {
@@ -65,7 +69,14 @@ impl ToolContext {
             events: ToolEvents::default(),
             person: None,
             call_id: String::new(),
+            subagents: None,
         }
+    }
+
+    /// The same context with `runner` starting `Agent` calls' subagents.
+    pub fn with_subagents(mut self, runner: Arc<dyn agent::SubagentRunner>) -> Self {
+        self.subagents = Some(runner);
+        self
     }
 
     /// The same context with `person` to ask.
@@ -124,6 +135,9 @@ pub struct ToolOutput {
     /// Images or documents that go to the model with `content` (Read of an
     /// image or a PDF).
     pub media: Vec<crate::agent::wire::ContentBlock>,
+    /// Usage already counted in the session by whoever made the calls (a
+    /// subagent's loop), to add to the turn's totals only.
+    pub counted_usage: crate::store::UsageTotals,
 }
 
 impl ToolOutput {
@@ -133,6 +147,7 @@ impl ToolOutput {
             is_error: false,
             model_usage: Vec::new(),
             media: Vec::new(),
+            counted_usage: crate::store::UsageTotals::default(),
         }
     }
 
@@ -154,6 +169,7 @@ impl ToolOutput {
             is_error: true,
             model_usage: Vec::new(),
             media: Vec::new(),
+            counted_usage: crate::store::UsageTotals::default(),
         }
     }
 }

@@ -148,6 +148,32 @@ impl ToolSet {
         }
     }
 
+    /// The same set with only the tools `keep` accepts, under the same
+    /// rules and hooks (a subagent's narrower set).
+    pub fn only(&self, keep: impl Fn(&str) -> bool) -> ToolSet {
+        let mut tools: Vec<Arc<dyn Tool>> = self
+            .inner
+            .all
+            .values()
+            .filter(|t| keep(t.name()))
+            .cloned()
+            .collect();
+        // `all` is unordered; offered definitions keep the set's order.
+        let rank = |name: &str| {
+            self.inner
+                .offered
+                .iter()
+                .position(|n| n == name)
+                .unwrap_or(usize::MAX)
+        };
+        tools.sort_by_key(|t| rank(t.name()));
+        ToolSet::with_hooks(
+            tools,
+            self.inner.permissions.clone(),
+            self.inner.hooks.clone(),
+        )
+    }
+
     /// The definitions to send to the model: offered tools only.
     pub fn definitions(&self) -> Vec<Value> {
         self.inner.definitions.clone()

@@ -27,6 +27,7 @@ mod session_tools;
 mod sessions;
 mod starvation;
 mod store_full;
+mod subagents;
 mod tenants;
 mod tools;
 mod ui;
