@@ -2,7 +2,6 @@
 //! the plugins' `skills/` folders, offered to the model through one `Skill` tool.
 
 use std::collections::BTreeMap;
-use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -182,18 +181,9 @@ fn load(dir: &Path, source: &str, jail: Option<&Workspace>) -> Result<Option<Ski
         None => crate::workspace::open_trusted_file(&canonical),
     }
     .map_err(|e| e.to_string())?;
-    if opened.len > MAX_SKILL_FILE_BYTES {
-        return Err(format!(
-            "SKILL.md is {} bytes, over the {MAX_SKILL_FILE_BYTES}-byte limit",
-            opened.len
-        ));
-    }
-    let mut text = String::new();
-    opened
-        .file
-        .take(MAX_SKILL_FILE_BYTES)
-        .read_to_string(&mut text)
-        .map_err(|e| e.to_string())?;
+    let text = opened
+        .read_text(MAX_SKILL_FILE_BYTES)
+        .map_err(|e| format!("SKILL.md is {e}"))?;
     let (front, body) = parse(&text)?;
     Ok(Some(Skill {
         name: front.name,

@@ -5,7 +5,6 @@
 //! is expanded into the message the model gets. Any other `/word` is text.
 
 use std::collections::BTreeMap;
-use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -411,21 +410,9 @@ fn load(
         tracing::warn!(file = %path.display(), "a command file's name must be letters, digits, '-', '_', '.' or ':'");
         return None;
     }
-    let read = opened.map_err(|e| e.to_string()).and_then(|opened| {
-        if opened.len > MAX_COMMAND_FILE_BYTES {
-            return Err(format!(
-                "{} bytes, over the {MAX_COMMAND_FILE_BYTES}-byte limit",
-                opened.len
-            ));
-        }
-        let mut text = String::new();
-        opened
-            .file
-            .take(MAX_COMMAND_FILE_BYTES)
-            .read_to_string(&mut text)
-            .map_err(|e| e.to_string())?;
-        Ok(text)
-    });
+    let read = opened
+        .map_err(|e| e.to_string())
+        .and_then(|opened| opened.read_text(MAX_COMMAND_FILE_BYTES));
     let parsed = read.and_then(|text| parse(name, &text));
     match parsed {
         Ok(mut command) => {

@@ -1074,13 +1074,9 @@ impl SubagentRunner for TurnCore {
         let mut tool_ctx = ctx.clone();
         tool_ctx.subagents = None;
         tool_ctx.call_id = String::new();
-        let (log, parent) = (self.log.clone(), ctx.call_id.clone());
-        tool_ctx.events = ToolEvents::new(move |event| {
-            log.emit(TurnEvent::Nested {
-                parent_tool_use_id: parent.clone(),
-                event: Box::new(TurnEvent::from(event)),
-            });
-        });
+        // The subagent's tool events are its own: marked like its frames.
+        let emitter = nested.clone();
+        tool_ctx.events = ToolEvents::new(move |event| emitter.emit(TurnEvent::from(event)));
 
         tracing::info!(subagent = %definition.name, model = %model_id, description = %call.description, "subagent started");
         let mut progress = Progress {

@@ -3,7 +3,6 @@
 //! a prompt cache keeps them), then the project's memory.
 
 use std::collections::HashMap;
-use std::io::Read as _;
 use std::path::Path;
 use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::Duration;
@@ -424,13 +423,7 @@ fn short(commit: &str) -> String {
 fn read_small(workspace: &Workspace, path: &Path) -> Option<String> {
     /// `.git` files read here are a line or two; `packed-refs` can be longer.
     const MAX: u64 = 1024 * 1024;
-    let opened = workspace.open_in_user_dir(path).ok()?;
-    if opened.len > MAX {
-        return None;
-    }
-    let mut text = String::new();
-    opened.file.take(MAX).read_to_string(&mut text).ok()?;
-    Some(text)
+    workspace.open_in_user_dir(path).ok()?.read_text(MAX).ok()
 }
 
 #[cfg(test)]

@@ -3,7 +3,6 @@
 //! project), each a system prompt with an optional tool list and model.
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::Path;
 
 use crate::config::AgentConfig;
@@ -203,21 +202,9 @@ fn scan_project(workspace: &Workspace) -> Vec<Definition> {
 /// looked like one.
 fn load(path: &Path, opened: Result<OpenFile, FileError>) -> Option<Definition> {
     path.file_name()?.to_str()?.strip_suffix(".md")?;
-    let read = opened.map_err(|e| e.to_string()).and_then(|opened| {
-        if opened.len > MAX_DEFINITION_BYTES {
-            return Err(format!(
-                "{} bytes, over the {MAX_DEFINITION_BYTES}-byte limit",
-                opened.len
-            ));
-        }
-        let mut text = String::new();
-        opened
-            .file
-            .take(MAX_DEFINITION_BYTES)
-            .read_to_string(&mut text)
-            .map_err(|e| e.to_string())?;
-        Ok(text)
-    });
+    let read = opened
+        .map_err(|e| e.to_string())
+        .and_then(|opened| opened.read_text(MAX_DEFINITION_BYTES));
     match read.and_then(|text| parse(&text)) {
         Ok(definition) => Some(definition),
         Err(reason) => {

@@ -8,7 +8,7 @@ pub mod sse;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -36,6 +36,8 @@ const SESSION_SERVER_IDLE: Duration = Duration::from_secs(10 * 60);
 
 /// Where a session names its own servers (Claude Code's project scope).
 const PROJECT_FILE: &str = ".mcp.json";
+/// A `.mcp.json` larger than this is not read.
+const MAX_PROJECT_FILE_BYTES: u64 = 1024 * 1024;
 
 /// The MCP servers of this process. Most are shared by all sessions: they
 /// are the operator's configuration, and starting one per session would be
@@ -54,6 +56,13 @@ struct SessionServers {
     /// Whether a session's `.mcp.json` is read.
     project: bool,
     running: Mutex<HashMap<PathBuf, SessionEntry>>,
+}
+
+impl SessionServers {
+    fn running(&self) -> MutexGuard<'_, HashMap<PathBuf, SessionEntry>> {
+        // Entries are replaced whole; a panic elsewhere leaves none half-made.
+        self.running.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 struct SessionEntry {
@@ -116,28 +125,33 @@ impl McpHub {
 
     /// Per-session servers start through `sandbox`, as the session's Bash
     /// commands do; with `project`, a session's own `.mcp.json` adds some.
+    /// Project servers run a repository's command, so they are read only
+    /// when that command would be confined.
     pub fn with_session_servers(mut self, sandbox: Sandbox, project: bool) -> Self {
+        if project && !sandbox.is_confined() {
+            tracing::warn!(
+                "project MCP servers are allowed but Bash commands are not confined; .mcp.json files are ignored"
+            );
+        }
+        self.sessions.project = project && sandbox.is_confined();
         self.sessions.sandbox = sandbox;
-        self.sessions.project = project;
         self
     }
 
     /// The servers a session in `workspace` runs for itself, by name:
     /// configured `scope: session` ones, then its `.mcp.json` stdio
     /// servers when allowed (configured names win).
-    fn session_configs(&self, workspace: &Workspace) -> BTreeMap<String, McpServerConfig> {
+    async fn session_configs(&self, workspace: &Workspace) -> BTreeMap<String, McpServerConfig> {
         let mut wanted = self.per_session.clone();
         if !self.sessions.project {
             return wanted;
         }
-        // Project servers run a repository's command: only confined.
-        if !self.sessions.sandbox.is_confined() {
-            tracing::warn!(
-                "project MCP servers are allowed but Bash commands are not confined; ignoring .mcp.json"
-            );
-            return wanted;
-        }
-        for (name, config) in project_servers(workspace) {
+        // A file read: off the runtime's workers.
+        let ws = workspace.clone();
+        let project = tokio::task::spawn_blocking(move || project_servers(&ws))
+            .await
+            .unwrap_or_default();
+        for (name, config) in project {
             if self.servers.contains_key(&name) || wanted.contains_key(&name) {
                 continue;
             }
@@ -148,15 +162,15 @@ impl McpHub {
 
     /// The slots of `workspace`'s session servers, started anew when the
     /// wanted set changed; sessions idle too long have theirs stopped.
-    fn session_slots(&self, workspace: &Workspace) -> Vec<Arc<ServerSlot>> {
-        let wanted = self.session_configs(workspace);
+    async fn session_slots(&self, workspace: &Workspace) -> Vec<Arc<ServerSlot>> {
+        // Nothing runs per session: no lock, no file read on the turn's path.
+        if self.per_session.is_empty() && !self.sessions.project {
+            return Vec::new();
+        }
+        let wanted = self.session_configs(workspace).await;
         let mut stale: Vec<Arc<ServerSlot>> = Vec::new();
         let slots = {
-            let mut running = self
-                .sessions
-                .running
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
+            let mut running = self.sessions.running();
             let root = workspace.root().to_path_buf();
             running.retain(|dir, entry| {
                 let keep = *dir == root || entry.used.elapsed() < SESSION_SERVER_IDLE;
@@ -209,11 +223,7 @@ impl McpHub {
 
     /// The pid of a session's running server (for diagnostics and tests).
     pub fn session_pid(&self, session_dir: &Path, server: &str) -> Option<u32> {
-        let running = self
-            .sessions
-            .running
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let running = self.sessions.running();
         running.get(session_dir)?.slots.get(server)?.pid()
     }
 
@@ -257,9 +267,7 @@ impl McpHub {
     pub async fn shutdown(&self) {
         let sessions: Vec<Arc<ServerSlot>> = self
             .sessions
-            .running
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+            .running()
             .drain()
             .flat_map(|(_, entry)| entry.slots.into_values())
             .collect();
@@ -277,20 +285,14 @@ impl McpHub {
 /// root), read through the workspace. Others (http, sse) would have the
 /// service itself connect wherever a repository says, and are skipped.
 fn project_servers(workspace: &Workspace) -> BTreeMap<String, McpServerConfig> {
-    use std::io::Read;
     let path = workspace.root().join(PROJECT_FILE);
-    let Ok(opened) = workspace.open_file(&path, Access::Read) else {
+    let Some(text) = workspace
+        .open_file(&path, Access::Read)
+        .ok()
+        .and_then(|opened| opened.read_text(MAX_PROJECT_FILE_BYTES).ok())
+    else {
         return BTreeMap::new();
     };
-    let mut text = String::new();
-    if opened
-        .file
-        .take(1024 * 1024)
-        .read_to_string(&mut text)
-        .is_err()
-    {
-        return BTreeMap::new();
-    }
     let Ok(file) = serde_json::from_str::<config::McpJson>(&text) else {
         tracing::debug!(file = %path.display(), "ignoring a .mcp.json that does not parse");
         return BTreeMap::new();
@@ -326,7 +328,7 @@ impl ToolSource for McpHub {
     /// The tools of every server that is (or can now be) connected; a server
     /// that fails to start contributes none and the others are unaffected.
     async fn tools(&self, workspace: &Workspace) -> Vec<Arc<dyn Tool>> {
-        let own = self.session_slots(workspace);
+        let own = self.session_slots(workspace).await;
         let listed = futures::future::join_all(self.servers.values().chain(own.iter()).map(
             |slot| async move {
                 let conn = slot.connection(false).await.ok()?;
@@ -413,9 +415,9 @@ impl Tool for McpTool {
         };
         // The model asked for this tool now, so a failed server is retried
         // at once rather than after the pause turn set-up observes.
-        let conn = tokio::select! {
-            conn = self.slot.connection(true) => conn,
-            () = ctx.cancel.cancelled() => return ToolOutput::error("The call was cancelled."),
+        let conn = match unless_cancelled(ctx, self.slot.connection(true)).await {
+            Ok(conn) => conn,
+            Err(cancelled) => return cancelled,
         };
         let conn = match conn {
             Ok(conn) => conn,
@@ -431,9 +433,9 @@ impl Tool for McpTool {
             ));
         }
         let params = CallToolRequestParams::new(self.remote.clone()).with_arguments(arguments);
-        let result = tokio::select! {
-            result = conn.peer.call_tool(params) => result,
-            () = ctx.cancel.cancelled() => return ToolOutput::error("The call was cancelled."),
+        let result = match unless_cancelled(ctx, conn.peer.call_tool(params)).await {
+            Ok(result) => result,
+            Err(cancelled) => return cancelled,
         };
         match result {
             Ok(result) => render(result),
@@ -450,6 +452,18 @@ impl Tool for McpTool {
                 ))
             }
         }
+    }
+}
+
+/// What `work` gives, or the result a cancelled call gets when the turn is
+/// cancelled first (a server that hangs must not hold the turn).
+async fn unless_cancelled<T>(
+    ctx: &ToolContext,
+    work: impl std::future::Future<Output = T>,
+) -> Result<T, ToolOutput> {
+    tokio::select! {
+        out = work => Ok(out),
+        () = ctx.cancel.cancelled() => Err(ToolOutput::error("The call was cancelled.")),
     }
 }
 
@@ -514,18 +528,30 @@ fn render(result: CallToolResult) -> ToolOutput {
 /// its kind judged by its bytes (never the server's claim), scaled down
 /// when too large. `None` for anything else, or bytes that are no image.
 fn image_of(item: &rmcp::model::ContentBlock) -> Option<ToolOutput> {
-    use base64::Engine;
     let value = serde_json::to_value(item).ok()?;
     if value.get("type").and_then(Value::as_str) != Some("image") {
         return None;
     }
-    let data = value.get("data").and_then(Value::as_str)?;
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(data)
-        .ok()?;
-    let media = crate::media::MediaType::sniff(&bytes).filter(|m| m.is_image())?;
-    let shown = crate::tools::read_media::image(&bytes, media, "from the MCP server");
+    let shown = image_in(
+        &decode_base64(value.get("data")?.as_str()?),
+        "from the MCP server",
+    )?;
     (!shown.is_error).then_some(shown)
+}
+
+/// `bytes` shown to the model as an image when they are one (by their
+/// magic numbers), scaled down like Read's; `shown` names where from.
+fn image_in(bytes: &[u8], shown: &str) -> Option<ToolOutput> {
+    let media = crate::media::MediaType::sniff(bytes).filter(|m| m.is_image())?;
+    Some(crate::tools::read_media::image(bytes, media, shown))
+}
+
+/// Base64 as MCP carries binary content; nothing for text that is not.
+fn decode_base64(data: &str) -> Vec<u8> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
+        .decode(data)
+        .unwrap_or_default()
 }
 
 fn render_item(item: &rmcp::model::ContentBlock) -> String {

@@ -9,6 +9,7 @@ use rmcp::model::ReadResourceRequestParams;
 use serde_json::{Value, json};
 
 use super::server::ServerSlot;
+use super::unless_cancelled;
 use crate::tools::{Tool, ToolContext, ToolOutput};
 
 /// Resources listed in one answer; more are counted, not shown.
@@ -87,16 +88,13 @@ impl Tool for ListResources {
         let mut listed = Vec::new();
         let mut failures = Vec::new();
         for slot in chosen {
-            let conn = tokio::select! {
-                conn = slot.connection(true) => conn,
-                () = ctx.cancel.cancelled() => return ToolOutput::error("The call was cancelled."),
-            };
-            let result = match conn {
-                Ok(conn) => tokio::select! {
-                    r = conn.peer.list_all_resources() => r.map_err(|e| e.to_string()),
-                    () = ctx.cancel.cancelled() => return ToolOutput::error("The call was cancelled."),
+            let result = match unless_cancelled(ctx, slot.connection(true)).await {
+                Err(cancelled) => return cancelled,
+                Ok(Err(e)) => Err(e),
+                Ok(Ok(conn)) => match unless_cancelled(ctx, conn.peer.list_all_resources()).await {
+                    Err(cancelled) => return cancelled,
+                    Ok(listed) => listed.map_err(|e| e.to_string()),
                 },
-                Err(e) => Err(e),
             };
             match result {
                 Ok(resources) => {
@@ -170,9 +168,9 @@ impl Tool for ReadResource {
                 server_names(&self.servers)
             ));
         };
-        let conn = tokio::select! {
-            conn = slot.connection(true) => conn,
-            () = ctx.cancel.cancelled() => return ToolOutput::error("The call was cancelled."),
+        let conn = match unless_cancelled(ctx, slot.connection(true)).await {
+            Err(cancelled) => return cancelled,
+            Ok(conn) => conn,
         };
         let conn = match conn {
             Ok(conn) => conn,
@@ -180,9 +178,10 @@ impl Tool for ReadResource {
                 return ToolOutput::error(format!("MCP server '{server}' is unavailable: {e}"));
             }
         };
-        let read = tokio::select! {
-            r = conn.peer.read_resource(ReadResourceRequestParams::new(uri)) => r,
-            () = ctx.cancel.cancelled() => return ToolOutput::error("The call was cancelled."),
+        let params = ReadResourceRequestParams::new(uri);
+        let read = match unless_cancelled(ctx, conn.peer.read_resource(params)).await {
+            Err(cancelled) => return cancelled,
+            Ok(read) => read,
         };
         match read {
             Ok(result) => render_contents(&serde_json::to_value(&result).unwrap_or(Value::Null)),
@@ -194,7 +193,6 @@ impl Tool for ReadResource {
 /// A read's contents: text as it is, images shown as images (judged by
 /// their bytes), other binary content described.
 fn render_contents(result: &Value) -> ToolOutput {
-    use base64::Engine;
     let mut parts = Vec::new();
     let mut media = Vec::new();
     for item in result
@@ -208,12 +206,9 @@ fn render_contents(result: &Value) -> ToolOutput {
             parts.push(format!("[resource {}]\n{text}", field("uri")));
             continue;
         }
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(field("blob"))
-            .unwrap_or_default();
-        match crate::media::MediaType::sniff(&bytes).filter(|m| m.is_image()) {
-            Some(kind) => {
-                let shown = crate::tools::read_media::image(&bytes, kind, field("uri"));
+        let bytes = super::decode_base64(field("blob"));
+        match super::image_in(&bytes, field("uri")) {
+            Some(shown) => {
                 parts.push(shown.content);
                 media.extend(shown.media);
             }

@@ -195,11 +195,6 @@ impl Policy {
         self
     }
 
-    /// The user and group the command runs as, when not the service's.
-    pub fn user(&self) -> Option<Owner> {
-        self.user
-    }
-
     /// Directories (and what is below them) the command may read, write,
     /// create in and execute from.
     pub fn read_write(&self) -> &[PathBuf] {
@@ -288,7 +283,7 @@ pub enum UsageError {
 /// `[--rw DIR | --ro DIR | --net none | --deny-port N | --limit NAME=N | --parent PID
 /// | --uid N | --gid N]... -- PROGRAM [ARGS...]`.
 pub fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Invocation, UsageError> {
-    let mut args = args.into_iter().peekable();
+    let mut args = args.into_iter();
     let mut policy = Policy::default();
     let mut parent = None;
     let mut first = true;
@@ -324,7 +319,11 @@ pub fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Invocation
                 };
             }
             Some(flag @ ("--uid" | "--gid")) => {
-                let name = if flag == "--uid" { "--uid" } else { "--gid" };
+                let (name, slot) = if flag == "--uid" {
+                    ("--uid", &mut uid)
+                } else {
+                    ("--gid", &mut gid)
+                };
                 let v = value(name)?;
                 // Never root, nor the "unchanged" value -1.
                 let id = v
@@ -332,11 +331,7 @@ pub fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Invocation
                     .ok()
                     .filter(|id| *id != 0 && *id != u32::MAX)
                     .ok_or_else(|| bad(name, &v))?;
-                if name == "--uid" {
-                    uid = Some(id);
-                } else {
-                    gid = Some(id);
-                }
+                *slot = Some(id);
                 first = false;
                 continue;
             }
@@ -1056,8 +1051,8 @@ fn holds_capabilities() -> bool {
 /// starts it through `sandbox-exec --unprivileged`, which drops them all
 /// first, so the program gets none of them.
 pub fn unprivileged_command(program: impl AsRef<OsStr>) -> tokio::process::Command {
-    match std::env::current_exe() {
-        Ok(exe) if holds_capabilities() => {
+    match holds_capabilities().then(std::env::current_exe) {
+        Some(Ok(exe)) => {
             let mut cmd = tokio::process::Command::new(exe);
             cmd.args([
                 OsStr::new(SUBCOMMAND),

@@ -50,6 +50,24 @@ pub struct OpenFile {
     pub len: u64,
 }
 
+impl OpenFile {
+    /// The whole file as text, for small files the service reads itself
+    /// (definitions, settings, memory): refused when it is over `limit`
+    /// bytes, and never more than `limit` read even if it grew meanwhile.
+    pub fn read_text(self, limit: u64) -> Result<String, String> {
+        use std::io::Read;
+        if self.len > limit {
+            return Err(format!("{} bytes, over the {limit}-byte limit", self.len));
+        }
+        let mut text = String::new();
+        self.file
+            .take(limit)
+            .read_to_string(&mut text)
+            .map_err(|e| e.to_string())?;
+        Ok(text)
+    }
+}
+
 /// Resolution rules for every open: stay beneath the handle (absolute
 /// symlinks and `..` out of it fail), and no `/proc/self/fd`-style links.
 const RESOLVE: ResolveFlags = ResolveFlags::BENEATH.union(ResolveFlags::NO_MAGICLINKS);
@@ -135,10 +153,7 @@ pub fn open_file_for(
         _ => return Err(FileError::NotRegular(shown.to_owned())),
     }
     if let Some(owner) = owner.filter(|_| flags.contains(OFlags::CREATE)) {
-        give_to(&fd, owner).map_err(|source| FileError::Io {
-            path: shown.to_owned(),
-            source,
-        })?;
+        give_to(&fd, owner).map_err(|source| io_failure(shown, source))?;
     }
     // Regular files ignore O_NONBLOCK; clearing it keeps later reads plain.
     let flags = rustix::fs::fcntl_getfl(&fd).map_err(|e| io_error(shown, e))?;
@@ -324,12 +339,7 @@ fn empty_dir(parent: impl AsFd, name: &std::ffi::OsStr, shown: &str) -> Result<(
         Mode::empty(),
     )
     .map_err(|e| io_error(shown, e))?;
-    let names: Vec<std::ffi::CString> = rustix::fs::Dir::read_from(&fd)
-        .map_err(|e| io_error(shown, e))?
-        .filter_map(Result::ok)
-        .map(|entry| entry.file_name().to_owned())
-        .filter(|n| n.as_bytes() != b"." && n.as_bytes() != b"..")
-        .collect();
+    let names = entry_names(&fd).map_err(|e| io_error(shown, e))?;
     for child in names {
         let child = std::ffi::OsStr::from_bytes(child.as_bytes());
         let stat = match rustix::fs::statat(&fd, child, AtFlags::SYMLINK_NOFOLLOW) {
@@ -381,10 +391,7 @@ pub fn create_dirs_for(
                         Mode::empty(),
                     )
                     .map_err(|e| io_error(shown, e))?;
-                    give_to(&made, owner).map_err(|source| FileError::Io {
-                        path: shown.to_owned(),
-                        source,
-                    })?;
+                    give_to(&made, owner).map_err(|source| io_failure(shown, source))?;
                 }
             }
             Err(rustix::io::Errno::EXIST) => {}
@@ -460,11 +467,7 @@ fn try_give_children_to(root: impl AsFd, owner: Owner) -> io::Result<u64> {
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
         Mode::empty(),
     )?;
-    let names: Vec<std::ffi::CString> = rustix::fs::Dir::read_from(&dir)?
-        .filter_map(Result::ok)
-        .map(|entry| entry.file_name().to_owned())
-        .filter(|n| n.as_bytes() != b"." && n.as_bytes() != b"..")
-        .collect();
+    let names = entry_names(&dir)?;
     let mut left = 0;
     for name in names {
         let child = match rustix::fs::openat(
@@ -490,6 +493,15 @@ fn try_give_children_to(root: impl AsFd, owner: Owner) -> io::Result<u64> {
         }
     }
     Ok(left)
+}
+
+/// The names in an open directory, without `.` and `..`.
+fn entry_names(dir: impl AsFd) -> rustix::io::Result<Vec<std::ffi::CString>> {
+    Ok(rustix::fs::Dir::read_from(dir)?
+        .filter_map(Result::ok)
+        .map(|entry| entry.file_name().to_owned())
+        .filter(|n| n.as_bytes() != b"." && n.as_bytes() != b"..")
+        .collect())
 }
 
 fn dot_if_empty(path: &Path) -> &Path {
@@ -532,9 +544,13 @@ fn openat2_retrying(
 }
 
 fn io_error(shown: &str, e: rustix::io::Errno) -> FileError {
+    io_failure(shown, io::Error::from(e))
+}
+
+fn io_failure(shown: &str, source: io::Error) -> FileError {
     FileError::Io {
         path: shown.to_owned(),
-        source: io::Error::from(e),
+        source,
     }
 }
 

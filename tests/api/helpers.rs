@@ -353,3 +353,16 @@ pub fn tool_results_in(fake: &fake_anthropic::FakeAnthropic, n: usize) -> Vec<Va
 pub fn last_tool_results(fake: &fake_anthropic::FakeAnthropic) -> Vec<Value> {
     tool_results_in(fake, fake.requests().len() - 1)
 }
+
+/// The names of the tools a Messages API request body offers.
+pub fn tool_names(request: &Value) -> Vec<String> {
+    request["tools"]
+        .as_array()
+        .map(|tools| {
+            tools
+                .iter()
+                .filter_map(|t| t["name"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}

@@ -65,15 +65,7 @@ fn results(fake: &FakeAnthropic) -> Vec<(bool, String)> {
 
 /// The tools offered in the `n`th request.
 fn offered(fake: &FakeAnthropic, n: usize) -> Vec<String> {
-    fake.requests()[n].body["tools"]
-        .as_array()
-        .map(|tools| {
-            tools
-                .iter()
-                .map(|t| t["name"].as_str().unwrap().to_owned())
-                .collect()
-        })
-        .unwrap_or_default()
+    crate::helpers::tool_names(&fake.requests()[n].body)
 }
 
 fn write(path: &Path, text: &str) {

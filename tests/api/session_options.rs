@@ -77,18 +77,6 @@ async fn created(response: reqwest::Response) -> Value {
     body
 }
 
-fn tool_names(request: &Value) -> Vec<String> {
-    request["tools"]
-        .as_array()
-        .map(|tools| {
-            tools
-                .iter()
-                .filter_map(|t| t["name"].as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 fn system_text(request: &Value) -> String {
     match &request["system"] {
         Value::String(s) => s.clone(),

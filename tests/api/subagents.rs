@@ -11,18 +11,7 @@ use fake_anthropic::{FakeAnthropic, Reply};
 use serde_json::{Value, json};
 
 use crate::chat::{Frames, agent_app};
-
-fn tool_names(request: &Value) -> Vec<String> {
-    request["tools"]
-        .as_array()
-        .map(|tools| {
-            tools
-                .iter()
-                .map(|t| t["name"].as_str().unwrap().to_owned())
-                .collect()
-        })
-        .unwrap_or_default()
-}
+use crate::helpers::tool_names;
 
 /// The `tool_result` blocks of the last message request `request` carried.
 fn last_results(request: &Value) -> Vec<Value> {

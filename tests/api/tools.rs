@@ -23,15 +23,7 @@ async fn app_with(
 }
 
 fn offered(fake: &FakeAnthropic, n: usize) -> Vec<String> {
-    fake.requests()[n].body["tools"]
-        .as_array()
-        .map(|tools| {
-            tools
-                .iter()
-                .map(|t| t["name"].as_str().unwrap().to_owned())
-                .collect()
-        })
-        .unwrap_or_default()
+    crate::helpers::tool_names(&fake.requests()[n].body)
 }
 
 #[tokio::test]
